@@ -1,0 +1,695 @@
+//! Docker engine as a source of truth: containers are targets, the engine's
+//! own event stream (`timeNano`, CLOCK_REALTIME of this host) gives the phase
+//! boundaries.
+//!
+//! Why events and not `inspect` polling: events carry the engine's timestamp of
+//! each transition (kill signals, die with exit code, start, health status),
+//! polling would only bound them. The stream is opened with `since` = the
+//! request time, so the engine replays anything that happened before the
+//! subscription reached it: nothing can be missed, whatever the ordering of
+//! the two HTTP requests.
+
+use crate::abort::{Abort, Interrupt, bounded};
+use crate::probes::{self, ExecHealth, Http, Probe, ProbeResult, Tcp};
+use crate::scenario::{ProbeSpec, TargetSpec};
+use crate::target::{Action, BoxFuture, Driver, PlanError, ResolvedTarget, TargetDetail};
+use crate::timeline::{Ending, Timeline, realtime_nanos, signal_name};
+use bollard::Docker;
+use bollard::models::{EventMessage, RestartPolicyNameEnum};
+use bollard::query_parameters::{
+    EventsOptions, ListContainersOptions, RestartContainerOptions, StartContainerOptions,
+    StopContainerOptions,
+};
+use bounce_wire::{BoundaryName, Outcome, Source, TargetRef};
+use futures_util::StreamExt;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Docker's stop timeout when neither the scenario nor the container sets one.
+const ENGINE_DEFAULT_STOP_TIMEOUT: u32 = 10;
+/// Docker's health check timeout default.
+const ENGINE_DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("cannot reach the Docker engine ({host}): {source}")]
+    Connect {
+        host: String,
+        source: bollard::errors::Error,
+    },
+}
+
+/// What `plan` and `restart` need to know about one container.
+#[derive(Debug, Clone)]
+pub struct ContainerDetail {
+    pub id: String,
+    pub image: String,
+    pub restart_policy: String,
+    /// The scenario's stop timeout, passed to the engine; `None` lets the
+    /// engine use the container's own.
+    pub requested_stop_timeout: Option<u32>,
+    /// What the engine will wait before SIGKILL.
+    pub effective_stop_timeout: u32,
+    pub health_cmd: Option<Vec<String>>,
+    pub health_timeout: Duration,
+}
+
+pub struct DockerEngine {
+    docker: Docker,
+}
+
+fn docker_host() -> String {
+    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
+}
+
+impl DockerEngine {
+    /// Connects to `$DOCKER_HOST` or the local socket, and checks that the engine answers.
+    pub async fn connect() -> Result<DockerEngine, DockerError> {
+        let connect_err = |source| DockerError::Connect {
+            host: docker_host(),
+            source,
+        };
+        // Restart and stop answer only when done: the client timeout must
+        // outlast any stop timeout; bounce's own deadlines bound every call.
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(connect_err)?
+            .with_timeout(Duration::from_secs(2 * 3600));
+        docker.ping().await.map_err(connect_err)?;
+        Ok(DockerEngine { docker })
+    }
+
+    /// `(version, api_version)` of the engine.
+    pub async fn version(&self) -> Option<(String, String)> {
+        let v = self.docker.version().await.ok()?;
+        Some((
+            v.version.unwrap_or_default(),
+            v.api_version.unwrap_or_default(),
+        ))
+    }
+
+    async fn resolve_all(&self, specs: &[TargetSpec]) -> Result<Vec<ResolvedTarget>, PlanError> {
+        let engine = |e: bollard::errors::Error| PlanError::Engine(format!("Docker engine: {e}"));
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                ..Default::default()
+            }))
+            .await
+            .map_err(engine)?;
+        let mut names: Vec<String> = list
+            .iter()
+            .filter_map(|c| c.names.as_ref()?.first().cloned())
+            .map(|n| n.trim_start_matches('/').to_string())
+            .collect();
+        names.sort();
+
+        let mut chosen: BTreeMap<String, usize> = BTreeMap::new();
+        let mut out = Vec::new();
+        for (index, spec) in specs.iter().enumerate() {
+            let mut matched = Vec::new();
+            for pattern in &spec.docker.names.0 {
+                let hits: Vec<&String> = names.iter().filter(|n| pattern.matches(n)).collect();
+                if hits.is_empty() {
+                    return Err(PlanError::NoMatch {
+                        index,
+                        pattern: pattern.text.clone(),
+                    });
+                }
+                matched.extend(hits.into_iter().cloned());
+            }
+            matched.sort();
+            matched.dedup();
+            for name in matched {
+                if let Some(first) = chosen.insert(name.clone(), index) {
+                    return Err(PlanError::Overlap {
+                        name,
+                        first,
+                        second: index,
+                    });
+                }
+                out.push(self.resolve_one(index, spec, &name).await?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn resolve_one(
+        &self,
+        index: usize,
+        spec: &TargetSpec,
+        name: &str,
+    ) -> Result<ResolvedTarget, PlanError> {
+        let info = self
+            .docker
+            .inspect_container(name, None)
+            .await
+            .map_err(|e| PlanError::Engine(format!("inspecting {name}: {e}")))?;
+        let id = info.id.clone().unwrap_or_default();
+        let state = info.state.clone().unwrap_or_default();
+        if state.running != Some(true) {
+            return Err(PlanError::NotRunning {
+                index,
+                name: name.into(),
+                state: state
+                    .status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "unknown".into()),
+            });
+        }
+        let config = info.config.clone().unwrap_or_default();
+        let policy = info
+            .host_config
+            .as_ref()
+            .and_then(|h| h.restart_policy.as_ref())
+            .and_then(|p| p.name)
+            .unwrap_or(RestartPolicyNameEnum::EMPTY);
+        let policy_text = match policy {
+            RestartPolicyNameEnum::EMPTY | RestartPolicyNameEnum::NO => "no".to_string(),
+            other => other.to_string(),
+        };
+        if spec.action == Action::Kill && policy_text == "no" {
+            return Err(PlanError::NoRestartPolicy {
+                index,
+                name: name.into(),
+                policy: policy_text,
+            });
+        }
+        let health = config.healthcheck.clone().unwrap_or_default();
+        let health_cmd = probes::health_command(&health.test.clone().unwrap_or_default());
+        let health_timeout = health
+            .timeout
+            .filter(|ns| *ns > 0)
+            .map(|ns| Duration::from_nanos(ns as u64))
+            .unwrap_or(ENGINE_DEFAULT_HEALTH_TIMEOUT);
+        let ready = match &spec.ready {
+            Some(list) => list.0.clone(),
+            None if health_cmd.is_some() => vec![ProbeSpec::DockerHealth(Default::default())],
+            None => vec![ProbeSpec::Running(Default::default())],
+        };
+        for probe in &ready {
+            let needs = match probe {
+                ProbeSpec::DockerHealth(_) => Some("docker_health"),
+                ProbeSpec::ExecHealth(_) => Some("exec_health"),
+                _ => None,
+            };
+            if let (Some(probe), None) = (needs, &health_cmd) {
+                return Err(PlanError::NoHealthcheck {
+                    index,
+                    name: name.into(),
+                    probe,
+                });
+            }
+        }
+        let requested_stop_timeout = spec.stop_timeout.map(|t| t.0);
+        let effective_stop_timeout = requested_stop_timeout
+            .or(config.stop_timeout.map(|t| t.max(0) as u32))
+            .unwrap_or(ENGINE_DEFAULT_STOP_TIMEOUT);
+        if spec.action != Action::Kill
+            && spec.timeout.0 <= Duration::from_secs(effective_stop_timeout as u64)
+        {
+            return Err(PlanError::TimeoutTooShort {
+                index,
+                name: name.into(),
+                timeout: spec.timeout.0,
+                stop_timeout: effective_stop_timeout,
+            });
+        }
+        let image = config.image.clone().unwrap_or_default();
+        let facts = format!(
+            "running, image {image}, restart policy {policy_text}, stop timeout {effective_stop_timeout}s, {}",
+            if health_cmd.is_some() {
+                "health check"
+            } else {
+                "no health check"
+            }
+        );
+        Ok(ResolvedTarget {
+            spec_index: index,
+            target: TargetRef::Docker {
+                name: name.into(),
+                id: id.clone(),
+            },
+            service: name.into(),
+            action: spec.action,
+            ready,
+            timeout: spec.timeout.0,
+            facts,
+            detail: TargetDetail::Docker(ContainerDetail {
+                id,
+                image,
+                restart_policy: policy_text,
+                requested_stop_timeout,
+                effective_stop_timeout,
+                health_cmd,
+                health_timeout,
+            }),
+        })
+    }
+
+    async fn restart_container(
+        &self,
+        t: &ResolvedTarget,
+        d: &ContainerDetail,
+        iteration: u32,
+        abort: &Abort,
+    ) -> (Timeline, Ending) {
+        let mut tl = Timeline::new(t.target.clone(), t.service.clone(), iteration, t.action);
+        let info = match self.docker.inspect_container(&d.id, None).await {
+            Ok(i) => i,
+            Err(e) => return (tl, Ending::new(Outcome::Failed, format!("inspect: {e}"))),
+        };
+        let state = info.state.unwrap_or_default();
+        if state.running != Some(true) {
+            return (
+                tl,
+                Ending::new(
+                    Outcome::Failed,
+                    "not running when its turn came; bounce does not start stopped services",
+                ),
+            );
+        }
+        let pid = state.pid.unwrap_or(0);
+
+        let requested = realtime_nanos();
+        let deadline = Instant::now() + t.timeout;
+        let (observed, events) = self.follow_events(&d.id, requested);
+        tl.mark(BoundaryName::Requested, requested, Source::Agent);
+        let ending = self
+            .act_and_wait(t, d, pid, &observed, deadline, abort, &mut tl)
+            .await;
+        events.abort();
+        (tl, ending)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn act_and_wait(
+        &self,
+        t: &ResolvedTarget,
+        d: &ContainerDetail,
+        pid: i64,
+        observed: &watch::Receiver<Observed>,
+        deadline: Instant,
+        abort: &Abort,
+        tl: &mut Timeline,
+    ) -> Ending {
+        let stop_opts = || StopContainerOptions {
+            t: d.requested_stop_timeout.map(|s| s as i32),
+            signal: None,
+        };
+        let acted: Result<Result<(), String>, Interrupt> = match t.action {
+            Action::Restart => bounded(
+                self.docker.restart_container(
+                    &d.id,
+                    Some(RestartContainerOptions {
+                        t: d.requested_stop_timeout.map(|s| s as i32),
+                        signal: None,
+                    }),
+                ),
+                deadline,
+                abort,
+            )
+            .await
+            .map(|r| r.map_err(|e| format!("restart: {e}"))),
+            Action::StopStart => {
+                match bounded(
+                    self.docker.stop_container(&d.id, Some(stop_opts())),
+                    deadline,
+                    abort,
+                )
+                .await
+                {
+                    Ok(Ok(())) => {
+                        // Start only once the engine has reported the exit.
+                        match wait_observed(observed, |o| o.exited.is_some(), deadline, abort).await
+                        {
+                            Ok(_) => bounded(
+                                self.docker
+                                    .start_container(&d.id, None::<StartContainerOptions>),
+                                deadline,
+                                abort,
+                            )
+                            .await
+                            .map(|r| r.map_err(|e| format!("start: {e}"))),
+                            Err(i) => Err(i),
+                        }
+                    }
+                    Ok(Err(e)) => Ok(Err(format!("stop: {e}"))),
+                    Err(i) => Err(i),
+                }
+            }
+            Action::Kill => {
+                // A crash: SIGKILL straight to the container's main process, so the
+                // engine sees a process death (not a user stop) and applies the
+                // restart policy.
+                let rc = if pid > 0 {
+                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) }
+                } else {
+                    -1
+                };
+                if rc == 0 {
+                    tl.signals.push("SIGKILL".into());
+                    Ok(Ok(()))
+                } else {
+                    Ok(Err(format!(
+                        "kill -KILL {pid}: {}",
+                        std::io::Error::last_os_error()
+                    )))
+                }
+            }
+        };
+        let mut ending = match acted {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(Ending::new(Outcome::Failed, e)),
+            Err(i) => Some(interrupted(i, t, "waiting for the engine")),
+        };
+        if ending.is_none()
+            && let Err(i) = wait_observed(observed, |o| o.started.is_some(), deadline, abort).await
+        {
+            ending = Some(interrupted(
+                i,
+                t,
+                "waiting for the container to start again",
+            ));
+        }
+        copy_observed(&observed.borrow(), tl);
+        if let Some(e) = ending {
+            return e;
+        }
+        let Some(started) = tl.at(BoundaryName::Started) else {
+            return Ending::new(Outcome::Failed, "the engine reported no start");
+        };
+        let ending = self
+            .wait_ready(t, d, started, observed, deadline, abort, tl)
+            .await;
+        copy_observed(&observed.borrow(), tl);
+        ending
+    }
+
+    /// Runs every readiness probe at once; ready when the last one first succeeds.
+    #[allow(clippy::too_many_arguments)]
+    async fn wait_ready(
+        &self,
+        t: &ResolvedTarget,
+        d: &ContainerDetail,
+        started: i64,
+        observed: &watch::Receiver<Observed>,
+        deadline: Instant,
+        abort: &Abort,
+        tl: &mut Timeline,
+    ) -> Ending {
+        let mut waits: Vec<BoxFuture<'_, ProbeEnd>> = Vec::new();
+        for spec in &t.ready {
+            let label = spec.label();
+            match spec {
+                ProbeSpec::Running(_) => waits.push(Box::pin(async move {
+                    ProbeEnd {
+                        label,
+                        ready_at: Some(started),
+                        source: Source::DockerEvent {
+                            action: "start".into(),
+                        },
+                        report: None,
+                        why_not: None,
+                    }
+                })),
+                ProbeSpec::DockerHealth(_) => waits.push(Box::pin(async move {
+                    let r = wait_observed(observed, |o| o.healthy.is_some(), deadline, abort).await;
+                    ProbeEnd {
+                        label,
+                        ready_at: r.ok().and_then(|o| o.healthy),
+                        source: Source::DockerEvent {
+                            action: "health_status: healthy".into(),
+                        },
+                        report: None,
+                        why_not: Some("no health_status: healthy event".into()),
+                    }
+                })),
+                ProbeSpec::ExecHealth(e) => {
+                    let cmd = d.health_cmd.clone().unwrap_or_default();
+                    let probe = ExecHealth::new(self.docker.clone(), d.id.clone(), cmd);
+                    let try_timeout = e.try_timeout.map(|s| s.0).unwrap_or(d.health_timeout);
+                    let interval = e.interval.0.0;
+                    waits.push(Box::pin(async move {
+                        poll(&probe, interval, try_timeout, deadline, abort).await
+                    }));
+                }
+                ProbeSpec::Tcp(s) => {
+                    let probe = Tcp::new(s);
+                    let (interval, try_timeout) = (s.interval.0.0, s.try_timeout.0);
+                    waits.push(Box::pin(async move {
+                        poll(&probe, interval, try_timeout, deadline, abort).await
+                    }));
+                }
+                ProbeSpec::Http(s) => {
+                    let probe = Http::new(s);
+                    let (interval, try_timeout) = (s.interval.0.0, s.try_timeout.0);
+                    waits.push(Box::pin(async move {
+                        poll(&probe, interval, try_timeout, deadline, abort).await
+                    }));
+                }
+            }
+        }
+        let ends = futures_util::future::join_all(waits).await;
+        let mut missing = Vec::new();
+        let mut last: Option<(i64, Source)> = None;
+        for end in ends {
+            if let Some(r) = end.report {
+                tl.probes.push(r);
+            }
+            match end.ready_at {
+                Some(at) if last.as_ref().is_none_or(|(l, _)| at > *l) => {
+                    last = Some((at, end.source))
+                }
+                Some(_) => {}
+                None => missing.push(match end.why_not {
+                    Some(why) => format!("{} ({why})", end.label),
+                    None => end.label,
+                }),
+            }
+        }
+        if !missing.is_empty() {
+            if abort.is_set() {
+                return Ending::new(Outcome::Aborted, "interrupted while waiting for readiness");
+            }
+            return Ending::new(
+                Outcome::Timeout,
+                format!(
+                    "not ready within {}s: {} did not succeed",
+                    t.timeout.as_secs(),
+                    missing.join(", ")
+                ),
+            );
+        }
+        if let Some((at, source)) = last {
+            tl.mark(BoundaryName::Ready, at, source);
+        }
+        Ending::ok()
+    }
+
+    /// Opens the engine's event stream for one container from `since_nanos` on,
+    /// and folds it into an [`Observed`] that waiters can watch.
+    fn follow_events(
+        &self,
+        id: &str,
+        since_nanos: i64,
+    ) -> (watch::Receiver<Observed>, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = watch::channel(Observed::default());
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            ("container".to_string(), vec![id.to_string()]),
+        ]);
+        let options = EventsOptions {
+            since: Some(format!(
+                "{}.{:09}",
+                since_nanos.div_euclid(1_000_000_000),
+                since_nanos.rem_euclid(1_000_000_000)
+            )),
+            until: None,
+            filters: Some(filters),
+        };
+        let mut stream = self.docker.events(Some(options));
+        let task = tokio::spawn(async move {
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(ev) => tx.send_modify(|o| o.apply(&ev, since_nanos)),
+                    Err(e) => {
+                        tx.send_modify(|o| o.stream_error = Some(e.to_string()));
+                        break;
+                    }
+                }
+            }
+        });
+        (rx, task)
+    }
+}
+
+/// What the event stream has shown since the request.
+#[derive(Debug, Clone, Default)]
+struct Observed {
+    exited: Option<i64>,
+    exit_code: Option<i64>,
+    started: Option<i64>,
+    healthy: Option<i64>,
+    signals: Vec<String>,
+    oom: bool,
+    /// Exits after the restart had started again (a crash while being probed).
+    later_exits: Vec<(i64, Option<i64>)>,
+    stream_error: Option<String>,
+}
+
+impl Observed {
+    fn apply(&mut self, ev: &EventMessage, since: i64) {
+        let Some(at) = ev.time_nano.filter(|t| *t >= since) else {
+            return;
+        };
+        let action = ev.action.as_deref().unwrap_or("");
+        let attr = |k: &str| {
+            ev.actor
+                .as_ref()
+                .and_then(|a| a.attributes.as_ref())
+                .and_then(|m| m.get(k).cloned())
+        };
+        match action {
+            "kill" if self.started.is_none() => {
+                if let Some(sig) = attr("signal") {
+                    self.signals.push(signal_name(&sig));
+                }
+            }
+            "oom" => self.oom = true,
+            "die" => {
+                let code = attr("exitCode").and_then(|c| c.parse().ok());
+                if self.exited.is_none() {
+                    self.exited = Some(at);
+                    self.exit_code = code;
+                } else if self.started.is_some() {
+                    self.later_exits.push((at, code));
+                }
+            }
+            "start" if self.exited.is_some() && self.started.is_none() => self.started = Some(at),
+            a if a.starts_with("health_status: healthy")
+                && self.healthy.is_none()
+                && self.started.is_some_and(|s| at >= s) =>
+            {
+                self.healthy = Some(at)
+            }
+            _ => {}
+        }
+    }
+}
+
+fn copy_observed(o: &Observed, tl: &mut Timeline) {
+    let event = |a: &str| Source::DockerEvent { action: a.into() };
+    if let Some(at) = o.exited {
+        tl.mark(BoundaryName::Exited, at, event("die"));
+    }
+    if let Some(at) = o.started {
+        tl.mark(BoundaryName::Started, at, event("start"));
+    }
+    if o.exit_code.is_some() {
+        tl.exit_code = o.exit_code;
+    }
+    // The engine's own record of the signals it sent is authoritative; with
+    // `kill` the agent signals the process itself and the engine reports none.
+    if !o.signals.is_empty() {
+        tl.signals = o.signals.clone();
+    }
+    tl.oom_killed |= o.oom;
+    for (at, code) in &o.later_exits {
+        let note = format!(
+            "exited again (code {}) at +{:.3}s while being probed",
+            code.map(|c| c.to_string()).unwrap_or_else(|| "?".into()),
+            (*at - tl.at(BoundaryName::Requested).unwrap_or(*at)) as f64 / 1e9
+        );
+        if !tl.notes.contains(&note) {
+            tl.notes.push(note);
+        }
+    }
+    if let Some(e) = &o.stream_error {
+        let note = format!("event stream ended: {e}");
+        if !tl.notes.contains(&note) {
+            tl.notes.push(note);
+        }
+    }
+}
+
+async fn wait_observed(
+    observed: &watch::Receiver<Observed>,
+    cond: impl Fn(&Observed) -> bool,
+    deadline: Instant,
+    abort: &Abort,
+) -> Result<Observed, Interrupt> {
+    let mut rx = observed.clone();
+    let waited = bounded(
+        async move { rx.wait_for(|o| cond(o)).await.map(|o| o.clone()) },
+        deadline,
+        abort,
+    )
+    .await?;
+    // The stream task ended (stream error): nothing more will come.
+    waited.map_err(|_| Interrupt::Deadline)
+}
+
+fn interrupted(i: Interrupt, t: &ResolvedTarget, doing: &str) -> Ending {
+    match i {
+        Interrupt::Aborted => Ending::new(Outcome::Aborted, format!("interrupted while {doing}")),
+        Interrupt::Deadline => Ending::new(
+            Outcome::Timeout,
+            format!("timeout ({}s) while {doing}", t.timeout.as_secs()),
+        ),
+    }
+}
+
+struct ProbeEnd {
+    label: String,
+    ready_at: Option<i64>,
+    source: Source,
+    report: Option<bounce_wire::ProbeReport>,
+    why_not: Option<String>,
+}
+
+async fn poll(
+    probe: &dyn Probe,
+    interval: Duration,
+    try_timeout: Duration,
+    deadline: Instant,
+    abort: &Abort,
+) -> ProbeEnd {
+    let ProbeResult { report, ready_at } =
+        probes::poll_until_ready(probe, interval, try_timeout, deadline, abort).await;
+    ProbeEnd {
+        label: report.probe.clone(),
+        ready_at,
+        source: Source::Probe {
+            probe: report.probe.clone(),
+        },
+        why_not: report.last_error.clone().map(|e| format!("last: {e}")),
+        report: Some(report),
+    }
+}
+
+impl Driver for DockerEngine {
+    fn resolve<'a>(
+        &'a self,
+        specs: &'a [TargetSpec],
+    ) -> BoxFuture<'a, Result<Vec<ResolvedTarget>, PlanError>> {
+        Box::pin(self.resolve_all(specs))
+    }
+
+    fn restart<'a>(
+        &'a self,
+        target: &'a ResolvedTarget,
+        iteration: u32,
+        abort: &'a Abort,
+    ) -> BoxFuture<'a, (Timeline, Ending)> {
+        Box::pin(async move {
+            match &target.detail {
+                TargetDetail::Docker(d) => {
+                    self.restart_container(target, d, iteration, abort).await
+                }
+            }
+        })
+    }
+}

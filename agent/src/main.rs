@@ -1,0 +1,212 @@
+//! The command line: thin on purpose; the work is in the library.
+
+use anyhow::{Context, Result};
+use bounce_agent::docker::DockerEngine;
+use bounce_agent::output::{RunInfo, RunOutput, new_run_id};
+use bounce_agent::runner::{self, RunOptions, StopReason};
+use bounce_agent::scenario::{Scenario, duration};
+use bounce_agent::target::Driver;
+use bounce_agent::timeline::{RunLabels, realtime_nanos};
+use bounce_agent::{facts, plan};
+use bounce_wire::Outcome;
+use bounce_wire::summary::render_table;
+use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Restart services on this node and measure how long each phase of each restart takes.
+///
+/// Start with `check` (the scenario is well-formed), then `plan` (what would be
+/// restarted, against the live engine, touching nothing), then `run`.
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate scenario files completely, without contacting any engine.
+    Check {
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
+    },
+    /// Resolve a scenario against the live Docker engine and print exactly what
+    /// `run` would restart, in which order and within which limits. Touches nothing.
+    Plan {
+        scenario: PathBuf,
+        /// Node name recorded with the results (default: the host name).
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Carry out a scenario: restart its targets and measure every phase.
+    ///
+    /// Writes timelines.jsonl (as each restart ends), histograms.hlog and
+    /// summary.json into the output folder. Exit status 1 when any restart did
+    /// not end `ok` or the run was interrupted. Ctrl-C starts no new restart and
+    /// waits up to --drain for those in flight; a second Ctrl-C stops waiting.
+    Run {
+        scenario: PathBuf,
+        /// Folder for the results; must not already hold a run.
+        #[arg(long, short)]
+        output: PathBuf,
+        /// Node name recorded with the results (default: the host name).
+        #[arg(long)]
+        node: Option<String>,
+        /// After Ctrl-C, how long restarts in flight may take to finish.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        drain: Duration,
+        /// Print one line per restart instead of a progress bar.
+        #[arg(long)]
+        no_progress: bool,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    duration::parse(s)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn dispatch(cmd: Command) -> Result<ExitCode> {
+    match cmd {
+        Command::Check { scenarios } => {
+            let mut bad = 0;
+            for path in scenarios {
+                match Scenario::load(&path) {
+                    Ok(s) => println!(
+                        "{}: ok ({} target entr{}, repeat {}, concurrency {})",
+                        path.display(),
+                        s.targets.len(),
+                        if s.targets.len() == 1 { "y" } else { "ies" },
+                        s.repeat,
+                        s.concurrency
+                    ),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        bad += 1;
+                    }
+                }
+            }
+            Ok(if bad == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+        Command::Plan { scenario, node } => {
+            let scenario = Scenario::load(&scenario)?;
+            let engine = DockerEngine::connect().await?;
+            let targets = engine
+                .resolve(&scenario.targets)
+                .await
+                .with_context(|| format!("{}: cannot plan", scenario.file.display()))?;
+            let node = node.unwrap_or_else(facts::node_hostname);
+            print!("{}", plan::render(&scenario, &targets, &node));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            scenario,
+            output,
+            node,
+            drain,
+            no_progress,
+        } => {
+            let scenario = Scenario::load(&scenario)?;
+            let engine = DockerEngine::connect().await?;
+            // Everything is resolved and checked before the first restart.
+            let targets = engine
+                .resolve(&scenario.targets)
+                .await
+                .with_context(|| format!("{}: cannot plan", scenario.file.display()))?;
+            let node_facts = facts::gather(engine.version().await);
+            let node = node.unwrap_or_else(|| node_facts.hostname.clone());
+            let out = RunOutput::create(&output, &scenario.text)?;
+            let labels = RunLabels {
+                run_id: new_run_id(),
+                deployment: scenario.deployment.to_string(),
+                scenario: scenario.name.to_string(),
+                node: node.clone(),
+            };
+            let planned = targets.len() as u64 * scenario.repeat as u64;
+            eprintln!(
+                "run {}: {} restart(s) of {} target(s) on {}, at most {} at once; results in {}",
+                labels.run_id,
+                planned,
+                targets.len(),
+                node,
+                scenario.concurrency,
+                output.display()
+            );
+            let started = realtime_nanos();
+            let opts = RunOptions {
+                drain,
+                show_progress: !no_progress && std::io::stderr().is_terminal(),
+            };
+            let (out, end) = runner::run(&engine, &scenario, &targets, &labels, out, &opts).await;
+            let interrupted = end.stopped == Some(StopReason::Interrupted);
+            let summary = out.finish(RunInfo {
+                run_id: labels.run_id.clone(),
+                deployment: labels.deployment.clone(),
+                scenario: labels.scenario.clone(),
+                node: bounce_wire::NodeFacts {
+                    hostname: node,
+                    ..node_facts
+                },
+                started_unix_nanos: started,
+                finished_unix_nanos: realtime_nanos(),
+                planned,
+                interrupted,
+            })?;
+            println!("{}", render_table(&summary.rows));
+            let not_ok: u64 = summary
+                .outcomes
+                .iter()
+                .filter(|(o, _)| **o != Outcome::Ok)
+                .map(|(_, n)| n)
+                .sum();
+            let ok = summary.outcomes.get(&Outcome::Ok).copied().unwrap_or(0);
+            println!(
+                "{ok} ok, {not_ok} not ok, {} not started; results in {}",
+                summary.not_started,
+                output.display()
+            );
+            match end.stopped {
+                Some(StopReason::Interrupted) => {
+                    println!(
+                        "interrupted: what was measured until then is written above and in the folder"
+                    )
+                }
+                Some(StopReason::Failure) => {
+                    println!("stopped after a failed restart (on_failure: abort)")
+                }
+                Some(StopReason::OutputError) => eprintln!(
+                    "error: stopped because the results could not be written: {}",
+                    end.output_error.unwrap_or_default()
+                ),
+                None => {}
+            }
+            Ok(if not_ok == 0 && end.stopped.is_none() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}

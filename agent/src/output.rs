@@ -1,0 +1,207 @@
+//! A run's output folder: `timelines.jsonl` (appended and flushed as each
+//! restart ends, so a crash loses nothing already measured), then
+//! `histograms.hlog` and `summary.json` when the run ends, and the scenario
+//! as it was read.
+
+use bounce_wire::summary::rows_from;
+use bounce_wire::{NodeFacts, Outcome, PhaseHistograms, RunSummary, TimelineRecord};
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub const TIMELINES: &str = "timelines.jsonl";
+pub const HISTOGRAMS: &str = "histograms.hlog";
+pub const SUMMARY: &str = "summary.json";
+pub const SCENARIO: &str = "scenario.yaml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error(
+        "{0} already holds a run ({TIMELINES}); choose a new --output folder, nothing was overwritten"
+    )]
+    NotEmpty(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Hist {
+        path: PathBuf,
+        source: bounce_wire::HistError,
+    },
+}
+
+pub struct RunOutput {
+    dir: PathBuf,
+    timelines: BufWriter<File>,
+    histograms: PhaseHistograms,
+    records: Vec<TimelineRecord>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OutputError + '_ {
+    move |source| OutputError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl RunOutput {
+    /// Creates the folder (or uses an empty one) and writes the scenario into it.
+    pub fn create(dir: &Path, scenario_text: &str) -> Result<RunOutput, OutputError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let tl_path = dir.join(TIMELINES);
+        if tl_path.exists() {
+            return Err(OutputError::NotEmpty(dir.to_path_buf()));
+        }
+        let sc_path = dir.join(SCENARIO);
+        std::fs::write(&sc_path, scenario_text).map_err(io_err(&sc_path))?;
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&tl_path)
+            .map_err(io_err(&tl_path))?;
+        Ok(RunOutput {
+            dir: dir.to_path_buf(),
+            timelines: BufWriter::new(file),
+            histograms: PhaseHistograms::default(),
+            records: Vec::new(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends one timeline and folds its observed phases into the histograms.
+    pub fn record(&mut self, rec: TimelineRecord) -> Result<(), OutputError> {
+        let path = self.dir.join(TIMELINES);
+        let line = serde_json::to_string(&rec).expect("timeline records always serialize");
+        writeln!(self.timelines, "{line}").map_err(io_err(&path))?;
+        self.timelines.flush().map_err(io_err(&path))?;
+        self.timelines
+            .get_ref()
+            .sync_data()
+            .map_err(io_err(&path))?;
+        for (phase, secs) in &rec.phases {
+            self.histograms.record(&rec.service, *phase, *secs);
+        }
+        self.records.push(rec);
+        Ok(())
+    }
+
+    pub fn records(&self) -> &[TimelineRecord] {
+        &self.records
+    }
+
+    /// Writes the histograms and the summary; returns the summary.
+    pub fn finish(self, run: RunInfo) -> Result<RunSummary, OutputError> {
+        let mut outcomes: BTreeMap<Outcome, u64> = BTreeMap::new();
+        for r in &self.records {
+            *outcomes.entry(r.outcome).or_default() += 1;
+        }
+        let summary = RunSummary {
+            rows: rows_from(&self.records, &self.histograms),
+            run_id: run.run_id,
+            deployment: run.deployment,
+            scenario: run.scenario,
+            node: run.node,
+            started_unix_nanos: run.started_unix_nanos,
+            finished_unix_nanos: run.finished_unix_nanos,
+            planned: run.planned,
+            not_started: run.planned.saturating_sub(self.records.len() as u64),
+            outcomes,
+            interrupted: run.interrupted,
+        };
+
+        let hlog = self.dir.join(HISTOGRAMS);
+        let mut w = BufWriter::new(File::create(&hlog).map_err(io_err(&hlog))?);
+        let start = UNIX_EPOCH + Duration::from_nanos(summary.started_unix_nanos.max(0) as u64);
+        let length = Duration::from_nanos(
+            (summary.finished_unix_nanos - summary.started_unix_nanos).max(0) as u64,
+        );
+        let comment = format!(
+            "bounce run {} deployment={} scenario={} node={}; values in microseconds; tags are service/phase",
+            summary.run_id, summary.deployment, summary.scenario, summary.node.hostname
+        );
+        self.histograms
+            .write_hlog(&mut w, start, length, &comment)
+            .map_err(|source| OutputError::Hist {
+                path: hlog.clone(),
+                source,
+            })?;
+        w.flush().map_err(io_err(&hlog))?;
+
+        let sum_path = self.dir.join(SUMMARY);
+        let text = serde_json::to_string_pretty(&summary).expect("summaries always serialize");
+        std::fs::write(&sum_path, text + "\n").map_err(io_err(&sum_path))?;
+        Ok(summary)
+    }
+}
+
+/// What the summary says about the run besides the measurements.
+pub struct RunInfo {
+    pub run_id: String,
+    pub deployment: String,
+    pub scenario: String,
+    pub node: NodeFacts,
+    pub started_unix_nanos: i64,
+    pub finished_unix_nanos: i64,
+    pub planned: u64,
+    pub interrupted: bool,
+}
+
+/// `20261125T130000Z-1a2b`: sortable, unique enough per node and second.
+pub fn new_run_id() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() as i64;
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let sod = secs.rem_euclid(86_400);
+    let salt = (now.subsec_nanos() ^ std::process::id().rotate_left(16)) & 0xffff;
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z-{salt:04x}",
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_417), (2025, 11, 25));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn refuses_to_overwrite_a_run() {
+        let dir = std::env::temp_dir().join(format!("bounce-out-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = RunOutput::create(&dir, "x").unwrap();
+        drop(out);
+        let err = RunOutput::create(&dir, "x").err().unwrap().to_string();
+        assert!(err.contains("already holds a run"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

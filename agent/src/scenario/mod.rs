@@ -1,0 +1,659 @@
+//! Scenarios: what to restart, how, how many at once, and what "ready" means.
+//!
+//! A scenario is validated completely while it is read, before the engine is
+//! even contacted: every check that can be made on the text is made inside
+//! deserialization, so that its error carries the file, line, column and key
+//! path. `scenarios/README.md` documents the format.
+
+mod checked;
+pub mod duration;
+
+use crate::target::Action;
+use duration::Span;
+use globset::{Glob, GlobMatcher};
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A scenario that has been read and checked.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Where it was read from (for messages and for the report).
+    pub file: PathBuf,
+    /// The text as read, kept so a run's output can carry it verbatim.
+    pub text: String,
+    pub deployment: Name,
+    pub name: Name,
+    pub repeat: u32,
+    pub concurrency: u32,
+    pub pause: Span,
+    pub on_failure: OnFailure,
+    pub targets: Vec<TargetSpec>,
+}
+
+/// A bad scenario: where, and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{column}: {path}: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        column: usize,
+        /// Key path such as `targets[0].ready[1].tcp.port` (`.` for the document).
+        path: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Start no new restart after one that did not end `ok` (the default: this is production).
+    #[default]
+    Abort,
+    /// Record the failure and go on.
+    Continue,
+}
+
+/// A name that can be a label value and a file name: `[A-Za-z0-9][A-Za-z0-9_.-]*`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Name(String);
+
+impl Name {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    pub fn parse(s: &str) -> Result<Name, String> {
+        let ok_first = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+        let ok_rest = s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if ok_first && ok_rest && s.len() <= 128 {
+            Ok(Name(s.to_string()))
+        } else {
+            Err(format!(
+                "{s:?} is not a valid name (letters, digits, '_', '.', '-'; starting with a letter or digit; at most 128)"
+            ))
+        }
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked::string(d, "a name", Name::parse)
+    }
+}
+
+/// One entry of `targets:`. Exactly one selector kind (today: `docker`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    pub docker: DockerSelector,
+    #[serde(default)]
+    pub action: Action,
+    /// Docker's stop timeout before SIGKILL; whole seconds (the engine's unit).
+    /// Default: the container's own StopTimeout, else the engine's 10 s.
+    pub stop_timeout: Option<StopTimeout>,
+    /// All must hold. Default: `docker_health` when the container has a health
+    /// check, else `running`.
+    pub ready: Option<NonEmpty<ProbeSpec>>,
+    /// Per restart, from the request until ready.
+    #[serde(default = "default_timeout")]
+    pub timeout: Span,
+}
+
+fn default_timeout() -> Span {
+    Span::secs(300)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerSelector {
+    /// Exact names or globs over container names.
+    pub names: NonEmpty<NamePattern>,
+}
+
+/// A glob over target names (`keystone*`, `neutron_*_agent`).
+#[derive(Debug, Clone)]
+pub struct NamePattern {
+    pub text: String,
+    matcher: GlobMatcher,
+}
+
+impl NamePattern {
+    pub fn parse(s: &str) -> Result<NamePattern, String> {
+        if s.trim().is_empty() {
+            return Err("empty name pattern".into());
+        }
+        let glob = Glob::new(s).map_err(|e| format!("{s:?} is not a valid glob: {e}"))?;
+        Ok(NamePattern {
+            text: s.to_string(),
+            matcher: glob.compile_matcher(),
+        })
+    }
+    pub fn matches(&self, name: &str) -> bool {
+        self.matcher.is_match(name)
+    }
+}
+
+impl<'de> Deserialize<'de> for NamePattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked::string(d, "a name or glob", NamePattern::parse)
+    }
+}
+
+/// A list that must have at least one element.
+#[derive(Debug, Clone)]
+pub struct NonEmpty<T>(pub Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for NonEmpty<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked::non_empty(d).map(NonEmpty)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopTimeout(pub u32);
+
+impl<'de> Deserialize<'de> for StopTimeout {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Span::deserialize_checked(d, |span| {
+            if span.0.subsec_nanos() != 0 {
+                return Err(format!(
+                    "{span} is not whole seconds (Docker's stop timeout has a resolution of 1 s)"
+                ));
+            }
+            if span.0.as_secs() > 3600 {
+                return Err(format!("{span} is longer than the 1h bounce allows"));
+            }
+            Ok(StopTimeout(span.0.as_secs() as u32))
+        })
+    }
+}
+
+/// A readiness probe (design.md, "Probes, honestly"). Written as a map with
+/// one key naming the probe: `- tcp: {port: 8774}`.
+#[derive(Debug, Clone)]
+pub enum ProbeSpec {
+    /// The container is running: ready at the `start` event.
+    Running(Empty),
+    /// Docker's own `health_status: healthy` event (one health interval late at best).
+    DockerHealth(Empty),
+    /// The container's configured health command, run through `docker exec`.
+    ExecHealth(ExecHealthSpec),
+    /// A TCP connect.
+    Tcp(TcpSpec),
+    /// An HTTP GET.
+    Http(HttpSpec),
+}
+
+impl ProbeSpec {
+    pub fn label(&self) -> String {
+        match self {
+            ProbeSpec::Running(_) => "running".into(),
+            ProbeSpec::DockerHealth(_) => "docker_health".into(),
+            ProbeSpec::ExecHealth(e) => format!("exec_health every {}", e.interval),
+            ProbeSpec::Tcp(t) => format!("tcp {}:{} every {}", t.host, t.port.0, t.interval),
+            ProbeSpec::Http(h) => format!("http {} every {}", h.url.text, h.interval),
+        }
+    }
+}
+
+const PROBE_KINDS: &[&str] = &["running", "docker_health", "exec_health", "tcp", "http"];
+
+impl<'de> Deserialize<'de> for ProbeSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = ProbeSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "a map with one key, one of {}", PROBE_KINDS.join(", "))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<ProbeSpec, A::Error> {
+                let Some(kind) = map.next_key::<String>()? else {
+                    return Err(de::Error::custom(format!(
+                        "empty probe: name one of {}",
+                        PROBE_KINDS.join(", ")
+                    )));
+                };
+                let probe = match kind.as_str() {
+                    "running" => ProbeSpec::Running(map.next_value()?),
+                    "docker_health" => ProbeSpec::DockerHealth(map.next_value()?),
+                    "exec_health" => ProbeSpec::ExecHealth(map.next_value()?),
+                    "tcp" => ProbeSpec::Tcp(map.next_value()?),
+                    "http" => ProbeSpec::Http(map.next_value()?),
+                    other => return Err(de::Error::unknown_variant(other, PROBE_KINDS)),
+                };
+                if let Some(extra) = map.next_key::<String>()? {
+                    return Err(de::Error::custom(format!(
+                        "one probe per list entry: start a new `- {extra}:` entry"
+                    )));
+                }
+                Ok(probe)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecHealthSpec {
+    #[serde(default = "default_exec_interval")]
+    pub interval: Interval,
+    /// Per try. Default: the container's health check timeout, else 30 s (Docker's default).
+    pub try_timeout: Option<Span>,
+}
+
+fn default_exec_interval() -> Interval {
+    Interval(Span::millis(200))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpSpec {
+    #[serde(default = "default_host")]
+    pub host: Host,
+    pub port: Port,
+    #[serde(default = "default_tcp_interval")]
+    pub interval: Interval,
+    #[serde(default = "default_tcp_try_timeout")]
+    pub try_timeout: Span,
+}
+
+fn default_host() -> Host {
+    Host("127.0.0.1".into())
+}
+fn default_tcp_interval() -> Interval {
+    Interval(Span::millis(100))
+}
+fn default_tcp_try_timeout() -> Span {
+    Span::secs(1)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSpec {
+    pub url: HttpUrl,
+    /// Accepted status codes: numbers (`200`) or classes (`"2xx"`). Default: any
+    /// status below 400, as kolla's `healthcheck_curl` (curl --fail) judges.
+    pub expect_status: Option<NonEmpty<StatusMatch>>,
+    #[serde(default = "default_http_interval")]
+    pub interval: Interval,
+    #[serde(default = "default_http_try_timeout")]
+    pub try_timeout: Span,
+}
+
+fn default_http_interval() -> Interval {
+    Interval(Span::millis(200))
+}
+fn default_http_try_timeout() -> Span {
+    Span::secs(2)
+}
+
+/// A probe interval: at least 10 ms, so a probe can never spin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interval(pub Span);
+
+impl fmt::Display for Interval {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<'de> Deserialize<'de> for Interval {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Span::deserialize_checked(d, |span| {
+            if span.0.as_millis() < 10 {
+                return Err(format!(
+                    "{span} is too short for a probe interval (at least 10ms)"
+                ));
+            }
+            Ok(Interval(span))
+        })
+    }
+}
+
+/// A host to probe. Only names that resolve to loopback or literal addresses
+/// are checked here; the agent probes what the operator names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host(pub String);
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Host {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked::string(d, "a host name or address", |s| {
+            if s.is_empty() || s.contains(|c: char| c.is_whitespace() || c == '/') {
+                return Err(format!("{s:?} is not a host name or address"));
+            }
+            Ok(Host(s.to_string()))
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Port(pub u16);
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked::integer(d, "a TCP port", |v| {
+            if !(1..=65535).contains(&v) {
+                return Err(format!("{v} is not a TCP port (1-65535)"));
+            }
+            Ok(Port(v as u16))
+        })
+    }
+}
+
+/// A plain-HTTP URL split into what the probe needs.
+#[derive(Debug, Clone)]
+pub struct HttpUrl {
+    pub text: String,
+    pub authority: String,
+}
+
+impl<'de> Deserialize<'de> for HttpUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked::string(d, "an http:// URL", |s| {
+            let uri: hyper::Uri = s.parse().map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+            match uri.scheme_str() {
+                Some("http") => {}
+                Some("https") => {
+                    return Err(
+                        "https is not supported by the http probe yet; probe the plain port or use tcp"
+                            .into(),
+                    );
+                }
+                _ => return Err(format!("{s:?} must start with http://")),
+            }
+            let authority = uri
+                .authority()
+                .map(|a| a.to_string())
+                .ok_or_else(|| format!("{s:?} has no host"))?;
+            Ok(HttpUrl {
+                text: s.to_string(),
+                authority,
+            })
+        })
+    }
+}
+
+/// An accepted HTTP status: one code, or a class such as `2xx`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusMatch {
+    Code(u16),
+    Class(u16),
+}
+
+impl StatusMatch {
+    pub fn accepts(&self, status: u16) -> bool {
+        match *self {
+            StatusMatch::Code(c) => c == status,
+            StatusMatch::Class(c) => status / 100 == c,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StatusMatch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = StatusMatch;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an HTTP status (200) or class (\"2xx\")")
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<StatusMatch, E> {
+                if (100..=599).contains(&n) {
+                    Ok(StatusMatch::Code(n as u16))
+                } else {
+                    Err(E::custom(format!("{n} is not an HTTP status (100-599)")))
+                }
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<StatusMatch, E> {
+                self.visit_i64(n.min(i64::MAX as u64) as i64)
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<StatusMatch, E> {
+                match s.as_bytes() {
+                    [c @ b'1'..=b'5', b'x', b'x'] => Ok(StatusMatch::Class((c - b'0') as u16)),
+                    _ => Err(E::custom(format!("{s:?} is not a status class (1xx-5xx)"))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Bounds that keep a typo from becoming an outage.
+const MAX_REPEAT: u32 = 100_000;
+const MAX_CONCURRENCY: u32 = 256;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    deployment: Name,
+    scenario: Option<Name>,
+    #[serde(default = "one", deserialize_with = "repeat")]
+    repeat: u32,
+    #[serde(default = "one", deserialize_with = "concurrency")]
+    concurrency: u32,
+    #[serde(default)]
+    pause: Option<Span>,
+    #[serde(default)]
+    on_failure: OnFailure,
+    targets: NonEmpty<TargetSpec>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn bounded<'de, D: Deserializer<'de>>(d: D, max: u32) -> Result<u32, D::Error> {
+    checked::integer(d, "a whole number", |v| {
+        if v < 1 || v > max as i64 {
+            return Err(format!("{v} is out of range (1-{max})"));
+        }
+        Ok(v as u32)
+    })
+}
+fn repeat<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    bounded(d, MAX_REPEAT)
+}
+fn concurrency<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    bounded(d, MAX_CONCURRENCY)
+}
+
+impl Scenario {
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            file: path.display().to_string(),
+            source,
+        })?;
+        Scenario::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
+        let file = path.display().to_string();
+        let invalid = |path: String, loc: Option<yaml_serde::Location>, message: String| {
+            let (line, column) = loc.map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+            ScenarioError::Invalid {
+                file: file.clone(),
+                line,
+                column,
+                path,
+                message,
+            }
+        };
+        let de = yaml_serde::Deserializer::from_str(text);
+        let raw: RawScenario = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let loc = inner.location();
+            let message = strip_position(&inner.to_string());
+            // yaml_serde may lead with the path itself; it is already in front.
+            let message = message
+                .strip_prefix(&format!("{path}: "))
+                .map(str::to_string)
+                .unwrap_or(message);
+            invalid(path, loc, message)
+        })?;
+        let name = match raw.scenario {
+            Some(n) => n,
+            None => {
+                let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+                Name::parse(stem).map_err(|m| {
+                    invalid(
+                        "scenario".into(),
+                        None,
+                        format!("no `scenario:` given and the file name cannot stand in: {m}"),
+                    )
+                })?
+            }
+        };
+        Ok(Scenario {
+            file: path.to_path_buf(),
+            text: text.to_string(),
+            deployment: raw.deployment,
+            name,
+            repeat: raw.repeat,
+            concurrency: raw.concurrency,
+            pause: raw.pause.unwrap_or(Span::secs(0)),
+            on_failure: raw.on_failure,
+            targets: raw.targets.0,
+        })
+    }
+}
+
+/// yaml_serde appends " at line L column C" to messages; the position is
+/// already in front of ours.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) if msg[i..].contains(" column ") => msg[..i].to_string(),
+        _ => msg.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::parse(Path::new("s.yaml"), text)
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    const GOOD: &str = r#"
+deployment: lab
+scenario: kolla-api-sample
+repeat: 3
+concurrency: 1
+pause: 2s
+on_failure: abort
+targets:
+  - docker:
+      names: ["nova_api", "keystone*"]
+    action: restart
+    stop_timeout: 10s
+    ready:
+      - docker_health: {}
+      - exec_health: {interval: 200ms}
+      - tcp: {host: 127.0.0.1, port: 8774, interval: 100ms}
+      - http: {url: "http://127.0.0.1:8774/", expect_status: [200, 300], interval: 200ms}
+    timeout: 300s
+"#;
+
+    #[test]
+    fn the_documented_example_means_what_it_says() {
+        let s = parse(GOOD).unwrap();
+        assert_eq!(s.deployment.as_str(), "lab");
+        assert_eq!(s.name.as_str(), "kolla-api-sample");
+        assert_eq!((s.repeat, s.concurrency), (3, 1));
+        assert_eq!(s.pause, Span::secs(2));
+        assert_eq!(s.on_failure, OnFailure::Abort);
+        let t = &s.targets[0];
+        assert!(t.docker.names.0[1].matches("keystone_fernet"));
+        assert!(!t.docker.names.0[0].matches("nova_api_x"));
+        assert_eq!(t.action, Action::Restart);
+        assert_eq!(t.stop_timeout, Some(StopTimeout(10)));
+        let ready = &t.ready.as_ref().unwrap().0;
+        assert_eq!(ready.len(), 4);
+        match &ready[3] {
+            ProbeSpec::Http(h) => {
+                assert_eq!(h.url.authority, "127.0.0.1:8774");
+                let m = &h.expect_status.as_ref().unwrap().0;
+                assert!(m[0].accepts(200) && !m[0].accepts(201));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(t.timeout, Span::secs(300));
+    }
+
+    #[test]
+    fn scenario_name_defaults_to_the_file_name() {
+        let s = Scenario::parse(
+            Path::new("dir/rabbit-only.yaml"),
+            "deployment: lab\ntargets: [{docker: {names: [rabbitmq]}}]\n",
+        )
+        .unwrap();
+        assert_eq!(s.name.as_str(), "rabbit-only");
+        assert_eq!(s.on_failure, OnFailure::Abort);
+        assert_eq!(s.targets[0].timeout, Span::secs(300));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_position_and_path() {
+        let e = err("deployment: lab\ntargets:\n  - docker: {names: [a]}\n    actoin: kill\n");
+        assert!(e.starts_with("s.yaml:4:"), "{e}");
+        assert!(e.contains("targets[0]"), "{e}");
+        assert!(e.contains("actoin"), "{e}");
+    }
+
+    #[test]
+    fn values_are_checked_where_they_stand() {
+        let e = err(
+            "deployment: lab\ntargets:\n  - docker: {names: [a]}\n    ready:\n      - tcp: {port: 70000}\n",
+        );
+        assert!(e.starts_with("s.yaml:5:"), "{e}");
+        assert!(e.contains("targets[0].ready[0].tcp.port"), "{e}");
+        assert!(e.contains("70000 is not a TCP port"), "{e}");
+
+        let e =
+            err("deployment: lab\ntargets:\n  - docker: {names: [a]}\n    stop_timeout: 1500ms\n");
+        assert!(e.contains("not whole seconds"), "{e}");
+
+        let e = err("deployment: lab\nconcurrency: 0\ntargets:\n  - docker: {names: [a]}\n");
+        assert!(e.starts_with("s.yaml:2:"), "{e}");
+        assert!(e.contains("concurrency"), "{e}");
+    }
+
+    #[test]
+    fn missing_required_keys_are_named() {
+        let e = err("targets:\n  - docker: {names: [a]}\n");
+        assert!(e.contains("deployment"), "{e}");
+        let e = err("deployment: lab\ntargets: []\n");
+        assert!(e.contains("at least one"), "{e}");
+    }
+}

@@ -1,0 +1,181 @@
+//! The one timeline type every driver fills while it restarts a target.
+
+use bounce_wire::{
+    Action, Boundary, BoundaryName, Clock, Outcome, ProbeReport, Source, TargetRef, TimelineRecord,
+    timeline::phases_from,
+};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Now, on this host's CLOCK_REALTIME, in nanoseconds since the epoch: the
+/// clock Docker stamps its events with, so the two can be subtracted.
+pub fn realtime_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// What is known about one restart so far. Boundaries are recorded only when
+/// observed; phases are derived from them at the end, never guessed.
+#[derive(Debug, Clone)]
+pub struct Timeline {
+    pub target: TargetRef,
+    pub service: String,
+    pub iteration: u32,
+    pub action: Action,
+    boundaries: Vec<Boundary>,
+    pub exit_code: Option<i64>,
+    pub signals: Vec<String>,
+    pub oom_killed: bool,
+    pub probes: Vec<ProbeReport>,
+    pub notes: Vec<String>,
+}
+
+/// How a restart ended, and why when not `ok`.
+#[derive(Debug, Clone)]
+pub struct Ending {
+    pub outcome: Outcome,
+    pub error: Option<String>,
+}
+
+impl Ending {
+    pub fn ok() -> Ending {
+        Ending {
+            outcome: Outcome::Ok,
+            error: None,
+        }
+    }
+    pub fn new(outcome: Outcome, why: impl Into<String>) -> Ending {
+        Ending {
+            outcome,
+            error: Some(why.into()),
+        }
+    }
+}
+
+/// Labels every record of a run carries.
+#[derive(Debug, Clone)]
+pub struct RunLabels {
+    pub run_id: String,
+    pub deployment: String,
+    pub scenario: String,
+    pub node: String,
+}
+
+impl Timeline {
+    pub fn new(target: TargetRef, service: String, iteration: u32, action: Action) -> Timeline {
+        Timeline {
+            target,
+            service,
+            iteration,
+            action,
+            boundaries: Vec::new(),
+            exit_code: None,
+            signals: Vec::new(),
+            oom_killed: false,
+            probes: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// Records a boundary once; a second observation of the same boundary is
+    /// ignored (the first one is the one that ends the phase).
+    pub fn mark(&mut self, name: BoundaryName, unix_nanos: i64, source: Source) {
+        if self.at(name).is_none() {
+            self.boundaries.push(Boundary {
+                name,
+                unix_nanos,
+                source,
+                clock: Clock::Realtime,
+            });
+        }
+    }
+
+    pub fn at(&self, name: BoundaryName) -> Option<i64> {
+        self.boundaries
+            .iter()
+            .find(|b| b.name == name)
+            .map(|b| b.unix_nanos)
+    }
+
+    pub fn finish(mut self, labels: &RunLabels, ending: Ending) -> TimelineRecord {
+        self.mark(BoundaryName::Finished, realtime_nanos(), Source::Agent);
+        self.boundaries.sort_by_key(|b| (b.unix_nanos, b.name));
+        TimelineRecord {
+            run_id: labels.run_id.clone(),
+            deployment: labels.deployment.clone(),
+            scenario: labels.scenario.clone(),
+            node: labels.node.clone(),
+            phases: phases_from(&self.boundaries),
+            target: self.target,
+            service: self.service,
+            iteration: self.iteration,
+            action: self.action,
+            outcome: ending.outcome,
+            error: ending.error,
+            exit_code: self.exit_code,
+            signals: self.signals,
+            oom_killed: self.oom_killed,
+            timestamps: self.boundaries,
+            probes: self.probes,
+            notes: self.notes,
+        }
+    }
+}
+
+/// Signal numbers as Docker reports them in `kill` events, to names.
+pub fn signal_name(num: &str) -> String {
+    let name = match num.trim() {
+        "1" => "SIGHUP",
+        "2" => "SIGINT",
+        "3" => "SIGQUIT",
+        "6" => "SIGABRT",
+        "9" => "SIGKILL",
+        "10" => "SIGUSR1",
+        "12" => "SIGUSR2",
+        "15" => "SIGTERM",
+        other if other.starts_with("SIG") => other,
+        other => return format!("signal {other}"),
+    };
+    name.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bounce_wire::Phase;
+
+    #[test]
+    fn first_observation_wins_and_phases_follow_boundaries() {
+        let mut t = Timeline::new(
+            TargetRef::Docker {
+                name: "a".into(),
+                id: "1".into(),
+            },
+            "a".into(),
+            1,
+            Action::Restart,
+        );
+        t.mark(BoundaryName::Requested, 1_000, Source::Agent);
+        t.mark(BoundaryName::Exited, 2_000, Source::Agent);
+        t.mark(BoundaryName::Exited, 9_000, Source::Agent);
+        let labels = RunLabels {
+            run_id: "r".into(),
+            deployment: "d".into(),
+            scenario: "s".into(),
+            node: "n".into(),
+        };
+        let rec = t.finish(&labels, Ending::new(Outcome::Timeout, "x"));
+        assert_eq!(rec.phases.get(&Phase::Stop), Some(&1e-6));
+        assert!(!rec.phases.contains_key(&Phase::Ready));
+        assert!(rec.boundary(BoundaryName::Finished).is_some());
+    }
+
+    #[test]
+    fn signal_names() {
+        assert_eq!(signal_name("15"), "SIGTERM");
+        assert_eq!(signal_name("9"), "SIGKILL");
+        assert_eq!(signal_name("SIGUSR1"), "SIGUSR1");
+        assert_eq!(signal_name("31"), "signal 31");
+    }
+}

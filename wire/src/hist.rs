@@ -1,0 +1,206 @@
+//! Restart-time histograms: one (lowest, highest, significant figures) everywhere,
+//! so that histograms merge exactly, and the standard HdrHistogram V2 compressed
+//! encoding inside a standard interval log (`.hlog`) so that any HdrHistogram
+//! library (Java, Python, JS) reads what bounce writes.
+
+use crate::timeline::Phase;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::interval_log::{
+    IntervalLogIterator, IntervalLogWriterBuilder, LogEntry, Tag,
+};
+use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::{Duration, SystemTime};
+
+/// Values are microseconds.
+pub const LOWEST_US: u64 = 1;
+/// One day: longer than any restart timeout bounce accepts.
+pub const HIGHEST_US: u64 = 86_400 * 1_000_000;
+pub const SIGFIG: u8 = 3;
+/// The `.hlog` "max" column is in seconds, as Java's writer does with a 1e6 ratio for µs.
+const MAX_VALUE_DIVISOR: f64 = 1e6;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistError {
+    #[error("service name {0:?} cannot be a histogram tag (no ',', ' ', '/' or line breaks)")]
+    BadTag(String),
+    #[error("writing the histogram log: {0}")]
+    Write(String),
+    #[error("line {line} of the histogram log: {reason}")]
+    Read { line: usize, reason: String },
+}
+
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(LOWEST_US, HIGHEST_US, SIGFIG).expect("constant bounds are valid")
+}
+
+/// Seconds to the histogram's unit, saturating at the histogram's range.
+pub fn to_micros(seconds: f64) -> u64 {
+    if seconds.is_nan() || seconds <= 0.0 {
+        return 0;
+    }
+    ((seconds * 1e6).round() as u64).min(HIGHEST_US)
+}
+
+/// The hlog tag of one (service, phase): `nova_api/stop`.
+pub fn tag_for(service: &str, phase: Phase) -> Result<String, HistError> {
+    if service.is_empty() || service.contains(['/', ',', ' ', '\r', '\n']) {
+        return Err(HistError::BadTag(service.to_string()));
+    }
+    Ok(format!("{service}/{}", phase.as_str()))
+}
+
+pub fn parse_tag(tag: &str) -> Option<(String, Phase)> {
+    let (service, phase) = tag.rsplit_once('/')?;
+    Some((service.to_string(), Phase::parse(phase)?))
+}
+
+/// Histograms per (service, phase), with the exact sum kept beside each
+/// (HdrHistogram has none, Prometheus wants one).
+#[derive(Debug, Clone, Default)]
+pub struct PhaseHistograms {
+    pub by_key: BTreeMap<(String, Phase), Histogram<u64>>,
+}
+
+impl PhaseHistograms {
+    pub fn record(&mut self, service: &str, phase: Phase, seconds: f64) {
+        let h = self
+            .by_key
+            .entry((service.to_string(), phase))
+            .or_insert_with(new_histogram);
+        h.saturating_record(to_micros(seconds));
+    }
+
+    pub fn get(&self, service: &str, phase: Phase) -> Option<&Histogram<u64>> {
+        self.by_key.get(&(service.to_string(), phase))
+    }
+
+    /// Writes a standard interval log: one tagged histogram per (service, phase),
+    /// all spanning the run from `start` for `length`.
+    pub fn write_hlog<W: Write>(
+        &self,
+        out: &mut W,
+        start: SystemTime,
+        length: Duration,
+        comment: &str,
+    ) -> Result<(), HistError> {
+        let tags: Vec<String> = self
+            .by_key
+            .keys()
+            .map(|(s, p)| tag_for(s, *p))
+            .collect::<Result<_, _>>()?;
+        let mut serializer = V2DeflateSerializer::new();
+        let mut builder = IntervalLogWriterBuilder::new();
+        builder
+            .add_comment(comment)
+            .with_start_time(start)
+            .with_base_time(start)
+            .with_max_value_divisor(MAX_VALUE_DIVISOR);
+        let mut writer = builder
+            .begin_log_with(out, &mut serializer)
+            .map_err(|e| HistError::Write(e.to_string()))?;
+        for (tag, h) in tags.iter().zip(self.by_key.values()) {
+            let tag = Tag::new(tag).ok_or_else(|| HistError::BadTag(tag.clone()))?;
+            writer
+                .write_histogram(h, Duration::ZERO, length, Some(tag))
+                .map_err(|e| HistError::Write(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Reads an interval log written by [`write_hlog`](Self::write_hlog) (or by any
+    /// tool that tags histograms `service/phase`); histograms with the same tag merge.
+    pub fn read_hlog(bytes: &[u8]) -> Result<PhaseHistograms, HistError> {
+        let mut out = PhaseHistograms::default();
+        let mut deserializer = Deserializer::new();
+        for (i, entry) in IntervalLogIterator::new(bytes).enumerate() {
+            let entry = entry.map_err(|e| HistError::Read {
+                line: i + 1,
+                reason: format!("{e:?}"),
+            })?;
+            let LogEntry::Interval(ih) = entry else {
+                continue;
+            };
+            let Some(tag) = ih.tag() else { continue };
+            let (service, phase) = parse_tag(&tag).ok_or_else(|| HistError::Read {
+                line: i + 1,
+                reason: format!("tag {:?} is not service/phase", tag.as_str()),
+            })?;
+            let decoded = BASE64
+                .decode(ih.encoded_histogram())
+                .map_err(|e| HistError::Read {
+                    line: i + 1,
+                    reason: e.to_string(),
+                })?;
+            let h: Histogram<u64> =
+                deserializer
+                    .deserialize(&mut decoded.as_slice())
+                    .map_err(|e| HistError::Read {
+                        line: i + 1,
+                        reason: format!("{e:?}"),
+                    })?;
+            let slot = out
+                .by_key
+                .entry((service, phase))
+                .or_insert_with(new_histogram);
+            slot.add(&h).map_err(|e| HistError::Read {
+                line: i + 1,
+                reason: format!("{e:?}"),
+            })?;
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hlog_round_trip_keeps_counts_and_quantiles() {
+        let mut hs = PhaseHistograms::default();
+        for i in 1..=100 {
+            hs.record("nova_api", Phase::Stop, i as f64 * 0.01);
+        }
+        hs.record("keystone", Phase::Ready, 12.5);
+        let mut buf = Vec::new();
+        hs.write_hlog(
+            &mut buf,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            Duration::from_secs(60),
+            "test",
+        )
+        .unwrap();
+        let text = String::from_utf8(buf.clone()).unwrap();
+        assert!(text.contains("Tag=nova_api/stop,"), "{text}");
+        let back = PhaseHistograms::read_hlog(&buf).unwrap();
+        let a = hs.get("nova_api", Phase::Stop).unwrap();
+        let b = back.get("nova_api", Phase::Stop).unwrap();
+        assert_eq!(a.len(), 100);
+        assert_eq!(a.len(), b.len());
+        assert_eq!(a.value_at_quantile(0.9), b.value_at_quantile(0.9));
+        assert_eq!(
+            back.get("keystone", Phase::Ready).unwrap().max(),
+            a_max_of(&hs, "keystone")
+        );
+    }
+
+    fn a_max_of(hs: &PhaseHistograms, s: &str) -> u64 {
+        hs.get(s, Phase::Ready).unwrap().max()
+    }
+
+    #[test]
+    fn bad_service_names_are_refused_as_tags() {
+        assert!(tag_for("a,b", Phase::Stop).is_err());
+        assert!(tag_for("a b", Phase::Stop).is_err());
+        assert_eq!(
+            parse_tag("kolla-nova_api-container.service/ready")
+                .unwrap()
+                .1,
+            Phase::Ready
+        );
+    }
+}

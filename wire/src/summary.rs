@@ -1,0 +1,152 @@
+//! `summary.json`: the run's table per (service, phase) and the node's facts.
+
+use crate::hist::PhaseHistograms;
+use crate::timeline::{Outcome, Phase, TimelineRecord};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One row of the results table. Quantiles are in seconds, read from the HDR
+/// histogram (3 significant digits).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SummaryRow {
+    pub service: String,
+    pub phase: Phase,
+    /// Restarts in which this phase was observed.
+    pub count: u64,
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p99: Option<f64>,
+    pub max: Option<f64>,
+    /// Exact sum of the observed durations, seconds.
+    pub sum: f64,
+    /// Restarts of this service that did not end `ok` and in which this phase was not observed.
+    pub failures: u64,
+}
+
+/// Facts about the node a run was measured on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeFacts {
+    pub hostname: String,
+    pub kernel: Option<String>,
+    pub os: Option<String>,
+    pub cpus: usize,
+    pub memory_bytes: u64,
+    pub docker_version: Option<String>,
+    pub docker_api_version: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub deployment: String,
+    pub scenario: String,
+    pub node: NodeFacts,
+    pub started_unix_nanos: i64,
+    pub finished_unix_nanos: i64,
+    /// Restarts the plan called for.
+    pub planned: u64,
+    /// Restarts that were never begun (abort on failure, Ctrl-C).
+    pub not_started: u64,
+    pub outcomes: BTreeMap<Outcome, u64>,
+    /// True when the operator interrupted the run (Ctrl-C).
+    pub interrupted: bool,
+    pub rows: Vec<SummaryRow>,
+}
+
+/// Builds the table from the timelines (for counts, sums, failures) and the
+/// histograms (for quantiles). Rows come sorted by service, then phase.
+pub fn rows_from(timelines: &[TimelineRecord], hists: &PhaseHistograms) -> Vec<SummaryRow> {
+    let mut sums: BTreeMap<(String, Phase), (u64, f64)> = BTreeMap::new();
+    let mut failures: BTreeMap<(String, Phase), u64> = BTreeMap::new();
+    for t in timelines {
+        for phase in Phase::ALL {
+            let key = (t.service.clone(), phase);
+            match t.phases.get(&phase) {
+                Some(secs) => {
+                    let e = sums.entry(key).or_default();
+                    e.0 += 1;
+                    e.1 += secs;
+                }
+                None if t.outcome != Outcome::Ok => *failures.entry(key).or_default() += 1,
+                None => {}
+            }
+        }
+    }
+    let mut keys: Vec<(String, Phase)> = sums.keys().chain(failures.keys()).cloned().collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .map(|key| {
+            let h = hists.by_key.get(&key);
+            let q = |q: f64| {
+                h.filter(|h| !h.is_empty())
+                    .map(|h| h.value_at_quantile(q) as f64 / 1e6)
+            };
+            let (count, sum) = sums.get(&key).copied().unwrap_or_default();
+            SummaryRow {
+                count,
+                p50: q(0.5),
+                p90: q(0.9),
+                p99: q(0.99),
+                max: h.filter(|h| !h.is_empty()).map(|h| h.max() as f64 / 1e6),
+                sum,
+                failures: failures.get(&key).copied().unwrap_or_default(),
+                service: key.0,
+                phase: key.1,
+            }
+        })
+        .collect()
+}
+
+/// The table as fixed-width text, for terminals and logs.
+pub fn render_table(rows: &[SummaryRow]) -> String {
+    let fmt = |v: Option<f64>| v.map(format_seconds).unwrap_or_else(|| "-".into());
+    let width = rows
+        .iter()
+        .map(|r| r.service.len())
+        .max()
+        .unwrap_or(7)
+        .max(7);
+    let mut out = format!(
+        "{:<width$}  {:<6} {:>6} {:>9} {:>9} {:>9} {:>9} {:>8}\n",
+        "service", "phase", "count", "p50", "p90", "p99", "max", "failures"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:<width$}  {:<6} {:>6} {:>9} {:>9} {:>9} {:>9} {:>8}\n",
+            r.service,
+            r.phase.as_str(),
+            r.count,
+            fmt(r.p50),
+            fmt(r.p90),
+            fmt(r.p99),
+            fmt(r.max),
+            r.failures
+        ));
+    }
+    out
+}
+
+/// `0.412s`, `12.3s`, `2m05s`: readable, with the precision a restart deserves.
+pub fn format_seconds(s: f64) -> String {
+    if s < 10.0 {
+        format!("{s:.3}s")
+    } else if s < 120.0 {
+        format!("{s:.1}s")
+    } else {
+        let m = (s / 60.0).floor();
+        format!("{}m{:02.0}s", m as u64, s - m * 60.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_format_by_magnitude() {
+        assert_eq!(format_seconds(0.4123), "0.412s");
+        assert_eq!(format_seconds(12.34), "12.3s");
+        assert_eq!(format_seconds(125.0), "2m05s");
+    }
+}

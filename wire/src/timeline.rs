@@ -1,0 +1,314 @@
+//! One restart of one target, as recorded: the `timelines.jsonl` line format.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A named interval of a timeline (design.md, "Phases").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// restart requested → container exited.
+    Stop,
+    /// exited → running.
+    Start,
+    /// running → first readiness success.
+    Ready,
+    /// requested → ready.
+    Total,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 4] = [Phase::Stop, Phase::Start, Phase::Ready, Phase::Total];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Stop => "stop",
+            Phase::Start => "start",
+            Phase::Ready => "ready",
+            Phase::Total => "total",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    /// The boundaries that open and close this phase.
+    pub fn bounds(self) -> (BoundaryName, BoundaryName) {
+        match self {
+            Phase::Stop => (BoundaryName::Requested, BoundaryName::Exited),
+            Phase::Start => (BoundaryName::Exited, BoundaryName::Started),
+            Phase::Ready => (BoundaryName::Started, BoundaryName::Ready),
+            Phase::Total => (BoundaryName::Requested, BoundaryName::Ready),
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A point in a timeline that phases are measured between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BoundaryName {
+    /// The agent is about to send the restart request.
+    Requested,
+    /// The target's process exited (Docker `die`).
+    Exited,
+    /// The target runs again (Docker `start`).
+    Started,
+    /// Every readiness probe has succeeded once.
+    Ready,
+    /// The agent stopped following this restart (whatever the outcome).
+    Finished,
+}
+
+/// Where a timestamp came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Source {
+    /// The agent's own clock, read right before or after acting.
+    Agent,
+    /// A Docker engine event (`timeNano`), e.g. `die`, `start`, `health_status: healthy`.
+    DockerEvent { action: String },
+    /// The start of the first successful try of a readiness probe.
+    Probe { probe: String },
+}
+
+/// Which clock a timestamp was read from. Docker reports only wall-clock time,
+/// so all boundaries today are this host's CLOCK_REALTIME; durations are only
+/// taken between timestamps of the same host and clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Clock {
+    /// CLOCK_REALTIME of the node the agent runs on (nanoseconds since the Unix epoch).
+    Realtime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Boundary {
+    pub name: BoundaryName,
+    pub unix_nanos: i64,
+    pub source: Source,
+    pub clock: Clock,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// One restart request (Docker: POST /containers/{id}/restart).
+    #[default]
+    Restart,
+    /// A stop request, then a start request.
+    StopStart,
+    /// A crash: SIGKILL to the main process; the restart policy brings it back.
+    Kill,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Restart => "restart",
+            Action::StopStart => "stop-start",
+            Action::Kill => "kill",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Stopped, started and ready within the timeout.
+    Ok,
+    /// Not ready within the target's timeout.
+    Timeout,
+    /// The engine refused, the target did not come back, or it was not running to begin with.
+    Failed,
+    /// Interrupted by the operator (Ctrl-C) before it finished.
+    Aborted,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Ok,
+        Outcome::Timeout,
+        Outcome::Failed,
+        Outcome::Aborted,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Timeout => "timeout",
+            Outcome::Failed => "failed",
+            Outcome::Aborted => "aborted",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TargetRef {
+    Docker { name: String, id: String },
+}
+
+impl TargetRef {
+    pub fn name(&self) -> &str {
+        match self {
+            TargetRef::Docker { name, .. } => name,
+        }
+    }
+}
+
+/// What one readiness probe did during one restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeReport {
+    /// `docker_health`, `exec_health`, `tcp 127.0.0.1:8774`, `http http://...`.
+    pub probe: String,
+    pub tries: u32,
+    pub failures: u32,
+    /// Wall time spent inside tries (what the probe cost, not the service).
+    pub busy_seconds: f64,
+    /// The service became ready after this instant (start of the last failed try)...
+    pub ready_after_unix_nanos: Option<i64>,
+    /// ...and no later than this one (start of the first successful try).
+    pub ready_by_unix_nanos: Option<i64>,
+    /// The last failure's message, when the probe never succeeded.
+    pub last_error: Option<String>,
+}
+
+/// One line of `timelines.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineRecord {
+    pub run_id: String,
+    pub deployment: String,
+    pub scenario: String,
+    pub node: String,
+    pub target: TargetRef,
+    /// The name histograms are grouped by (for kolla: the container name).
+    pub service: String,
+    /// 1-based round of the scenario's `repeat`.
+    pub iteration: u32,
+    pub action: Action,
+    pub outcome: Outcome,
+    /// Why the outcome is not `ok`, in words.
+    pub error: Option<String>,
+    pub exit_code: Option<i64>,
+    /// Signals the engine reported sending, in order (`SIGTERM`, then `SIGKILL` after the stop timeout).
+    pub signals: Vec<String>,
+    pub oom_killed: bool,
+    /// Phase name → seconds; only phases whose both boundaries were observed.
+    pub phases: BTreeMap<Phase, f64>,
+    pub timestamps: Vec<Boundary>,
+    pub probes: Vec<ProbeReport>,
+    /// Things worth knowing that are not phases (e.g. the target died again while being probed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+impl TimelineRecord {
+    pub fn boundary(&self, name: BoundaryName) -> Option<&Boundary> {
+        self.timestamps.iter().find(|b| b.name == name)
+    }
+}
+
+/// Seconds between two nanosecond timestamps of the same clock.
+pub fn seconds_between(from_nanos: i64, to_nanos: i64) -> f64 {
+    (to_nanos - from_nanos) as f64 / 1e9
+}
+
+/// The phases whose two boundaries are both present and in order.
+pub fn phases_from(timestamps: &[Boundary]) -> BTreeMap<Phase, f64> {
+    let at = |n: BoundaryName| {
+        timestamps
+            .iter()
+            .find(|b| b.name == n)
+            .map(|b| b.unix_nanos)
+    };
+    let mut out = BTreeMap::new();
+    for phase in Phase::ALL {
+        let (from, to) = phase.bounds();
+        if let (Some(a), Some(b)) = (at(from), at(to))
+            && b >= a
+        {
+            out.insert(phase, seconds_between(a, b));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(name: BoundaryName, unix_nanos: i64) -> Boundary {
+        Boundary {
+            name,
+            unix_nanos,
+            source: Source::Agent,
+            clock: Clock::Realtime,
+        }
+    }
+
+    #[test]
+    fn only_observed_phases_are_reported() {
+        let ts = [
+            b(BoundaryName::Requested, 1_000_000_000),
+            b(BoundaryName::Exited, 1_500_000_000),
+        ];
+        let phases = phases_from(&ts);
+        assert_eq!(phases.get(&Phase::Stop), Some(&0.5));
+        assert!(!phases.contains_key(&Phase::Start));
+        assert!(!phases.contains_key(&Phase::Total));
+    }
+
+    #[test]
+    fn record_round_trips_through_json() {
+        let rec = TimelineRecord {
+            run_id: "r".into(),
+            deployment: "lab".into(),
+            scenario: "s".into(),
+            node: "n".into(),
+            target: TargetRef::Docker {
+                name: "nova_api".into(),
+                id: "abc".into(),
+            },
+            service: "nova_api".into(),
+            iteration: 1,
+            action: Action::StopStart,
+            outcome: Outcome::Timeout,
+            error: Some("not ready".into()),
+            exit_code: Some(143),
+            signals: vec!["SIGTERM".into()],
+            oom_killed: false,
+            phases: phases_from(&[b(BoundaryName::Requested, 0), b(BoundaryName::Exited, 10)]),
+            timestamps: vec![b(BoundaryName::Requested, 0)],
+            probes: vec![],
+            notes: vec![],
+        };
+        let line = serde_json::to_string(&rec).unwrap();
+        assert!(
+            line.contains(r#""target":{"kind":"docker","name":"nova_api","id":"abc"}"#),
+            "{line}"
+        );
+        assert!(line.contains(r#""action":"stop-start""#), "{line}");
+        assert!(line.contains(r#""outcome":"timeout""#), "{line}");
+        let back: TimelineRecord = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, rec);
+    }
+}
