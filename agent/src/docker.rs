@@ -13,14 +13,14 @@ use crate::abort::{Abort, Interrupt, bounded};
 use crate::probes::{self, ExecHealth, Http, Probe, ProbeResult, Tcp};
 use crate::scenario::{ProbeSpec, TargetSpec};
 use crate::target::{Action, BoxFuture, Driver, PlanError, ResolvedTarget, TargetDetail};
-use crate::timeline::{Ending, Timeline, realtime_nanos, signal_name};
+use crate::timeline::{Ending, Timeline, parse_rfc3339_nanos, realtime_nanos, signal_name};
 use bollard::Docker;
 use bollard::models::{EventMessage, RestartPolicyNameEnum};
 use bollard::query_parameters::{
     EventsOptions, ListContainersOptions, RestartContainerOptions, StartContainerOptions,
     StopContainerOptions,
 };
-use bounce_wire::{BoundaryName, Outcome, Source, TargetRef};
+use bounce_wire::{Boundary, BoundaryName, EngineEvent, Outcome, Source, TargetRef};
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -374,18 +374,48 @@ impl DockerEngine {
                 "waiting for the container to start again",
             ));
         }
+        if ending.is_none() {
+            let seen = observed.borrow().clone();
+            self.stamp_from_state(&d.id, &seen, tl).await;
+        }
         copy_observed(&observed.borrow(), tl);
         if let Some(e) = ending {
             return e;
         }
-        let Some(started) = tl.at(BoundaryName::Started) else {
+        let Some(started) = tl.boundary(BoundaryName::Started).cloned() else {
             return Ending::new(Outcome::Failed, "the engine reported no start");
         };
         let ending = self
-            .wait_ready(t, d, started, observed, deadline, abort, tl)
+            .wait_ready(t, d, &started, observed, deadline, abort, tl)
             .await;
         copy_observed(&observed.borrow(), tl);
         ending
+    }
+
+    /// Takes `exited` and `started` from the engine's container state when it
+    /// describes this restart: the state is stamped when the engine handles
+    /// the exit (containerd's exit time) and the start, the events only after
+    /// the engine's clean-up. Falls back to the event times otherwise (e.g. the
+    /// container restarted again before we looked).
+    async fn stamp_from_state(&self, id: &str, o: &Observed, tl: &mut Timeline) {
+        let (Some(requested), Some(die), Some(start)) =
+            (tl.at(BoundaryName::Requested), o.exited, o.started)
+        else {
+            return;
+        };
+        let Ok(info) = self.docker.inspect_container(id, None).await else {
+            return;
+        };
+        let state = info.state.unwrap_or_default();
+        let finished = state.finished_at.as_deref().and_then(parse_rfc3339_nanos);
+        let started = state.started_at.as_deref().and_then(parse_rfc3339_nanos);
+        let field = |f: &str| Source::DockerState { field: f.into() };
+        if let Some(f) = finished.filter(|f| (requested..=die).contains(f)) {
+            tl.mark(BoundaryName::Exited, f, field("State.FinishedAt"));
+            if let Some(s) = started.filter(|s| (f..=start).contains(s)) {
+                tl.mark(BoundaryName::Started, s, field("State.StartedAt"));
+            }
+        }
     }
 
     /// Runs every readiness probe at once; ready when the last one first succeeds.
@@ -394,7 +424,7 @@ impl DockerEngine {
         &self,
         t: &ResolvedTarget,
         d: &ContainerDetail,
-        started: i64,
+        started: &Boundary,
         observed: &watch::Receiver<Observed>,
         deadline: Instant,
         abort: &Abort,
@@ -407,10 +437,8 @@ impl DockerEngine {
                 ProbeSpec::Running(_) => waits.push(Box::pin(async move {
                     ProbeEnd {
                         label,
-                        ready_at: Some(started),
-                        source: Source::DockerEvent {
-                            action: "start".into(),
-                        },
+                        ready_at: Some(started.unix_nanos),
+                        source: started.source.clone(),
                         report: None,
                         why_not: None,
                     }
@@ -537,6 +565,7 @@ struct Observed {
     oom: bool,
     /// Exits after the restart had started again (a crash while being probed).
     later_exits: Vec<(i64, Option<i64>)>,
+    events: Vec<EngineEvent>,
     stream_error: Option<String>,
 }
 
@@ -546,6 +575,13 @@ impl Observed {
             return;
         };
         let action = ev.action.as_deref().unwrap_or("");
+        // Our own exec probes show up as exec_* events: noise in a timeline.
+        if !action.starts_with("exec_") {
+            self.events.push(EngineEvent {
+                action: action.to_string(),
+                unix_nanos: at,
+            });
+        }
         let attr = |k: &str| {
             ev.actor
                 .as_ref()
@@ -582,6 +618,7 @@ impl Observed {
 
 fn copy_observed(o: &Observed, tl: &mut Timeline) {
     let event = |a: &str| Source::DockerEvent { action: a.into() };
+    tl.events = o.events.clone();
     if let Some(at) = o.exited {
         tl.mark(BoundaryName::Exited, at, event("die"));
     }

@@ -117,7 +117,10 @@ pub async fn run(
     futures_util::future::join_all(workers).await;
     signals.abort();
     shared.progress.finish_and_clear();
-    let stopped = shared.dispatch.lock().unwrap().stopped;
+    let mut stopped = shared.dispatch.lock().unwrap().stopped;
+    if stopped.is_none() && shared.soft_stop.is_set() {
+        stopped = Some(StopReason::Interrupted);
+    }
     let output_error = shared.output_error.lock().unwrap().take();
     (
         shared.out.into_inner().unwrap(),

@@ -1,8 +1,8 @@
 //! The one timeline type every driver fills while it restarts a target.
 
 use bounce_wire::{
-    Action, Boundary, BoundaryName, Clock, Outcome, ProbeReport, Source, TargetRef, TimelineRecord,
-    timeline::phases_from,
+    Action, Boundary, BoundaryName, Clock, EngineEvent, Outcome, ProbeReport, Source, TargetRef,
+    TimelineRecord, timeline::phases_from,
 };
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -28,6 +28,7 @@ pub struct Timeline {
     pub signals: Vec<String>,
     pub oom_killed: bool,
     pub probes: Vec<ProbeReport>,
+    pub events: Vec<EngineEvent>,
     pub notes: Vec<String>,
 }
 
@@ -74,6 +75,7 @@ impl Timeline {
             signals: Vec::new(),
             oom_killed: false,
             probes: Vec::new(),
+            events: Vec::new(),
             notes: Vec::new(),
         }
     }
@@ -89,6 +91,10 @@ impl Timeline {
                 clock: Clock::Realtime,
             });
         }
+    }
+
+    pub fn boundary(&self, name: BoundaryName) -> Option<&Boundary> {
+        self.boundaries.iter().find(|b| b.name == name)
     }
 
     pub fn at(&self, name: BoundaryName) -> Option<i64> {
@@ -118,9 +124,43 @@ impl Timeline {
             oom_killed: self.oom_killed,
             timestamps: self.boundaries,
             probes: self.probes,
+            events: self.events,
             notes: self.notes,
         }
     }
+}
+
+/// An RFC 3339 UTC timestamp as Docker writes them
+/// (`2026-11-25T13:12:37.800360374Z`) to nanoseconds since the epoch.
+pub fn parse_rfc3339_nanos(s: &str) -> Option<i64> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    // Docker writes year 1 for "never"; nothing before 1970 is a real event.
+    if y < 1970 {
+        return None;
+    }
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (h, min, sec) = (t.next()??, t.next()??, t.next()??);
+    if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let nanos: i64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<9}").parse().ok()?
+    };
+    // Days from civil (H. Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + h * 3600 + min * 60 + sec) * 1_000_000_000) + nanos)
 }
 
 /// Signal numbers as Docker reports them in `kill` events, to names.
@@ -169,6 +209,21 @@ mod tests {
         assert_eq!(rec.phases.get(&Phase::Stop), Some(&1e-6));
         assert!(!rec.phases.contains_key(&Phase::Ready));
         assert!(rec.boundary(BoundaryName::Finished).is_some());
+    }
+
+    #[test]
+    fn docker_timestamps() {
+        assert_eq!(parse_rfc3339_nanos("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339_nanos("2026-11-25T13:12:37.800360374Z"),
+            Some(1_795_612_357_800_360_374)
+        );
+        assert_eq!(
+            parse_rfc3339_nanos("2000-03-01T00:00:00.5Z"),
+            Some(951_868_800_500_000_000)
+        );
+        assert_eq!(parse_rfc3339_nanos("0001-01-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339_nanos("yesterday"), None);
     }
 
     #[test]

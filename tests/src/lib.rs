@@ -1,1 +1,245 @@
+//! The end-to-end harness: a real Docker engine (installed and started by
+//! `harness/docker-up.sh` when missing), throwaway containers that behave like
+//! kolla services, and the real `bounce-agent` binary.
+//!
+//! Containers are named `bounce-t-<test>-<pid>` and removed when their guard
+//! drops; they run with `--network none` or `--network host` (never Docker's
+//! bridge: dockerd runs with `--bridge=none`).
 
+use anyhow::{Context, Result, bail};
+use bounce_wire::TimelineRecord;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub const IMAGE: &str = "bounce-test/busybox:1";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Makes sure an engine answers and the test image exists; once per process.
+pub fn docker_up() {
+    static UP: OnceLock<Result<(), String>> = OnceLock::new();
+    let r = UP.get_or_init(|| {
+        let script = repo_root().join("tests/harness/docker-up.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .output()
+            .map_err(|e| format!("{}: {e}", script.display()))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} failed:\n{}",
+                script.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    });
+    if let Err(e) = r {
+        panic!("no Docker engine for the tests: {e}");
+    }
+}
+
+/// Path to a binary of the workspace, built on first use.
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .current_dir(repo_root())
+            .args([
+                "build",
+                "--quiet",
+                "--bins",
+                "-p",
+                "bounce-agent",
+                "-p",
+                "bounce-collector",
+            ])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        // The test executable lives in target/<profile>/deps/.
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        Ok(exe
+            .parent()
+            .and_then(Path::parent)
+            .ok_or("unexpected test executable location")?
+            .to_path_buf())
+    });
+    match dir {
+        Ok(d) => d.join(name),
+        Err(e) => panic!("building the bounce binaries failed:\n{e}"),
+    }
+}
+
+/// Runs `docker ARGS`, failing with its stderr.
+pub fn docker(args: &[&str]) -> Result<String> {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .context("running docker")?;
+    if !out.status.success() {
+        bail!(
+            "docker {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// A container removed (with `docker rm -f`) when dropped.
+pub struct TestContainer {
+    pub name: String,
+    pub id: String,
+}
+
+impl TestContainer {
+    /// `docker run -d --name <unique> OPTS IMAGE sh -c SCRIPT`.
+    pub fn start(label: &str, opts: &[&str], script: &str) -> TestContainer {
+        docker_up();
+        let name = format!("bounce-t-{label}-{}", std::process::id());
+        let _ = docker(&["rm", "-f", &name]);
+        let mut args = vec!["run", "-d", "--name", &name];
+        args.extend_from_slice(opts);
+        args.extend_from_slice(&[IMAGE, "sh", "-c", script]);
+        let id = docker(&args).unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        TestContainer { name, id }
+    }
+
+    pub fn inspect(&self) -> Value {
+        let text = docker(&["inspect", &self.id]).expect("docker inspect");
+        let v: Value = serde_json::from_str(&text).expect("inspect is JSON");
+        v[0].clone()
+    }
+
+    /// Waits (bounded) until the container's health is `healthy`.
+    pub fn wait_healthy(&self, secs: u64) {
+        for _ in 0..secs * 10 {
+            if self.inspect()["State"]["Health"]["Status"] == "healthy" {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("{} not healthy within {secs}s", self.name);
+    }
+
+    /// The engine's own events for this container between two instants (unix nanos).
+    pub fn events(&self, since: i64, until: i64) -> Vec<(String, i64)> {
+        let fmt = |n: i64| format!("{}.{:09}", n / 1_000_000_000, n % 1_000_000_000);
+        let text = docker(&[
+            "events",
+            "--since",
+            &fmt(since),
+            "--until",
+            &fmt(until),
+            "--filter",
+            &format!("container={}", self.id),
+            "--format",
+            "{{json .}}",
+        ])
+        .expect("docker events");
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .map(|v| {
+                (
+                    v["Action"].as_str().unwrap_or_default().to_string(),
+                    v["timeNano"].as_i64().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for TestContainer {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", &self.id]).output();
+    }
+}
+
+/// A scratch folder removed when dropped.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(label: &str) -> Scratch {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "bounce-test-{label}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Scratch(dir)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).expect("write scratch file");
+        p
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `bounce-agent ARGS`.
+pub fn agent(args: &[&str]) -> Output {
+    Command::new(bin("bounce-agent"))
+        .args(args)
+        .output()
+        .expect("running bounce-agent")
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn read_timelines(dir: &Path) -> Vec<TimelineRecord> {
+    let text = std::fs::read_to_string(dir.join("timelines.jsonl")).expect("timelines.jsonl");
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l}: {e}")))
+        .collect()
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Docker's RFC 3339 timestamps, written independently of the agent's parser.
+pub fn rfc3339_nanos(s: &str) -> i64 {
+    let out = Command::new("date")
+        .args(["-u", "-d", s, "+%s%N"])
+        .output()
+        .expect("date");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("date could not parse {s}"))
+}

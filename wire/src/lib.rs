@@ -10,6 +10,6 @@ pub mod timeline;
 pub use hist::{HistError, PhaseHistograms};
 pub use summary::{NodeFacts, RunSummary, SummaryRow};
 pub use timeline::{
-    Action, Boundary, BoundaryName, Clock, Outcome, Phase, ProbeReport, Source, TargetRef,
-    TimelineRecord,
+    Action, Boundary, BoundaryName, Clock, EngineEvent, Outcome, Phase, ProbeReport, Source,
+    TargetRef, TimelineRecord,
 };

@@ -75,6 +75,11 @@ pub enum Source {
     Agent,
     /// A Docker engine event (`timeNano`), e.g. `die`, `start`, `health_status: healthy`.
     DockerEvent { action: String },
+    /// The engine's container state, read with `inspect` (`State.FinishedAt`,
+    /// `State.StartedAt`): stamped when the engine handles the exit or start,
+    /// before it logs the event (the `die` event follows the exit by the
+    /// engine's clean-up, ~20 ms on a small node).
+    DockerState { field: String },
     /// The start of the first successful try of a readiness probe.
     Probe { probe: String },
 }
@@ -192,6 +197,13 @@ pub struct ProbeReport {
     pub last_error: Option<String>,
 }
 
+/// An engine event as received (Docker: `Action` and `timeNano`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineEvent {
+    pub action: String,
+    pub unix_nanos: i64,
+}
+
 /// One line of `timelines.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimelineRecord {
@@ -216,6 +228,9 @@ pub struct TimelineRecord {
     pub phases: BTreeMap<Phase, f64>,
     pub timestamps: Vec<Boundary>,
     pub probes: Vec<ProbeReport>,
+    /// Every engine event seen for the target during this restart, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<EngineEvent>,
     /// Things worth knowing that are not phases (e.g. the target died again while being probed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
@@ -299,6 +314,7 @@ mod tests {
             phases: phases_from(&[b(BoundaryName::Requested, 0), b(BoundaryName::Exited, 10)]),
             timestamps: vec![b(BoundaryName::Requested, 0)],
             probes: vec![],
+            events: vec![],
             notes: vec![],
         };
         let line = serde_json::to_string(&rec).unwrap();
