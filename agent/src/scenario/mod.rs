@@ -510,11 +510,11 @@ impl Scenario {
             let inner = e.into_inner();
             let loc = inner.location();
             let message = strip_position(&inner.to_string());
-            // yaml_serde may lead with the path itself; it is already in front.
-            let message = message
-                .strip_prefix(&format!("{path}: "))
-                .map(str::to_string)
-                .unwrap_or(message);
+            // yaml_serde may lead with (part of) the path; it is already in front.
+            let message = match message.split_once(": ") {
+                Some((lead, rest)) if path.starts_with(lead) => rest.to_string(),
+                _ => message,
+            };
             invalid(path, loc, message)
         })?;
         let name = match raw.scenario {
