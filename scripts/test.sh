@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/harness/docker-up.sh
+# Another HdrHistogram implementation, to prove our .hlog files are standard.
+python3 -c 'import hdrh' 2>/dev/null || python3 -m pip install --quiet --root-user-action=ignore hdrhistogram
 cargo test --workspace --locked "$@"

@@ -181,8 +181,10 @@ async fn worker(sh: &Shared<'_>) {
             if let Err(e) = written {
                 *sh.output_error.lock().unwrap() = Some(e.to_string());
                 d.stopped = Some(StopReason::OutputError);
-            } else if !ok && sh.on_failure == OnFailure::Abort && d.stopped.is_none() {
-                d.stopped = Some(StopReason::Failure);
+            } else if sh.soft_stop.is_set() {
+                d.stopped.get_or_insert(StopReason::Interrupted);
+            } else if !ok && sh.on_failure == OnFailure::Abort {
+                d.stopped.get_or_insert(StopReason::Failure);
             }
         }
         sh.wake.notify_waiters();

@@ -485,3 +485,65 @@ unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
+
+#[test]
+fn a_restart_still_in_flight_when_the_drain_time_runs_out_is_recorded_as_aborted() {
+    let c = TestContainer::start(
+        "drain",
+        &["--network", "none"],
+        "trap 'sleep 3; exit 0' TERM; while true; do sleep 0.1; done",
+    );
+    let dir = Scratch::new("drain");
+    let scenario = dir.write(
+        "drain.yaml",
+        &format!(
+            "deployment: lab\ntargets:\n  - docker: {{names: [{}]}}\n    stop_timeout: 10s\n    timeout: 60s\n",
+            c.name
+        ),
+    );
+    let out_dir = dir.path("out");
+    let child = std::process::Command::new(bin("bounce-agent"))
+        .args([
+            "run",
+            scenario.to_str().unwrap(),
+            "-o",
+            out_dir.to_str().unwrap(),
+            "--no-progress",
+            "--drain",
+            "300ms",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once the engine has sent SIGTERM (the stop then takes 3 s).
+    let since = bounce_now_nanos();
+    for _ in 0..100 {
+        if c.events(since, bounce_now_nanos())
+            .iter()
+            .any(|(a, _)| a == "kill")
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    unsafe { libc_kill(child.id() as i32, 2) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let tls = read_timelines(&out_dir);
+    assert_eq!(tls.len(), 1);
+    assert_eq!(tls[0].outcome, Outcome::Aborted, "{:?}", tls[0]);
+    assert!(!tls[0].phases.contains_key(&Phase::Total));
+    let summary: RunSummary =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("summary.json")).unwrap())
+            .unwrap();
+    assert!(summary.interrupted);
+    assert_eq!(summary.outcomes.get(&Outcome::Aborted), Some(&1));
+}
+
+fn bounce_now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
