@@ -247,6 +247,26 @@ fn a_container_that_never_becomes_healthy_times_out() {
         .find(|r| r.phase == Phase::Ready)
         .unwrap();
     assert_eq!((ready.count, ready.failures), (0, 2));
+
+    // The default, on_failure: abort, starts nothing after the first failure.
+    let (dir, out, tls) = run_scenario(
+        "never-healthy-abort",
+        &format!(
+            "deployment: lab\nrepeat: 3\ntargets:\n  - docker: {{names: [{}]}}\n    stop_timeout: 1s\n    timeout: 3s\n",
+            c.name
+        ),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(tls.len(), 1);
+    assert!(
+        text(&out).contains("stopped after a failed restart"),
+        "{}",
+        text(&out)
+    );
+    let summary: RunSummary =
+        serde_json::from_str(&std::fs::read_to_string(dir.path("out/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!((summary.planned, summary.not_started), (3, 2));
 }
 
 #[test]

@@ -80,7 +80,7 @@ pub enum Source {
     /// before it logs the event (the `die` event follows the exit by the
     /// engine's clean-up, ~20 ms on a small node).
     DockerState { field: String },
-    /// The start of the first successful try of a readiness probe.
+    /// The end of the first successful try of a readiness probe.
     Probe { probe: String },
 }
 
@@ -191,7 +191,7 @@ pub struct ProbeReport {
     pub busy_seconds: f64,
     /// The service became ready after this instant (start of the last failed try)...
     pub ready_after_unix_nanos: Option<i64>,
-    /// ...and no later than this one (start of the first successful try).
+    /// ...and no later than this one (end of the first successful try).
     pub ready_by_unix_nanos: Option<i64>,
     /// The last failure's message, when the probe never succeeded.
     pub last_error: Option<String>,

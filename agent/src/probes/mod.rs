@@ -4,7 +4,9 @@
 //! [`poll_until_ready`] is shared, so all probes follow the same honesty rules
 //! (design.md): a probe never overlaps itself, its own cost is recorded, and
 //! readiness is reported as a window — after the last failed try began, by the
-//! time the first successful try began.
+//! time the first successful try ended. (Not "by the time it began": a
+//! `docker exec` try runs its check tens of ms after it begins, and the
+//! benchmark saw services become ready after the successful try had begun.)
 //!
 //! Event-driven readiness (`docker_health`, `running`) needs no polling and
 //! lives with its source of truth (`docker.rs`).
@@ -38,7 +40,7 @@ pub trait Probe: Send + Sync {
 /// When the probe first succeeded, if it did.
 pub struct ProbeResult {
     pub report: ProbeReport,
-    /// CLOCK_REALTIME nanos at which the first successful try began.
+    /// CLOCK_REALTIME nanos at which the first successful try ended.
     pub ready_at: Option<i64>,
 }
 
@@ -70,10 +72,14 @@ pub async fn poll_until_ready(
         report.tries += 1;
         match result {
             Ok(Ok(())) => {
-                report.ready_by_unix_nanos = Some(began_wall);
+                // The check itself ran somewhere inside the try (a docker exec
+                // takes tens of ms before the command runs), so only the try's
+                // end is a sure "ready by": the moment the agent knew.
+                let ended_wall = realtime_nanos();
+                report.ready_by_unix_nanos = Some(ended_wall);
                 return ProbeResult {
                     report,
-                    ready_at: Some(began_wall),
+                    ready_at: Some(ended_wall),
                 };
             }
             Ok(Err(reason)) => {
