@@ -168,6 +168,8 @@ fn rounded(v: &[f64]) -> Vec<f64> {
 }
 
 /// Runs the agent and returns (success, peak RSS in KiB) from wait4.
+// wait4 reaps the child itself, which std cannot do with rusage.
+#[allow(clippy::zombie_processes)]
 fn run_measured(agent: &str, scenario: &std::path::Path, out: &std::path::Path) -> (bool, i64) {
     let child = Command::new(agent)
         .args([
