@@ -41,6 +41,7 @@ pub fn render(scenario: &Scenario, targets: &[ResolvedTarget], node: &str) -> St
             match &t.target {
                 bounce_wire::TargetRef::Docker { id, .. } =>
                     format!("docker {}", &id[..id.len().min(12)]),
+                bounce_wire::TargetRef::Systemd { bus, .. } => format!("systemd unit, {bus} bus"),
             },
             t.action,
             t.timeout.as_secs(),

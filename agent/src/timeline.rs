@@ -1,7 +1,7 @@
 //! The one timeline type every driver fills while it restarts a target.
 
 use bounce_wire::{
-    Action, Boundary, BoundaryName, Clock, EngineEvent, Outcome, ProbeReport, Source, TargetRef,
+    Action, Boundary, BoundaryName, Clock, EngineEvent, Outcome, ProbeReport, Source, TargetRef, UnitReport,
     TimelineRecord, timeline::phases_from,
 };
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -28,6 +28,8 @@ pub struct Timeline {
     pub signals: Vec<String>,
     pub oom_killed: bool,
     pub probes: Vec<ProbeReport>,
+    pub unit: Option<UnitReport>,
+    pub attribution: Option<String>,
     pub events: Vec<EngineEvent>,
     pub notes: Vec<String>,
 }
@@ -75,6 +77,8 @@ impl Timeline {
             signals: Vec::new(),
             oom_killed: false,
             probes: Vec::new(),
+            unit: None,
+            attribution: None,
             events: Vec::new(),
             notes: Vec::new(),
         }
@@ -124,6 +128,8 @@ impl Timeline {
             oom_killed: self.oom_killed,
             timestamps: self.boundaries,
             probes: self.probes,
+            unit: self.unit,
+            attribution: self.attribution,
             events: self.events,
             notes: self.notes,
         }

@@ -11,5 +11,5 @@ pub use hist::{HistError, PhaseHistograms};
 pub use summary::{NodeFacts, RunSummary, SummaryRow};
 pub use timeline::{
     Action, Boundary, BoundaryName, Clock, EngineEvent, Outcome, Phase, ProbeReport, Source,
-    TargetRef, TimelineRecord,
+    TargetRef, TimelineRecord, UnitReport,
 };

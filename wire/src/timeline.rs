@@ -16,10 +16,23 @@ pub enum Phase {
     Ready,
     /// requested → ready.
     Total,
+    /// A unit that wraps a container: requested → the container exited.
+    ContainerStop,
+    /// A unit that wraps a container: the container exited → the unit is
+    /// inactive. Long when the unit waits for something after its container
+    /// is gone (osism/issues#973).
+    UnitSettle,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 4] = [Phase::Stop, Phase::Start, Phase::Ready, Phase::Total];
+    pub const ALL: [Phase; 6] = [
+        Phase::Stop,
+        Phase::Start,
+        Phase::Ready,
+        Phase::Total,
+        Phase::ContainerStop,
+        Phase::UnitSettle,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -27,6 +40,8 @@ impl Phase {
             Phase::Start => "start",
             Phase::Ready => "ready",
             Phase::Total => "total",
+            Phase::ContainerStop => "container_stop",
+            Phase::UnitSettle => "unit_settle",
         }
     }
 
@@ -41,6 +56,8 @@ impl Phase {
             Phase::Start => (BoundaryName::Exited, BoundaryName::Started),
             Phase::Ready => (BoundaryName::Started, BoundaryName::Ready),
             Phase::Total => (BoundaryName::Requested, BoundaryName::Ready),
+            Phase::ContainerStop => (BoundaryName::Requested, BoundaryName::ContainerExited),
+            Phase::UnitSettle => (BoundaryName::ContainerExited, BoundaryName::Exited),
         }
     }
 }
@@ -65,6 +82,14 @@ pub enum BoundaryName {
     Ready,
     /// The agent stopped following this restart (whatever the outcome).
     Finished,
+    /// A unit's main process exited (`ExecMainExitTimestamp`).
+    MainExited,
+    /// A unit's main process was started (`ExecMainStartTimestamp`).
+    MainStarted,
+    /// The container a unit wraps exited (engine state or `die` event).
+    ContainerExited,
+    /// The container a unit wraps runs again.
+    ContainerStarted,
 }
 
 /// Where a timestamp came from.
@@ -80,6 +105,10 @@ pub enum Source {
     /// before it logs the event (the `die` event follows the exit by the
     /// engine's clean-up, ~20 ms on a small node).
     DockerState { field: String },
+    /// A systemd unit property, e.g. `InactiveEnterTimestampMonotonic`:
+    /// systemd's CLOCK_MONOTONIC µs, placed on the realtime axis with the
+    /// offset between the two clocks sampled by the agent at the request.
+    Systemd { property: String },
     /// The end of the first successful try of a readiness probe.
     Probe { probe: String },
 }
@@ -169,13 +198,24 @@ impl fmt::Display for Outcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TargetRef {
-    Docker { name: String, id: String },
+    Docker {
+        name: String,
+        id: String,
+    },
+    /// A unit of a systemd manager; `bus` is `system`, `user` or a D-Bus address.
+    Systemd {
+        name: String,
+        bus: String,
+        /// The container the unit wraps (kolla's `docker start -a NAME`), if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        container: Option<String>,
+    },
 }
 
 impl TargetRef {
     pub fn name(&self) -> &str {
         match self {
-            TargetRef::Docker { name, .. } => name,
+            TargetRef::Docker { name, .. } | TargetRef::Systemd { name, .. } => name,
         }
     }
 }
@@ -195,6 +235,20 @@ pub struct ProbeReport {
     pub ready_by_unix_nanos: Option<i64>,
     /// The last failure's message, when the probe never succeeded.
     pub last_error: Option<String>,
+}
+
+/// What systemd said about one restart of a unit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitReport {
+    /// Result of the job(s) the agent queued (`done` when all went well).
+    pub job_results: Vec<String>,
+    /// The unit's `Result` when it stopped (`success`, `exit-code`, `timeout`, ...).
+    pub stop_result: Option<String>,
+    /// `ActiveState` the unit stopped in: `inactive` (dead) or `failed`.
+    pub stopped_as: Option<String>,
+    /// Main process exit: `ExecMainCode` (1 exited, 2 killed, 3 dumped) and `ExecMainStatus`.
+    pub main_exit_code: Option<i32>,
+    pub main_exit_status: Option<i32>,
 }
 
 /// An engine event as received (Docker: `Action` and `timeNano`).
@@ -228,6 +282,13 @@ pub struct TimelineRecord {
     pub phases: BTreeMap<Phase, f64>,
     pub timestamps: Vec<Boundary>,
     pub probes: Vec<ProbeReport>,
+    /// For units: the job's result (`done`, `failed`, `timeout`, ...), the
+    /// unit's `Result` after it stopped and the state it stopped in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<UnitReport>,
+    /// Where the time went, in words (units that wrap a container).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribution: Option<String>,
     /// Every engine event seen for the target during this restart, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<EngineEvent>,
@@ -314,6 +375,8 @@ mod tests {
             phases: phases_from(&[b(BoundaryName::Requested, 0), b(BoundaryName::Exited, 10)]),
             timestamps: vec![b(BoundaryName::Requested, 0)],
             probes: vec![],
+            unit: None,
+            attribution: None,
             events: vec![],
             notes: vec![],
         };
