@@ -10,7 +10,8 @@
 //! the two HTTP requests.
 
 use crate::abort::{Abort, Interrupt, bounded};
-use crate::probes::{self, ExecHealth, Http, Probe, ProbeResult, Tcp};
+use crate::probes;
+use crate::readiness::{self, ContainerHealth};
 use crate::scenario::{ProbeSpec, TargetSpec};
 use crate::target::{Action, BoxFuture, Driver, PlanError, ResolvedTarget, TargetDetail};
 use crate::timeline::{Ending, Timeline, parse_rfc3339_nanos, realtime_nanos, signal_name};
@@ -20,7 +21,7 @@ use bollard::query_parameters::{
     EventsOptions, ListContainersOptions, RestartContainerOptions, StartContainerOptions,
     StopContainerOptions,
 };
-use bounce_wire::{Boundary, BoundaryName, EngineEvent, Outcome, Source, TargetRef};
+use bounce_wire::{BoundaryName, EngineEvent, Outcome, Source, TargetRef};
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -385,9 +386,16 @@ impl DockerEngine {
         let Some(started) = tl.boundary(BoundaryName::Started).cloned() else {
             return Ending::new(Outcome::Failed, "the engine reported no start");
         };
-        let ending = self
-            .wait_ready(t, d, &started, observed, deadline, abort, tl)
-            .await;
+        let health = ContainerHealth {
+            docker: &self.docker,
+            container_id: &d.id,
+            health_cmd: d.health_cmd.as_deref(),
+            health_timeout: d.health_timeout,
+            observed,
+        };
+        let ending =
+            readiness::wait_ready(&t.ready, t.timeout, &started, Some(health), deadline, abort, tl)
+                .await;
         copy_observed(&observed.borrow(), tl);
         ending
     }
@@ -418,108 +426,9 @@ impl DockerEngine {
         }
     }
 
-    /// Runs every readiness probe at once; ready when the last one first succeeds.
-    #[allow(clippy::too_many_arguments)]
-    async fn wait_ready(
-        &self,
-        t: &ResolvedTarget,
-        d: &ContainerDetail,
-        started: &Boundary,
-        observed: &watch::Receiver<Observed>,
-        deadline: Instant,
-        abort: &Abort,
-        tl: &mut Timeline,
-    ) -> Ending {
-        let mut waits: Vec<BoxFuture<'_, ProbeEnd>> = Vec::new();
-        for spec in &t.ready {
-            let label = spec.label();
-            match spec {
-                ProbeSpec::Running(_) => waits.push(Box::pin(async move {
-                    ProbeEnd {
-                        label,
-                        ready_at: Some(started.unix_nanos),
-                        source: started.source.clone(),
-                        report: None,
-                        why_not: None,
-                    }
-                })),
-                ProbeSpec::DockerHealth(_) => waits.push(Box::pin(async move {
-                    let r = wait_observed(observed, |o| o.healthy.is_some(), deadline, abort).await;
-                    ProbeEnd {
-                        label,
-                        ready_at: r.ok().and_then(|o| o.healthy),
-                        source: Source::DockerEvent {
-                            action: "health_status: healthy".into(),
-                        },
-                        report: None,
-                        why_not: Some("no health_status: healthy event".into()),
-                    }
-                })),
-                ProbeSpec::ExecHealth(e) => {
-                    let cmd = d.health_cmd.clone().unwrap_or_default();
-                    let probe = ExecHealth::new(self.docker.clone(), d.id.clone(), cmd);
-                    let try_timeout = e.try_timeout.map(|s| s.0).unwrap_or(d.health_timeout);
-                    let interval = e.interval.0.0;
-                    waits.push(Box::pin(async move {
-                        poll(&probe, interval, try_timeout, deadline, abort).await
-                    }));
-                }
-                ProbeSpec::Tcp(s) => {
-                    let probe = Tcp::new(s);
-                    let (interval, try_timeout) = (s.interval.0.0, s.try_timeout.0);
-                    waits.push(Box::pin(async move {
-                        poll(&probe, interval, try_timeout, deadline, abort).await
-                    }));
-                }
-                ProbeSpec::Http(s) => {
-                    let probe = Http::new(s);
-                    let (interval, try_timeout) = (s.interval.0.0, s.try_timeout.0);
-                    waits.push(Box::pin(async move {
-                        poll(&probe, interval, try_timeout, deadline, abort).await
-                    }));
-                }
-            }
-        }
-        let ends = futures_util::future::join_all(waits).await;
-        let mut missing = Vec::new();
-        let mut last: Option<(i64, Source)> = None;
-        for end in ends {
-            if let Some(r) = end.report {
-                tl.probes.push(r);
-            }
-            match end.ready_at {
-                Some(at) if last.as_ref().is_none_or(|(l, _)| at > *l) => {
-                    last = Some((at, end.source))
-                }
-                Some(_) => {}
-                None => missing.push(match end.why_not {
-                    Some(why) => format!("{} ({why})", end.label),
-                    None => end.label,
-                }),
-            }
-        }
-        if !missing.is_empty() {
-            if abort.is_set() {
-                return Ending::new(Outcome::Aborted, "interrupted while waiting for readiness");
-            }
-            return Ending::new(
-                Outcome::Timeout,
-                format!(
-                    "not ready within {}s: {} did not succeed",
-                    t.timeout.as_secs(),
-                    missing.join(", ")
-                ),
-            );
-        }
-        if let Some((at, source)) = last {
-            tl.mark(BoundaryName::Ready, at, source);
-        }
-        Ending::ok()
-    }
-
     /// Opens the engine's event stream for one container from `since_nanos` on,
     /// and folds it into an [`Observed`] that waiters can watch.
-    fn follow_events(
+    pub(crate) fn follow_events(
         &self,
         id: &str,
         since_nanos: i64,
@@ -556,11 +465,11 @@ impl DockerEngine {
 
 /// What the event stream has shown since the request.
 #[derive(Debug, Clone, Default)]
-struct Observed {
+pub struct Observed {
     exited: Option<i64>,
     exit_code: Option<i64>,
     started: Option<i64>,
-    healthy: Option<i64>,
+    pub(crate) healthy: Option<i64>,
     signals: Vec<String>,
     oom: bool,
     /// Exits after the restart had started again (a crash while being probed).
@@ -652,7 +561,7 @@ fn copy_observed(o: &Observed, tl: &mut Timeline) {
     }
 }
 
-async fn wait_observed(
+pub(crate) async fn wait_observed(
     observed: &watch::Receiver<Observed>,
     cond: impl Fn(&Observed) -> bool,
     deadline: Instant,
@@ -676,34 +585,6 @@ fn interrupted(i: Interrupt, t: &ResolvedTarget, doing: &str) -> Ending {
             Outcome::Timeout,
             format!("timeout ({}s) while {doing}", t.timeout.as_secs()),
         ),
-    }
-}
-
-struct ProbeEnd {
-    label: String,
-    ready_at: Option<i64>,
-    source: Source,
-    report: Option<bounce_wire::ProbeReport>,
-    why_not: Option<String>,
-}
-
-async fn poll(
-    probe: &dyn Probe,
-    interval: Duration,
-    try_timeout: Duration,
-    deadline: Instant,
-    abort: &Abort,
-) -> ProbeEnd {
-    let ProbeResult { report, ready_at } =
-        probes::poll_until_ready(probe, interval, try_timeout, deadline, abort).await;
-    ProbeEnd {
-        label: report.probe.clone(),
-        ready_at,
-        source: Source::Probe {
-            probe: report.probe.clone(),
-        },
-        why_not: report.last_error.clone().map(|e| format!("last: {e}")),
-        report: Some(report),
     }
 }
 

@@ -13,6 +13,7 @@ pub mod facts;
 pub mod output;
 pub mod plan;
 pub mod probes;
+pub mod readiness;
 pub mod runner;
 pub mod scenario;
 pub mod target;
