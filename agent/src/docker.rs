@@ -12,8 +12,8 @@
 use crate::abort::{Abort, Interrupt, bounded};
 use crate::probes;
 use crate::readiness::{self, ContainerHealth};
-use crate::scenario::{ProbeSpec, TargetSpec};
-use crate::target::{Action, BoxFuture, Driver, PlanError, ResolvedTarget, TargetDetail};
+use crate::scenario::{DockerSelector, ProbeSpec, Selector, TargetSpec};
+use crate::target::{Action, BoxFuture, Driver, PlanError, ResolvedTarget, TargetDetail, not_mine};
 use crate::timeline::{Ending, Timeline, parse_rfc3339_nanos, realtime_nanos, signal_name};
 use bollard::Docker;
 use bollard::models::{EventMessage, RestartPolicyNameEnum};
@@ -23,7 +23,7 @@ use bollard::query_parameters::{
 };
 use bounce_wire::{BoundaryName, EngineEvent, Outcome, Source, TargetRef};
 use futures_util::StreamExt;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -81,6 +81,36 @@ impl DockerEngine {
         Ok(DockerEngine { docker })
     }
 
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// What the engine says about one container (for units that wrap one).
+    pub async fn container_detail(
+        &self,
+        name: &str,
+    ) -> Result<ContainerDetail, bollard::errors::Error> {
+        let info = self.docker.inspect_container(name, None).await?;
+        let config = info.config.unwrap_or_default();
+        let health = config.healthcheck.unwrap_or_default();
+        Ok(ContainerDetail {
+            id: info.id.unwrap_or_default(),
+            image: config.image.unwrap_or_default(),
+            restart_policy: "managed by its unit".into(),
+            requested_stop_timeout: None,
+            effective_stop_timeout: config
+                .stop_timeout
+                .map(|t| t.max(0) as u32)
+                .unwrap_or(ENGINE_DEFAULT_STOP_TIMEOUT),
+            health_cmd: probes::health_command(&health.test.unwrap_or_default()),
+            health_timeout: health
+                .timeout
+                .filter(|ns| *ns > 0)
+                .map(|ns| Duration::from_nanos(ns as u64))
+                .unwrap_or(ENGINE_DEFAULT_HEALTH_TIMEOUT),
+        })
+    }
+
     /// `(version, api_version)` of the engine.
     pub async fn version(&self) -> Option<(String, String)> {
         let v = self.docker.version().await.ok()?;
@@ -90,7 +120,12 @@ impl DockerEngine {
         ))
     }
 
-    async fn resolve_all(&self, specs: &[TargetSpec]) -> Result<Vec<ResolvedTarget>, PlanError> {
+    async fn resolve_spec(
+        &self,
+        index: usize,
+        selector: &DockerSelector,
+        spec: &TargetSpec,
+    ) -> Result<Vec<ResolvedTarget>, PlanError> {
         let engine = |e: bollard::errors::Error| PlanError::Engine(format!("Docker engine: {e}"));
         let list = self
             .docker
@@ -100,39 +135,27 @@ impl DockerEngine {
             }))
             .await
             .map_err(engine)?;
-        let mut names: Vec<String> = list
+        let names: Vec<String> = list
             .iter()
             .filter_map(|c| c.names.as_ref()?.first().cloned())
             .map(|n| n.trim_start_matches('/').to_string())
             .collect();
-        names.sort();
-
-        let mut chosen: BTreeMap<String, usize> = BTreeMap::new();
+        let mut matched = Vec::new();
+        for pattern in &selector.names.0 {
+            let hits: Vec<&String> = names.iter().filter(|n| pattern.matches(n)).collect();
+            if hits.is_empty() {
+                return Err(PlanError::NoMatch {
+                    index,
+                    pattern: pattern.text.clone(),
+                });
+            }
+            matched.extend(hits.into_iter().cloned());
+        }
+        matched.sort();
+        matched.dedup();
         let mut out = Vec::new();
-        for (index, spec) in specs.iter().enumerate() {
-            let mut matched = Vec::new();
-            for pattern in &spec.docker.names.0 {
-                let hits: Vec<&String> = names.iter().filter(|n| pattern.matches(n)).collect();
-                if hits.is_empty() {
-                    return Err(PlanError::NoMatch {
-                        index,
-                        pattern: pattern.text.clone(),
-                    });
-                }
-                matched.extend(hits.into_iter().cloned());
-            }
-            matched.sort();
-            matched.dedup();
-            for name in matched {
-                if let Some(first) = chosen.insert(name.clone(), index) {
-                    return Err(PlanError::Overlap {
-                        name,
-                        first,
-                        second: index,
-                    });
-                }
-                out.push(self.resolve_one(index, spec, &name).await?);
-            }
+        for name in matched {
+            out.push(self.resolve_one(index, spec, &name).await?);
         }
         Ok(out)
     }
@@ -393,9 +416,16 @@ impl DockerEngine {
             health_timeout: d.health_timeout,
             observed,
         };
-        let ending =
-            readiness::wait_ready(&t.ready, t.timeout, &started, Some(health), deadline, abort, tl)
-                .await;
+        let ending = readiness::wait_ready(
+            &t.ready,
+            t.timeout,
+            &started,
+            Some(health),
+            deadline,
+            abort,
+            tl,
+        )
+        .await;
         copy_observed(&observed.borrow(), tl);
         ending
     }
@@ -466,15 +496,15 @@ impl DockerEngine {
 /// What the event stream has shown since the request.
 #[derive(Debug, Clone, Default)]
 pub struct Observed {
-    exited: Option<i64>,
-    exit_code: Option<i64>,
-    started: Option<i64>,
+    pub(crate) exited: Option<i64>,
+    pub(crate) exit_code: Option<i64>,
+    pub(crate) started: Option<i64>,
     pub(crate) healthy: Option<i64>,
     signals: Vec<String>,
-    oom: bool,
+    pub(crate) oom: bool,
     /// Exits after the restart had started again (a crash while being probed).
     later_exits: Vec<(i64, Option<i64>)>,
-    events: Vec<EngineEvent>,
+    pub(crate) events: Vec<EngineEvent>,
     stream_error: Option<String>,
 }
 
@@ -591,9 +621,15 @@ fn interrupted(i: Interrupt, t: &ResolvedTarget, doing: &str) -> Ending {
 impl Driver for DockerEngine {
     fn resolve<'a>(
         &'a self,
-        specs: &'a [TargetSpec],
+        index: usize,
+        spec: &'a TargetSpec,
     ) -> BoxFuture<'a, Result<Vec<ResolvedTarget>, PlanError>> {
-        Box::pin(self.resolve_all(specs))
+        Box::pin(async move {
+            match &spec.selector {
+                Selector::Docker(selector) => self.resolve_spec(index, selector, spec).await,
+                _ => Ok(Vec::new()),
+            }
+        })
     }
 
     fn restart<'a>(
@@ -607,6 +643,7 @@ impl Driver for DockerEngine {
                 TargetDetail::Docker(d) => {
                     self.restart_container(target, d, iteration, abort).await
                 }
+                _ => not_mine(target),
             }
         })
     }

@@ -16,5 +16,7 @@ pub mod probes;
 pub mod readiness;
 pub mod runner;
 pub mod scenario;
+pub mod sources;
+pub mod systemd;
 pub mod target;
 pub mod timeline;

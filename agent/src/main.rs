@@ -1,11 +1,11 @@
 //! The command line: thin on purpose; the work is in the library.
 
 use anyhow::{Context, Result};
-use bounce_agent::docker::DockerEngine;
 use bounce_agent::output::{RunInfo, RunOutput, new_run_id};
 use bounce_agent::runner::{self, RunOptions, StopReason};
 use bounce_agent::scenario::{Scenario, duration};
-use bounce_agent::target::Driver;
+use bounce_agent::sources::Sources;
+use bounce_agent::target::ResolvedTarget;
 use bounce_agent::timeline::{RunLabels, realtime_nanos};
 use bounce_agent::{facts, plan};
 use bounce_wire::Outcome;
@@ -34,7 +34,7 @@ enum Command {
         #[arg(required = true)]
         scenarios: Vec<PathBuf>,
     },
-    /// Resolve a scenario against the live Docker engine and print exactly what
+    /// Resolve a scenario against the live Docker engine and systemd managers and print exactly what
     /// `run` would restart, in which order and within which limits. Touches nothing.
     Plan {
         scenario: PathBuf,
@@ -63,6 +63,17 @@ enum Command {
         #[arg(long)]
         no_progress: bool,
     },
+}
+
+/// Connects to every source of truth the scenario names and resolves its targets.
+async fn resolve(scenario: &Scenario) -> Result<(Sources, Vec<ResolvedTarget>)> {
+    let cannot = || format!("{}: cannot plan", scenario.file.display());
+    let sources = Sources::connect(scenario).await.with_context(cannot)?;
+    let targets = sources
+        .resolve(&scenario.targets)
+        .await
+        .with_context(cannot)?;
+    Ok((sources, targets))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -112,11 +123,7 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
         }
         Command::Plan { scenario, node } => {
             let scenario = Scenario::load(&scenario)?;
-            let engine = DockerEngine::connect().await?;
-            let targets = engine
-                .resolve(&scenario.targets)
-                .await
-                .with_context(|| format!("{}: cannot plan", scenario.file.display()))?;
+            let (_sources, targets) = resolve(&scenario).await?;
             let node = node.unwrap_or_else(facts::node_hostname);
             print!("{}", plan::render(&scenario, &targets, &node));
             Ok(ExitCode::SUCCESS)
@@ -129,13 +136,13 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
             no_progress,
         } => {
             let scenario = Scenario::load(&scenario)?;
-            let engine = DockerEngine::connect().await?;
             // Everything is resolved and checked before the first restart.
-            let targets = engine
-                .resolve(&scenario.targets)
-                .await
-                .with_context(|| format!("{}: cannot plan", scenario.file.display()))?;
-            let node_facts = facts::gather(engine.version().await);
+            let (sources, targets) = resolve(&scenario).await?;
+            let docker_version = match sources.docker() {
+                Some(d) => d.version().await,
+                None => None,
+            };
+            let node_facts = facts::gather(docker_version);
             let node = node.unwrap_or_else(|| node_facts.hostname.clone());
             let out = RunOutput::create(&output, &scenario.text)?;
             let labels = RunLabels {
@@ -159,7 +166,7 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
                 drain,
                 show_progress: !no_progress && std::io::stderr().is_terminal(),
             };
-            let (out, end) = runner::run(&engine, &scenario, &targets, &labels, out, &opts).await;
+            let (out, end) = runner::run(&sources, &scenario, &targets, &labels, out, &opts).await;
             let interrupted = end.stopped == Some(StopReason::Interrupted);
             let summary = out.finish(RunInfo {
                 run_id: labels.run_id.clone(),

@@ -91,7 +91,8 @@ pub async fn wait_ready(
                     }));
                     continue;
                 };
-                let probe = ExecHealth::new(c.docker.clone(), c.container_id.to_string(), cmd.to_vec());
+                let probe =
+                    ExecHealth::new(c.docker.clone(), c.container_id.to_string(), cmd.to_vec());
                 let try_timeout = e.try_timeout.map(|s| s.0).unwrap_or(c.health_timeout);
                 let interval = e.interval.0.0;
                 waits.push(Box::pin(async move {

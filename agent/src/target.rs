@@ -35,6 +35,7 @@ pub struct ResolvedTarget {
 #[derive(Debug, Clone)]
 pub enum TargetDetail {
     Docker(crate::docker::ContainerDetail),
+    Systemd(crate::systemd::UnitDetail),
 }
 
 impl ResolvedTarget {
@@ -48,6 +49,14 @@ impl ResolvedTarget {
 pub enum PlanError {
     #[error("targets[{index}].docker.names: {pattern:?} matches no container on this node")]
     NoMatch { index: usize, pattern: String },
+    #[error(
+        "targets[{index}].systemd.units: {pattern:?} matches no unit loaded by the systemd manager on the {bus} bus"
+    )]
+    NoUnit {
+        index: usize,
+        pattern: String,
+        bus: String,
+    },
     #[error(
         "{name:?} is selected by both targets[{first}] and targets[{second}]; select each target once"
     )]
@@ -93,10 +102,12 @@ pub enum PlanError {
 
 /// One source of truth for restartable things.
 pub trait Driver: Send + Sync {
-    /// Resolves every target entry against the live system; touches nothing.
+    /// Resolves one target entry of the scenario against the live system, if
+    /// it is of this driver's kind (else nothing); touches nothing.
     fn resolve<'a>(
         &'a self,
-        specs: &'a [TargetSpec],
+        index: usize,
+        spec: &'a TargetSpec,
     ) -> BoxFuture<'a, Result<Vec<ResolvedTarget>, PlanError>>;
 
     /// Restarts `target` once and records what was observed, whatever happens.
@@ -106,4 +117,20 @@ pub trait Driver: Send + Sync {
         iteration: u32,
         abort: &'a Abort,
     ) -> BoxFuture<'a, (Timeline, Ending)>;
+}
+
+/// A driver handed a target of another kind: a bug, reported as a failed restart.
+pub fn not_mine(target: &ResolvedTarget) -> (Timeline, Ending) {
+    (
+        Timeline::new(
+            target.target.clone(),
+            target.service.clone(),
+            0,
+            target.action,
+        ),
+        Ending::new(
+            bounce_wire::Outcome::Failed,
+            "internal error: target handed to the wrong driver",
+        ),
+    )
 }

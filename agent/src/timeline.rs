@@ -1,8 +1,8 @@
 //! The one timeline type every driver fills while it restarts a target.
 
 use bounce_wire::{
-    Action, Boundary, BoundaryName, Clock, EngineEvent, Outcome, ProbeReport, Source, TargetRef, UnitReport,
-    TimelineRecord, timeline::phases_from,
+    Action, Boundary, BoundaryName, Clock, EngineEvent, Outcome, ProbeReport, Source, TargetRef,
+    TimelineRecord, UnitReport, timeline::phases_from,
 };
 use std::time::{SystemTime, UNIX_EPOCH};
 

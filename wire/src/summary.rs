@@ -107,13 +107,19 @@ pub fn render_table(rows: &[SummaryRow]) -> String {
         .max()
         .unwrap_or(7)
         .max(7);
+    let pw = rows
+        .iter()
+        .map(|r| r.phase.as_str().len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
     let mut out = format!(
-        "{:<width$}  {:<6} {:>6} {:>9} {:>9} {:>9} {:>9} {:>8}\n",
+        "{:<width$}  {:<pw$} {:>6} {:>9} {:>9} {:>9} {:>9} {:>8}\n",
         "service", "phase", "count", "p50", "p90", "p99", "max", "failures"
     );
     for r in rows {
         out.push_str(&format!(
-            "{:<width$}  {:<6} {:>6} {:>9} {:>9} {:>9} {:>9} {:>8}\n",
+            "{:<width$}  {:<pw$} {:>6} {:>9} {:>9} {:>9} {:>9} {:>8}\n",
             r.service,
             r.phase.as_str(),
             r.count,

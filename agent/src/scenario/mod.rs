@@ -96,22 +96,111 @@ impl<'de> Deserialize<'de> for Name {
     }
 }
 
-/// One entry of `targets:`. Exactly one selector kind (today: `docker`).
+/// One entry of `targets:`: exactly one selector (`docker` or `systemd`) and
+/// how to restart what it selects.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawTarget")]
 pub struct TargetSpec {
-    pub docker: DockerSelector,
-    #[serde(default)]
+    pub selector: Selector,
     pub action: Action,
     /// Docker's stop timeout before SIGKILL; whole seconds (the engine's unit).
     /// Default: the container's own StopTimeout, else the engine's 10 s.
+    /// Docker targets only: a unit's stop timeout is its `TimeoutStopSec=`.
     pub stop_timeout: Option<StopTimeout>,
     /// All must hold. Default: `docker_health` when the container has a health
     /// check, else `running`.
     pub ready: Option<NonEmpty<ProbeSpec>>,
     /// Per restart, from the request until ready.
-    #[serde(default = "default_timeout")]
     pub timeout: Span,
+}
+
+#[derive(Debug, Clone)]
+pub enum Selector {
+    Docker(DockerSelector),
+    Systemd(SystemdSelector),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    docker: Option<DockerSelector>,
+    systemd: Option<SystemdSelector>,
+    #[serde(default)]
+    action: Action,
+    stop_timeout: Option<StopTimeout>,
+    ready: Option<NonEmpty<ProbeSpec>>,
+    #[serde(default = "default_timeout")]
+    timeout: Span,
+}
+
+impl TryFrom<RawTarget> for TargetSpec {
+    type Error = String;
+    fn try_from(raw: RawTarget) -> Result<TargetSpec, String> {
+        let selector = match (raw.docker, raw.systemd) {
+            (Some(d), None) => Selector::Docker(d),
+            (None, Some(s)) => {
+                if raw.stop_timeout.is_some() {
+                    return Err("stop_timeout applies to docker targets; a unit stops within its own TimeoutStopSec=".into());
+                }
+                Selector::Systemd(s)
+            }
+            (None, None) => return Err("a target needs a selector: `docker:` or `systemd:`".into()),
+            (Some(_), Some(_)) => {
+                return Err("a target has one selector: `docker:` or `systemd:`, not both (make two entries)".into());
+            }
+        };
+        Ok(TargetSpec {
+            selector,
+            action: raw.action,
+            stop_timeout: raw.stop_timeout,
+            ready: raw.ready,
+            timeout: raw.timeout,
+        })
+    }
+}
+
+/// Units of a systemd manager.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemdSelector {
+    /// Exact unit names or globs, e.g. `kolla-*-container.service`.
+    pub units: NonEmpty<NamePattern>,
+    /// `system` (default), `user`, or a D-Bus address (`unix:path=/run/...`).
+    #[serde(default)]
+    pub bus: Bus,
+}
+
+/// Which systemd manager: the system one (on a node), the user one, or the one
+/// behind a D-Bus address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Bus {
+    #[default]
+    System,
+    User,
+    Address(String),
+}
+
+impl fmt::Display for Bus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Bus::System => f.write_str("system"),
+            Bus::User => f.write_str("user"),
+            Bus::Address(a) => f.write_str(a),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Bus {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked::string(d, "system, user or a D-Bus address", |s| match s {
+            "system" => Ok(Bus::System),
+            "user" => Ok(Bus::User),
+            a if a.contains(':') && a.contains('=') => Ok(Bus::Address(a.to_string())),
+            other => Err(format!(
+                "{other:?} is not a bus: write system, user, or a D-Bus address such as unix:path=/run/user/0/bus"
+            )),
+        })
+    }
 }
 
 fn default_timeout() -> Span {
@@ -594,8 +683,11 @@ targets:
         assert_eq!(s.pause, Span::secs(2));
         assert_eq!(s.on_failure, OnFailure::Abort);
         let t = &s.targets[0];
-        assert!(t.docker.names.0[1].matches("keystone_fernet"));
-        assert!(!t.docker.names.0[0].matches("nova_api_x"));
+        let Selector::Docker(d) = &t.selector else {
+            panic!("docker")
+        };
+        assert!(d.names.0[1].matches("keystone_fernet"));
+        assert!(!d.names.0[0].matches("nova_api_x"));
         assert_eq!(t.action, Action::Restart);
         assert_eq!(t.stop_timeout, Some(StopTimeout(10)));
         let ready = &t.ready.as_ref().unwrap().0;
@@ -647,6 +739,30 @@ targets:
         let e = err("deployment: lab\nconcurrency: 0\ntargets:\n  - docker: {names: [a]}\n");
         assert!(e.starts_with("s.yaml:2:"), "{e}");
         assert!(e.contains("concurrency"), "{e}");
+    }
+
+    #[test]
+    fn systemd_targets_parse_and_are_checked() {
+        let s = parse(
+            "deployment: lab\ntargets:\n  - systemd:\n      units: [\"kolla-*-container.service\"]\n      bus: user\n    action: kill\n    ready: [{tcp: {port: 8774}}]\n",
+        )
+        .unwrap();
+        let Selector::Systemd(sel) = &s.targets[0].selector else {
+            panic!("systemd")
+        };
+        assert_eq!(sel.bus, Bus::User);
+        assert!(sel.units.0[0].matches("kolla-nova_api-container.service"));
+        assert_eq!(s.targets[0].action, Action::Kill);
+
+        let e = err(
+            "deployment: lab\ntargets:\n  - systemd: {units: [a.service]}\n    stop_timeout: 10s\n",
+        );
+        assert!(e.starts_with("s.yaml:3:"), "{e}");
+        assert!(e.contains("TimeoutStopSec"), "{e}");
+        let e = err("deployment: lab\ntargets:\n  - systemd: {units: [a.service], bus: session}\n");
+        assert!(e.contains("not a bus"), "{e}");
+        let e = err("deployment: lab\ntargets:\n  - action: restart\n");
+        assert!(e.contains("needs a selector"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,117 @@
+//! All the sources of truth a scenario needs, connected before anything is
+//! resolved (a bus or engine that is not there is an error before the first
+//! restart), behind the one [`Driver`] interface the runner uses.
+
+use crate::abort::Abort;
+use crate::docker::DockerEngine;
+use crate::scenario::{Bus, Scenario, Selector, TargetSpec};
+use crate::systemd::SystemdManager;
+use crate::target::{BoxFuture, Driver, PlanError, ResolvedTarget, TargetDetail, not_mine};
+use crate::timeline::{Ending, Timeline};
+use bounce_wire::TargetRef;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub struct Sources {
+    docker: Option<Arc<DockerEngine>>,
+    systemd: Vec<SystemdManager>,
+}
+
+impl Sources {
+    pub async fn connect(scenario: &Scenario) -> Result<Sources, PlanError> {
+        let needs_docker = scenario
+            .targets
+            .iter()
+            .any(|t| matches!(t.selector, Selector::Docker(_)));
+        let mut buses: Vec<Bus> = Vec::new();
+        for t in &scenario.targets {
+            if let Selector::Systemd(s) = &t.selector
+                && !buses.contains(&s.bus)
+            {
+                buses.push(s.bus.clone());
+            }
+        }
+        // Units may wrap containers: the engine is then welcome, not required.
+        let docker = match DockerEngine::connect().await {
+            Ok(d) => Some(Arc::new(d)),
+            Err(e) if needs_docker => return Err(PlanError::Engine(e.to_string())),
+            Err(_) => None,
+        };
+        let mut systemd = Vec::new();
+        for bus in &buses {
+            systemd.push(SystemdManager::connect(bus, docker.clone()).await?);
+        }
+        Ok(Sources { docker, systemd })
+    }
+
+    pub fn docker(&self) -> Option<&DockerEngine> {
+        self.docker.as_deref()
+    }
+
+    fn drivers(&self) -> impl Iterator<Item = &dyn Driver> {
+        self.docker
+            .as_deref()
+            .map(|d| d as &dyn Driver)
+            .into_iter()
+            .chain(self.systemd.iter().map(|s| s as &dyn Driver))
+    }
+
+    /// Every target entry, in the scenario's order; a target selected twice is an error.
+    pub async fn resolve(&self, specs: &[TargetSpec]) -> Result<Vec<ResolvedTarget>, PlanError> {
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        let mut out = Vec::new();
+        for (index, spec) in specs.iter().enumerate() {
+            for driver in self.drivers() {
+                for t in driver.resolve(index, spec).await? {
+                    let key = match &t.target {
+                        TargetRef::Docker { name, .. } => format!("docker {name}"),
+                        TargetRef::Systemd { name, bus, .. } => format!("systemd {bus} {name}"),
+                    };
+                    if let Some(first) = seen.insert(key, index) {
+                        return Err(PlanError::Overlap {
+                            name: t.name().to_string(),
+                            first,
+                            second: index,
+                        });
+                    }
+                    out.push(t);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Driver for Sources {
+    fn resolve<'a>(
+        &'a self,
+        index: usize,
+        spec: &'a TargetSpec,
+    ) -> BoxFuture<'a, Result<Vec<ResolvedTarget>, PlanError>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for driver in self.drivers() {
+                out.extend(driver.resolve(index, spec).await?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn restart<'a>(
+        &'a self,
+        target: &'a ResolvedTarget,
+        iteration: u32,
+        abort: &'a Abort,
+    ) -> BoxFuture<'a, (Timeline, Ending)> {
+        match &target.detail {
+            TargetDetail::Docker(_) => match self.docker.as_deref() {
+                Some(d) => d.restart(target, iteration, abort),
+                None => Box::pin(async move { not_mine(target) }),
+            },
+            TargetDetail::Systemd(u) => match self.systemd.iter().find(|m| *m.bus() == u.bus) {
+                Some(m) => m.restart(target, iteration, abort),
+                None => Box::pin(async move { not_mine(target) }),
+            },
+        }
+    }
+}
