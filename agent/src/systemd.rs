@@ -366,13 +366,14 @@ impl SystemdManager {
         // What systemd recorded about this restart.
         let unit_props = props.get_all(UNIT_IFACE).await.unwrap_or_default();
         let service_props = props.get_all(SERVICE_IFACE).await.unwrap_or_default();
+        let seen = unit_seen.borrow().clone();
         let mark =
             |tl: &mut Timeline, b: BoundaryName, map: &HashMap<String, OwnedValue>, p: &str| {
-                if let Some(us) = map
+                let now = map
                     .get(p)
                     .and_then(uint)
-                    .filter(|us| *us > clock.monotonic_us)
-                {
+                    .filter(|us| *us > clock.monotonic_us);
+                if let Some(us) = seen.timestamps.get(p).copied().or(now) {
                     tl.mark(
                         b,
                         clock.to_realtime_nanos(us),
@@ -398,7 +399,6 @@ impl SystemdManager {
             &service_props,
             "ExecMainStartTimestampMonotonic",
         );
-        let seen = unit_seen.borrow().clone();
         if let Some((us, code, status)) = seen.main_exit {
             tl.mark(
                 BoundaryName::MainExited,
@@ -413,8 +413,15 @@ impl SystemdManager {
                 tl.exit_code = status.map(i64::from);
             }
         }
-        report.stopped_as = seen.stopped_as.clone();
+        // The state between stop and start can be coalesced away in a restart
+        // job; systemd's own rule decides then: a service whose Result is not
+        // `success` stops as `failed`.
+        report.stopped_as = seen.stopped_as.clone().or_else(|| {
+            seen.stop_result()
+                .map(|r| if r == "success" { "inactive" } else { "failed" }.to_string())
+        });
         report.stop_result = seen.stop_result();
+        report.final_result = seen.results.last().cloned();
         unit_task.abort();
         if let Some((rx, _)) = &container_events {
             copy_container(&rx.borrow(), tl);
@@ -437,7 +444,12 @@ impl SystemdManager {
             .cloned()
             .filter(|_| tl.at(BoundaryName::Started).is_some());
         let ending = match acted {
-            Err(e) => e,
+            Err(mut e) => {
+                if let (Some(why), Some(r)) = (e.error.as_mut(), &report_final(tl)) {
+                    why.push_str(&format!(" (unit Result={r})"));
+                }
+                e
+            }
             Ok(()) => match running {
                 None => Ending::new(Outcome::Failed, "systemd reported no new activation"),
                 Some(started) => {
@@ -560,6 +572,10 @@ impl Driver for SystemdManager {
     }
 }
 
+fn report_final(tl: &Timeline) -> Option<String> {
+    tl.unit.as_ref()?.final_result.clone()
+}
+
 async fn wait_job(jobs: &mut JobRemovedStream, job: &OwnedObjectPath) -> String {
     while let Some(signal) = jobs.next().await {
         if let Ok(args) = signal.args()
@@ -616,23 +632,34 @@ struct UnitSeen {
     stopped_as: Option<String>,
     /// Every `Result` value seen, in order (the stop sets it, the start resets it).
     results: Vec<String>,
+    /// The last `Result` seen before the new main process started: the stop's.
+    stop_result: Option<String>,
+    /// A new main process started after the request.
+    restarted: bool,
     /// (ExecMainExitTimestampMonotonic, ExecMainCode, ExecMainStatus) of the old main process.
     main_exit: Option<(u64, Option<i32>, Option<i32>)>,
     /// ActiveEnterTimestampMonotonic moved past the request.
     active_again: bool,
+    /// Unit timestamps past the request, as signalled: a stopped unit that
+    /// nothing references is unloaded, and its reloaded self starts with none.
+    timestamps: HashMap<&'static str, u64>,
 }
 
 impl UnitSeen {
     fn stop_result(&self) -> Option<String> {
-        self.results
-            .iter()
-            .find(|r| *r != "success")
-            .or(self.results.first())
-            .cloned()
+        self.stop_result.clone()
     }
 
     fn apply(&mut self, iface: &str, changed: &HashMap<String, OwnedValue>, since_us: u64) {
         if iface == UNIT_IFACE {
+            for p in [
+                "InactiveEnterTimestampMonotonic",
+                "ActiveEnterTimestampMonotonic",
+            ] {
+                if let Some(us) = changed.get(p).and_then(uint).filter(|us| *us > since_us) {
+                    self.timestamps.entry(p).or_insert(us);
+                }
+            }
             if let Some(state) = changed.get("ActiveState").and_then(string)
                 && self.stopped_as.is_none()
                 && (state == "inactive" || state == "failed")
@@ -647,7 +674,19 @@ impl UnitSeen {
                 self.active_again = true;
             }
         } else if iface == SERVICE_IFACE {
+            // systemd sends every emits-change property of the interface on
+            // each change: a batch with a new ExecMainStart belongs to the start.
+            if changed
+                .get("ExecMainStartTimestampMonotonic")
+                .and_then(uint)
+                .is_some_and(|us| us > since_us)
+            {
+                self.restarted = true;
+            }
             if let Some(r) = changed.get("Result").and_then(string) {
+                if !self.restarted {
+                    self.stop_result = Some(r.clone());
+                }
                 self.results.push(r);
             }
             if let Some(us) = changed

@@ -9,6 +9,8 @@
 set -euo pipefail
 IMAGE=${BOUNCE_TEST_IMAGE:-bounce-test/busybox:1}
 LOG=${BOUNCE_DOCKERD_LOG:-/var/log/bounce-dockerd.log}
+# The lock fd (9) is closed for the daemons started below, or they would
+# hold the lock for as long as they live.
 LOCK=/tmp/bounce-docker-up.lock
 
 exec 9>"$LOCK"
@@ -28,7 +30,7 @@ if ! docker version >/dev/null 2>&1; then
   echo "docker-up: starting dockerd (log: $LOG)" >&2
   mkdir -p "$(dirname "$LOG")"
   setsid dockerd --host unix:///var/run/docker.sock --bridge=none --iptables=false \
-    >>"$LOG" 2>&1 < /dev/null &
+    >>"$LOG" 2>&1 < /dev/null 9>&- &
   for _ in $(seq 1 120); do
     docker version >/dev/null 2>&1 && break
     sleep 0.25

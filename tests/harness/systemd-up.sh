@@ -13,6 +13,7 @@ flock 9
 
 need=()
 command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus)
+[ -f /usr/lib/systemd/user/dbus.socket ] || need+=(dbus-user-session)
 [ -x /lib/systemd/systemd ] || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   echo "systemd-up: installing ${need[*]}" >&2
@@ -27,20 +28,28 @@ export DBUS_SESSION_BUS_ADDRESS=unix:path=$XDG_RUNTIME_DIR/bus
 mkdir -p /run/systemd/system "$XDG_RUNTIME_DIR" "$XDG_CONFIG_HOME/systemd/user"
 chmod 700 "$XDG_RUNTIME_DIR"
 
-if ! systemctl --user show -p Version >/dev/null 2>&1; then
-  if ! busctl --user list >/dev/null 2>&1; then
-    rm -f "$XDG_RUNTIME_DIR/bus"
-    setsid dbus-daemon --session --address="$DBUS_SESSION_BUS_ADDRESS" --nofork --nopidfile \
-      >>"$BASE/dbus.log" 2>&1 </dev/null &
-    for _ in $(seq 1 100); do busctl --user list >/dev/null 2>&1 && break; sleep 0.05; done
-  fi
-  setsid /lib/systemd/systemd --user >>"$BASE/systemd.log" 2>&1 </dev/null &
+# The manager's name on the bus (systemctl --user would also answer through
+# the manager's private socket, which the agent does not use).
+on_bus() {
+  busctl --user get-property org.freedesktop.systemd1 /org/freedesktop/systemd1 \
+    org.freedesktop.systemd1.Manager Version >/dev/null 2>&1
+}
+
+if ! on_bus; then
+  # Start clean: whatever is left of an earlier manager goes.
+  for f in "$BASE"/*.pid; do
+    [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
+  done
+  rm -f "$BASE"/*.pid "$XDG_RUNTIME_DIR/bus"
+  # systemd --user listens on $XDG_RUNTIME_DIR/bus itself (dbus.socket, from
+  # dbus-user-session) and starts the bus on the first connection.
+  setsid /lib/systemd/systemd --user >>"$BASE/systemd.log" 2>&1 </dev/null 9>&- &
+  echo $! > "$BASE/systemd.pid"
   for _ in $(seq 1 200); do
-    systemctl --user show -p Version >/dev/null 2>&1 && break
+    on_bus && break
     sleep 0.05
   done
-  systemctl --user show -p Version >/dev/null 2>&1 \
-    || { echo "systemd-up: the user manager did not answer; see $BASE/systemd.log" >&2; tail -20 "$BASE/systemd.log" >&2; exit 1; }
+  on_bus || { echo "systemd-up: the user manager is not on $DBUS_SESSION_BUS_ADDRESS; see $BASE/systemd.log" >&2; tail -20 "$BASE/systemd.log" >&2; exit 1; }
 fi
 echo "XDG_RUNTIME_DIR=$XDG_RUNTIME_DIR"
 echo "XDG_CONFIG_HOME=$XDG_CONFIG_HOME"

@@ -243,3 +243,135 @@ pub fn rfc3339_nanos(s: &str) -> i64 {
         .parse()
         .unwrap_or_else(|_| panic!("date could not parse {s}"))
 }
+
+/// The test systemd user manager (`harness/systemd-up.sh`): its environment,
+/// once per process.
+pub struct SystemdEnv {
+    pub vars: Vec<(String, String)>,
+    pub unit_dir: PathBuf,
+    /// The D-Bus address scenarios name as `bus:`.
+    pub bus: String,
+}
+
+pub fn systemd_up() -> &'static SystemdEnv {
+    static ENV: OnceLock<Result<SystemdEnv, String>> = OnceLock::new();
+    let r = ENV.get_or_init(|| {
+        let script = repo_root().join("tests/harness/systemd-up.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .output()
+            .map_err(|e| format!("{}: {e}", script.display()))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        let vars: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let get = |k: &str| {
+            vars.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .ok_or(format!("systemd-up.sh printed no {k}"))
+        };
+        Ok(SystemdEnv {
+            unit_dir: PathBuf::from(get("XDG_CONFIG_HOME")?).join("systemd/user"),
+            bus: get("DBUS_SESSION_BUS_ADDRESS")?,
+            vars,
+        })
+    });
+    match r {
+        Ok(env) => env,
+        Err(e) => panic!("no systemd manager for the tests: {e}"),
+    }
+}
+
+/// `systemctl --user ARGS` against the test manager.
+pub fn systemctl(args: &[&str]) -> Result<String> {
+    let env = systemd_up();
+    let out = Command::new("systemctl")
+        .arg("--user")
+        .args(args)
+        .envs(env.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .context("running systemctl")?;
+    if !out.status.success() {
+        bail!(
+            "systemctl --user {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// A unit of the test manager, installed and started; stopped and removed when dropped.
+pub struct TestUnit {
+    pub name: String,
+}
+
+impl TestUnit {
+    /// Installs `<label>-<pid>.service` with `body` as its unit file and starts it.
+    pub fn start(label: &str, body: &str) -> TestUnit {
+        let env = systemd_up();
+        let name = format!("bounce-t-{label}-{}.service", std::process::id());
+        std::fs::write(env.unit_dir.join(&name), body).expect("write unit file");
+        systemctl(&["daemon-reload"]).expect("daemon-reload");
+        let _ = systemctl(&["reset-failed", &name]);
+        systemctl(&["start", &name]).unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        // A simple unit is "active" at fork; give its shell time to set its traps.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        TestUnit { name }
+    }
+
+    /// One property as `systemctl show` prints it.
+    pub fn prop(&self, p: &str) -> String {
+        systemctl(&["show", "-p", p, "--value", &self.name]).expect("systemctl show")
+    }
+}
+
+impl TestUnit {
+    /// A µs timestamp property, read raw over D-Bus (systemctl formats them).
+    pub fn usec_prop(&self, p: &str) -> i64 {
+        let env = systemd_up();
+        let busctl = |args: &[&str]| {
+            let out = Command::new("busctl")
+                .arg("--user")
+                .args(args)
+                .envs(env.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .output()
+                .expect("busctl");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let path = busctl(&[
+            "call",
+            "org.freedesktop.systemd1",
+            "/org/freedesktop/systemd1",
+            "org.freedesktop.systemd1.Manager",
+            "GetUnit",
+            "s",
+            &self.name,
+        ]);
+        let path = path.trim_start_matches("o ").trim_matches('"');
+        let v = busctl(&[
+            "get-property",
+            "org.freedesktop.systemd1",
+            path,
+            "org.freedesktop.systemd1.Unit",
+            p,
+        ]);
+        v.trim_start_matches("t ")
+            .parse()
+            .unwrap_or_else(|_| panic!("{p} of {}: {v:?}", self.name))
+    }
+}
+
+impl Drop for TestUnit {
+    fn drop(&mut self) {
+        let _ = systemctl(&["stop", &self.name]);
+        let _ = systemctl(&["reset-failed", &self.name]);
+        let _ = std::fs::remove_file(systemd_up().unit_dir.join(&self.name));
+        let _ = systemctl(&["daemon-reload"]);
+    }
+}

@@ -242,8 +242,11 @@ pub struct ProbeReport {
 pub struct UnitReport {
     /// Result of the job(s) the agent queued (`done` when all went well).
     pub job_results: Vec<String>,
-    /// The unit's `Result` when it stopped (`success`, `exit-code`, `timeout`, ...).
+    /// The unit's `Result` when it stopped (`success`, `exit-code`, `signal`, ...).
     pub stop_result: Option<String>,
+    /// The unit's `Result` last seen (after a failed start: why it failed, e.g. `timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_result: Option<String>,
     /// `ActiveState` the unit stopped in: `inactive` (dead) or `failed`.
     pub stopped_as: Option<String>,
     /// Main process exit: `ExecMainCode` (1 exited, 2 killed, 3 dumped) and `ExecMainStatus`.
