@@ -182,6 +182,11 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
                 interrupted,
             })?;
             println!("{}", render_table(&summary.rows));
+            for (service, lines) in &summary.where_time_went {
+                for line in lines {
+                    println!("{service}: {line}");
+                }
+            }
             let not_ok: u64 = summary
                 .outcomes
                 .iter()

@@ -3,7 +3,7 @@
 //! `histograms.hlog` and `summary.json` when the run ends, and the scenario
 //! as it was read.
 
-use bounce_wire::summary::rows_from;
+use bounce_wire::summary::{rows_from, where_time_went};
 use bounce_wire::{NodeFacts, Outcome, PhaseHistograms, RunSummary, TimelineRecord};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -102,8 +102,10 @@ impl RunOutput {
         for r in &self.records {
             *outcomes.entry(r.outcome).or_default() += 1;
         }
+        let rows = rows_from(&self.records, &self.histograms);
         let summary = RunSummary {
-            rows: rows_from(&self.records, &self.histograms),
+            where_time_went: where_time_went(&self.records, &rows),
+            rows,
             run_id: run.run_id,
             deployment: run.deployment,
             scenario: run.scenario,

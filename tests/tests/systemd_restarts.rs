@@ -234,7 +234,7 @@ fn a_kolla_unit_is_timed_at_both_levels_and_the_stall_is_named() {
         text(&plan)
     );
 
-    let (_d, out, tls) = run("kolla", &scenario(&unit.name, ""));
+    let (d, out, tls) = run("kolla", &scenario(&unit.name, ""));
     assert!(out.status.success(), "{}", text(&out));
     let t = &tls[0];
     assert_eq!(
@@ -273,6 +273,20 @@ fn a_kolla_unit_is_timed_at_both_levels_and_the_stall_is_named() {
     assert!(words.contains("container running at +"), "{words}");
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("unit_settle"), "{table}");
+    let summary: bounce_wire::RunSummary =
+        serde_json::from_str(&std::fs::read_to_string(d.path("out/summary.json")).unwrap())
+            .unwrap();
+    let why = summary.where_time_went[&c.name].join("\n");
+    assert!(
+        why.contains(
+            "the unit was left `failed` instead of `dead` in 1 of 1 restarts (Result=exit-code)"
+        ),
+        "{why}"
+    );
+    assert!(
+        why.contains("the unit ") && why.contains("more after it was gone"),
+        "{why}"
+    );
 }
 
 #[test]

@@ -51,6 +51,9 @@ pub struct RunSummary {
     /// True when the operator interrupted the run (Ctrl-C).
     pub interrupted: bool,
     pub rows: Vec<SummaryRow>,
+    /// Per service, where the time went, in words (from the timelines).
+    #[serde(default)]
+    pub where_time_went: BTreeMap<String, Vec<String>>,
 }
 
 /// Builds the table from the timelines (for counts, sums, failures) and the
@@ -96,6 +99,82 @@ pub fn rows_from(timelines: &[TimelineRecord], hists: &PhaseHistograms) -> Vec<S
             }
         })
         .collect()
+}
+
+/// Per service, sentences that say where the restart time went: the split
+/// of a unit's stop between its container and the unit itself, how often a
+/// unit was left `failed`, how often a stop needed SIGKILL.
+pub fn where_time_went(
+    timelines: &[TimelineRecord],
+    rows: &[SummaryRow],
+) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let p50 = |service: &str, phase: Phase| {
+        rows.iter()
+            .find(|r| r.service == service && r.phase == phase)
+            .and_then(|r| r.p50)
+    };
+    let mut services: Vec<&str> = timelines.iter().map(|t| t.service.as_str()).collect();
+    services.sort();
+    services.dedup();
+    for service in services {
+        let mine: Vec<&TimelineRecord> =
+            timelines.iter().filter(|t| t.service == service).collect();
+        let n = mine.len();
+        let mut lines = Vec::new();
+        if let (Some(stop), Some(c), Some(u)) = (
+            p50(service, Phase::Stop),
+            p50(service, Phase::ContainerStop),
+            p50(service, Phase::UnitSettle),
+        ) {
+            lines.push(format!(
+                "stop p50 {}: the container took {}, the unit {} more after it was gone",
+                format_seconds(stop),
+                format_seconds(c),
+                format_seconds(u)
+            ));
+        }
+        let failed: Vec<&str> = mine
+            .iter()
+            .filter_map(|t| t.unit.as_ref())
+            .filter(|u| u.stopped_as.as_deref() == Some("failed"))
+            .map(|u| u.stop_result.as_deref().unwrap_or("?"))
+            .collect();
+        if !failed.is_empty() {
+            lines.push(format!(
+                "the unit was left `failed` instead of `dead` in {} of {n} restarts (Result={})",
+                failed.len(),
+                failed[0]
+            ));
+        }
+        let killed = mine
+            .iter()
+            .filter(|t| t.signals.len() > 1 && t.signals.last().is_some_and(|s| s == "SIGKILL"))
+            .count();
+        if killed > 0 {
+            lines.push(format!(
+                "the stop waited for SIGKILL after the stop timeout in {killed} of {n} restarts"
+            ));
+        }
+        if let (Some(stop), Some(start), Some(ready)) = (
+            p50(service, Phase::Stop),
+            p50(service, Phase::Start),
+            p50(service, Phase::Ready),
+        ) {
+            let (name, longest) = [("stop", stop), ("start", start), ("ready", ready)]
+                .into_iter()
+                .fold(("stop", f64::MIN), |a, b| if b.1 > a.1 { b } else { a });
+            lines.push(format!(
+                "most of a restart is {name} (p50 {} of stop {} + start {} + ready {})",
+                format_seconds(longest),
+                format_seconds(stop),
+                format_seconds(start),
+                format_seconds(ready)
+            ));
+        }
+        out.insert(service.to_string(), lines);
+    }
+    out
 }
 
 /// The table as fixed-width text, for terminals and logs.
