@@ -17,6 +17,7 @@ pub mod readiness;
 pub mod runner;
 pub mod scenario;
 pub mod sources;
+pub mod stream;
 pub mod systemd;
 pub mod target;
 pub mod timeline;

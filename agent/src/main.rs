@@ -5,10 +5,12 @@ use bounce_agent::output::{RunInfo, RunOutput, new_run_id};
 use bounce_agent::runner::{self, RunOptions, StopReason};
 use bounce_agent::scenario::{Scenario, duration};
 use bounce_agent::sources::Sources;
+use bounce_agent::stream::{Collector, Spool, Streamer, drain};
 use bounce_agent::target::ResolvedTarget;
 use bounce_agent::timeline::{RunLabels, realtime_nanos};
 use bounce_agent::{facts, plan};
 use bounce_wire::Outcome;
+use bounce_wire::ingest::{RunEnd, RunHeader};
 use bounce_wire::summary::render_table;
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
@@ -62,7 +64,53 @@ enum Command {
         /// Print one line per restart instead of a progress bar.
         #[arg(long)]
         no_progress: bool,
+        /// Also send the results to a bounce-collector (http://HOST:PORT).
+        /// Batches wait in DIR/spool until acknowledged; the run never depends on the collector.
+        #[arg(long)]
+        collector: Option<String>,
+        #[command(flatten)]
+        auth: Auth,
+        /// After the run, how long to wait for the collector to acknowledge what is still in the spool.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        flush: Duration,
     },
+    /// Send what is left in a run folder's spool to a collector (after the
+    /// collector was away during the run). Safe to repeat: the collector
+    /// stores each batch once.
+    Push {
+        /// The run folder (`run --output`).
+        dir: PathBuf,
+        #[arg(long)]
+        collector: String,
+        #[command(flatten)]
+        auth: Auth,
+        /// Give up after this long.
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+}
+
+#[derive(clap::Args)]
+struct Auth {
+    /// File holding the collector's agent token (else BOUNCE_TOKEN).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+impl Auth {
+    fn token(&self) -> Result<String> {
+        let token = match &self.token_file {
+            Some(f) => std::fs::read_to_string(f)
+                .with_context(|| format!("{}: cannot read the token", f.display()))?
+                .trim()
+                .to_string(),
+            None => std::env::var("BOUNCE_TOKEN").unwrap_or_default(),
+        };
+        if token.is_empty() {
+            anyhow::bail!("no collector token: give --token-file or set BOUNCE_TOKEN");
+        }
+        Ok(token)
+    }
 }
 
 /// Connects to every source of truth the scenario names and resolves its targets.
@@ -97,6 +145,37 @@ fn main() -> ExitCode {
 
 async fn dispatch(cmd: Command) -> Result<ExitCode> {
     match cmd {
+        Command::Push {
+            dir,
+            collector,
+            auth,
+            timeout,
+        } => {
+            let collector = Collector::new(&collector, auth.token()?)?;
+            let spool = Spool::open(&dir)?;
+            let before = spool.pending().len();
+            let wake = tokio::sync::Notify::new();
+            let deadline = tokio::time::sleep(timeout);
+            // Stop as soon as the spool is empty, or at the deadline.
+            let empty = async {
+                while !spool.pending().is_empty() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            };
+            let (sent, refused) = drain(&spool, &collector, &wake, async {
+                tokio::select! { _ = deadline => {}, _ = empty => {} }
+            })
+            .await;
+            let left = spool.pending().len();
+            println!(
+                "{sent} of {before} batch(es) acknowledged, {refused} refused, {left} left in the spool"
+            );
+            Ok(if left == 0 && refused == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Check { scenarios } => {
             let mut bad = 0;
             for path in scenarios {
@@ -134,7 +213,15 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
             node,
             drain,
             no_progress,
+            collector,
+            auth,
+            flush,
         } => {
+            // Checked before anything restarts.
+            let collector = match &collector {
+                Some(url) => Some(Collector::new(url, auth.token()?)?),
+                None => None,
+            };
             let scenario = Scenario::load(&scenario)?;
             // Everything is resolved and checked before the first restart.
             let (sources, targets) = resolve(&scenario).await?;
@@ -144,7 +231,7 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
             };
             let node_facts = facts::gather(docker_version);
             let node = node.unwrap_or_else(|| node_facts.hostname.clone());
-            let out = RunOutput::create(&output, &scenario.text)?;
+            let mut out = RunOutput::create(&output, &scenario.text)?;
             let labels = RunLabels {
                 run_id: new_run_id(),
                 deployment: scenario.deployment.to_string(),
@@ -162,13 +249,31 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
                 output.display()
             );
             let started = realtime_nanos();
+            if let Some(c) = collector {
+                out.stream_to(Streamer::start(
+                    c,
+                    &output,
+                    node.clone(),
+                    RunHeader {
+                        run_id: labels.run_id.clone(),
+                        deployment: labels.deployment.clone(),
+                        scenario: labels.scenario.clone(),
+                        node: bounce_wire::NodeFacts {
+                            hostname: node.clone(),
+                            ..node_facts.clone()
+                        },
+                        started_unix_nanos: started,
+                        planned,
+                    },
+                )?);
+            }
             let opts = RunOptions {
                 drain,
                 show_progress: !no_progress && std::io::stderr().is_terminal(),
             };
             let (out, end) = runner::run(&sources, &scenario, &targets, &labels, out, &opts).await;
             let interrupted = end.stopped == Some(StopReason::Interrupted);
-            let summary = out.finish(RunInfo {
+            let (summary, streamer) = out.finish(RunInfo {
                 run_id: labels.run_id.clone(),
                 deployment: labels.deployment.clone(),
                 scenario: labels.scenario.clone(),
@@ -199,6 +304,30 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
                 summary.not_started,
                 output.display()
             );
+            if let Some(s) = streamer {
+                let report = s
+                    .finish(
+                        RunEnd {
+                            finished_unix_nanos: summary.finished_unix_nanos,
+                            not_started: summary.not_started,
+                            interrupted: summary.interrupted,
+                        },
+                        flush,
+                    )
+                    .await?;
+                if report.pending == 0 && report.refused == 0 {
+                    println!("collector: all {} batch(es) acknowledged", report.sent);
+                } else {
+                    println!(
+                        "collector: {} batch(es) acknowledged, {} refused, {} still in {} (send them with `bounce-agent push {}`)",
+                        report.sent,
+                        report.refused,
+                        report.pending,
+                        report.spool.display(),
+                        output.display()
+                    );
+                }
+            }
             match end.stopped {
                 Some(StopReason::Interrupted) => {
                     println!(

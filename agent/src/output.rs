@@ -3,6 +3,7 @@
 //! `histograms.hlog` and `summary.json` when the run ends, and the scenario
 //! as it was read.
 
+use crate::stream::Streamer;
 use bounce_wire::summary::{rows_from, where_time_went};
 use bounce_wire::{NodeFacts, Outcome, PhaseHistograms, RunSummary, TimelineRecord};
 use std::collections::BTreeMap;
@@ -27,6 +28,8 @@ pub enum OutputError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Stream(#[from] crate::stream::StreamError),
     #[error("{path}: {source}")]
     Hist {
         path: PathBuf,
@@ -39,6 +42,8 @@ pub struct RunOutput {
     timelines: BufWriter<File>,
     histograms: PhaseHistograms,
     records: Vec<TimelineRecord>,
+    /// The collector stream, when the run has one.
+    streamer: Option<Streamer>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OutputError + '_ {
@@ -68,7 +73,13 @@ impl RunOutput {
             timelines: BufWriter::new(file),
             histograms: PhaseHistograms::default(),
             records: Vec::new(),
+            streamer: None,
         })
+    }
+
+    /// Also send every timeline to a collector (through the folder's spool).
+    pub fn stream_to(&mut self, streamer: Streamer) {
+        self.streamer = Some(streamer);
     }
 
     pub fn dir(&self) -> &Path {
@@ -88,6 +99,9 @@ impl RunOutput {
         for (phase, secs) in &rec.phases {
             self.histograms.record(&rec.service, *phase, *secs);
         }
+        if let Some(s) = &mut self.streamer {
+            s.timeline(&rec)?;
+        }
         self.records.push(rec);
         Ok(())
     }
@@ -96,8 +110,10 @@ impl RunOutput {
         &self.records
     }
 
-    /// Writes the histograms and the summary; returns the summary.
-    pub fn finish(self, run: RunInfo) -> Result<RunSummary, OutputError> {
+    /// Writes the histograms and the summary; returns the summary, and the
+    /// stream (still to be finished) if there is one.
+    pub fn finish(mut self, run: RunInfo) -> Result<(RunSummary, Option<Streamer>), OutputError> {
+        let streamer = self.streamer.take();
         let mut outcomes: BTreeMap<Outcome, u64> = BTreeMap::new();
         for r in &self.records {
             *outcomes.entry(r.outcome).or_default() += 1;
@@ -139,7 +155,7 @@ impl RunOutput {
         let sum_path = self.dir.join(SUMMARY);
         let text = serde_json::to_string_pretty(&summary).expect("summaries always serialize");
         std::fs::write(&sum_path, text + "\n").map_err(io_err(&sum_path))?;
-        Ok(summary)
+        Ok((summary, streamer))
     }
 }
 

@@ -1,8 +1,12 @@
 //! bounce-collector: where the agents' measurements come together.
 //!
-//! Today it reads an agent's output folder back (`summarize`), independently
-//! of the agent's own summary: the timelines and the histogram log must agree.
-//! The ingest API, the store and /metrics come with the collector issue.
+//! `serve` runs the ingest API, the embedded store, the read API and
+//! /metrics; `summarize` reads an agent's output folder back, independently
+//! of the agent's own summary (the timelines and the histogram log must agree).
+
+mod api;
+mod metrics;
+mod store;
 
 use anyhow::{Context, Result, bail};
 use bounce_wire::summary::{render_table, rows_from};
@@ -21,6 +25,27 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the ingest API (POST /api/v1/ingest), the read API (/api/v1/runs...)
+    /// and /metrics, keeping everything in an embedded SQLite store.
+    ///
+    /// Tokens: one per line in the files, or BOUNCE_AGENT_TOKEN /
+    /// BOUNCE_ADMIN_TOKEN. Agent tokens may only ingest; admin tokens may also
+    /// read. /metrics is open unless --protect-metrics.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9465")]
+        listen: std::net::SocketAddr,
+        /// The store (SQLite database file; created if missing).
+        #[arg(long)]
+        store: PathBuf,
+        #[arg(long)]
+        agent_token_file: Option<PathBuf>,
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
+        /// Require an admin token for /metrics too.
+        #[arg(long)]
+        protect_metrics: bool,
+    },
     /// Read an agent's --output folder (timelines.jsonl and histograms.hlog),
     /// check that the two agree, and print the table per service and phase.
     Summarize {
@@ -33,7 +58,28 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse().command) {
+    let result = match Cli::parse().command {
+        Command::Serve {
+            listen,
+            store,
+            agent_token_file,
+            admin_token_file,
+            protect_metrics,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+            .block_on(serve(
+                listen,
+                store,
+                agent_token_file,
+                admin_token_file,
+                protect_metrics,
+            )),
+        other => run(other),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -42,8 +88,77 @@ fn main() -> ExitCode {
     }
 }
 
+/// Tokens from a file (one per line, `#` comments) and an environment variable.
+fn tokens(file: Option<&Path>, env: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    if let Some(f) = file {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("{}: cannot read", f.display()))?;
+        out.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from),
+        );
+    }
+    if let Ok(t) = std::env::var(env)
+        && !t.trim().is_empty()
+    {
+        out.push(t.trim().to_string());
+    }
+    if let Some(short) = out.iter().find(|t| t.len() < 16) {
+        bail!(
+            "a token of {} characters is too short to be a secret (at least 16)",
+            short.len()
+        );
+    }
+    Ok(out)
+}
+
+async fn serve(
+    listen: std::net::SocketAddr,
+    store_path: PathBuf,
+    agent_token_file: Option<PathBuf>,
+    admin_token_file: Option<PathBuf>,
+    protect_metrics: bool,
+) -> Result<()> {
+    let agent_tokens = tokens(agent_token_file.as_deref(), "BOUNCE_AGENT_TOKEN")?;
+    let admin_tokens = tokens(admin_token_file.as_deref(), "BOUNCE_ADMIN_TOKEN")?;
+    if agent_tokens.is_empty() && admin_tokens.is_empty() {
+        bail!(
+            "no tokens: give --agent-token-file/--admin-token-file or BOUNCE_AGENT_TOKEN/BOUNCE_ADMIN_TOKEN (nothing could ingest)"
+        );
+    }
+    let store = store::Store::open(&store_path)
+        .with_context(|| format!("{}: cannot open the store", store_path.display()))?;
+    let state = std::sync::Arc::new(api::AppState {
+        store: std::sync::Mutex::new(store),
+        store_path: store_path.clone(),
+        agent_tokens,
+        admin_tokens,
+        protect_metrics,
+        duplicates: Default::default(),
+        rejected: Default::default(),
+    });
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    eprintln!(
+        "bounce-collector: listening on http://{}, store {}",
+        listener.local_addr()?,
+        store_path.display()
+    );
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
 fn run(cmd: Command) -> Result<()> {
     match cmd {
+        Command::Serve { .. } => unreachable!("served by main"),
         Command::Summarize { dir, json } => {
             let timelines = read_timelines(&dir.join("timelines.jsonl"))?;
             let hlog_path = dir.join("histograms.hlog");

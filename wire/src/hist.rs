@@ -10,7 +10,7 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::interval_log::{
     IntervalLogIterator, IntervalLogWriterBuilder, LogEntry, Tag,
 };
-use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
+use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, SystemTime};
@@ -56,6 +56,38 @@ pub fn tag_for(service: &str, phase: Phase) -> Result<String, HistError> {
 pub fn parse_tag(tag: &str) -> Option<(String, Phase)> {
     let (service, phase) = tag.rsplit_once('/')?;
     Some((service.to_string(), Phase::parse(phase)?))
+}
+
+/// One histogram in the standard V2 compressed encoding, base64 (as in an
+/// `.hlog` line): how histograms travel from agent to collector.
+pub fn encode(h: &Histogram<u64>) -> Result<String, HistError> {
+    let mut buf = Vec::new();
+    V2DeflateSerializer::new()
+        .serialize(h, &mut buf)
+        .map_err(|e| HistError::Write(format!("{e:?}")))?;
+    Ok(BASE64.encode(buf))
+}
+
+/// Decodes [`encode`]'s output, refusing histograms of another shape (their
+/// values would not merge exactly) and anything that is not a histogram.
+pub fn decode(text: &str) -> Result<Histogram<u64>, String> {
+    let bytes = BASE64
+        .decode(text)
+        .map_err(|e| format!("not base64: {e}"))?;
+    let h: Histogram<u64> = Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| format!("not an HdrHistogram V2 encoding: {e:?}"))?;
+    if h.sigfig() != SIGFIG || h.low() != LOWEST_US || h.high() > HIGHEST_US {
+        return Err(format!(
+            "histogram shape ({}..{} µs, {} digits) is not bounce's ({LOWEST_US}..{HIGHEST_US} µs, {SIGFIG} digits)",
+            h.low(),
+            h.high(),
+            h.sigfig()
+        ));
+    }
+    let mut out = new_histogram();
+    out.add(&h).map_err(|e| format!("{e:?}"))?;
+    Ok(out)
 }
 
 /// Histograms per (service, phase), with the exact sum kept beside each
@@ -190,6 +222,28 @@ mod tests {
 
     fn a_max_of(hs: &PhaseHistograms, s: &str) -> u64 {
         hs.get(s, Phase::Ready).unwrap().max()
+    }
+
+    #[test]
+    fn encoded_histograms_round_trip_and_foreign_shapes_are_refused() {
+        let mut h = new_histogram();
+        h.record(1234).unwrap();
+        h.record(5_000_000).unwrap();
+        let back = decode(&encode(&h).unwrap()).unwrap();
+        assert_eq!(back, h);
+        let mut other = Histogram::<u64>::new_with_bounds(1, 1000, 2).unwrap();
+        other.record(5).unwrap();
+        assert!(
+            decode(&encode(&other).unwrap())
+                .unwrap_err()
+                .contains("shape")
+        );
+        assert!(
+            decode("bm90IGEgaGlzdG9ncmFt")
+                .unwrap_err()
+                .contains("not an HdrHistogram")
+        );
+        assert!(decode("***").unwrap_err().contains("not base64"));
     }
 
     #[test]

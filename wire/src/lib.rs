@@ -4,6 +4,7 @@
 //! (files in an output folder today, the ingest API later) live here.
 
 pub mod hist;
+pub mod ingest;
 pub mod summary;
 pub mod timeline;
 

@@ -1,0 +1,352 @@
+//! The collector's HTTP API: ingest for agents, reads for admins, /metrics
+//! for Prometheus. Every request is authenticated by a bearer token: agent
+//! tokens may only ingest; admin tokens may do everything. A bad request
+//! gets a 4xx with its reason and writes nothing.
+
+use crate::metrics;
+use crate::store::{PhaseHistogram, Store, Stored};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bounce_wire::hist::{self, PhaseHistograms};
+use bounce_wire::ingest::{Ack, Batch, INGEST_PATH, MAX_BATCH_BYTES};
+use bounce_wire::summary::{rows_from, where_time_went};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+pub struct AppState {
+    pub store: Mutex<Store>,
+    pub store_path: PathBuf,
+    pub agent_tokens: Vec<String>,
+    pub admin_tokens: Vec<String>,
+    /// /metrics needs an admin token too.
+    pub protect_metrics: bool,
+    pub duplicates: AtomicU64,
+    pub rejected: AtomicU64,
+}
+
+pub type Shared = Arc<AppState>;
+
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route(INGEST_PATH, post(ingest))
+        .route("/api/v1/runs", get(list_runs))
+        .route("/api/v1/runs/{run_id}", get(run_summary))
+        .route("/api/v1/runs/{run_id}/histograms.hlog", get(run_hlog))
+        .route("/api/v1/runs/{run_id}/nodes", get(run_nodes))
+        .route("/metrics", get(metrics_page))
+        .layer(DefaultBodyLimit::max(MAX_BATCH_BYTES))
+        .with_state(state)
+}
+
+/// An error answer: status and reason, as JSON.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn bad(why: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, why.into())
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
+enum Role {
+    Agent,
+    Admin,
+}
+
+fn role(state: &AppState, headers: &HeaderMap) -> Option<Role> {
+    let token = headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?;
+    let known = |list: &[String]| {
+        list.iter()
+            .any(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
+    };
+    if known(&state.admin_tokens) {
+        Some(Role::Admin)
+    } else if known(&state.agent_tokens) {
+        Some(Role::Agent)
+    } else {
+        None
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn require(state: &AppState, headers: &HeaderMap, need: Role) -> Result<(), ApiError> {
+    match role(state, headers) {
+        None => Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing or unknown bearer token".into(),
+        )),
+        Some(r) if r < need => Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "this token may only ingest".into(),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+async fn ingest(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Ack>, ApiError> {
+    let result = async {
+        require(&state, &headers, Role::Agent)?;
+        let batch: Batch =
+            serde_json::from_slice(&body).map_err(|e| bad(format!("body is not a batch: {e}")))?;
+        let histograms = validate(&batch).map_err(bad)?;
+        let st = state.clone();
+        let seq = batch.seq;
+        let stored = tokio::task::spawn_blocking(move || {
+            st.store.lock().unwrap().ingest(&batch, &histograms)
+        })
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        if stored == Stored::Duplicate {
+            state.duplicates.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(Json(Ack {
+            seq,
+            status: match stored {
+                Stored::New => "stored",
+                Stored::Duplicate => "duplicate",
+            }
+            .into(),
+        }))
+    }
+    .await;
+    if result.is_err() {
+        state.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+    result
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 256
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-@:".contains(c))
+}
+
+/// Everything checked before anything is written; the decoded histograms
+/// come back for the store.
+#[allow(clippy::type_complexity)]
+fn validate(
+    b: &Batch,
+) -> Result<
+    Vec<(
+        String,
+        bounce_wire::Phase,
+        hdrhistogram::Histogram<u64>,
+        f64,
+    )>,
+    String,
+> {
+    for (what, v) in [
+        ("agent", &b.agent),
+        ("run.run_id", &b.run.run_id),
+        ("run.deployment", &b.run.deployment),
+        ("run.scenario", &b.run.scenario),
+    ] {
+        if !valid_name(v) {
+            return Err(format!("{what}: {v:?} is not a valid name"));
+        }
+    }
+    if b.seq == 0 {
+        return Err("seq starts at 1".into());
+    }
+    if b.timelines.len() > 10_000 || b.histograms.len() > 10_000 {
+        return Err("too many timelines or histograms in one batch".into());
+    }
+    let mut expected: BTreeMap<(String, bounce_wire::Phase), u64> = BTreeMap::new();
+    for (i, t) in b.timelines.iter().enumerate() {
+        if t.run_id != b.run.run_id
+            || t.deployment != b.run.deployment
+            || t.scenario != b.run.scenario
+        {
+            return Err(format!("timelines[{i}] belongs to another run"));
+        }
+        if !valid_name(&t.service) || t.service.contains('/') {
+            return Err(format!(
+                "timelines[{i}].service: {:?} is not a valid name",
+                t.service
+            ));
+        }
+        for (phase, secs) in &t.phases {
+            if !secs.is_finite() || *secs < 0.0 {
+                return Err(format!(
+                    "timelines[{i}].phases.{phase}: {secs} is not a duration"
+                ));
+            }
+            *expected.entry((t.service.clone(), *phase)).or_default() += 1;
+        }
+    }
+    let mut out = Vec::new();
+    let mut seen: BTreeMap<(String, bounce_wire::Phase), u64> = BTreeMap::new();
+    for (i, e) in b.histograms.iter().enumerate() {
+        let h = hist::decode(&e.v2_deflate).map_err(|why| format!("histograms[{i}]: {why}"))?;
+        if !e.sum_seconds.is_finite() || e.sum_seconds < 0.0 {
+            return Err(format!("histograms[{i}].sum_seconds is not a duration"));
+        }
+        if seen.insert((e.service.clone(), e.phase), h.len()).is_some() {
+            return Err(format!(
+                "histograms[{i}]: {}/{} appears twice",
+                e.service, e.phase
+            ));
+        }
+        out.push((e.service.clone(), e.phase, h, e.sum_seconds));
+    }
+    if seen != expected {
+        return Err("the histograms do not count the batch's timelines' phases".into());
+    }
+    Ok(out)
+}
+
+async fn list_runs(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require(&state, &headers, Role::Admin)?;
+    let runs = state.store.lock().unwrap().runs().map_err(internal)?;
+    Ok(Json(serde_json::json!({ "runs": runs })))
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+fn known_run(state: &AppState, run_id: &str) -> Result<(), ApiError> {
+    match state.store.lock().unwrap().run_exists(run_id) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no run {run_id:?}"),
+        )),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+fn run_phase_histograms(state: &AppState, run_id: &str) -> Result<PhaseHistograms, ApiError> {
+    let mut hs = PhaseHistograms::default();
+    for (service, phase, h, _) in state
+        .store
+        .lock()
+        .unwrap()
+        .run_histograms(run_id)
+        .map_err(internal)?
+    {
+        hs.by_key.insert((service, phase), h);
+    }
+    Ok(hs)
+}
+
+async fn run_summary(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(run_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require(&state, &headers, Role::Admin)?;
+    known_run(&state, &run_id)?;
+    let timelines = state
+        .store
+        .lock()
+        .unwrap()
+        .run_timelines(&run_id, None)
+        .map_err(internal)?;
+    let hs = run_phase_histograms(&state, &run_id)?;
+    let rows = rows_from(&timelines, &hs);
+    let mut outcomes = BTreeMap::<bounce_wire::Outcome, u64>::new();
+    for t in &timelines {
+        *outcomes.entry(t.outcome).or_default() += 1;
+    }
+    let nodes = state
+        .store
+        .lock()
+        .unwrap()
+        .run_agents(&run_id)
+        .map_err(internal)?;
+    Ok(Json(serde_json::json!({
+        "run_id": run_id,
+        "restarts": timelines.len(),
+        "outcomes": outcomes,
+        "nodes": nodes.len(),
+        "where_time_went": where_time_went(&timelines, &rows),
+        "rows": rows,
+    })))
+}
+
+async fn run_hlog(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(run_id): Path<String>,
+) -> Result<Response, ApiError> {
+    require(&state, &headers, Role::Admin)?;
+    known_run(&state, &run_id)?;
+    let hs = run_phase_histograms(&state, &run_id)?;
+    let mut buf = Vec::new();
+    hs.write_hlog(
+        &mut buf,
+        SystemTime::now(),
+        Duration::ZERO,
+        &format!("bounce run {run_id}, merged by the collector; values in microseconds; tags are service/phase"),
+    )
+    .map_err(internal)?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], buf).into_response())
+}
+
+async fn run_nodes(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(run_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require(&state, &headers, Role::Admin)?;
+    known_run(&state, &run_id)?;
+    let nodes = state
+        .store
+        .lock()
+        .unwrap()
+        .run_agents(&run_id)
+        .map_err(internal)?;
+    Ok(Json(
+        serde_json::json!({ "run_id": run_id, "nodes": nodes }),
+    ))
+}
+
+async fn metrics_page(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if state.protect_metrics {
+        require(&state, &headers, Role::Admin)?;
+    }
+    let st = state.clone();
+    let text = tokio::task::spawn_blocking(move || metrics::render(&st))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}

@@ -1,0 +1,207 @@
+//! `/metrics`: rendered from the store on every scrape, so every counter
+//! survives a collector restart. Names follow Prometheus conventions
+//! (base unit seconds, `_total` counters). Labels: deployment, scenario,
+//! service, phase (and outcome); no per-node labels (a 1,000-node cloud would
+//! multiply every series by 1,000; per-node detail is in the read API).
+
+use crate::api::AppState;
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType, Quantile,
+    Summary,
+};
+use prometheus::{Encoder, TextEncoder};
+use std::sync::atomic::Ordering;
+
+/// Classic histogram buckets for restart phases: tens of ms to an hour.
+pub const BUCKETS: [f64; 18] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    1800.0, 3600.0,
+];
+/// Quantiles taken from the exactly merged HDR histograms.
+pub const QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let mut l = LabelPair::default();
+            l.set_name(k.to_string());
+            l.set_value(v.to_string());
+            l
+        })
+        .collect()
+}
+
+fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(name.into());
+    f.set_help(help.into());
+    f.set_field_type(kind);
+    f.set_metric(metrics);
+    f
+}
+
+fn gauge(value: f64, l: Vec<LabelPair>) -> Metric {
+    let mut g = Gauge::default();
+    g.set_value(value);
+    let mut m = Metric::from_label(l);
+    m.set_gauge(g);
+    m
+}
+
+fn counter(value: f64, l: Vec<LabelPair>) -> Metric {
+    let mut c = Counter::default();
+    c.set_value(value);
+    let mut m = Metric::from_label(l);
+    m.set_counter(c);
+    m
+}
+
+pub fn render(state: &AppState) -> Result<String, String> {
+    let store = state.store.lock().unwrap();
+    let series = store.series_histograms().map_err(|e| e.to_string())?;
+    let outcomes = store.outcome_counts().map_err(|e| e.to_string())?;
+    let (batches, agents, runs) = store.totals().map_err(|e| e.to_string())?;
+    drop(store);
+
+    let mut hist_metrics = Vec::new();
+    let mut summary_metrics = Vec::new();
+    let mut max_metrics = Vec::new();
+    for s in &series {
+        let l = labels(&[
+            ("deployment", &s.deployment),
+            ("scenario", &s.scenario),
+            ("service", &s.service),
+            ("phase", s.phase.as_str()),
+        ]);
+        let h = &s.histogram;
+        let mut ph = Histogram::default();
+        ph.set_sample_count(h.len());
+        ph.set_sample_sum(s.sum_seconds);
+        ph.set_bucket(
+            BUCKETS
+                .iter()
+                .map(|le| {
+                    let mut b = Bucket::default();
+                    b.set_upper_bound(*le);
+                    // Values are µs; count those at or below the bound.
+                    b.set_cumulative_count(h.count_between(0, (le * 1e6) as u64));
+                    b
+                })
+                .collect(),
+        );
+        let mut m = Metric::from_label(l.clone());
+        m.set_histogram(ph);
+        hist_metrics.push(m);
+
+        let mut sm = Summary::default();
+        sm.set_sample_count(h.len());
+        sm.set_sample_sum(s.sum_seconds);
+        sm.set_quantile(
+            QUANTILES
+                .iter()
+                .map(|q| {
+                    let mut qq = Quantile::default();
+                    qq.set_quantile(*q);
+                    qq.set_value(h.value_at_quantile(*q) as f64 / 1e6);
+                    qq
+                })
+                .collect(),
+        );
+        let mut m = Metric::from_label(l.clone());
+        m.set_summary(sm);
+        summary_metrics.push(m);
+        max_metrics.push(gauge(h.max() as f64 / 1e6, l));
+    }
+    let outcome_metrics = outcomes
+        .iter()
+        .map(|o| {
+            counter(
+                o.count as f64,
+                labels(&[
+                    ("deployment", &o.deployment),
+                    ("scenario", &o.scenario),
+                    ("service", &o.service),
+                    ("outcome", &o.outcome),
+                ]),
+            )
+        })
+        .collect();
+    let store_bytes: u64 = ["", "-wal"]
+        .iter()
+        .filter_map(|suffix| {
+            let mut p = state.store_path.clone().into_os_string();
+            p.push(suffix);
+            std::fs::metadata(p).ok().map(|m| m.len())
+        })
+        .sum();
+    let families = vec![
+        family(
+            "bounce_restart_duration_seconds",
+            "Duration of each phase of a restart, from the engine's and systemd's own records.",
+            MetricType::HISTOGRAM,
+            hist_metrics,
+        ),
+        family(
+            "bounce_restart_duration_hdr_seconds",
+            "Quantiles of each phase of a restart, from the exactly merged HDR histograms (3 significant digits).",
+            MetricType::SUMMARY,
+            summary_metrics,
+        ),
+        family(
+            "bounce_restart_duration_max_seconds",
+            "Longest observed duration of each phase of a restart.",
+            MetricType::GAUGE,
+            max_metrics,
+        ),
+        family(
+            "bounce_restarts_total",
+            "Restarts measured, by outcome (ok, timeout, failed, aborted).",
+            MetricType::COUNTER,
+            outcome_metrics,
+        ),
+        family(
+            "bounce_collector_batches_total",
+            "Ingest requests, by result: stored (new), duplicate (resent, not counted again), rejected (4xx/5xx).",
+            MetricType::COUNTER,
+            vec![
+                counter(batches as f64, labels(&[("result", "stored")])),
+                counter(
+                    state.duplicates.load(Ordering::Relaxed) as f64,
+                    labels(&[("result", "duplicate")]),
+                ),
+                counter(
+                    state.rejected.load(Ordering::Relaxed) as f64,
+                    labels(&[("result", "rejected")]),
+                ),
+            ],
+        ),
+        family(
+            "bounce_collector_store_bytes",
+            "Size of the collector's store on disk (database and write-ahead log).",
+            MetricType::GAUGE,
+            vec![gauge(store_bytes as f64, vec![])],
+        ),
+        family(
+            "bounce_collector_agents",
+            "Agents that have sent at least one batch.",
+            MetricType::GAUGE,
+            vec![gauge(agents as f64, vec![])],
+        ),
+        family(
+            "bounce_collector_runs",
+            "Runs in the store.",
+            MetricType::GAUGE,
+            vec![gauge(runs as f64, vec![])],
+        ),
+    ];
+    let families: Vec<MetricFamily> = families
+        .into_iter()
+        .filter(|f| !f.get_metric().is_empty())
+        .collect();
+    let mut out = Vec::new();
+    TextEncoder::new()
+        .encode(&families, &mut out)
+        .map_err(|e| e.to_string())?;
+    String::from_utf8(out).map_err(|e| e.to_string())
+}

@@ -1,0 +1,412 @@
+//! The collector's embedded store: SQLite in WAL mode with `synchronous=FULL`,
+//! so a batch acknowledged is a batch on disk, and a kill -9 at any moment
+//! loses nothing acknowledged (SQLite's journal rolls back what was not).
+//!
+//! One transaction per batch: the batch key (agent, run, seq) is inserted
+//! first, and a key already there means the batch was stored before: it is
+//! acknowledged as `duplicate` and nothing is counted again.
+
+use bounce_wire::hist::{self, new_histogram};
+use bounce_wire::ingest::Batch;
+use bounce_wire::{Outcome, Phase, TimelineRecord};
+use hdrhistogram::Histogram;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("store holds an unreadable histogram: {0}")]
+    Corrupt(String),
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+/// A decoded histogram of one (service, phase) with its exact sum in seconds.
+pub type PhaseHistogram = (String, Phase, Histogram<u64>, f64);
+
+/// Whether a batch was new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    New,
+    Duplicate,
+}
+
+/// One merged histogram row.
+pub struct SeriesHistogram {
+    pub deployment: String,
+    pub scenario: String,
+    pub service: String,
+    pub phase: Phase,
+    pub histogram: Histogram<u64>,
+    pub sum_seconds: f64,
+}
+
+pub struct OutcomeCount {
+    pub deployment: String,
+    pub scenario: String,
+    pub service: String,
+    pub outcome: String,
+    pub count: u64,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    deployment TEXT NOT NULL,
+    scenario TEXT NOT NULL,
+    started_unix_nanos INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS run_agents (
+    run_id TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    node_facts TEXT NOT NULL,
+    planned INTEGER NOT NULL,
+    finished_unix_nanos INTEGER,
+    not_started INTEGER,
+    interrupted INTEGER,
+    PRIMARY KEY (run_id, agent)
+);
+CREATE TABLE IF NOT EXISTS batches (
+    agent TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (agent, run_id, seq)
+);
+CREATE TABLE IF NOT EXISTS timelines (
+    run_id TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    service TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS timelines_run ON timelines (run_id, agent);
+CREATE TABLE IF NOT EXISTS run_histograms (
+    run_id TEXT NOT NULL,
+    service TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    histogram TEXT NOT NULL,
+    sum_seconds REAL NOT NULL,
+    PRIMARY KEY (run_id, service, phase)
+);
+CREATE TABLE IF NOT EXISTS series_histograms (
+    deployment TEXT NOT NULL,
+    scenario TEXT NOT NULL,
+    service TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    histogram TEXT NOT NULL,
+    sum_seconds REAL NOT NULL,
+    PRIMARY KEY (deployment, scenario, service, phase)
+);
+CREATE TABLE IF NOT EXISTS series_outcomes (
+    deployment TEXT NOT NULL,
+    scenario TEXT NOT NULL,
+    service TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (deployment, scenario, service, outcome)
+);
+";
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store { conn })
+    }
+
+    /// Stores a validated batch in one transaction.
+    pub fn ingest(
+        &mut self,
+        batch: &Batch,
+        histograms: &[PhaseHistogram],
+    ) -> Result<Stored, StoreError> {
+        let tx = self.conn.transaction()?;
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO batches (agent, run_id, seq) VALUES (?1, ?2, ?3)",
+            params![batch.agent, batch.run.run_id, batch.seq as i64],
+        )?;
+        if inserted == 0 {
+            return Ok(Stored::Duplicate);
+        }
+        let run = &batch.run;
+        tx.execute(
+            "INSERT OR IGNORE INTO runs (run_id, deployment, scenario, started_unix_nanos) VALUES (?1, ?2, ?3, ?4)",
+            params![run.run_id, run.deployment, run.scenario, run.started_unix_nanos],
+        )?;
+        tx.execute(
+            "INSERT OR IGNORE INTO run_agents (run_id, agent, node_facts, planned) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                run.run_id,
+                batch.agent,
+                serde_json::to_string(&run.node).expect("node facts serialize"),
+                run.planned as i64
+            ],
+        )?;
+        if let Some(end) = &batch.end {
+            tx.execute(
+                "UPDATE run_agents SET finished_unix_nanos = ?3, not_started = ?4, interrupted = ?5 WHERE run_id = ?1 AND agent = ?2",
+                params![
+                    run.run_id,
+                    batch.agent,
+                    end.finished_unix_nanos,
+                    end.not_started as i64,
+                    end.interrupted
+                ],
+            )?;
+        }
+        for t in &batch.timelines {
+            tx.execute(
+                "INSERT INTO timelines (run_id, agent, service, outcome, record) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    run.run_id,
+                    batch.agent,
+                    t.service,
+                    t.outcome.as_str(),
+                    serde_json::to_string(t).expect("timelines serialize")
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO series_outcomes (deployment, scenario, service, outcome, count) VALUES (?1, ?2, ?3, ?4, 1)
+                 ON CONFLICT (deployment, scenario, service, outcome) DO UPDATE SET count = count + 1",
+                params![run.deployment, run.scenario, t.service, t.outcome.as_str()],
+            )?;
+        }
+        for (service, phase, h, sum) in histograms {
+            merge(
+                &tx,
+                "run_histograms",
+                &["run_id", "service", "phase"],
+                &[&run.run_id, service, phase.as_str()],
+                h,
+                *sum,
+            )?;
+            merge(
+                &tx,
+                "series_histograms",
+                &["deployment", "scenario", "service", "phase"],
+                &[&run.deployment, &run.scenario, service, phase.as_str()],
+                h,
+                *sum,
+            )?;
+        }
+        tx.commit()?;
+        Ok(Stored::New)
+    }
+
+    pub fn series_histograms(&self) -> Result<Vec<SeriesHistogram>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT deployment, scenario, service, phase, histogram, sum_seconds FROM series_histograms ORDER BY 1, 2, 3, 4",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, f64>(5)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (deployment, scenario, service, phase, h, sum_seconds) = row?;
+            out.push(SeriesHistogram {
+                deployment,
+                scenario,
+                service,
+                phase: Phase::parse(&phase).ok_or_else(|| StoreError::Corrupt(phase.clone()))?,
+                histogram: hist::decode(&h).map_err(StoreError::Corrupt)?,
+                sum_seconds,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn outcome_counts(&self) -> Result<Vec<OutcomeCount>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT deployment, scenario, service, outcome, count FROM series_outcomes ORDER BY 1, 2, 3, 4",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(OutcomeCount {
+                deployment: r.get(0)?,
+                scenario: r.get(1)?,
+                service: r.get(2)?,
+                outcome: r.get(3)?,
+                count: r.get::<_, i64>(4)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// (stored batches, distinct agents, runs).
+    pub fn totals(&self) -> Result<(u64, u64, u64), StoreError> {
+        let one = |sql: &str| -> Result<u64, StoreError> {
+            Ok(self.conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64)
+        };
+        Ok((
+            one("SELECT count(*) FROM batches")?,
+            one("SELECT count(DISTINCT agent) FROM batches")?,
+            one("SELECT count(*) FROM runs")?,
+        ))
+    }
+
+    pub fn runs(&self) -> Result<Vec<serde_json::Value>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT r.run_id, r.deployment, r.scenario, r.started_unix_nanos,
+                    (SELECT count(*) FROM run_agents a WHERE a.run_id = r.run_id),
+                    (SELECT count(*) FROM timelines t WHERE t.run_id = r.run_id)
+             FROM runs r ORDER BY r.started_unix_nanos",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(serde_json::json!({
+                "run_id": r.get::<_, String>(0)?,
+                "deployment": r.get::<_, String>(1)?,
+                "scenario": r.get::<_, String>(2)?,
+                "started_unix_nanos": r.get::<_, i64>(3)?,
+                "agents": r.get::<_, i64>(4)?,
+                "restarts": r.get::<_, i64>(5)?,
+            }))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn run_exists(&self, run_id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT 1 FROM runs WHERE run_id = ?1", [run_id], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// The run's merged histograms per (service, phase), with exact sums.
+    pub fn run_histograms(&self, run_id: &str) -> Result<Vec<PhaseHistogram>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT service, phase, histogram, sum_seconds FROM run_histograms WHERE run_id = ?1 ORDER BY 1, 2",
+        )?;
+        let rows = stmt.query_map([run_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, f64>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (service, phase, h, sum) = row?;
+            out.push((
+                service,
+                Phase::parse(&phase).ok_or_else(|| StoreError::Corrupt(phase.clone()))?,
+                hist::decode(&h).map_err(StoreError::Corrupt)?,
+                sum,
+            ));
+        }
+        Ok(out)
+    }
+
+    pub fn run_timelines(
+        &self,
+        run_id: &str,
+        agent: Option<&str>,
+    ) -> Result<Vec<TimelineRecord>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT record FROM timelines WHERE run_id = ?1 AND (?2 IS NULL OR agent = ?2) ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map(params![run_id, agent], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(serde_json::from_str(&row?).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        }
+        Ok(out)
+    }
+
+    /// Per agent (node) of a run: facts, planned, finished, outcomes.
+    pub fn run_agents(&self, run_id: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT agent, node_facts, planned, finished_unix_nanos, not_started, interrupted FROM run_agents WHERE run_id = ?1 ORDER BY agent",
+        )?;
+        let rows = stmt.query_map([run_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+                r.get::<_, Option<bool>>(5)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (agent, facts, planned, finished, not_started, interrupted) = row?;
+            let timelines = self.run_timelines(run_id, Some(&agent))?;
+            let mut outcomes = std::collections::BTreeMap::<Outcome, u64>::new();
+            for t in &timelines {
+                *outcomes.entry(t.outcome).or_default() += 1;
+            }
+            out.push(serde_json::json!({
+                "agent": agent,
+                "node": serde_json::from_str::<serde_json::Value>(&facts).unwrap_or_default(),
+                "planned": planned,
+                "finished_unix_nanos": finished,
+                "not_started": not_started,
+                "interrupted": interrupted,
+                "outcomes": outcomes,
+            }));
+        }
+        Ok(out)
+    }
+}
+
+/// Adds `h` into the histogram stored under `key` (creating it).
+fn merge(
+    tx: &rusqlite::Transaction<'_>,
+    table: &str,
+    key_cols: &[&str],
+    key: &[&str],
+    h: &Histogram<u64>,
+    sum: f64,
+) -> Result<(), StoreError> {
+    let cond: Vec<String> = key_cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{c} = ?{}", i + 1))
+        .collect();
+    let select = format!(
+        "SELECT histogram, sum_seconds FROM {table} WHERE {}",
+        cond.join(" AND ")
+    );
+    let existing: Option<(String, f64)> = tx
+        .query_row(&select, rusqlite::params_from_iter(key.iter()), |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    let (mut merged, old_sum) = match existing {
+        Some((text, s)) => (hist::decode(&text).map_err(StoreError::Corrupt)?, s),
+        None => (new_histogram(), 0.0),
+    };
+    merged
+        .add(h)
+        .map_err(|e| StoreError::Corrupt(format!("{e:?}")))?;
+    let encoded = hist::encode(&merged).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let cols = key_cols.join(", ");
+    let marks: Vec<String> = (1..=key_cols.len() + 2).map(|i| format!("?{i}")).collect();
+    let upsert = format!(
+        "INSERT OR REPLACE INTO {table} ({cols}, histogram, sum_seconds) VALUES ({})",
+        marks.join(", ")
+    );
+    let mut values: Vec<rusqlite::types::Value> = key
+        .iter()
+        .map(|k| rusqlite::types::Value::Text(k.to_string()))
+        .collect();
+    values.push(rusqlite::types::Value::Text(encoded));
+    values.push(rusqlite::types::Value::Real(old_sum + sum));
+    tx.execute(&upsert, rusqlite::params_from_iter(values))?;
+    Ok(())
+}

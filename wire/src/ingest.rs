@@ -1,0 +1,88 @@
+//! What an agent sends the collector: `POST /api/v1/ingest`, one [`Batch`]
+//! per request, JSON. A batch is identified by (agent, run, seq): the
+//! collector stores each once and acknowledges a resent one without counting
+//! it again, so an agent can resend until it hears back.
+
+use crate::hist::{self, HistError, PhaseHistograms};
+use crate::summary::NodeFacts;
+use crate::timeline::{Phase, TimelineRecord};
+use serde::{Deserialize, Serialize};
+
+pub const INGEST_PATH: &str = "/api/v1/ingest";
+/// The largest body the collector accepts.
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    /// The sending agent (its node name unless set otherwise).
+    pub agent: String,
+    pub run: RunHeader,
+    /// 1, 2, 3... per (agent, run).
+    pub seq: u64,
+    pub timelines: Vec<TimelineRecord>,
+    /// The phases of this batch's timelines, as histograms to merge.
+    pub histograms: Vec<EncodedHistogram>,
+    /// Present on the last batch of a run.
+    pub end: Option<RunEnd>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunHeader {
+    pub run_id: String,
+    pub deployment: String,
+    pub scenario: String,
+    pub node: NodeFacts,
+    pub started_unix_nanos: i64,
+    pub planned: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncodedHistogram {
+    pub service: String,
+    pub phase: Phase,
+    /// Exact sum of the recorded durations, seconds.
+    pub sum_seconds: f64,
+    /// HdrHistogram V2 compressed encoding, base64; values in µs.
+    pub v2_deflate: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunEnd {
+    pub finished_unix_nanos: i64,
+    pub not_started: u64,
+    pub interrupted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ack {
+    pub seq: u64,
+    /// `stored`, or `duplicate` for a batch the collector already had.
+    pub status: String,
+}
+
+/// The histograms of a batch's timelines (every observed phase, once each).
+pub fn histograms_of(timelines: &[TimelineRecord]) -> Result<Vec<EncodedHistogram>, HistError> {
+    let mut hs = PhaseHistograms::default();
+    let mut sums = std::collections::BTreeMap::new();
+    for t in timelines {
+        for (phase, secs) in &t.phases {
+            hs.record(&t.service, *phase, *secs);
+            *sums.entry((t.service.clone(), *phase)).or_insert(0.0) += secs;
+        }
+    }
+    hs.by_key
+        .iter()
+        .map(|(key, h)| {
+            Ok(EncodedHistogram {
+                service: key.0.clone(),
+                phase: key.1,
+                sum_seconds: sums[key],
+                v2_deflate: hist::encode(h)?,
+            })
+        })
+        .collect()
+}
