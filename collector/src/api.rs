@@ -147,18 +147,7 @@ fn valid_name(s: &str) -> bool {
 
 /// Everything checked before anything is written; the decoded histograms
 /// come back for the store.
-#[allow(clippy::type_complexity)]
-fn validate(
-    b: &Batch,
-) -> Result<
-    Vec<(
-        String,
-        bounce_wire::Phase,
-        hdrhistogram::Histogram<u64>,
-        f64,
-    )>,
-    String,
-> {
+fn validate(b: &Batch) -> Result<Vec<PhaseHistogram>, String> {
     for (what, v) in [
         ("agent", &b.agent),
         ("run.run_id", &b.run.run_id),
