@@ -6,6 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/harness/docker-up.sh
 bash tests/harness/systemd-up.sh >/dev/null
+# A real Prometheus server and promtool, to scrape and lint the collector.
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+fi
 # Another HdrHistogram implementation, to prove our .hlog files are standard.
 python3 -c 'import hdrh' 2>/dev/null || python3 -m pip install --quiet --root-user-action=ignore hdrhistogram
 cargo test --workspace --locked "$@"

@@ -375,3 +375,101 @@ impl Drop for TestUnit {
         let _ = systemctl(&["daemon-reload"]);
     }
 }
+
+pub const AGENT_TOKEN: &str = "agent-token-for-tests-0123456789";
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
+
+/// A `bounce-collector serve` process on a loopback port; killed when dropped.
+pub struct CollectorProcess {
+    pub port: u16,
+    pub store: PathBuf,
+    dir: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl CollectorProcess {
+    pub fn start(dir: &Path) -> CollectorProcess {
+        std::fs::write(dir.join("agent.token"), AGENT_TOKEN).unwrap();
+        std::fs::write(dir.join("admin.token"), ADMIN_TOKEN).unwrap();
+        let mut c = CollectorProcess {
+            port: free_port(),
+            store: dir.join("store.db"),
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        c.spawn();
+        c
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(bin("bounce-collector"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .arg("--store")
+            .arg(&self.store)
+            .arg("--agent-token-file")
+            .arg(self.dir.join("agent.token"))
+            .arg("--admin-token-file")
+            .arg(self.dir.join("admin.token"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start bounce-collector");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("bounce-collector did not listen on {}", self.port);
+    }
+
+    /// SIGKILL, no goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// `curl` a path; returns (status, body).
+    pub fn http(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&[u8]>,
+    ) -> (u16, String) {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-S", "-o", "-", "-w", "\n%{http_code}", "-X", method]);
+        if let Some(t) = token {
+            cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        let scratch = self.dir.join(format!("body-{}", std::process::id()));
+        if let Some(b) = body {
+            std::fs::write(&scratch, b).unwrap();
+            cmd.args(["-H", "Content-Type: application/json", "--data-binary"])
+                .arg(format!("@{}", scratch.display()));
+        }
+        cmd.arg(format!("{}{path}", self.url()));
+        let out = cmd.output().expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+}
+
+impl Drop for CollectorProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
