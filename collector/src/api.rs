@@ -21,7 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 pub struct AppState {
-    pub store: Mutex<Store>,
+    /// The only writer: a thread that commits batches in groups.
+    pub writer: Writer,
+    /// A second connection for reads (WAL lets them run beside the writer).
+    pub reader: Mutex<Store>,
     pub store_path: PathBuf,
     pub agent_tokens: Vec<String>,
     pub admin_tokens: Vec<String>,
@@ -43,6 +46,67 @@ pub fn router(state: Shared) -> Router {
         .route("/metrics", get(metrics_page))
         .layer(DefaultBodyLimit::max(MAX_BATCH_BYTES))
         .with_state(state)
+}
+
+type Job = (
+    Batch,
+    Vec<PhaseHistogram>,
+    tokio::sync::oneshot::Sender<Result<Stored, String>>,
+);
+
+/// The store's single writer. Batches that arrive while a transaction is
+/// being committed are committed together in the next one (group commit):
+/// one fsync for many batches, each acknowledged only after its commit.
+pub struct Writer {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+/// Most batches committed in one transaction.
+const GROUP_MAX: usize = 512;
+
+impl Writer {
+    pub fn start(mut store: Store) -> Writer {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut group = vec![first];
+                    while group.len() < GROUP_MAX {
+                        match rx.try_recv() {
+                            Ok(job) => group.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    let (items, replies): (Vec<_>, Vec<_>) =
+                        group.into_iter().map(|(b, h, r)| ((b, h), r)).unzip();
+                    match store.ingest_group(&items) {
+                        Ok(results) => {
+                            for (reply, stored) in replies.into_iter().zip(results) {
+                                let _ = reply.send(Ok(stored));
+                            }
+                        }
+                        Err(e) => {
+                            for reply in replies {
+                                let _ = reply.send(Err(e.to_string()));
+                            }
+                        }
+                    }
+                }
+            })
+            .expect("start the store writer");
+        Writer { jobs: tx }
+    }
+
+    async fn store(&self, batch: Batch, histograms: Vec<PhaseHistogram>) -> Result<Stored, String> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send((batch, histograms, reply))
+            .map_err(|_| "the store writer stopped".to_string())?;
+        answer
+            .await
+            .map_err(|_| "the store writer stopped".to_string())?
+    }
 }
 
 /// An error answer: status and reason, as JSON.
@@ -111,14 +175,13 @@ async fn ingest(
         let batch: Batch =
             serde_json::from_slice(&body).map_err(|e| bad(format!("body is not a batch: {e}")))?;
         let histograms = validate(&batch).map_err(bad)?;
-        let st = state.clone();
         let seq = batch.seq;
-        let stored = tokio::task::spawn_blocking(move || {
-            st.store.lock().unwrap().ingest(&batch, &histograms)
-        })
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        // Acknowledged only once committed.
+        let stored = state
+            .writer
+            .store(batch, histograms)
+            .await
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
         if stored == Stored::Duplicate {
             state.duplicates.fetch_add(1, Ordering::Relaxed);
         }
@@ -213,7 +276,7 @@ async fn list_runs(
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require(&state, &headers, Role::Admin)?;
-    let runs = state.store.lock().unwrap().runs().map_err(internal)?;
+    let runs = state.reader.lock().unwrap().runs().map_err(internal)?;
     Ok(Json(serde_json::json!({ "runs": runs })))
 }
 
@@ -222,7 +285,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 }
 
 fn known_run(state: &AppState, run_id: &str) -> Result<(), ApiError> {
-    match state.store.lock().unwrap().run_exists(run_id) {
+    match state.reader.lock().unwrap().run_exists(run_id) {
         Ok(true) => Ok(()),
         Ok(false) => Err(ApiError(
             StatusCode::NOT_FOUND,
@@ -235,7 +298,7 @@ fn known_run(state: &AppState, run_id: &str) -> Result<(), ApiError> {
 fn run_phase_histograms(state: &AppState, run_id: &str) -> Result<PhaseHistograms, ApiError> {
     let mut hs = PhaseHistograms::default();
     for (service, phase, h, _) in state
-        .store
+        .reader
         .lock()
         .unwrap()
         .run_histograms(run_id)
@@ -254,7 +317,7 @@ async fn run_summary(
     require(&state, &headers, Role::Admin)?;
     known_run(&state, &run_id)?;
     let timelines = state
-        .store
+        .reader
         .lock()
         .unwrap()
         .run_timelines(&run_id, None)
@@ -266,7 +329,7 @@ async fn run_summary(
         *outcomes.entry(t.outcome).or_default() += 1;
     }
     let nodes = state
-        .store
+        .reader
         .lock()
         .unwrap()
         .run_agents(&run_id)
@@ -308,7 +371,7 @@ async fn run_nodes(
     require(&state, &headers, Role::Admin)?;
     known_run(&state, &run_id)?;
     let nodes = state
-        .store
+        .reader
         .lock()
         .unwrap()
         .run_agents(&run_id)

@@ -129,10 +129,13 @@ async fn serve(
             "no tokens: give --agent-token-file/--admin-token-file or BOUNCE_AGENT_TOKEN/BOUNCE_ADMIN_TOKEN (nothing could ingest)"
         );
     }
-    let store = store::Store::open(&store_path)
-        .with_context(|| format!("{}: cannot open the store", store_path.display()))?;
+    let open = || {
+        store::Store::open(&store_path)
+            .with_context(|| format!("{}: cannot open the store", store_path.display()))
+    };
     let state = std::sync::Arc::new(api::AppState {
-        store: std::sync::Mutex::new(store),
+        writer: api::Writer::start(open()?),
+        reader: std::sync::Mutex::new(open()?),
         store_path: store_path.clone(),
         agent_tokens,
         admin_tokens,

@@ -58,8 +58,8 @@ fn counter(value: f64, l: Vec<LabelPair>) -> Metric {
 }
 
 pub fn render(state: &AppState) -> Result<String, String> {
-    let store = state.store.lock().unwrap();
-    let series = store.series_histograms().map_err(|e| e.to_string())?;
+    let store = state.reader.lock().unwrap();
+    let series = store.series_stats().map_err(|e| e.to_string())?;
     let outcomes = store.outcome_counts().map_err(|e| e.to_string())?;
     let (batches, agents, runs) = store.totals().map_err(|e| e.to_string())?;
     drop(store);
@@ -68,24 +68,24 @@ pub fn render(state: &AppState) -> Result<String, String> {
     let mut summary_metrics = Vec::new();
     let mut max_metrics = Vec::new();
     for s in &series {
+        let n = &s.numbers;
         let l = labels(&[
             ("deployment", &s.deployment),
             ("scenario", &s.scenario),
             ("service", &s.service),
-            ("phase", s.phase.as_str()),
+            ("phase", &s.phase),
         ]);
-        let h = &s.histogram;
         let mut ph = Histogram::default();
-        ph.set_sample_count(h.len());
-        ph.set_sample_sum(s.sum_seconds);
+        ph.set_sample_count(n.count);
+        ph.set_sample_sum(n.sum_seconds);
         ph.set_bucket(
             BUCKETS
                 .iter()
-                .map(|le| {
+                .zip(&n.buckets)
+                .map(|(le, count)| {
                     let mut b = Bucket::default();
                     b.set_upper_bound(*le);
-                    // Values are µs; count those at or below the bound.
-                    b.set_cumulative_count(h.count_between(0, (le * 1e6) as u64));
+                    b.set_cumulative_count(*count);
                     b
                 })
                 .collect(),
@@ -95,15 +95,16 @@ pub fn render(state: &AppState) -> Result<String, String> {
         hist_metrics.push(m);
 
         let mut sm = Summary::default();
-        sm.set_sample_count(h.len());
-        sm.set_sample_sum(s.sum_seconds);
+        sm.set_sample_count(n.count);
+        sm.set_sample_sum(n.sum_seconds);
         sm.set_quantile(
             QUANTILES
                 .iter()
-                .map(|q| {
+                .zip(&n.quantiles)
+                .map(|(q, v)| {
                     let mut qq = Quantile::default();
                     qq.set_quantile(*q);
-                    qq.set_value(h.value_at_quantile(*q) as f64 / 1e6);
+                    qq.set_value(*v);
                     qq
                 })
                 .collect(),
@@ -111,7 +112,7 @@ pub fn render(state: &AppState) -> Result<String, String> {
         let mut m = Metric::from_label(l.clone());
         m.set_summary(sm);
         summary_metrics.push(m);
-        max_metrics.push(gauge(h.max() as f64 / 1e6, l));
+        max_metrics.push(gauge(n.max_seconds, l));
     }
     let outcome_metrics = outcomes
         .iter()

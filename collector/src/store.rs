@@ -6,6 +6,7 @@
 //! first, and a key already there means the batch was stored before: it is
 //! acknowledged as `duplicate` and nothing is counted again.
 
+use crate::metrics::{BUCKETS, QUANTILES};
 use bounce_wire::hist::{self, new_histogram};
 use bounce_wire::ingest::Batch;
 use bounce_wire::{Outcome, Phase, TimelineRecord};
@@ -35,14 +36,60 @@ pub enum Stored {
     Duplicate,
 }
 
-/// One merged histogram row.
-pub struct SeriesHistogram {
+/// What /metrics shows of one (deployment, scenario, service, phase).
+pub struct SeriesStats {
     pub deployment: String,
     pub scenario: String,
     pub service: String,
-    pub phase: Phase,
-    pub histogram: Histogram<u64>,
+    pub phase: String,
+    pub numbers: SeriesNumbers,
+}
+
+/// Derived from a merged histogram when it changes: a scrape of 10,000
+/// series must not decode 10,000 histograms (each ~230 KiB in memory).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SeriesNumbers {
+    pub count: u64,
     pub sum_seconds: f64,
+    /// Cumulative counts at `metrics::BUCKETS`.
+    pub buckets: Vec<u64>,
+    /// Values at `metrics::QUANTILES`, seconds.
+    pub quantiles: Vec<f64>,
+    pub max_seconds: f64,
+}
+
+impl SeriesNumbers {
+    /// One pass over the recorded values (a merged histogram is sparse; its
+    /// counts array is not).
+    pub fn of(h: &Histogram<u64>, sum_seconds: f64) -> SeriesNumbers {
+        let total = h.len();
+        let mut buckets = vec![0u64; BUCKETS.len()];
+        let mut quantiles = vec![None; QUANTILES.len()];
+        let mut seen = 0u64;
+        for v in h.iter_recorded() {
+            let value = h.highest_equivalent(v.value_iterated_to());
+            let n = v.count_at_value();
+            // Values are µs; count those at or below each bound.
+            for (i, le) in BUCKETS.iter().enumerate() {
+                if value <= (le * 1e6) as u64 {
+                    buckets[i] += n;
+                }
+            }
+            seen += n;
+            for (i, q) in QUANTILES.iter().enumerate() {
+                if quantiles[i].is_none() && seen as f64 >= (q * total as f64).ceil().max(1.0) {
+                    quantiles[i] = Some(value as f64 / 1e6);
+                }
+            }
+        }
+        SeriesNumbers {
+            count: total,
+            sum_seconds,
+            buckets,
+            quantiles: quantiles.into_iter().map(|q| q.unwrap_or(0.0)).collect(),
+            max_seconds: h.max() as f64 / 1e6,
+        }
+    }
 }
 
 pub struct OutcomeCount {
@@ -99,6 +146,7 @@ CREATE TABLE IF NOT EXISTS series_histograms (
     phase TEXT NOT NULL,
     histogram TEXT NOT NULL,
     sum_seconds REAL NOT NULL,
+    stats TEXT,
     PRIMARY KEY (deployment, scenario, service, phase)
 );
 CREATE TABLE IF NOT EXISTS series_outcomes (
@@ -121,88 +169,29 @@ impl Store {
         Ok(Store { conn })
     }
 
-    /// Stores a validated batch in one transaction.
-    pub fn ingest(
+    /// Stores validated batches in one transaction (one fsync for all: group
+    /// commit); a batch whose key is already stored is a duplicate and
+    /// changes nothing.
+    pub fn ingest_group(
         &mut self,
-        batch: &Batch,
-        histograms: &[PhaseHistogram],
-    ) -> Result<Stored, StoreError> {
+        items: &[(Batch, Vec<PhaseHistogram>)],
+    ) -> Result<Vec<Stored>, StoreError> {
         let tx = self.conn.transaction()?;
-        let inserted = tx.execute(
-            "INSERT OR IGNORE INTO batches (agent, run_id, seq) VALUES (?1, ?2, ?3)",
-            params![batch.agent, batch.run.run_id, batch.seq as i64],
-        )?;
-        if inserted == 0 {
-            return Ok(Stored::Duplicate);
+        let mut out = Vec::with_capacity(items.len());
+        let mut pending = Pending::default();
+        for (batch, histograms) in items {
+            out.push(apply(&tx, batch, histograms, &mut pending)?);
         }
-        let run = &batch.run;
-        tx.execute(
-            "INSERT OR IGNORE INTO runs (run_id, deployment, scenario, started_unix_nanos) VALUES (?1, ?2, ?3, ?4)",
-            params![run.run_id, run.deployment, run.scenario, run.started_unix_nanos],
-        )?;
-        tx.execute(
-            "INSERT OR IGNORE INTO run_agents (run_id, agent, node_facts, planned) VALUES (?1, ?2, ?3, ?4)",
-            params![
-                run.run_id,
-                batch.agent,
-                serde_json::to_string(&run.node).expect("node facts serialize"),
-                run.planned as i64
-            ],
-        )?;
-        if let Some(end) = &batch.end {
-            tx.execute(
-                "UPDATE run_agents SET finished_unix_nanos = ?3, not_started = ?4, interrupted = ?5 WHERE run_id = ?1 AND agent = ?2",
-                params![
-                    run.run_id,
-                    batch.agent,
-                    end.finished_unix_nanos,
-                    end.not_started as i64,
-                    end.interrupted
-                ],
-            )?;
-        }
-        for t in &batch.timelines {
-            tx.execute(
-                "INSERT INTO timelines (run_id, agent, service, outcome, record) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    run.run_id,
-                    batch.agent,
-                    t.service,
-                    t.outcome.as_str(),
-                    serde_json::to_string(t).expect("timelines serialize")
-                ],
-            )?;
-            tx.execute(
-                "INSERT INTO series_outcomes (deployment, scenario, service, outcome, count) VALUES (?1, ?2, ?3, ?4, 1)
-                 ON CONFLICT (deployment, scenario, service, outcome) DO UPDATE SET count = count + 1",
-                params![run.deployment, run.scenario, t.service, t.outcome.as_str()],
-            )?;
-        }
-        for (service, phase, h, sum) in histograms {
-            merge(
-                &tx,
-                "run_histograms",
-                &["run_id", "service", "phase"],
-                &[&run.run_id, service, phase.as_str()],
-                h,
-                *sum,
-            )?;
-            merge(
-                &tx,
-                "series_histograms",
-                &["deployment", "scenario", "service", "phase"],
-                &[&run.deployment, &run.scenario, service, phase.as_str()],
-                h,
-                *sum,
-            )?;
-        }
+        pending.write(&tx)?;
         tx.commit()?;
-        Ok(Stored::New)
+        Ok(out)
     }
 
-    pub fn series_histograms(&self) -> Result<Vec<SeriesHistogram>, StoreError> {
+    /// Per series: the numbers /metrics shows, kept beside the merged
+    /// histogram so a scrape decodes nothing.
+    pub fn series_stats(&self) -> Result<Vec<SeriesStats>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT deployment, scenario, service, phase, histogram, sum_seconds FROM series_histograms ORDER BY 1, 2, 3, 4",
+            "SELECT deployment, scenario, service, phase, stats FROM series_histograms WHERE stats IS NOT NULL ORDER BY 1, 2, 3, 4",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -211,19 +200,19 @@ impl Store {
                 r.get::<_, String>(2)?,
                 r.get::<_, String>(3)?,
                 r.get::<_, String>(4)?,
-                r.get::<_, f64>(5)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (deployment, scenario, service, phase, h, sum_seconds) = row?;
-            out.push(SeriesHistogram {
+            let (deployment, scenario, service, phase, stats) = row?;
+            let numbers: SeriesNumbers =
+                serde_json::from_str(&stats).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            out.push(SeriesStats {
                 deployment,
                 scenario,
                 service,
-                phase: Phase::parse(&phase).ok_or_else(|| StoreError::Corrupt(phase.clone()))?,
-                histogram: hist::decode(&h).map_err(StoreError::Corrupt)?,
-                sum_seconds,
+                phase,
+                numbers,
             });
         }
         Ok(out)
@@ -364,6 +353,128 @@ impl Store {
     }
 }
 
+/// One batch inside a transaction; its histograms go to `pending`.
+fn apply(
+    tx: &rusqlite::Transaction<'_>,
+    batch: &Batch,
+    histograms: &[PhaseHistogram],
+    pending: &mut Pending,
+) -> Result<Stored, StoreError> {
+    let inserted = tx.execute(
+        "INSERT OR IGNORE INTO batches (agent, run_id, seq) VALUES (?1, ?2, ?3)",
+        params![batch.agent, batch.run.run_id, batch.seq as i64],
+    )?;
+    if inserted == 0 {
+        return Ok(Stored::Duplicate);
+    }
+    let run = &batch.run;
+    tx.execute(
+            "INSERT OR IGNORE INTO runs (run_id, deployment, scenario, started_unix_nanos) VALUES (?1, ?2, ?3, ?4)",
+            params![run.run_id, run.deployment, run.scenario, run.started_unix_nanos],
+        )?;
+    tx.execute(
+            "INSERT OR IGNORE INTO run_agents (run_id, agent, node_facts, planned) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                run.run_id,
+                batch.agent,
+                serde_json::to_string(&run.node).expect("node facts serialize"),
+                run.planned as i64
+            ],
+        )?;
+    if let Some(end) = &batch.end {
+        tx.execute(
+                "UPDATE run_agents SET finished_unix_nanos = ?3, not_started = ?4, interrupted = ?5 WHERE run_id = ?1 AND agent = ?2",
+                params![
+                    run.run_id,
+                    batch.agent,
+                    end.finished_unix_nanos,
+                    end.not_started as i64,
+                    end.interrupted
+                ],
+            )?;
+    }
+    for t in &batch.timelines {
+        tx.execute(
+                "INSERT INTO timelines (run_id, agent, service, outcome, record) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    run.run_id,
+                    batch.agent,
+                    t.service,
+                    t.outcome.as_str(),
+                    serde_json::to_string(t).expect("timelines serialize")
+                ],
+            )?;
+        tx.execute(
+                "INSERT INTO series_outcomes (deployment, scenario, service, outcome, count) VALUES (?1, ?2, ?3, ?4, 1)
+                 ON CONFLICT (deployment, scenario, service, outcome) DO UPDATE SET count = count + 1",
+                params![run.deployment, run.scenario, t.service, t.outcome.as_str()],
+            )?;
+    }
+    for (service, phase, h, sum) in histograms {
+        pending.add(
+            "run_histograms",
+            vec![run.run_id.clone(), service.clone(), phase.as_str().into()],
+            h,
+            *sum,
+        )?;
+        pending.add(
+            "series_histograms",
+            vec![
+                run.deployment.clone(),
+                run.scenario.clone(),
+                service.clone(),
+                phase.as_str().into(),
+            ],
+            h,
+            *sum,
+        )?;
+    }
+    Ok(Stored::New)
+}
+
+/// A group's histograms, merged in memory per key first, so that each stored
+/// histogram is read, merged and written once per transaction.
+#[derive(Default)]
+struct Pending {
+    by_key: std::collections::BTreeMap<PendingKey, (Histogram<u64>, f64)>,
+}
+
+/// (table, key column values).
+type PendingKey = (&'static str, Vec<String>);
+
+impl Pending {
+    fn add(
+        &mut self,
+        table: &'static str,
+        key: Vec<String>,
+        h: &Histogram<u64>,
+        sum: f64,
+    ) -> Result<(), StoreError> {
+        let slot = self
+            .by_key
+            .entry((table, key))
+            .or_insert_with(|| (new_histogram(), 0.0));
+        slot.0
+            .add(h)
+            .map_err(|e| StoreError::Corrupt(format!("{e:?}")))?;
+        slot.1 += sum;
+        Ok(())
+    }
+
+    fn write(self, tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+        for ((table, key), (h, sum)) in self.by_key {
+            let cols: &[&str] = if table == "run_histograms" {
+                &["run_id", "service", "phase"]
+            } else {
+                &["deployment", "scenario", "service", "phase"]
+            };
+            let key: Vec<&str> = key.iter().map(String::as_str).collect();
+            merge(tx, table, cols, &key, &h, sum)?;
+        }
+        Ok(())
+    }
+}
+
 /// Adds `h` into the histogram stored under `key` (creating it).
 fn merge(
     tx: &rusqlite::Transaction<'_>,
@@ -395,10 +506,13 @@ fn merge(
         .add(h)
         .map_err(|e| StoreError::Corrupt(format!("{e:?}")))?;
     let encoded = hist::encode(&merged).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let with_stats = table == "series_histograms";
     let cols = key_cols.join(", ");
-    let marks: Vec<String> = (1..=key_cols.len() + 2).map(|i| format!("?{i}")).collect();
+    let n = key_cols.len() + 2 + usize::from(with_stats);
+    let marks: Vec<String> = (1..=n).map(|i| format!("?{i}")).collect();
     let upsert = format!(
-        "INSERT OR REPLACE INTO {table} ({cols}, histogram, sum_seconds) VALUES ({})",
+        "INSERT OR REPLACE INTO {table} ({cols}, histogram, sum_seconds{}) VALUES ({})",
+        if with_stats { ", stats" } else { "" },
         marks.join(", ")
     );
     let mut values: Vec<rusqlite::types::Value> = key
@@ -407,6 +521,42 @@ fn merge(
         .collect();
     values.push(rusqlite::types::Value::Text(encoded));
     values.push(rusqlite::types::Value::Real(old_sum + sum));
+    if with_stats {
+        let numbers = SeriesNumbers::of(&merged, old_sum + sum);
+        values.push(rusqlite::types::Value::Text(
+            serde_json::to_string(&numbers).expect("numbers serialize"),
+        ));
+    }
     tx.execute(&upsert, rusqlite::params_from_iter(values))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_pass_numbers_match_the_histograms_own() {
+        let mut h = new_histogram();
+        let mut x: u64 = 7;
+        for _ in 0..10_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            h.record(1 + (x >> 40) % 50_000_000).unwrap();
+        }
+        let n = SeriesNumbers::of(&h, 1.0);
+        for (i, q) in QUANTILES.iter().enumerate() {
+            assert_eq!(n.quantiles[i], h.value_at_quantile(*q) as f64 / 1e6, "q{q}");
+        }
+        for (i, le) in BUCKETS.iter().enumerate() {
+            let exact: u64 = h
+                .iter_recorded()
+                .filter(|v| h.highest_equivalent(v.value_iterated_to()) <= (le * 1e6) as u64)
+                .map(|v| v.count_at_value())
+                .sum();
+            assert_eq!(n.buckets[i], exact);
+        }
+        assert_eq!(n.count, 10_000);
+    }
 }

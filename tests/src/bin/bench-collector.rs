@@ -1,0 +1,257 @@
+//! Fleet simulator for the collector (numbers go to BENCHMARKS.md): N
+//! simulated agents post realistic batches (one restart's timeline and its
+//! phase histograms each, as `bounce-agent run --collector` sends them) over
+//! loopback through C concurrent connections to a release `bounce-collector`.
+//!
+//! Reports sustained batches/s and histograms merged/s, ingest latency p50/p99,
+//! the collector's peak RSS, store growth per 1,000 restarts, and the time to
+//! render /metrics with the resulting number of series.
+//!
+//!   BOUNCE_COLLECTOR=target/release/bounce-collector target/release/bench-collector AGENTS [CONCURRENCY] [SERVICES]
+
+use bounce_tests::{ADMIN_TOKEN, AGENT_TOKEN, Scratch, free_port};
+use bounce_wire::ingest::{Batch, RunHeader, histograms_of};
+use bounce_wire::{
+    Action, Boundary, BoundaryName, Clock, NodeFacts, Outcome, Source, TargetRef, TimelineRecord,
+};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+fn batch(agent: usize, services: usize, x: &mut u64) -> Batch {
+    let mut next = || {
+        *x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (*x >> 33) as i64
+    };
+    let t0 = 1_795_000_000_000_000_000i64 + agent as i64 * 1_000_000_000;
+    let stop = 200_000_000 + next() % 10_000_000_000;
+    let start = 100_000_000 + next() % 2_000_000_000;
+    let ready = next() % 30_000_000_000;
+    let b = |name, unix_nanos, source| Boundary {
+        name,
+        unix_nanos,
+        source,
+        clock: Clock::Realtime,
+    };
+    let timestamps = vec![
+        b(BoundaryName::Requested, t0, Source::Agent),
+        b(
+            BoundaryName::Exited,
+            t0 + stop,
+            Source::DockerEvent {
+                action: "die".into(),
+            },
+        ),
+        b(
+            BoundaryName::Started,
+            t0 + stop + start,
+            Source::DockerEvent {
+                action: "start".into(),
+            },
+        ),
+        b(
+            BoundaryName::Ready,
+            t0 + stop + start + ready,
+            Source::Probe {
+                probe: "exec_health".into(),
+            },
+        ),
+    ];
+    let service = format!("service_{:04}", agent % services);
+    let t = TimelineRecord {
+        run_id: "fleet-bench".into(),
+        deployment: "fleet".into(),
+        scenario: "bench".into(),
+        node: format!("node-{agent:05}"),
+        target: TargetRef::Docker {
+            name: service.clone(),
+            id: format!("{agent:064x}"),
+        },
+        service,
+        iteration: 1,
+        action: Action::Restart,
+        outcome: Outcome::Ok,
+        error: None,
+        exit_code: Some(143),
+        signals: vec!["SIGTERM".into()],
+        oom_killed: false,
+        phases: bounce_wire::timeline::phases_from(&timestamps),
+        timestamps,
+        probes: vec![],
+        unit: None,
+        attribution: None,
+        events: vec![],
+        notes: vec![],
+    };
+    Batch {
+        agent: format!("node-{agent:05}"),
+        run: RunHeader {
+            run_id: "fleet-bench".into(),
+            deployment: "fleet".into(),
+            scenario: "bench".into(),
+            node: NodeFacts {
+                hostname: format!("node-{agent:05}"),
+                cpus: 64,
+                memory_bytes: 512 << 30,
+                ..Default::default()
+            },
+            started_unix_nanos: 1_795_000_000_000_000_000,
+            planned: 1,
+        },
+        seq: 1,
+        histograms: histograms_of(std::slice::from_ref(&t)).unwrap(),
+        timelines: vec![t],
+        end: None,
+    }
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<f64>()
+                .ok()
+        })
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(0.0)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let agents: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let conns: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(64);
+    let services: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(50);
+    let collector_bin = std::env::var("BOUNCE_COLLECTOR")
+        .expect("BOUNCE_COLLECTOR: path to a release bounce-collector");
+    let dir = Scratch::new("bench-collector");
+    std::fs::write(dir.path("agent.token"), AGENT_TOKEN).unwrap();
+    std::fs::write(dir.path("admin.token"), ADMIN_TOKEN).unwrap();
+    let port = free_port();
+    let mut child = std::process::Command::new(&collector_bin)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--store")
+        .arg(dir.path("store.db"))
+        .arg("--agent-token-file")
+        .arg(dir.path("agent.token"))
+        .arg("--admin-token-file")
+        .arg(dir.path("admin.token"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start collector");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    let mut x = 42u64;
+    let bodies: Vec<(Bytes, usize)> = (0..agents)
+        .map(|a| {
+            let b = batch(a, services, &mut x);
+            (
+                Bytes::from(serde_json::to_vec(&b).unwrap()),
+                b.histograms.len(),
+            )
+        })
+        .collect();
+    let histograms: usize = bodies.iter().map(|b| b.1).sum();
+    let mean_bytes = bodies.iter().map(|b| b.0.len()).sum::<usize>() / agents;
+    let queue = Arc::new(Mutex::new(bodies));
+    let latency = Arc::new(Mutex::new(hdrhistogram::Histogram::<u64>::new(3).unwrap()));
+    let url: hyper::Uri = format!("http://127.0.0.1:{port}/api/v1/ingest")
+        .parse()
+        .unwrap();
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..conns)
+        .map(|_| {
+            let (queue, latency, client, url) =
+                (queue.clone(), latency.clone(), client.clone(), url.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Some((body, _)) = queue.lock().unwrap().pop() else {
+                        return;
+                    };
+                    let req = hyper::Request::post(url.clone())
+                        .header("authorization", format!("Bearer {AGENT_TOKEN}"))
+                        .header("content-type", "application/json")
+                        .body(Full::new(body))
+                        .unwrap();
+                    let t0 = Instant::now();
+                    let resp = client.request(req).await.expect("ingest");
+                    assert!(resp.status().is_success(), "{}", resp.status());
+                    let _ = resp.into_body().collect().await;
+                    latency
+                        .lock()
+                        .unwrap()
+                        .record(t0.elapsed().as_micros() as u64)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let lat = latency.lock().unwrap().clone();
+    let store_bytes: u64 = ["store.db", "store.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.path(f)).ok().map(|m| m.len()))
+        .sum();
+
+    let mut renders = Vec::new();
+    let mut series = 0;
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let out = std::process::Command::new("curl")
+            .args(["-s", &format!("http://127.0.0.1:{port}/metrics")])
+            .output()
+            .unwrap();
+        renders.push(t0.elapsed().as_secs_f64() * 1e3);
+        series = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("bounce_restart_duration_seconds_count"))
+            .count();
+    }
+    renders.sort_by(f64::total_cmp);
+    println!(
+        "fleet: {agents} agents, {conns} connections, {services} services, one batch each ({mean_bytes} bytes, {} histograms on average)",
+        histograms as f64 / agents as f64
+    );
+    println!(
+        "  sustained: {:.0} batches/s, {:.0} histograms merged/s ({secs:.2} s)",
+        agents as f64 / secs,
+        histograms as f64 / secs
+    );
+    println!(
+        "  ingest latency: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        lat.value_at_quantile(0.5) as f64 / 1e3,
+        lat.value_at_quantile(0.99) as f64 / 1e3,
+        lat.max() as f64 / 1e3
+    );
+    println!("  collector peak RSS: {:.1} MiB", peak_rss_mib(child.id()));
+    println!(
+        "  store: {:.2} MiB, {:.0} KiB per 1,000 restarts",
+        store_bytes as f64 / 1048576.0,
+        store_bytes as f64 / 1024.0 / agents as f64 * 1000.0
+    );
+    println!(
+        "  /metrics with {series} histogram series: median {:.0} ms (of {:?} ms)",
+        renders[1],
+        renders.iter().map(|r| r.round()).collect::<Vec<_>>()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
