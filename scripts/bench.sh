@@ -6,3 +6,10 @@ cd "$(dirname "$0")/.."
 bash tests/harness/docker-up.sh
 cargo build --release --quiet -p bounce-agent -p bounce-tests --bins
 BOUNCE_AGENT=$PWD/target/release/bounce-agent target/release/bench-docker
+# The collector's fleet simulator, with a Prometheus pushgateway beside it.
+command -v prometheus-pushgateway >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-pushgateway >/dev/null
+cargo build --release --quiet -p bounce-collector
+for fleet in "1000 64 50" "10000 64 2500"; do
+  BOUNCE_COLLECTOR=$PWD/target/release/bounce-collector PUSHGATEWAY=$(command -v prometheus-pushgateway) \
+    target/release/bench-collector $fleet
+done

@@ -254,4 +254,98 @@ async fn main() {
     );
     let _ = child.kill();
     let _ = child.wait();
+
+    // The peer an operator might otherwise use: each agent pushes its
+    // restart's phase durations to a Prometheus pushgateway (which keeps the
+    // last push per group and cannot merge distributions).
+    if let Ok(pgw_bin) = std::env::var("PUSHGATEWAY") {
+        let pport = free_port();
+        let mut pgw = std::process::Command::new(pgw_bin)
+            .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start pushgateway");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", pport)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let mut x = 42u64;
+        let pushes: Vec<(String, Bytes)> = (0..agents)
+            .map(|a| {
+                let b = batch(a, services, &mut x);
+                let t = &b.timelines[0];
+                let mut text = String::from("# TYPE bounce_restart_phase_seconds gauge\n");
+                for (phase, secs) in &t.phases {
+                    text.push_str(&format!(
+                        "bounce_restart_phase_seconds{{service=\"{}\",phase=\"{}\"}} {secs}\n",
+                        t.service, phase
+                    ));
+                }
+                (b.agent.clone(), Bytes::from(text))
+            })
+            .collect();
+        let queue = Arc::new(Mutex::new(pushes));
+        let latency = Arc::new(Mutex::new(hdrhistogram::Histogram::<u64>::new(3).unwrap()));
+        let t = Instant::now();
+        let tasks: Vec<_> = (0..conns)
+            .map(|_| {
+                let (queue, latency, client) = (queue.clone(), latency.clone(), client.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let Some((node, body)) = queue.lock().unwrap().pop() else {
+                            return;
+                        };
+                        let url: hyper::Uri =
+                            format!("http://127.0.0.1:{pport}/metrics/job/bounce/instance/{node}")
+                                .parse()
+                                .unwrap();
+                        let req = hyper::Request::put(url).body(Full::new(body)).unwrap();
+                        let t0 = Instant::now();
+                        let resp = client.request(req).await.expect("push");
+                        assert!(resp.status().is_success(), "{}", resp.status());
+                        let _ = resp.into_body().collect().await;
+                        latency
+                            .lock()
+                            .unwrap()
+                            .record(t0.elapsed().as_micros() as u64)
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let psecs = t.elapsed().as_secs_f64();
+        let lat = latency.lock().unwrap().clone();
+        let t0 = Instant::now();
+        let out = std::process::Command::new("curl")
+            .args(["-s", &format!("http://127.0.0.1:{pport}/metrics")])
+            .output()
+            .unwrap();
+        let render = t0.elapsed().as_secs_f64() * 1e3;
+        let pseries = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("bounce_restart_phase_seconds"))
+            .count();
+        println!("pushgateway, same fleet and connections (a push per agent, last values only):");
+        println!(
+            "  sustained: {:.0} pushes/s ({psecs:.2} s); ratio collector/pushgateway: {:.2}",
+            agents as f64 / psecs,
+            psecs / secs
+        );
+        println!(
+            "  push latency: p50 {:.1} ms, p99 {:.1} ms",
+            lat.value_at_quantile(0.5) as f64 / 1e3,
+            lat.value_at_quantile(0.99) as f64 / 1e3
+        );
+        println!(
+            "  pushgateway peak RSS: {:.1} MiB; /metrics with {pseries} series: {render:.0} ms",
+            peak_rss_mib(pgw.id())
+        );
+        let _ = pgw.kill();
+        let _ = pgw.wait();
+    }
 }
