@@ -30,6 +30,8 @@ pub struct AppState {
     pub admin_tokens: Vec<String>,
     /// /metrics needs an admin token too.
     pub protect_metrics: bool,
+    /// Also export restart counts per node (off by default: cardinality).
+    pub per_node_metrics: bool,
     pub duplicates: AtomicU64,
     pub rejected: AtomicU64,
 }

@@ -45,6 +45,10 @@ enum Command {
         /// Require an admin token for /metrics too.
         #[arg(long)]
         protect_metrics: bool,
+        /// Also export bounce_node_restarts_total with a `node` label (one
+        /// series per node, service and outcome: mind the cardinality).
+        #[arg(long)]
+        per_node_metrics: bool,
     },
     /// Read an agent's --output folder (timelines.jsonl and histograms.hlog),
     /// check that the two agree, and print the table per service and phase.
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
             agent_token_file,
             admin_token_file,
             protect_metrics,
+            per_node_metrics,
         } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -75,7 +80,7 @@ fn main() -> ExitCode {
                 store,
                 agent_token_file,
                 admin_token_file,
-                protect_metrics,
+                (protect_metrics, per_node_metrics),
             )),
         other => run(other),
     };
@@ -120,7 +125,7 @@ async fn serve(
     store_path: PathBuf,
     agent_token_file: Option<PathBuf>,
     admin_token_file: Option<PathBuf>,
-    protect_metrics: bool,
+    (protect_metrics, per_node_metrics): (bool, bool),
 ) -> Result<()> {
     let agent_tokens = tokens(agent_token_file.as_deref(), "BOUNCE_AGENT_TOKEN")?;
     let admin_tokens = tokens(admin_token_file.as_deref(), "BOUNCE_ADMIN_TOKEN")?;
@@ -140,6 +145,7 @@ async fn serve(
         agent_tokens,
         admin_tokens,
         protect_metrics,
+        per_node_metrics,
         duplicates: Default::default(),
         rejected: Default::default(),
     });

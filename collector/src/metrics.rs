@@ -1,8 +1,9 @@
 //! `/metrics`: rendered from the store on every scrape, so every counter
 //! survives a collector restart. Names follow Prometheus conventions
 //! (base unit seconds, `_total` counters). Labels: deployment, scenario,
-//! service, phase (and outcome); no per-node labels (a 1,000-node cloud would
-//! multiply every series by 1,000; per-node detail is in the read API).
+//! service, phase (and outcome); per-node labels only on the optional
+//! `bounce_node_restarts_total` (a 1,000-node cloud would multiply every
+//! series by 1,000; per-node detail is in the read API).
 
 use crate::api::AppState;
 use prometheus::proto::{
@@ -62,6 +63,11 @@ pub fn render(state: &AppState) -> Result<String, String> {
     let series = store.series_stats().map_err(|e| e.to_string())?;
     let outcomes = store.outcome_counts().map_err(|e| e.to_string())?;
     let (batches, agents, runs) = store.totals().map_err(|e| e.to_string())?;
+    let per_node = if state.per_node_metrics {
+        store.node_outcome_counts().map_err(|e| e.to_string())?
+    } else {
+        Vec::new()
+    };
     drop(store);
 
     let mut hist_metrics = Vec::new();
@@ -136,6 +142,21 @@ pub fn render(state: &AppState) -> Result<String, String> {
             std::fs::metadata(p).ok().map(|m| m.len())
         })
         .sum();
+    let node_metrics = per_node
+        .iter()
+        .map(|(o, node)| {
+            counter(
+                o.count as f64,
+                labels(&[
+                    ("deployment", &o.deployment),
+                    ("scenario", &o.scenario),
+                    ("service", &o.service),
+                    ("node", node),
+                    ("outcome", &o.outcome),
+                ]),
+            )
+        })
+        .collect();
     let families = vec![
         family(
             "bounce_restart_duration_seconds",
@@ -160,6 +181,12 @@ pub fn render(state: &AppState) -> Result<String, String> {
             "Restarts measured, by outcome (ok, timeout, failed, aborted).",
             MetricType::COUNTER,
             outcome_metrics,
+        ),
+        family(
+            "bounce_node_restarts_total",
+            "Restarts measured per node, by outcome (only with --per-node-metrics).",
+            MetricType::COUNTER,
+            node_metrics,
         ),
         family(
             "bounce_collector_batches_total",

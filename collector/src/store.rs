@@ -234,6 +234,28 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Restart counts per node (agent), for the optional per-node series.
+    pub fn node_outcome_counts(&self) -> Result<Vec<(OutcomeCount, String)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT r.deployment, r.scenario, t.service, t.outcome, t.agent, count(*)
+             FROM timelines t JOIN runs r ON r.run_id = t.run_id
+             GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 5, 4",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                OutcomeCount {
+                    deployment: r.get(0)?,
+                    scenario: r.get(1)?,
+                    service: r.get(2)?,
+                    outcome: r.get(3)?,
+                    count: r.get::<_, i64>(5)? as u64,
+                },
+                r.get::<_, String>(4)?,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// (stored batches, distinct agents, runs).
     pub fn totals(&self) -> Result<(u64, u64, u64), StoreError> {
         let one = |sql: &str| -> Result<u64, StoreError> {

@@ -384,17 +384,24 @@ pub struct CollectorProcess {
     pub port: u16,
     pub store: PathBuf,
     dir: PathBuf,
+    extra: Vec<String>,
     child: Option<std::process::Child>,
 }
 
 impl CollectorProcess {
     pub fn start(dir: &Path) -> CollectorProcess {
+        CollectorProcess::start_with(dir, &[])
+    }
+
+    /// With extra `serve` options.
+    pub fn start_with(dir: &Path, extra: &[&str]) -> CollectorProcess {
         std::fs::write(dir.join("agent.token"), AGENT_TOKEN).unwrap();
         std::fs::write(dir.join("admin.token"), ADMIN_TOKEN).unwrap();
         let mut c = CollectorProcess {
             port: free_port(),
             store: dir.join("store.db"),
             dir: dir.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
         };
         c.spawn();
@@ -414,6 +421,7 @@ impl CollectorProcess {
             .arg(self.dir.join("agent.token"))
             .arg("--admin-token-file")
             .arg(self.dir.join("admin.token"))
+            .args(&self.extra)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -326,7 +326,11 @@ fn bad_requests_get_a_4xx_with_a_reason_and_write_nothing() {
         ),
         Some(1.0)
     );
-    // promtool, when installed (scripts/test.sh installs it), lints the page.
+    assert!(
+        !metrics.contains("bounce_node_restarts_total"),
+        "no per-node series by default"
+    );
+    // promtool (scripts/test.sh installs it) lints the page.
     let lint = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
@@ -458,4 +462,26 @@ fn bucket_bounds(metrics: &str) -> Vec<f64> {
     v.sort_by(f64::total_cmp);
     v.dedup();
     v
+}
+
+#[test]
+fn per_node_series_only_when_asked() {
+    let dir = Scratch::new("collector-per-node");
+    let col = CollectorProcess::start_with(&dir.0, &["--per-node-metrics"]);
+    let (s, b) = col.http(
+        "POST",
+        "/api/v1/ingest",
+        Some(AGENT_TOKEN),
+        Some(&serde_json::to_vec(&sample_batch(1)).unwrap()),
+    );
+    assert_eq!(s, 200, "{b}");
+    let (_, metrics) = col.http("GET", "/metrics", None, None);
+    assert_eq!(
+        metric(
+            &metrics,
+            "bounce_node_restarts_total{deployment=\"lab\",scenario=\"bad\",service=\"nova_api\",node=\"n1\",outcome=\"timeout\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
 }
