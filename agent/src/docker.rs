@@ -12,7 +12,7 @@
 use crate::abort::{Abort, Interrupt, bounded};
 use crate::probes;
 use crate::readiness::{self, ContainerHealth};
-use crate::scenario::{DockerSelector, ProbeSpec, Selector, TargetSpec};
+use crate::scenario::{DockerSelector, Selector, TargetSpec};
 use crate::target::{Action, BoxFuture, Driver, PlanError, ResolvedTarget, TargetDetail, not_mine};
 use crate::timeline::{Ending, Timeline, parse_rfc3339_nanos, realtime_nanos, signal_name};
 use bollard::Docker;
@@ -208,25 +208,7 @@ impl DockerEngine {
             .filter(|ns| *ns > 0)
             .map(|ns| Duration::from_nanos(ns as u64))
             .unwrap_or(ENGINE_DEFAULT_HEALTH_TIMEOUT);
-        let ready = match &spec.ready {
-            Some(list) => list.0.clone(),
-            None if health_cmd.is_some() => vec![ProbeSpec::DockerHealth(Default::default())],
-            None => vec![ProbeSpec::Running(Default::default())],
-        };
-        for probe in &ready {
-            let needs = match probe {
-                ProbeSpec::DockerHealth(_) => Some("docker_health"),
-                ProbeSpec::ExecHealth(_) => Some("exec_health"),
-                _ => None,
-            };
-            if let (Some(probe), None) = (needs, &health_cmd) {
-                return Err(PlanError::NoHealthcheck {
-                    index,
-                    name: name.into(),
-                    probe,
-                });
-            }
-        }
+        let ready = readiness::probes_for(spec, health_cmd.is_some(), index, name)?;
         let requested_stop_timeout = spec.stop_timeout.map(|t| t.0);
         let effective_stop_timeout = requested_stop_timeout
             .or(config.stop_timeout.map(|t| t.max(0) as u32))

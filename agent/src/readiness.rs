@@ -6,8 +6,8 @@
 use crate::abort::Abort;
 use crate::docker::{Observed, wait_observed};
 use crate::probes::{self, ExecHealth, Http, Probe, ProbeResult, Tcp};
-use crate::scenario::ProbeSpec;
-use crate::target::BoxFuture;
+use crate::scenario::{ProbeSpec, TargetSpec};
+use crate::target::{BoxFuture, PlanError};
 use crate::timeline::{Ending, Timeline};
 use bollard::Docker;
 use bounce_wire::{Boundary, BoundaryName, Outcome, ProbeReport, Source};
@@ -23,6 +23,37 @@ pub struct ContainerHealth<'a> {
     pub health_cmd: Option<&'a [String]>,
     pub health_timeout: Duration,
     pub observed: &'a watch::Receiver<Observed>,
+}
+
+/// A target's probes: the scenario's, or the default (Docker's health
+/// events when there is a health check, else "running"). Probes that read the
+/// health check are refused for a target without one.
+pub fn probes_for(
+    spec: &TargetSpec,
+    has_health_check: bool,
+    index: usize,
+    name: &str,
+) -> Result<Vec<ProbeSpec>, PlanError> {
+    let ready = match &spec.ready {
+        Some(list) => list.0.clone(),
+        None if has_health_check => vec![ProbeSpec::DockerHealth(Default::default())],
+        None => vec![ProbeSpec::Running(Default::default())],
+    };
+    for probe in &ready {
+        let needs = match probe {
+            ProbeSpec::DockerHealth(_) => "docker_health",
+            ProbeSpec::ExecHealth(_) => "exec_health",
+            _ => continue,
+        };
+        if !has_health_check {
+            return Err(PlanError::NoHealthcheck {
+                index,
+                name: name.into(),
+                probe: needs,
+            });
+        }
+    }
+    Ok(ready)
 }
 
 struct ProbeEnd {

@@ -14,7 +14,7 @@
 use crate::abort::{Abort, Interrupt, bounded};
 use crate::docker::{DockerEngine, Observed, wait_observed};
 use crate::readiness::{self, ContainerHealth};
-use crate::scenario::{Bus, ProbeSpec, Selector, SystemdSelector, TargetSpec};
+use crate::scenario::{Bus, Selector, SystemdSelector, TargetSpec};
 use crate::target::{Action, BoxFuture, Driver, PlanError, ResolvedTarget, TargetDetail, not_mine};
 use crate::timeline::{Ending, Timeline, realtime_nanos};
 use bounce_wire::{BoundaryName, Outcome, Source, TargetRef, UnitReport};
@@ -238,21 +238,7 @@ impl SystemdManager {
             .as_ref()
             .and_then(|c| c.engine.as_ref())
             .and_then(|e| e.health_cmd.clone());
-        let ready = match &spec.ready {
-            Some(list) => list.0.clone(),
-            None if health.is_some() => vec![ProbeSpec::DockerHealth(Default::default())],
-            None => vec![ProbeSpec::Running(Default::default())],
-        };
-        for probe in &ready {
-            let needs = match probe {
-                ProbeSpec::DockerHealth(_) => Some("docker_health"),
-                ProbeSpec::ExecHealth(_) => Some("exec_health"),
-                _ => None,
-            };
-            if let (Some(probe), None) = (needs, &health) {
-                return Err(PlanError::NoHealthcheck { index, name, probe });
-            }
-        }
+        let ready = readiness::probes_for(spec, health.is_some(), index, &name)?;
         let facts = format!(
             "active, Restart={restart}, {}",
             match &container {

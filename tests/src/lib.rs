@@ -217,6 +217,35 @@ pub fn text(out: &Output) -> String {
     )
 }
 
+/// Writes `yaml` as `<label>.yaml` in a scratch folder and runs
+/// `bounce-agent run` on it into `<scratch>/out`; returns the folder, the
+/// process output and the timelines written (none if the run wrote none).
+pub fn run_scenario(label: &str, yaml: &str) -> (Scratch, Output, Vec<TimelineRecord>) {
+    let dir = Scratch::new(label);
+    let scenario = dir.write(&format!("{label}.yaml"), yaml);
+    let out_dir = dir.path("out");
+    let out = agent(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--output",
+        out_dir.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    let timelines = if out_dir.join("timelines.jsonl").exists() {
+        read_timelines(&out_dir)
+    } else {
+        Vec::new()
+    };
+    (dir, out, timelines)
+}
+
+/// A boundary's time, which the test expects to be there.
+pub fn at(t: &TimelineRecord, b: bounce_wire::BoundaryName) -> i64 {
+    t.boundary(b)
+        .unwrap_or_else(|| panic!("no {b:?} in {t:?}"))
+        .unix_nanos
+}
+
 pub fn read_timelines(dir: &Path) -> Vec<TimelineRecord> {
     let text = std::fs::read_to_string(dir.join("timelines.jsonl")).expect("timelines.jsonl");
     text.lines()

@@ -2,34 +2,9 @@
 //! against the engine's own record.
 
 use bounce_tests::*;
-use bounce_wire::{BoundaryName, Outcome, Phase, RunSummary, Source, TimelineRecord};
+use bounce_wire::{BoundaryName, Outcome, Phase, RunSummary, Source};
 
 const MS: i64 = 1_000_000;
-
-fn run_scenario(label: &str, yaml: &str) -> (Scratch, std::process::Output, Vec<TimelineRecord>) {
-    let dir = Scratch::new(label);
-    let scenario = dir.write(&format!("{label}.yaml"), yaml);
-    let out_dir = dir.path("out");
-    let out = agent(&[
-        "run",
-        scenario.to_str().unwrap(),
-        "--output",
-        out_dir.to_str().unwrap(),
-        "--no-progress",
-    ]);
-    let timelines = if out_dir.join("timelines.jsonl").exists() {
-        read_timelines(&out_dir)
-    } else {
-        Vec::new()
-    };
-    (dir, out, timelines)
-}
-
-fn at(t: &TimelineRecord, b: BoundaryName) -> i64 {
-    t.boundary(b)
-        .unwrap_or_else(|| panic!("no {b:?} in {t:?}"))
-        .unix_nanos
-}
 
 #[test]
 fn restart_of_a_container_exiting_143_matches_the_engine_record() {

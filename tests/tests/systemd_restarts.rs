@@ -2,28 +2,9 @@
 //! the real agent binary; kolla-style units wrap real containers.
 
 use bounce_tests::*;
-use bounce_wire::{BoundaryName, Outcome, Phase, TimelineRecord};
+use bounce_wire::{BoundaryName, Outcome, Phase};
 
 const MS: i64 = 1_000_000;
-
-fn run(label: &str, yaml: &str) -> (Scratch, std::process::Output, Vec<TimelineRecord>) {
-    let dir = Scratch::new(label);
-    let scenario = dir.write(&format!("{label}.yaml"), yaml);
-    let out_dir = dir.path("out");
-    let out = agent(&[
-        "run",
-        scenario.to_str().unwrap(),
-        "--output",
-        out_dir.to_str().unwrap(),
-        "--no-progress",
-    ]);
-    let tls = if out_dir.join("timelines.jsonl").exists() {
-        read_timelines(&out_dir)
-    } else {
-        Vec::new()
-    };
-    (dir, out, tls)
-}
 
 /// A scenario restarting `unit` on the test manager.
 fn scenario(unit: &str, extra: &str) -> String {
@@ -31,12 +12,6 @@ fn scenario(unit: &str, extra: &str) -> String {
         "deployment: lab\ntargets:\n  - systemd:\n      units: [\"{unit}\"]\n      bus: \"{}\"\n    timeout: 30s\n{extra}",
         systemd_up().bus
     )
-}
-
-fn at(t: &TimelineRecord, b: BoundaryName) -> i64 {
-    t.boundary(b)
-        .unwrap_or_else(|| panic!("no {b:?} in {t:?}"))
-        .unix_nanos
 }
 
 /// systemd's realtime µs property, in ns.
@@ -52,7 +27,7 @@ const SLOW_STOP: &str = "[Service]\nExecStart=/bin/sh -c \"trap 'sleep 1; exit 0
 #[test]
 fn a_slow_stopping_unit_is_timed_from_its_own_timestamps() {
     let u = TestUnit::start("slow-stop", SLOW_STOP);
-    let (_d, out, tls) = run("slow-stop", &scenario(&u.name, "    action: restart\n"));
+    let (_d, out, tls) = run_scenario("slow-stop", &scenario(&u.name, "    action: restart\n"));
     assert!(out.status.success(), "{}", text(&out));
     let t = &tls[0];
     assert_eq!(t.outcome, Outcome::Ok);
@@ -74,7 +49,7 @@ fn a_slow_stopping_unit_is_timed_from_its_own_timestamps() {
     assert_eq!(u.prop("ActiveState"), "active");
 
     // stop-start queues two jobs.
-    let (_d, out, tls) = run(
+    let (_d, out, tls) = run_scenario(
         "slow-stop-ss",
         &scenario(&u.name, "    action: stop-start\n"),
     );
@@ -91,7 +66,7 @@ fn a_slow_stopping_unit_is_timed_from_its_own_timestamps() {
 fn exit_143_leaves_the_unit_failed_unless_it_is_a_success_status() {
     let body = "[Service]\nExecStart=/bin/sh -c \"trap 'exit 143' TERM; while :; do sleep 1 & wait; done\"\n";
     let u = TestUnit::start("exit143", body);
-    let (_d, out, tls) = run("exit143", &scenario(&u.name, ""));
+    let (_d, out, tls) = run_scenario("exit143", &scenario(&u.name, ""));
     assert!(out.status.success(), "{}", text(&out));
     let t = &tls[0];
     let r = t.unit.as_ref().unwrap();
@@ -108,7 +83,7 @@ fn exit_143_leaves_the_unit_failed_unless_it_is_a_success_status() {
 
     // The fix osism shipped: SuccessExitStatus=143.
     let fixed = TestUnit::start("exit143-fixed", &format!("{body}SuccessExitStatus=143\n"));
-    let (_d, out, tls) = run("exit143-fixed", &scenario(&fixed.name, ""));
+    let (_d, out, tls) = run_scenario("exit143-fixed", &scenario(&fixed.name, ""));
     assert!(out.status.success(), "{}", text(&out));
     let r = tls[0].unit.as_ref().unwrap();
     assert_eq!(r.stopped_as.as_deref(), Some("inactive"));
@@ -139,7 +114,7 @@ fn a_unit_that_fails_to_start_and_one_whose_start_times_out() {
     );
     std::fs::remove_file(&marker).unwrap();
 
-    let (_d, out, tls) = run("start-fails", &scenario(&fails.name, ""));
+    let (_d, out, tls) = run_scenario("start-fails", &scenario(&fails.name, ""));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(tls[0].outcome, Outcome::Failed);
     assert_eq!(tls[0].unit.as_ref().unwrap().job_results, ["failed"]);
@@ -155,7 +130,7 @@ fn a_unit_that_fails_to_start_and_one_whose_start_times_out() {
         "the stop was observed"
     );
 
-    let (_d, out, tls) = run("start-timeout", &scenario(&slow.name, ""));
+    let (_d, out, tls) = run_scenario("start-timeout", &scenario(&slow.name, ""));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     // A unit that does not start in time fails its start job; its Result says why.
     assert_eq!(tls[0].unit.as_ref().unwrap().job_results, ["failed"]);
@@ -176,7 +151,7 @@ fn kill_lets_the_units_restart_policy_bring_it_back() {
         "kill",
         "[Service]\nExecStart=/bin/sleep 3600\nRestart=always\nRestartSec=200ms\n",
     );
-    let (_d, out, tls) = run("kill", &scenario(&u.name, "    action: kill\n"));
+    let (_d, out, tls) = run_scenario("kill", &scenario(&u.name, "    action: kill\n"));
     assert!(out.status.success(), "{}", text(&out));
     let t = &tls[0];
     assert_eq!(t.signals, ["SIGKILL"]);
@@ -191,7 +166,7 @@ fn kill_lets_the_units_restart_policy_bring_it_back() {
     assert!(t.phases[&Phase::Total] >= 0.2, "RestartSec=200ms: {t:?}");
 
     let no_restart = TestUnit::start("kill-norestart", "[Service]\nExecStart=/bin/sleep 3600\n");
-    let (_d, out, tls) = run(
+    let (_d, out, tls) = run_scenario(
         "kill-norestart",
         &scenario(&no_restart.name, "    action: kill\n"),
     );
@@ -234,7 +209,7 @@ fn a_kolla_unit_is_timed_at_both_levels_and_the_stall_is_named() {
         text(&plan)
     );
 
-    let (d, out, tls) = run("kolla", &scenario(&unit.name, ""));
+    let (d, out, tls) = run_scenario("kolla", &scenario(&unit.name, ""));
     assert!(out.status.success(), "{}", text(&out));
     let t = &tls[0];
     assert_eq!(
@@ -318,7 +293,7 @@ fn bad_unit_selections_and_missing_buses_are_refused_before_anything_restarts() 
         ),
     ];
     for (i, (yaml, expect)) in cases.iter().enumerate() {
-        let (_d, out, tls) = run(&format!("bad-{i}"), yaml);
+        let (_d, out, tls) = run_scenario(&format!("bad-{i}"), yaml);
         assert_eq!(out.status.code(), Some(2), "{}", text(&out));
         assert!(
             text(&out).contains(expect),
