@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The test suite, from a fresh Debian machine: installs and starts what the
 # tests need (Docker engine, the busybox test image, a systemd user manager
-# on its own D-Bus bus), then runs every test.
+# on its own D-Bus bus, a 3-OSD Ceph cluster whose daemons are its units,
+# Prometheus), then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/harness/docker-up.sh
 bash tests/harness/systemd-up.sh >/dev/null
+bash tests/harness/ceph-up.sh >/dev/null
 # A real Prometheus server and promtool, to scrape and lint the collector.
 if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \

@@ -8,6 +8,7 @@
 //! run would do.
 
 pub mod abort;
+pub mod ceph;
 pub mod docker;
 pub mod facts;
 pub mod output;

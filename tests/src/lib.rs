@@ -510,3 +510,44 @@ impl Drop for CollectorProcess {
         self.kill9();
     }
 }
+
+/// The test Ceph cluster (`harness/ceph-up.sh`): its config and admin socket
+/// folder; started once per machine, reused.
+pub struct CephEnv {
+    pub conf: PathBuf,
+    pub run_dir: PathBuf,
+    pub osds: Vec<u32>,
+}
+
+pub fn ceph_up() -> &'static CephEnv {
+    static ENV: OnceLock<Result<CephEnv, String>> = OnceLock::new();
+    let r = ENV.get_or_init(|| {
+        let script = repo_root().join("tests/harness/ceph-up.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .output()
+            .map_err(|e| format!("{}: {e}", script.display()))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let get = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                .map(str::to_string)
+                .ok_or(format!("ceph-up.sh printed no {k}"))
+        };
+        Ok(CephEnv {
+            conf: PathBuf::from(get("CEPH_CONF")?),
+            run_dir: PathBuf::from(get("CEPH_RUN_DIR")?),
+            osds: get("CEPH_OSDS")?
+                .split(',')
+                .filter_map(|s| s.parse().ok())
+                .collect(),
+        })
+    });
+    match r {
+        Ok(env) => env,
+        Err(e) => panic!("no Ceph cluster for the tests: {e}"),
+    }
+}
