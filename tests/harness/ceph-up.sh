@@ -19,7 +19,7 @@ export CEPH_CONF=$D/ceph.conf
 exec 8>/tmp/bounce-ceph-up.lock
 flock 8
 
-if ! command -v ceph-osd >/dev/null 2>&1 || ! command -v ceph-mon >/dev/null 2>&1; then
+if ! command -v ceph-osd >/dev/null 2>&1 || ! command -v ceph-mon >/dev/null 2>&1 || ! command -v uuidgen >/dev/null 2>&1; then
   echo "ceph-up: installing Ceph from Debian" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >&2
