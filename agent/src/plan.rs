@@ -49,7 +49,7 @@ pub fn render(scenario: &Scenario, targets: &[ResolvedTarget], node: &str) -> St
             t.facts
         );
     }
-    let _ = writeln!(
+    let _ = write!(
         s,
         "\norder (round by round; never two restarts of one target at once):"
     );
