@@ -298,17 +298,12 @@ fn known_run(state: &AppState, run_id: &str) -> Result<(), ApiError> {
 }
 
 fn run_phase_histograms(state: &AppState, run_id: &str) -> Result<PhaseHistograms, ApiError> {
-    let mut hs = PhaseHistograms::default();
-    for (service, phase, h, _) in state
+    state
         .reader
         .lock()
         .unwrap()
         .run_histograms(run_id)
-        .map_err(internal)?
-    {
-        hs.by_key.insert((service, phase), h);
-    }
-    Ok(hs)
+        .map_err(internal)
 }
 
 async fn run_summary(

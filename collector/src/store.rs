@@ -7,6 +7,7 @@
 //! acknowledged as `duplicate` and nothing is counted again.
 
 use crate::metrics::{BUCKETS, QUANTILES};
+use bounce_wire::PhaseHistograms;
 use bounce_wire::hist::{self, new_histogram};
 use bounce_wire::ingest::Batch;
 use bounce_wire::{Outcome, Phase, TimelineRecord};
@@ -131,14 +132,6 @@ CREATE TABLE IF NOT EXISTS timelines (
     record TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS timelines_run ON timelines (run_id, agent);
-CREATE TABLE IF NOT EXISTS run_histograms (
-    run_id TEXT NOT NULL,
-    service TEXT NOT NULL,
-    phase TEXT NOT NULL,
-    histogram TEXT NOT NULL,
-    sum_seconds REAL NOT NULL,
-    PRIMARY KEY (run_id, service, phase)
-);
 CREATE TABLE IF NOT EXISTS series_histograms (
     deployment TEXT NOT NULL,
     scenario TEXT NOT NULL,
@@ -296,30 +289,16 @@ impl Store {
             .is_some())
     }
 
-    /// The run's merged histograms per (service, phase), with exact sums.
-    pub fn run_histograms(&self, run_id: &str) -> Result<Vec<PhaseHistogram>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT service, phase, histogram, sum_seconds FROM run_histograms WHERE run_id = ?1 ORDER BY 1, 2",
-        )?;
-        let rows = stmt.query_map([run_id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, f64>(3)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (service, phase, h, sum) = row?;
-            out.push((
-                service,
-                Phase::parse(&phase).ok_or_else(|| StoreError::Corrupt(phase.clone()))?,
-                hist::decode(&h).map_err(StoreError::Corrupt)?,
-                sum,
-            ));
+    /// The run's histograms per (service, phase), merged from its timelines'
+    /// phases: the same values the agents recorded, so the same histograms.
+    pub fn run_histograms(&self, run_id: &str) -> Result<PhaseHistograms, StoreError> {
+        let mut hs = PhaseHistograms::default();
+        for t in self.run_timelines(run_id, None)? {
+            for (phase, secs) in &t.phases {
+                hs.record(&t.service, *phase, *secs);
+            }
         }
-        Ok(out)
+        Ok(hs)
     }
 
     pub fn run_timelines(
@@ -432,16 +411,12 @@ fn apply(
                 params![run.deployment, run.scenario, t.service, t.outcome.as_str()],
             )?;
     }
+    // Per-run histograms are rebuilt from the run's stored timelines when
+    // read (the batch's histograms were checked to count exactly their
+    // phases): one merge per histogram on the write path instead of two.
     for (service, phase, h, sum) in histograms {
         pending.add(
-            "run_histograms",
-            vec![run.run_id.clone(), service.clone(), phase.as_str().into()],
-            h,
-            *sum,
-        )?;
-        pending.add(
-            "series_histograms",
-            vec![
+            [
                 run.deployment.clone(),
                 run.scenario.clone(),
                 service.clone(),
@@ -454,27 +429,19 @@ fn apply(
     Ok(Stored::New)
 }
 
-/// A group's histograms, merged in memory per key first, so that each stored
-/// histogram is read, merged and written once per transaction.
+/// A group's histograms, merged in memory per series first, so that each
+/// stored histogram is read, merged and written once per transaction.
 #[derive(Default)]
 struct Pending {
-    by_key: std::collections::BTreeMap<PendingKey, (Histogram<u64>, f64)>,
+    /// (deployment, scenario, service, phase) → histogram and exact sum.
+    by_series: std::collections::BTreeMap<[String; 4], (Histogram<u64>, f64)>,
 }
 
-/// (table, key column values).
-type PendingKey = (&'static str, Vec<String>);
-
 impl Pending {
-    fn add(
-        &mut self,
-        table: &'static str,
-        key: Vec<String>,
-        h: &Histogram<u64>,
-        sum: f64,
-    ) -> Result<(), StoreError> {
+    fn add(&mut self, series: [String; 4], h: &Histogram<u64>, sum: f64) -> Result<(), StoreError> {
         let slot = self
-            .by_key
-            .entry((table, key))
+            .by_series
+            .entry(series)
             .or_insert_with(|| (new_histogram(), 0.0));
         slot.0
             .add(h)
@@ -484,41 +451,28 @@ impl Pending {
     }
 
     fn write(self, tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
-        for ((table, key), (h, sum)) in self.by_key {
-            let cols: &[&str] = if table == "run_histograms" {
-                &["run_id", "service", "phase"]
-            } else {
-                &["deployment", "scenario", "service", "phase"]
-            };
-            let key: Vec<&str> = key.iter().map(String::as_str).collect();
-            merge(tx, table, cols, &key, &h, sum)?;
+        for (series, (h, sum)) in self.by_series {
+            merge_series(tx, &series, &h, sum)?;
         }
         Ok(())
     }
 }
 
-/// Adds `h` into the histogram stored under `key` (creating it).
-fn merge(
+/// Adds `h` into the series' stored histogram (creating it) and refreshes
+/// the numbers /metrics shows for it.
+fn merge_series(
     tx: &rusqlite::Transaction<'_>,
-    table: &str,
-    key_cols: &[&str],
-    key: &[&str],
+    series: &[String; 4],
     h: &Histogram<u64>,
     sum: f64,
 ) -> Result<(), StoreError> {
-    let cond: Vec<String> = key_cols
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("{c} = ?{}", i + 1))
-        .collect();
-    let select = format!(
-        "SELECT histogram, sum_seconds FROM {table} WHERE {}",
-        cond.join(" AND ")
-    );
     let existing: Option<(String, f64)> = tx
-        .query_row(&select, rusqlite::params_from_iter(key.iter()), |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(
+            "SELECT histogram, sum_seconds FROM series_histograms
+             WHERE deployment = ?1 AND scenario = ?2 AND service = ?3 AND phase = ?4",
+            params![series[0], series[1], series[2], series[3]],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .optional()?;
     let (mut merged, old_sum) = match existing {
         Some((text, s)) => (hist::decode(&text).map_err(StoreError::Corrupt)?, s),
@@ -528,28 +482,21 @@ fn merge(
         .add(h)
         .map_err(|e| StoreError::Corrupt(format!("{e:?}")))?;
     let encoded = hist::encode(&merged).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let with_stats = table == "series_histograms";
-    let cols = key_cols.join(", ");
-    let n = key_cols.len() + 2 + usize::from(with_stats);
-    let marks: Vec<String> = (1..=n).map(|i| format!("?{i}")).collect();
-    let upsert = format!(
-        "INSERT OR REPLACE INTO {table} ({cols}, histogram, sum_seconds{}) VALUES ({})",
-        if with_stats { ", stats" } else { "" },
-        marks.join(", ")
-    );
-    let mut values: Vec<rusqlite::types::Value> = key
-        .iter()
-        .map(|k| rusqlite::types::Value::Text(k.to_string()))
-        .collect();
-    values.push(rusqlite::types::Value::Text(encoded));
-    values.push(rusqlite::types::Value::Real(old_sum + sum));
-    if with_stats {
-        let numbers = SeriesNumbers::of(&merged, old_sum + sum);
-        values.push(rusqlite::types::Value::Text(
-            serde_json::to_string(&numbers).expect("numbers serialize"),
-        ));
-    }
-    tx.execute(&upsert, rusqlite::params_from_iter(values))?;
+    let numbers = SeriesNumbers::of(&merged, old_sum + sum);
+    tx.execute(
+        "INSERT OR REPLACE INTO series_histograms
+         (deployment, scenario, service, phase, histogram, sum_seconds, stats)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            series[0],
+            series[1],
+            series[2],
+            series[3],
+            encoded,
+            old_sum + sum,
+            serde_json::to_string(&numbers).expect("numbers serialize")
+        ],
+    )?;
     Ok(())
 }
 
