@@ -73,6 +73,9 @@ enum Command {
         /// After the run, how long to wait for the collector to acknowledge what is still in the spool.
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         flush: Duration,
+        /// Start even if the collector does not answer now (batches wait in the spool).
+        #[arg(long)]
+        collector_may_be_away: bool,
     },
     /// Send what is left in a run folder's spool to a collector (after the
     /// collector was away during the run). Safe to repeat: the collector
@@ -216,10 +219,24 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
             collector,
             auth,
             flush,
+            collector_may_be_away,
         } => {
-            // Checked before anything restarts.
+            // Checked before anything restarts: the URL, the token, and that
+            // the collector takes it (unless told to start without it).
             let collector = match &collector {
-                Some(url) => Some(Collector::new(url, auth.token()?)?),
+                Some(url) => {
+                    let c = Collector::new(url, auth.token()?)?;
+                    match c.check().await {
+                        Ok(()) => {}
+                        Err(e) if collector_may_be_away => {
+                            eprintln!("warning: {e}; measuring anyway, batches wait in the spool")
+                        }
+                        Err(e) => anyhow::bail!(
+                            "{e} (nothing was restarted; --collector-may-be-away starts anyway and spools)"
+                        ),
+                    }
+                    Some(c)
+                }
                 None => None,
             };
             let scenario = Scenario::load(&scenario)?;

@@ -31,6 +31,7 @@ pub enum StreamError {
 #[derive(Clone)]
 pub struct Collector {
     ingest: hyper::Uri,
+    whoami: hyper::Uri,
     token: String,
     client: Client<HttpConnector, Full<Bytes>>,
 }
@@ -53,17 +54,40 @@ impl Collector {
                 "only http:// is supported (put TLS in front of the collector)".into(),
             ));
         }
-        let ingest: hyper::Uri =
-            format!("{base}{INGEST_PATH}")
-                .parse()
-                .map_err(|e: hyper::http::uri::InvalidUri| {
-                    StreamError::Url(url.into(), e.to_string())
-                })?;
+        let parse = |path: &str| {
+            format!("{base}{path}")
+                .parse::<hyper::Uri>()
+                .map_err(|e| StreamError::Url(url.into(), e.to_string()))
+        };
         Ok(Collector {
-            ingest,
+            ingest: parse(INGEST_PATH)?,
+            whoami: parse("/api/v1/whoami")?,
             token,
             client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
         })
+    }
+
+    /// Checks, before anything restarts, that the collector answers and
+    /// takes the token (a wrong token would otherwise only show as refused
+    /// batches at the end).
+    pub async fn check(&self) -> Result<(), StreamError> {
+        let url = self.whoami.to_string();
+        let req = hyper::Request::get(self.whoami.clone())
+            .header("authorization", format!("Bearer {}", self.token))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| StreamError::Url(url.clone(), e.to_string()))?;
+        let resp = tokio::time::timeout(Duration::from_secs(10), self.client.request(req))
+            .await
+            .map_err(|_| StreamError::Url(url.clone(), "no answer within 10 s".into()))?
+            .map_err(|e| StreamError::Url(url.clone(), format!("not reachable: {e}")))?;
+        match resp.status().as_u16() {
+            200 => Ok(()),
+            401 | 403 => Err(StreamError::Url(
+                url,
+                "the collector refused the token".into(),
+            )),
+            other => Err(StreamError::Url(url, format!("answered {other}"))),
+        }
     }
 
     async fn send(&self, body: Vec<u8>) -> Sent {

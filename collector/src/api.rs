@@ -46,6 +46,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/runs/{run_id}/histograms.hlog", get(run_hlog))
         .route("/api/v1/runs/{run_id}/nodes", get(run_nodes))
         .route("/metrics", get(metrics_page))
+        .route("/api/v1/whoami", get(whoami))
         .layer(DefaultBodyLimit::max(MAX_BATCH_BYTES))
         .with_state(state)
 }
@@ -271,6 +272,19 @@ fn validate(b: &Batch) -> Result<Vec<PhaseHistogram>, String> {
         return Err("the histograms do not count the batch's timelines' phases".into());
     }
     Ok(out)
+}
+
+/// What a token may do: agents check theirs before a run starts.
+async fn whoami(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require(&state, &headers, Role::Agent)?;
+    let role = match role(&state, &headers) {
+        Some(Role::Admin) => "admin",
+        _ => "agent",
+    };
+    Ok(Json(serde_json::json!({ "role": role })))
 }
 
 async fn list_runs(

@@ -485,3 +485,80 @@ fn per_node_series_only_when_asked() {
         "{metrics}"
     );
 }
+
+#[test]
+fn the_agent_checks_the_collector_before_restarting_anything() {
+    let c = TestContainer::start(
+        "precheck",
+        &["--network", "none"],
+        "trap 'exit 0' TERM; while true; do sleep 1 & wait; done",
+    );
+    let dir = Scratch::new("collector-precheck");
+    let mut col = CollectorProcess::start(&dir.0);
+    let scenario = dir.write(
+        "precheck.yaml",
+        &format!(
+            "deployment: lab\ntargets:\n  - docker: {{names: [{}]}}\n    stop_timeout: 5s\n",
+            c.name
+        ),
+    );
+    let started_at = c.inspect()["State"]["StartedAt"].clone();
+    let run = |out: &std::path::Path, url: &str, token: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            scenario.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--no-progress",
+            "--collector",
+            url,
+            "--token-file",
+            token.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        agent(&args)
+    };
+    let url = col.url();
+    let wrong = dir.write("wrong", "not-the-token-0123456789");
+    let good = dir.write("good", AGENT_TOKEN);
+
+    let out = run(&dir.path("o1"), &url, &wrong, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("refused the token"), "{}", text(&out));
+
+    col.kill9();
+    let out = run(&dir.path("o2"), &url, &good, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("not reachable"), "{}", text(&out));
+    assert_eq!(
+        c.inspect()["State"]["StartedAt"],
+        started_at,
+        "nothing was restarted"
+    );
+
+    // Told the collector may be away: it measures, and the spool keeps the batches.
+    let o3 = dir.path("o3");
+    let out = run(
+        &o3,
+        &url,
+        &good,
+        &["--collector-may-be-away", "--flush", "1s"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("still in"), "{}", text(&out));
+    col.restart();
+    let push = agent(&[
+        "push",
+        o3.to_str().unwrap(),
+        "--collector",
+        &col.url(),
+        "--token-file",
+        good.to_str().unwrap(),
+    ]);
+    assert!(push.status.success(), "{}", text(&push));
+    assert!(
+        String::from_utf8_lossy(&push.stdout).contains("2 of 2 batch(es) acknowledged"),
+        "{}",
+        text(&push)
+    );
+}
