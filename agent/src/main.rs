@@ -43,6 +43,9 @@ enum Command {
         /// Node name recorded with the results (default: the host name).
         #[arg(long)]
         node: Option<String>,
+        /// Where bounce keeps what must survive a crash (Ceph flags it set).
+        #[arg(long, default_value = "/var/lib/bounce")]
+        state_dir: PathBuf,
     },
     /// Carry out a scenario: restart its targets and measure every phase.
     ///
@@ -64,6 +67,10 @@ enum Command {
         /// Print one line per restart instead of a progress bar.
         #[arg(long)]
         no_progress: bool,
+        /// Where bounce keeps what must survive a crash (Ceph flags it set,
+        /// to unset on the next start if this run is killed).
+        #[arg(long, default_value = "/var/lib/bounce")]
+        state_dir: PathBuf,
         /// Also send the results to a bounce-collector (http://HOST:PORT).
         /// Batches wait in DIR/spool until acknowledged; the run never depends on the collector.
         #[arg(long)]
@@ -117,9 +124,14 @@ impl Auth {
 }
 
 /// Connects to every source of truth the scenario names and resolves its targets.
-async fn resolve(scenario: &Scenario) -> Result<(Sources, Vec<ResolvedTarget>)> {
+async fn resolve(
+    scenario: &Scenario,
+    state_dir: &std::path::Path,
+) -> Result<(Sources, Vec<ResolvedTarget>)> {
     let cannot = || format!("{}: cannot plan", scenario.file.display());
-    let sources = Sources::connect(scenario).await.with_context(cannot)?;
+    let sources = Sources::connect(scenario, state_dir)
+        .await
+        .with_context(cannot)?;
     let targets = sources
         .resolve(&scenario.targets)
         .await
@@ -203,9 +215,13 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
                 ExitCode::from(2)
             })
         }
-        Command::Plan { scenario, node } => {
+        Command::Plan {
+            scenario,
+            node,
+            state_dir,
+        } => {
             let scenario = Scenario::load(&scenario)?;
-            let (_sources, targets) = resolve(&scenario).await?;
+            let (_sources, targets) = resolve(&scenario, &state_dir).await?;
             let node = node.unwrap_or_else(facts::node_hostname);
             print!("{}", plan::render(&scenario, &targets, &node));
             Ok(ExitCode::SUCCESS)
@@ -216,6 +232,7 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
             node,
             drain,
             no_progress,
+            state_dir,
             collector,
             auth,
             flush,
@@ -240,8 +257,15 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
                 None => None,
             };
             let scenario = Scenario::load(&scenario)?;
+            // A run that was killed may have left flags set: undo that first.
+            for line in bounce_agent::ceph::flags::recover(&state_dir)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e} (nothing was restarted)"))?
+            {
+                eprintln!("{line}");
+            }
             // Everything is resolved and checked before the first restart.
-            let (sources, targets) = resolve(&scenario).await?;
+            let (sources, targets) = resolve(&scenario, &state_dir).await?;
             let docker_version = match sources.docker() {
                 Some(d) => d.version().await,
                 None => None,
@@ -289,6 +313,10 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
                 show_progress: !no_progress && std::io::stderr().is_terminal(),
             };
             let (out, end) = runner::run(&sources, &scenario, &targets, &labels, out, &opts).await;
+            // Whatever ended the run: undo what it set, before anything else.
+            for line in sources.end_run().await {
+                eprintln!("{line}");
+            }
             let interrupted = end.stopped == Some(StopReason::Interrupted);
             let (summary, streamer) = out.finish(RunInfo {
                 run_id: labels.run_id.clone(),

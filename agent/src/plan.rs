@@ -31,7 +31,10 @@ pub fn render(scenario: &Scenario, targets: &[ResolvedTarget], node: &str) -> St
     );
     let _ = writeln!(s, "\ntargets:");
     for (i, t) in targets.iter().enumerate() {
-        let ready: Vec<String> = t.ready.iter().map(|p| p.label()).collect();
+        let mut ready: Vec<String> = t.ready.iter().map(|p| p.label()).collect();
+        if ready.is_empty() {
+            ready.push("the gates' wait_for milestone".into());
+        }
         let _ = writeln!(
             s,
             "  {:>3}. {} [targets[{}], {}]\n       action {}, timeout {}s, ready when: {}\n       {}",
@@ -42,6 +45,8 @@ pub fn render(scenario: &Scenario, targets: &[ResolvedTarget], node: &str) -> St
                 bounce_wire::TargetRef::Docker { id, .. } =>
                     format!("docker {}", &id[..id.len().min(12)]),
                 bounce_wire::TargetRef::Systemd { bus, .. } => format!("systemd unit, {bus} bus"),
+                bounce_wire::TargetRef::CephOsd { id, bus, .. } =>
+                    format!("ceph osd.{id}, unit on the {bus} bus"),
             },
             t.action,
             t.timeout.as_secs(),

@@ -224,7 +224,7 @@ fn report_progress(pb: &ProgressBar, rec: &TimelineRecord) {
     let mut line = format!(
         "{:<8} {} #{}",
         rec.outcome.as_str(),
-        rec.service,
+        rec.target.name(),
         rec.iteration
     );
     for phase in Phase::ALL {

@@ -3,6 +3,7 @@
 //! restart), behind the one [`Driver`] interface the runner uses.
 
 use crate::abort::Abort;
+use crate::ceph::osd::CephOsds;
 use crate::docker::DockerEngine;
 use crate::scenario::{Bus, Scenario, Selector, TargetSpec};
 use crate::systemd::SystemdManager;
@@ -10,15 +11,18 @@ use crate::target::{BoxFuture, Driver, PlanError, ResolvedTarget, TargetDetail, 
 use crate::timeline::{Ending, Timeline};
 use bounce_wire::TargetRef;
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 pub struct Sources {
     docker: Option<Arc<DockerEngine>>,
     systemd: Vec<SystemdManager>,
+    ceph: Vec<CephOsds>,
 }
 
 impl Sources {
-    pub async fn connect(scenario: &Scenario) -> Result<Sources, PlanError> {
+    /// `state_dir` keeps what must survive a crash (Ceph flags bounce set).
+    pub async fn connect(scenario: &Scenario, state_dir: &Path) -> Result<Sources, PlanError> {
         let needs_docker = scenario
             .targets
             .iter()
@@ -41,7 +45,17 @@ impl Sources {
         for bus in &buses {
             systemd.push(SystemdManager::connect(bus, docker.clone()).await?);
         }
-        Ok(Sources { docker, systemd })
+        let mut ceph = Vec::new();
+        for (index, t) in scenario.targets.iter().enumerate() {
+            if let Selector::CephOsd(sel) = &t.selector {
+                ceph.push(CephOsds::connect(index, t, sel, state_dir).await?);
+            }
+        }
+        Ok(Sources {
+            docker,
+            systemd,
+            ceph,
+        })
     }
 
     pub fn docker(&self) -> Option<&DockerEngine> {
@@ -54,6 +68,17 @@ impl Sources {
             .map(|d| d as &dyn Driver)
             .into_iter()
             .chain(self.systemd.iter().map(|s| s as &dyn Driver))
+            .chain(self.ceph.iter().map(|c| c as &dyn Driver))
+    }
+
+    /// The end of a run, whatever ended it: undo what the run set (Ceph
+    /// flags). Returns what it did, in words.
+    pub async fn end_run(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for c in &self.ceph {
+            out.extend(c.release().await);
+        }
+        out
     }
 
     /// Every target entry, in the scenario's order; a target selected twice is an error.
@@ -65,7 +90,12 @@ impl Sources {
                 for t in driver.resolve(index, spec).await? {
                     let key = match &t.target {
                         TargetRef::Docker { name, .. } => format!("docker {name}"),
-                        TargetRef::Systemd { name, bus, .. } => format!("systemd {bus} {name}"),
+                        TargetRef::Systemd { name, bus, .. }
+                        | TargetRef::CephOsd {
+                            unit: name, bus, ..
+                        } => {
+                            format!("systemd {bus} {name}")
+                        }
                     };
                     if let Some(first) = seen.insert(key, index) {
                         return Err(PlanError::Overlap {
@@ -108,6 +138,12 @@ impl Driver for Sources {
                 Some(d) => d.restart(target, iteration, abort),
                 None => Box::pin(async move { not_mine(target) }),
             },
+            TargetDetail::CephOsd(d) => {
+                match self.ceph.iter().find(|c| c.index() == d.spec_index) {
+                    Some(c) => c.restart(target, iteration, abort),
+                    None => Box::pin(async move { not_mine(target) }),
+                }
+            }
             TargetDetail::Systemd(u) => match self.systemd.iter().find(|m| *m.bus() == u.bus) {
                 Some(m) => m.restart(target, iteration, abort),
                 None => Box::pin(async move { not_mine(target) }),

@@ -155,6 +155,23 @@ impl SystemdManager {
         &self.bus
     }
 
+    /// Loaded units matching a name or glob: (name, ActiveState, object path).
+    pub(crate) async fn list_units(
+        &self,
+        pattern: &str,
+    ) -> Result<Vec<(String, String, OwnedObjectPath)>, PlanError> {
+        let units = self
+            .manager
+            .list_units_by_patterns(&[], &[pattern])
+            .await
+            .map_err(|e| bus_error(&self.bus, e))?;
+        Ok(units
+            .into_iter()
+            .filter(|u| u.2 != "not-found")
+            .map(|u| (u.0, u.3, u.6))
+            .collect())
+    }
+
     async fn resolve_spec(
         &self,
         index: usize,
@@ -163,16 +180,7 @@ impl SystemdManager {
     ) -> Result<Vec<ResolvedTarget>, PlanError> {
         let mut names = Vec::new();
         for pattern in &selector.units.0 {
-            let units = self
-                .manager
-                .list_units_by_patterns(&[], &[pattern.text.as_str()])
-                .await
-                .map_err(|e| bus_error(&self.bus, e))?;
-            let hits: Vec<(String, String, OwnedObjectPath)> = units
-                .into_iter()
-                .filter(|u| u.2 != "not-found")
-                .map(|u| (u.0, u.3, u.6))
-                .collect();
+            let hits = self.list_units(&pattern.text).await?;
             if hits.is_empty() {
                 return Err(PlanError::NoUnit {
                     index,
@@ -276,7 +284,8 @@ impl SystemdManager {
         })
     }
 
-    async fn restart_unit(
+    /// Restarts one unit and times it (readiness: the target's probes).
+    pub(crate) async fn restart_unit(
         &self,
         t: &ResolvedTarget,
         u: &UnitDetail,

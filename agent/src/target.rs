@@ -36,6 +36,7 @@ pub struct ResolvedTarget {
 pub enum TargetDetail {
     Docker(crate::docker::ContainerDetail),
     Systemd(crate::systemd::UnitDetail),
+    CephOsd(crate::ceph::osd::OsdDetail),
 }
 
 impl ResolvedTarget {

@@ -551,3 +551,23 @@ pub fn ceph_up() -> &'static CephEnv {
         Err(e) => panic!("no Ceph cluster for the tests: {e}"),
     }
 }
+
+/// Holds the test Ceph cluster for one test at a time, across test
+/// processes (an flock on a file beside it).
+pub struct ClusterLock {
+    /// The lock is released when the file closes.
+    _file: std::fs::File,
+}
+
+pub fn lock_cluster() -> ClusterLock {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/tmp/bounce-ceph-tests.lock")
+        .expect("cluster lock file");
+    use std::os::fd::AsRawFd;
+    // Blocks until the other holder is done.
+    assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
+    ClusterLock { _file: f }
+}

@@ -19,10 +19,6 @@ fn socket(id: u32) -> std::path::PathBuf {
     ceph_up().run_dir.join(format!("ceph-osd.{id}.asok"))
 }
 
-/// One test at a time on the shared cluster: one restarts an OSD, the other
-/// asks whether stopping one is safe.
-static CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -47,7 +43,8 @@ async fn wait_healthy(c: &CephCli) {
 
 #[test]
 fn admin_sockets_and_the_cli_see_the_cluster() {
-    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    // One test at a time on the shared cluster.
+    let _one = lock_cluster();
     let env = ceph_up();
     rt().block_on(async {
         for id in &env.osds {
@@ -100,7 +97,8 @@ fn admin_sockets_and_the_cli_see_the_cluster() {
 
 #[test]
 fn an_osd_restart_over_dbus_is_seen_by_both() {
-    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    // One test at a time on the shared cluster.
+    let _one = lock_cluster();
     let env = ceph_up();
     let id = *env.osds.last().unwrap();
     rt().block_on(async {

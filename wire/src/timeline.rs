@@ -22,16 +22,28 @@ pub enum Phase {
     /// inactive. Long when the unit waits for something after its container
     /// is gone (osism/issues#973).
     UnitSettle,
+    /// Ceph OSD: running → its admin socket says `active`.
+    OsdBoot,
+    /// Ceph OSD: running → up in the osdmap, from a new epoch.
+    OsdUp,
+    /// Ceph OSD: running → no PG inactive, as reported after the OSD came up.
+    PgsActive,
+    /// Ceph OSD: running → every PG active+clean, as reported after the OSD came up.
+    PgsClean,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 6] = [
+    pub const ALL: [Phase; 10] = [
         Phase::Stop,
         Phase::Start,
         Phase::Ready,
         Phase::Total,
         Phase::ContainerStop,
         Phase::UnitSettle,
+        Phase::OsdBoot,
+        Phase::OsdUp,
+        Phase::PgsActive,
+        Phase::PgsClean,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +54,10 @@ impl Phase {
             Phase::Total => "total",
             Phase::ContainerStop => "container_stop",
             Phase::UnitSettle => "unit_settle",
+            Phase::OsdBoot => "osd_boot",
+            Phase::OsdUp => "osd_up",
+            Phase::PgsActive => "pgs_active",
+            Phase::PgsClean => "pgs_clean",
         }
     }
 
@@ -58,6 +74,10 @@ impl Phase {
             Phase::Total => (BoundaryName::Requested, BoundaryName::Ready),
             Phase::ContainerStop => (BoundaryName::Requested, BoundaryName::ContainerExited),
             Phase::UnitSettle => (BoundaryName::ContainerExited, BoundaryName::Exited),
+            Phase::OsdBoot => (BoundaryName::Started, BoundaryName::OsdActive),
+            Phase::OsdUp => (BoundaryName::Started, BoundaryName::OsdUp),
+            Phase::PgsActive => (BoundaryName::Started, BoundaryName::PgsActive),
+            Phase::PgsClean => (BoundaryName::Started, BoundaryName::PgsClean),
         }
     }
 }
@@ -90,6 +110,14 @@ pub enum BoundaryName {
     ContainerExited,
     /// The container a unit wraps runs again.
     ContainerStarted,
+    /// A Ceph OSD's admin socket first answered `state: active`.
+    OsdActive,
+    /// A Ceph OSD was first seen up in the osdmap from a new epoch.
+    OsdUp,
+    /// No PG inactive, in PG stats reported at or after the OSD's new epoch.
+    PgsActive,
+    /// Every PG active+clean, in PG stats reported at or after the OSD's new epoch.
+    PgsClean,
 }
 
 /// Where a timestamp came from.
@@ -109,6 +137,11 @@ pub enum Source {
     /// systemd's CLOCK_MONOTONIC µs, placed on the realtime axis with the
     /// offset between the two clocks sampled by the agent at the request.
     Systemd { property: String },
+    /// A Ceph query, polled by the agent: `admin socket status`,
+    /// `osd dump`, `pg dump pgs`. The boundary is the end of the first poll
+    /// that showed the state (the agent's clock), so it is late by at most
+    /// one poll interval plus the query's own time.
+    Ceph { query: String },
     /// The end of the first successful try of a readiness probe.
     Probe { probe: String },
 }
@@ -202,6 +235,12 @@ pub enum TargetRef {
         name: String,
         id: String,
     },
+    /// A Ceph OSD, restarted through its systemd unit.
+    CephOsd {
+        id: u32,
+        unit: String,
+        bus: String,
+    },
     /// A unit of a systemd manager; `bus` is `system`, `user` or a D-Bus address.
     Systemd {
         name: String,
@@ -216,6 +255,7 @@ impl TargetRef {
     pub fn name(&self) -> &str {
         match self {
             TargetRef::Docker { name, .. } | TargetRef::Systemd { name, .. } => name,
+            TargetRef::CephOsd { unit, .. } => unit,
         }
     }
 }

@@ -29,11 +29,19 @@ pub struct CephCli {
     pub timeout: Duration,
 }
 
-/// The cluster's health: status and the codes of its checks.
+/// The cluster's health: status and its checks (code, summary message).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {
     pub status: String,
-    pub checks: Vec<String>,
+    pub checks: Vec<(String, String)>,
+}
+
+/// One PG's state as reported, and the osdmap epoch of that report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgState {
+    pub pgid: String,
+    pub state: String,
+    pub reported_epoch: u64,
 }
 
 /// One OSD in the osdmap.
@@ -113,7 +121,16 @@ impl CephCli {
             status: v["status"].as_str().unwrap_or("UNKNOWN").to_string(),
             checks: v["checks"]
                 .as_object()
-                .map(|m| m.keys().cloned().collect())
+                .map(|m| {
+                    m.iter()
+                        .map(|(code, c)| {
+                            (
+                                code.clone(),
+                                c["summary"]["message"].as_str().unwrap_or("").to_string(),
+                            )
+                        })
+                        .collect()
+                })
                 .unwrap_or_default(),
         })
     }
@@ -134,6 +151,29 @@ impl CephCli {
             })
             .unwrap_or_default();
         Ok((v["epoch"].as_u64().unwrap_or(0), osds))
+    }
+
+    /// Every PG's state (`pg dump pgs`). Stats come from the mgr and can
+    /// predate a restart: callers compare `reported_epoch` with the epoch
+    /// they care about.
+    pub async fn pgs(&self) -> Result<Vec<PgState>, CliError> {
+        let v = self.json(&["pg", "dump", "pgs"]).await?;
+        let list = v["pg_stats"]
+            .as_array()
+            .or(v.as_array())
+            .cloned()
+            .unwrap_or_default();
+        Ok(list
+            .iter()
+            .map(|p| PgState {
+                pgid: p["pgid"].as_str().unwrap_or("").to_string(),
+                state: p["state"].as_str().unwrap_or("").to_string(),
+                reported_epoch: p["reported_epoch"]
+                    .as_u64()
+                    .or_else(|| p["reported_epoch"].as_str()?.parse().ok())
+                    .unwrap_or(0),
+            })
+            .collect())
     }
 
     /// Whether stopping these OSDs leaves every PG able to serve I/O.

@@ -11,3 +11,5 @@
 
 pub mod asok;
 pub mod cli;
+pub mod flags;
+pub mod osd;

@@ -112,12 +112,186 @@ pub struct TargetSpec {
     pub ready: Option<NonEmpty<ProbeSpec>>,
     /// Per restart, from the request until ready.
     pub timeout: Span,
+    /// Cluster conditions (Ceph OSD targets only).
+    pub gates: Option<Gates>,
 }
 
 #[derive(Debug, Clone)]
 pub enum Selector {
     Docker(DockerSelector),
     Systemd(SystemdSelector),
+    CephOsd(CephOsdSelector),
+}
+
+/// The OSDs of this node, restarted through their systemd units.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CephOsdSelector {
+    /// `all` (the OSDs whose units this node's manager has) or a list of ids.
+    #[serde(default)]
+    pub ids: OsdIds,
+    /// How to restart them; only `systemd` today.
+    #[serde(default)]
+    pub via: Via,
+    /// The unit of OSD `{id}` (ceph-ansible: `ceph-osd@{id}.service`; cephadm:
+    /// `ceph-FSID@osd.{id}.service`).
+    #[serde(default = "default_osd_unit")]
+    pub unit: IdTemplate,
+    #[serde(default)]
+    pub bus: Bus,
+    /// The command that runs `ceph` (e.g. `[docker, exec, ceph-mon-HOST, ceph]`).
+    #[serde(default = "default_ceph_cli")]
+    pub ceph: NonEmpty<String>,
+    /// The admin socket of OSD `{id}`.
+    #[serde(default = "default_osd_asok")]
+    pub admin_socket: IdTemplate,
+}
+
+fn default_osd_unit() -> IdTemplate {
+    IdTemplate("ceph-osd@{id}.service".into())
+}
+fn default_osd_asok() -> IdTemplate {
+    IdTemplate("/var/run/ceph/ceph-osd.{id}.asok".into())
+}
+fn default_ceph_cli() -> NonEmpty<String> {
+    NonEmpty(vec!["ceph".into()])
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum OsdIds {
+    #[default]
+    All,
+    List(Vec<u32>),
+}
+
+impl<'de> Deserialize<'de> for OsdIds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = OsdIds;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("`all` or a list of OSD ids")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OsdIds, E> {
+                match v {
+                    "all" => Ok(OsdIds::All),
+                    other => Err(E::custom(format!(
+                        "{other:?}: write `all` or a list such as [0, 3]"
+                    ))),
+                }
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<OsdIds, A::Error> {
+                let mut ids = Vec::new();
+                while let Some(id) = seq.next_element::<u32>()? {
+                    if ids.contains(&id) {
+                        return Err(de::Error::custom(format!("osd.{id} is listed twice")));
+                    }
+                    ids.push(id);
+                }
+                if ids.is_empty() {
+                    return Err(de::Error::custom("must list at least one OSD id"));
+                }
+                Ok(OsdIds::List(ids))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    #[default]
+    Systemd,
+}
+
+/// A string with one `{id}` in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdTemplate(pub String);
+
+impl IdTemplate {
+    pub fn with(&self, id: u32) -> String {
+        self.0.replace("{id}", &id.to_string())
+    }
+    /// The id in `s`, if `s` is this template filled in.
+    pub fn id_of(&self, s: &str) -> Option<u32> {
+        let (pre, post) = self.0.split_once("{id}")?;
+        s.strip_prefix(pre)?.strip_suffix(post)?.parse().ok()
+    }
+}
+
+impl<'de> Deserialize<'de> for IdTemplate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked::string(d, "a name with {id} in it", |s| {
+            if s.matches("{id}").count() != 1 {
+                return Err(format!("{s:?} must contain {{id}} exactly once"));
+            }
+            Ok(IdTemplate(s.to_string()))
+        })
+    }
+}
+
+/// What must hold before and between OSD restarts (Ceph OSD targets).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gates {
+    /// `ok` (default): HEALTH_OK, or HEALTH_WARN with only `allow_warnings`
+    /// (and the flags bounce itself set) before each restart.
+    #[serde(default)]
+    pub health: HealthGate,
+    /// Health check codes tolerated, e.g. [LARGE_OMAP_OBJECTS].
+    #[serde(default)]
+    pub allow_warnings: Vec<String>,
+    /// Ask `ceph osd ok-to-stop` before each restart (default true).
+    #[serde(default = "yes")]
+    pub ok_to_stop: bool,
+    /// Set `noout` for the run (default true), unset on every exit path.
+    #[serde(default = "yes")]
+    pub noout: bool,
+    /// The milestone that makes an OSD restart done and lets the next one start.
+    #[serde(default)]
+    pub wait_for: WaitFor,
+    /// How long a gate may take to hold before the restart is abandoned.
+    #[serde(default = "default_gate_timeout")]
+    pub timeout: Span,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_gate_timeout() -> Span {
+    Span::secs(600)
+}
+
+impl Default for Gates {
+    fn default() -> Gates {
+        Gates {
+            health: HealthGate::Ok,
+            allow_warnings: Vec::new(),
+            ok_to_stop: true,
+            noout: true,
+            wait_for: WaitFor::PgsActive,
+            timeout: default_gate_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthGate {
+    #[default]
+    Ok,
+    /// No health requirement (not recommended).
+    Any,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitFor {
+    OsdUp,
+    #[default]
+    PgsActive,
+    PgsClean,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,6 +299,8 @@ pub enum Selector {
 struct RawTarget {
     docker: Option<DockerSelector>,
     systemd: Option<SystemdSelector>,
+    ceph_osd: Option<CephOsdSelector>,
+    gates: Option<Gates>,
     #[serde(default)]
     action: Action,
     stop_timeout: Option<StopTimeout>,
@@ -136,18 +312,37 @@ struct RawTarget {
 impl TryFrom<RawTarget> for TargetSpec {
     type Error = String;
     fn try_from(raw: RawTarget) -> Result<TargetSpec, String> {
-        let selector = match (raw.docker, raw.systemd) {
-            (Some(d), None) => Selector::Docker(d),
-            (None, Some(s)) => {
-                if raw.stop_timeout.is_some() {
-                    return Err("stop_timeout applies to docker targets; a unit stops within its own TimeoutStopSec=".into());
-                }
-                Selector::Systemd(s)
-            }
-            (None, None) => return Err("a target needs a selector: `docker:` or `systemd:`".into()),
-            (Some(_), Some(_)) => {
-                return Err("a target has one selector: `docker:` or `systemd:`, not both (make two entries)".into());
-            }
+        let mut selectors = Vec::new();
+        if let Some(d) = raw.docker {
+            selectors.push(Selector::Docker(d));
+        }
+        if let Some(s) = raw.systemd {
+            selectors.push(Selector::Systemd(s));
+        }
+        if let Some(c) = raw.ceph_osd {
+            selectors.push(Selector::CephOsd(c));
+        }
+        if selectors.len() > 1 {
+            return Err("a target has one selector (`docker:`, `systemd:` or `ceph_osd:`); make two entries".into());
+        }
+        let Some(selector) = selectors.pop() else {
+            return Err("a target needs a selector: `docker:`, `systemd:` or `ceph_osd:`".into());
+        };
+        if raw.stop_timeout.is_some() && !matches!(selector, Selector::Docker(_)) {
+            return Err("stop_timeout applies to docker targets; a unit stops within its own TimeoutStopSec=".into());
+        }
+        if raw.gates.is_some() && !matches!(selector, Selector::CephOsd(_)) {
+            return Err("gates apply to ceph_osd targets".into());
+        }
+        if matches!(selector, Selector::CephOsd(_)) && raw.ready.is_some() {
+            return Err("a ceph_osd target is ready at its gates' `wait_for` milestone; `ready:` does not apply".into());
+        }
+        if matches!(selector, Selector::CephOsd(_)) && raw.action == Action::Kill {
+            return Err("action kill is not offered for OSDs: use restart or stop-start".into());
+        }
+        let gates = match &selector {
+            Selector::CephOsd(_) => Some(raw.gates.unwrap_or_default()),
+            _ => None,
         };
         Ok(TargetSpec {
             selector,
@@ -155,6 +350,7 @@ impl TryFrom<RawTarget> for TargetSpec {
             stop_timeout: raw.stop_timeout,
             ready: raw.ready,
             timeout: raw.timeout,
+            gates,
         })
     }
 }
@@ -763,6 +959,39 @@ targets:
         assert!(e.contains("not a bus"), "{e}");
         let e = err("deployment: lab\ntargets:\n  - action: restart\n");
         assert!(e.contains("needs a selector"), "{e}");
+    }
+
+    #[test]
+    fn ceph_osd_targets_parse_with_their_gates() {
+        let s = parse(
+            "deployment: lab\ntargets:\n  - ceph_osd:\n      ids: [0, 3]\n      ceph: [ceph, --conf, /etc/ceph/ceph.conf]\n    gates: {health: ok, allow_warnings: [LARGE_OMAP_OBJECTS], ok_to_stop: true, noout: true, wait_for: pgs_clean}\n    timeout: 600s\n",
+        )
+        .unwrap();
+        let t = &s.targets[0];
+        let Selector::CephOsd(c) = &t.selector else {
+            panic!("ceph")
+        };
+        assert_eq!(c.ids, OsdIds::List(vec![0, 3]));
+        assert_eq!(c.unit.with(3), "ceph-osd@3.service");
+        assert_eq!(c.unit.id_of("ceph-osd@12.service"), Some(12));
+        assert_eq!(c.admin_socket.with(0), "/var/run/ceph/ceph-osd.0.asok");
+        let g = t.gates.as_ref().unwrap();
+        assert_eq!(g.wait_for, WaitFor::PgsClean);
+        assert_eq!(g.allow_warnings, ["LARGE_OMAP_OBJECTS"]);
+        let d = parse("deployment: lab\ntargets:\n  - ceph_osd: {}\n").unwrap();
+        assert!(d.targets[0].gates.as_ref().unwrap().noout);
+
+        let e = err("deployment: lab\ntargets:\n  - ceph_osd: {ids: [1, 1]}\n");
+        assert!(e.contains("listed twice"), "{e}");
+        let e = err("deployment: lab\ntargets:\n  - ceph_osd: {unit: ceph-osd.service}\n");
+        assert!(e.contains("{id}"), "{e}");
+        let e = err("deployment: lab\ntargets:\n  - ceph_osd: {via: docker}\n");
+        assert!(e.contains("docker"), "{e}");
+        let e =
+            err("deployment: lab\ntargets:\n  - docker: {names: [a]}\n    gates: {noout: true}\n");
+        assert!(e.contains("gates apply to ceph_osd"), "{e}");
+        let e = err("deployment: lab\ntargets:\n  - ceph_osd: {}\n    gates: {wait_for: soon}\n");
+        assert!(e.contains("soon"), "{e}");
     }
 
     #[test]
