@@ -92,7 +92,7 @@ impl DockerEngine {
     ) -> Result<ContainerDetail, bollard::errors::Error> {
         let info = self.docker.inspect_container(name, None).await?;
         let config = info.config.unwrap_or_default();
-        let health = config.healthcheck.unwrap_or_default();
+        let (health_cmd, health_timeout) = health_of(&config);
         Ok(ContainerDetail {
             id: info.id.unwrap_or_default(),
             image: config.image.unwrap_or_default(),
@@ -102,12 +102,8 @@ impl DockerEngine {
                 .stop_timeout
                 .map(|t| t.max(0) as u32)
                 .unwrap_or(ENGINE_DEFAULT_STOP_TIMEOUT),
-            health_cmd: probes::health_command(&health.test.unwrap_or_default()),
-            health_timeout: health
-                .timeout
-                .filter(|ns| *ns > 0)
-                .map(|ns| Duration::from_nanos(ns as u64))
-                .unwrap_or(ENGINE_DEFAULT_HEALTH_TIMEOUT),
+            health_cmd,
+            health_timeout,
         })
     }
 
@@ -201,13 +197,7 @@ impl DockerEngine {
                 policy: policy_text,
             });
         }
-        let health = config.healthcheck.clone().unwrap_or_default();
-        let health_cmd = probes::health_command(&health.test.clone().unwrap_or_default());
-        let health_timeout = health
-            .timeout
-            .filter(|ns| *ns > 0)
-            .map(|ns| Duration::from_nanos(ns as u64))
-            .unwrap_or(ENGINE_DEFAULT_HEALTH_TIMEOUT);
+        let (health_cmd, health_timeout) = health_of(&config);
         let ready = readiness::probes_for(spec, health_cmd.is_some(), index, name)?;
         let requested_stop_timeout = spec.stop_timeout.map(|t| t.0);
         let effective_stop_timeout = requested_stop_timeout
@@ -473,6 +463,18 @@ impl DockerEngine {
         });
         (rx, task)
     }
+}
+
+/// A container's health command (as an argv) and its per-try timeout.
+fn health_of(config: &bollard::models::ContainerConfig) -> (Option<Vec<String>>, Duration) {
+    let health = config.healthcheck.clone().unwrap_or_default();
+    let cmd = probes::health_command(&health.test.unwrap_or_default());
+    let timeout = health
+        .timeout
+        .filter(|ns| *ns > 0)
+        .map(|ns| Duration::from_nanos(ns as u64))
+        .unwrap_or(ENGINE_DEFAULT_HEALTH_TIMEOUT);
+    (cmd, timeout)
 }
 
 /// What the event stream has shown since the request.

@@ -327,29 +327,23 @@ async fn run_summary(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require(&state, &headers, Role::Admin)?;
     known_run(&state, &run_id)?;
-    let timelines = state
-        .reader
-        .lock()
-        .unwrap()
-        .run_timelines(&run_id, None)
-        .map_err(internal)?;
-    let hs = run_phase_histograms(&state, &run_id)?;
-    let rows = rows_from(&timelines, &hs);
+    let (timelines, nodes) = {
+        let store = state.reader.lock().unwrap();
+        (
+            store.run_timelines(&run_id, None).map_err(internal)?,
+            store.run_agent_count(&run_id).map_err(internal)?,
+        )
+    };
+    let rows = rows_from(&timelines, &PhaseHistograms::from_timelines(&timelines));
     let mut outcomes = BTreeMap::<bounce_wire::Outcome, u64>::new();
     for t in &timelines {
         *outcomes.entry(t.outcome).or_default() += 1;
     }
-    let nodes = state
-        .reader
-        .lock()
-        .unwrap()
-        .run_agents(&run_id)
-        .map_err(internal)?;
     Ok(Json(serde_json::json!({
         "run_id": run_id,
         "restarts": timelines.len(),
         "outcomes": outcomes,
-        "nodes": nodes.len(),
+        "nodes": nodes,
         "where_time_went": where_time_went(&timelines, &rows),
         "rows": rows,
     })))

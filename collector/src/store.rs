@@ -292,13 +292,9 @@ impl Store {
     /// The run's histograms per (service, phase), merged from its timelines'
     /// phases: the same values the agents recorded, so the same histograms.
     pub fn run_histograms(&self, run_id: &str) -> Result<PhaseHistograms, StoreError> {
-        let mut hs = PhaseHistograms::default();
-        for t in self.run_timelines(run_id, None)? {
-            for (phase, secs) in &t.phases {
-                hs.record(&t.service, *phase, *secs);
-            }
-        }
-        Ok(hs)
+        Ok(PhaseHistograms::from_timelines(
+            &self.run_timelines(run_id, None)?,
+        ))
     }
 
     pub fn run_timelines(
@@ -315,6 +311,14 @@ impl Store {
             out.push(serde_json::from_str(&row?).map_err(|e| StoreError::Corrupt(e.to_string()))?);
         }
         Ok(out)
+    }
+
+    pub fn run_agent_count(&self, run_id: &str) -> Result<u64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM run_agents WHERE run_id = ?1",
+            [run_id],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
     }
 
     /// Per agent (node) of a run: facts, planned, finished, outcomes.

@@ -208,6 +208,17 @@ pub fn agent(args: &[&str]) -> Output {
         .expect("running bounce-agent")
 }
 
+/// Starts `bounce-agent ARGS` in the background, output captured (for tests
+/// that signal or kill it).
+pub fn spawn_agent(args: &[&str]) -> std::process::Child {
+    Command::new(bin("bounce-agent"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting bounce-agent")
+}
+
 pub fn text(out: &Output) -> String {
     format!(
         "status {:?}\n--- stdout\n{}\n--- stderr\n{}",

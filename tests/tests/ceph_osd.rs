@@ -193,20 +193,15 @@ fn noout_is_unset_after_ctrl_c_and_after_a_kill_9_on_the_next_start() {
     let state = dir.path("state");
     let file = dir.write("osd.yaml", &scenario("all", "", 5));
     let start = |out: &str| {
-        std::process::Command::new(bin("bounce-agent"))
-            .args([
-                "run",
-                file.to_str().unwrap(),
-                "-o",
-                dir.path(out).to_str().unwrap(),
-                "--no-progress",
-                "--state-dir",
-                state.to_str().unwrap(),
-            ])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
+        spawn_agent(&[
+            "run",
+            file.to_str().unwrap(),
+            "-o",
+            dir.path(out).to_str().unwrap(),
+            "--no-progress",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ])
     };
     let wait_noout = || {
         for _ in 0..200 {

@@ -434,18 +434,13 @@ fn ctrl_c_finishes_the_restart_in_flight_and_writes_what_was_measured() {
         ),
     );
     let out_dir = dir.path("out");
-    let child = std::process::Command::new(bin("bounce-agent"))
-        .args([
-            "run",
-            scenario.to_str().unwrap(),
-            "-o",
-            out_dir.to_str().unwrap(),
-            "--no-progress",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_agent(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "-o",
+        out_dir.to_str().unwrap(),
+        "--no-progress",
+    ]);
     // Interrupt once the first restart has been written: the second is then
     // in flight (its stop takes 1 s), and must be let finish.
     let tl = out_dir.join("timelines.jsonl");
@@ -458,7 +453,7 @@ fn ctrl_c_finishes_the_restart_in_flight_and_writes_what_was_measured() {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    unsafe { libc_kill(child.id() as i32, 2) };
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("interrupted"), "{}", text(&out));
@@ -474,11 +469,6 @@ fn ctrl_c_finishes_the_restart_in_flight_and_writes_what_was_measured() {
     assert!(summary.interrupted);
     assert_eq!(summary.not_started, 20 - tls.len() as u64);
     assert_eq!(c.inspect()["State"]["Running"], true, "left running");
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 #[test]
@@ -497,20 +487,15 @@ fn a_restart_still_in_flight_when_the_drain_time_runs_out_is_recorded_as_aborted
         ),
     );
     let out_dir = dir.path("out");
-    let child = std::process::Command::new(bin("bounce-agent"))
-        .args([
-            "run",
-            scenario.to_str().unwrap(),
-            "-o",
-            out_dir.to_str().unwrap(),
-            "--no-progress",
-            "--drain",
-            "300ms",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_agent(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "-o",
+        out_dir.to_str().unwrap(),
+        "--no-progress",
+        "--drain",
+        "300ms",
+    ]);
     // Interrupt once the engine has sent SIGTERM (the stop then takes 3 s).
     let since = bounce_now_nanos();
     for _ in 0..100 {
@@ -522,7 +507,7 @@ fn a_restart_still_in_flight_when_the_drain_time_runs_out_is_recorded_as_aborted
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    unsafe { libc_kill(child.id() as i32, 2) };
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let tls = read_timelines(&out_dir);

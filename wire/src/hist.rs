@@ -106,6 +106,17 @@ impl PhaseHistograms {
         h.saturating_record(to_micros(seconds));
     }
 
+    /// Every observed phase of these timelines, once each.
+    pub fn from_timelines(timelines: &[crate::TimelineRecord]) -> PhaseHistograms {
+        let mut hs = PhaseHistograms::default();
+        for t in timelines {
+            for (phase, secs) in &t.phases {
+                hs.record(&t.service, *phase, *secs);
+            }
+        }
+        hs
+    }
+
     pub fn get(&self, service: &str, phase: Phase) -> Option<&Histogram<u64>> {
         self.by_key.get(&(service.to_string(), phase))
     }

@@ -66,11 +66,10 @@ pub struct Ack {
 
 /// The histograms of a batch's timelines (every observed phase, once each).
 pub fn histograms_of(timelines: &[TimelineRecord]) -> Result<Vec<EncodedHistogram>, HistError> {
-    let mut hs = PhaseHistograms::default();
+    let hs = PhaseHistograms::from_timelines(timelines);
     let mut sums = std::collections::BTreeMap::new();
     for t in timelines {
         for (phase, secs) in &t.phases {
-            hs.record(&t.service, *phase, *secs);
             *sums.entry((t.service.clone(), *phase)).or_insert(0.0) += secs;
         }
     }
