@@ -2,7 +2,8 @@
 # The demo: on a fresh Debian machine, set up a Docker engine, start three
 # throwaway containers that behave like kolla services, and let bounce-agent
 # restart and time them with scenarios/demo.yaml. Results land in
-# ./bounce-demo-out/<time>/; the containers are removed at the end.
+# ./bounce-demo-out/<time>/, a report in its report/ folder; the containers
+# are removed at the end.
 #
 #   ./scripts/demo.sh            # plan, run, summarize
 #   KEEP=1 ./scripts/demo.sh     # leave the demo containers running
@@ -44,6 +45,8 @@ status=0
 $AGENT run scenarios/demo.yaml --output "$out" || status=$?
 echo "== read back by the collector"
 $COLLECTOR summarize "$out"
+echo "== report (markdown + SVG charts + raw files, ready to attach to an issue)"
+$COLLECTOR report --from "$out" --out "$out/report"
 echo "== files"
-ls -l "$out"
+ls -l "$out" "$out/report"
 exit $status

@@ -270,7 +270,8 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
                 Some(d) => d.version().await,
                 None => None,
             };
-            let node_facts = facts::gather(docker_version);
+            let mut node_facts = facts::gather(docker_version);
+            facts::of_targets(&mut node_facts, &targets).await;
             let node = node.unwrap_or_else(|| node_facts.hostname.clone());
             let mut out = RunOutput::create(&output, &scenario.text)?;
             let labels = RunLabels {
@@ -305,6 +306,7 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
                         },
                         started_unix_nanos: started,
                         planned,
+                        scenario_yaml: Some(scenario.text.clone()),
                     },
                 )?);
             }

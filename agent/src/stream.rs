@@ -280,7 +280,11 @@ impl Streamer {
         self.seq += 1;
         let batch = Batch {
             agent: self.agent.clone(),
-            run: self.header.clone(),
+            // The scenario text travels once, with the first batch.
+            run: RunHeader {
+                scenario_yaml: self.header.scenario_yaml.clone().filter(|_| self.seq == 1),
+                ..self.header.clone()
+            },
             seq: self.seq,
             histograms: histograms_of(&timelines).map_err(|e| {
                 StreamError::Io(self.spool.dir.clone(), std::io::Error::other(e.to_string()))

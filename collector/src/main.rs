@@ -9,7 +9,8 @@ mod metrics;
 mod store;
 
 use anyhow::{Context, Result, bail};
-use bounce_wire::summary::{render_table, rows_from};
+use bounce_report::{CompareOptions, ReportOptions, RunData, Verdict, write_report};
+use bounce_wire::summary::{format_seconds, render_table, rows_from};
 use bounce_wire::{PhaseHistograms, TimelineRecord};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -59,6 +60,79 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a report for an upstream issue: report.md (GitHub markdown),
+    /// SVG charts, the raw timelines, histogram log and scenario; with a
+    /// baseline, the comparison per service and phase.
+    ///
+    /// The run comes from the store (RUN with --store) or from an agent's
+    /// --output folder (--from); the baseline likewise (--baseline or
+    /// --baseline-from). Exit status: 0 report written (no significant
+    /// slowdown), 1 report written and some service/phase is significantly
+    /// slower than the baseline beyond the threshold, 2 error.
+    #[command(verbatim_doc_comment)]
+    Report {
+        /// A run id from the store (`/api/v1/runs` lists them).
+        run: Option<String>,
+        /// The collector's store (the SQLite file `serve --store` uses; read only).
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// An agent's --output folder instead of RUN.
+        #[arg(long, conflicts_with = "run")]
+        from: Option<PathBuf>,
+        /// Compare with this run from the store.
+        #[arg(long)]
+        baseline: Option<String>,
+        /// Compare with the run in this agent --output folder.
+        #[arg(long, conflicts_with = "baseline")]
+        baseline_from: Option<PathBuf>,
+        /// Where to write (created; must not hold a report already).
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace host names and IP addresses everywhere (node-01, ip-01).
+        #[arg(long)]
+        redact: bool,
+        /// Significance level of the Mann-Whitney U test.
+        #[arg(long, default_value_t = 0.01)]
+        alpha: f64,
+        /// A p50 change below this fraction of the baseline is no change (`10%` or `0.1`).
+        #[arg(long, default_value = "10%", value_parser = parse_fraction)]
+        threshold: f64,
+        /// ...and so is one below this duration.
+        #[arg(long, default_value = "50ms", value_parser = parse_seconds)]
+        min_change: f64,
+        /// How many of the slowest restarts to list.
+        #[arg(long, default_value_t = 10)]
+        slowest: usize,
+    },
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    let v = match s.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
+        None => s.trim().parse::<f64>(),
+    }
+    .map_err(|_| format!("{s:?} is not a fraction (write 10% or 0.1)"))?;
+    if !(0.0..10.0).contains(&v) {
+        return Err(format!("{s:?} is out of range (0% to 1000%)"));
+    }
+    Ok(v)
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let (num, unit) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        return Err(format!("{s:?}: give a unit (50ms, 1s)"));
+    };
+    num.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| *v >= 0.0 && v.is_finite())
+        .map(|v| v * unit)
+        .ok_or_else(|| format!("{s:?} is not a duration (50ms, 1s)"))
 }
 
 fn main() -> ExitCode {
@@ -81,11 +155,12 @@ fn main() -> ExitCode {
                 agent_token_file,
                 admin_token_file,
                 (protect_metrics, per_node_metrics),
-            )),
+            ))
+            .map(|()| ExitCode::SUCCESS),
         other => run(other),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
@@ -165,7 +240,7 @@ async fn serve(
     Ok(())
 }
 
-fn run(cmd: Command) -> Result<()> {
+fn run(cmd: Command) -> Result<ExitCode> {
     match cmd {
         Command::Serve { .. } => unreachable!("served by main"),
         Command::Summarize { dir, json } => {
@@ -201,9 +276,112 @@ fn run(cmd: Command) -> Result<()> {
                 );
                 print!("{}", render_table(&rows));
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report {
+            run,
+            store,
+            from,
+            baseline,
+            baseline_from,
+            out,
+            redact,
+            alpha,
+            threshold,
+            min_change,
+            slowest,
+        } => {
+            let store = match (&store, run.is_some() || baseline.is_some()) {
+                (Some(path), _) => Some(open_store_for_reading(path)?),
+                (None, true) => bail!("a run id needs --store (the collector's SQLite file)"),
+                (None, false) => None,
+            };
+            let load = |id: Option<String>, dir: Option<PathBuf>| -> Result<Option<RunData>> {
+                match (id, dir) {
+                    (Some(id), _) => {
+                        let s = store.as_ref().expect("checked above");
+                        let mut data = s.run_data(&id)?.with_context(|| {
+                            format!("the store has no run {id:?} (/api/v1/runs lists them)")
+                        })?;
+                        data.origin = format!("collector store, run {id}");
+                        Ok(Some(data))
+                    }
+                    (None, Some(dir)) => Ok(Some(RunData::from_dir(&dir)?)),
+                    (None, None) => Ok(None),
+                }
+            };
+            let run_data =
+                load(run, from)?.context("which run? give RUN (with --store) or --from DIR")?;
+            let base_data = load(baseline, baseline_from)?;
+            if !(0.0..1.0).contains(&alpha) || alpha == 0.0 {
+                bail!("--alpha {alpha} must be between 0 and 1");
+            }
+            let opts = ReportOptions {
+                redact,
+                compare: CompareOptions {
+                    alpha,
+                    threshold,
+                    min_change_seconds: min_change,
+                    ..CompareOptions::default()
+                },
+                slowest,
+                ..ReportOptions::default()
+            };
+            let written = write_report(&run_data, base_data.as_ref(), &opts, &out)?;
+            let hists = PhaseHistograms::from_timelines(&run_data.timelines);
+            print!("{}", render_table(&rows_from(&run_data.timelines, &hists)));
+            let mut code = ExitCode::SUCCESS;
+            if let Some(c) = &written.comparison {
+                println!();
+                for ch in c
+                    .changes
+                    .iter()
+                    .filter(|ch| ch.verdict != Verdict::NoSignificantChange)
+                {
+                    println!(
+                        "{:<8} {}/{}: p50 {} -> {}{}",
+                        match ch.verdict {
+                            Verdict::Slower => "SLOWER",
+                            Verdict::Faster => "faster",
+                            _ => "note",
+                        },
+                        ch.service,
+                        ch.phase,
+                        format_seconds(ch.baseline.p50),
+                        format_seconds(ch.run.p50),
+                        match (ch.p_value, ch.verdict) {
+                            (Some(p), Verdict::Slower | Verdict::Faster) =>
+                                format!(" (p = {})", bounce_report::markdown::p_value(p)),
+                            _ => format!(" ({})", ch.verdict.as_str()),
+                        }
+                    );
+                }
+                println!("{}", bounce_report::markdown::verdict_line(c));
+                if c.regressed() {
+                    code = ExitCode::from(1);
+                }
+            }
+            eprintln!(
+                "report: {} ({} files in {})",
+                written.report.display(),
+                written.files.len(),
+                out.display()
+            );
+            Ok(code)
         }
     }
+}
+
+/// The store, for reading only: never created by a report (a typo in the
+/// path must not make an empty store).
+fn open_store_for_reading(path: &Path) -> Result<store::Store> {
+    if !path.is_file() {
+        bail!(
+            "{}: no such store (the file `serve --store` writes)",
+            path.display()
+        );
+    }
+    store::Store::open(path).with_context(|| format!("{}: cannot open the store", path.display()))
 }
 
 fn read_timelines(path: &Path) -> Result<Vec<TimelineRecord>> {

@@ -7,6 +7,7 @@
 //! acknowledged as `duplicate` and nothing is counted again.
 
 use crate::metrics::{BUCKETS, QUANTILES};
+use bounce_report::RunData;
 use bounce_wire::PhaseHistograms;
 use bounce_wire::hist::{self, new_histogram};
 use bounce_wire::ingest::Batch;
@@ -106,7 +107,8 @@ CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
     deployment TEXT NOT NULL,
     scenario TEXT NOT NULL,
-    started_unix_nanos INTEGER NOT NULL
+    started_unix_nanos INTEGER NOT NULL,
+    scenario_yaml TEXT
 );
 CREATE TABLE IF NOT EXISTS run_agents (
     run_id TEXT NOT NULL,
@@ -159,6 +161,15 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        // Stores made before runs kept their scenario text.
+        let has_yaml: bool = conn.query_row(
+            "SELECT count(*) FROM pragma_table_info('runs') WHERE name = 'scenario_yaml'",
+            [],
+            |r| r.get::<_, i64>(0).map(|n| n > 0),
+        )?;
+        if !has_yaml {
+            conn.execute_batch("ALTER TABLE runs ADD COLUMN scenario_yaml TEXT")?;
+        }
         Ok(Store { conn })
     }
 
@@ -321,6 +332,70 @@ impl Store {
         )? as u64)
     }
 
+    /// Everything a report needs about one run, all its agents together;
+    /// None when the store does not know the run.
+    pub fn run_data(&self, run_id: &str) -> Result<Option<RunData>, StoreError> {
+        let Some((deployment, scenario, started, scenario_yaml)) = self
+            .conn
+            .query_row(
+                "SELECT deployment, scenario, started_unix_nanos, scenario_yaml FROM runs WHERE run_id = ?1",
+                [run_id],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                    ))
+                },
+            )
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let mut stmt = self.conn.prepare(
+            "SELECT node_facts, planned, finished_unix_nanos, not_started, interrupted FROM run_agents WHERE run_id = ?1 ORDER BY agent",
+        )?;
+        let agents = stmt
+            .query_map([run_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<bool>>(4)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut data = RunData {
+            run_id: run_id.to_string(),
+            deployment,
+            scenario,
+            scenario_yaml,
+            nodes: Vec::new(),
+            started_unix_nanos: started,
+            // Finished when every agent said so.
+            finished_unix_nanos: agents.iter().map(|a| a.2).max().flatten(),
+            planned: 0,
+            not_started: 0,
+            interrupted: false,
+            timelines: self.run_timelines(run_id, None)?,
+            origin: String::new(),
+        };
+        if agents.iter().any(|a| a.2.is_none()) {
+            data.finished_unix_nanos = None;
+        }
+        for (facts, planned, _, not_started, interrupted) in agents {
+            data.nodes.push(
+                serde_json::from_str(&facts).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            );
+            data.planned += planned as u64;
+            data.not_started += not_started.unwrap_or(0) as u64;
+            data.interrupted |= interrupted.unwrap_or(false);
+        }
+        Ok(Some(data))
+    }
+
     /// Per agent (node) of a run: facts, planned, finished, outcomes.
     pub fn run_agents(&self, run_id: &str) -> Result<Vec<serde_json::Value>, StoreError> {
         let mut stmt = self.conn.prepare(
@@ -386,6 +461,12 @@ fn apply(
                 run.planned as i64
             ],
         )?;
+    if let Some(yaml) = &run.scenario_yaml {
+        tx.execute(
+            "UPDATE runs SET scenario_yaml = ?2 WHERE run_id = ?1 AND scenario_yaml IS NULL",
+            params![run.run_id, yaml],
+        )?;
+    }
     if let Some(end) = &batch.end {
         tx.execute(
                 "UPDATE run_agents SET finished_unix_nanos = ?3, not_started = ?4, interrupted = ?5 WHERE run_id = ?1 AND agent = ?2",

@@ -226,6 +226,7 @@ fn sample_batch(seq: u64) -> Batch {
             node: NodeFacts::default(),
             started_unix_nanos: 1,
             planned: 2,
+            scenario_yaml: None,
         },
         seq,
         histograms: histograms_of(std::slice::from_ref(&t)).unwrap(),

@@ -36,6 +36,9 @@ pub struct RunHeader {
     pub node: NodeFacts,
     pub started_unix_nanos: i64,
     pub planned: u64,
+    /// The scenario as the agent read it (for reports), sent with the first batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scenario_yaml: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -33,6 +33,12 @@ pub struct NodeFacts {
     pub memory_bytes: u64,
     pub docker_version: Option<String>,
     pub docker_api_version: Option<String>,
+    /// Ceph's version, as the OSDs' admin sockets report it (Ceph targets only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ceph_version: Option<String>,
+    /// Image of each container target (kolla images carry the release in the tag).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,14 +153,44 @@ pub fn where_time_went(
                 failed[0]
             ));
         }
-        let killed = mine
+        let killed: Vec<f64> = mine
             .iter()
             .filter(|t| t.signals.len() > 1 && t.signals.last().is_some_and(|s| s == "SIGKILL"))
-            .count();
-        if killed > 0 {
+            .filter_map(|t| t.phases.get(&Phase::Stop).copied())
+            .collect();
+        if !killed.is_empty() {
             lines.push(format!(
-                "the stop waited for SIGKILL after the stop timeout in {killed} of {n} restarts"
+                "stop waited for SIGKILL after the stop timeout in {} of {n} restarts of {service} (those stops took {})",
+                killed.len(),
+                format_seconds(median(&killed))
             ));
+        }
+        let oom = mine.iter().filter(|t| t.oom_killed).count();
+        if oom > 0 {
+            lines.push(format!(
+                "{service} was killed by the OOM killer in {oom} of {n} restarts"
+            ));
+        }
+        for outcome in [Outcome::Timeout, Outcome::Failed, Outcome::Aborted] {
+            let bad: Vec<&&TimelineRecord> = mine.iter().filter(|t| t.outcome == outcome).collect();
+            if let Some(first) = bad.first() {
+                let what = match outcome {
+                    Outcome::Timeout => {
+                        "did not get through its phases within the target's timeout"
+                    }
+                    Outcome::Failed => "failed",
+                    _ => "was interrupted",
+                };
+                lines.push(format!(
+                    "{service} {what} in {} of {n} restarts{}",
+                    bad.len(),
+                    first
+                        .error
+                        .as_deref()
+                        .map(|e| format!(" (first: {e})"))
+                        .unwrap_or_default()
+                ));
+            }
         }
         if let (Some(stop), Some(start), Some(ready)) = (
             p50(service, Phase::Stop),
@@ -175,6 +211,17 @@ pub fn where_time_went(
         out.insert(service.to_string(), lines);
     }
     out
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
 }
 
 /// The table as fixed-width text, for terminals and logs.

@@ -102,6 +102,7 @@ fn batch(agent: usize, services: usize, x: &mut u64) -> Batch {
             },
             started_unix_nanos: 1_795_000_000_000_000_000,
             planned: 1,
+            scenario_yaml: None,
         },
         seq: 1,
         histograms: histograms_of(std::slice::from_ref(&t)).unwrap(),
