@@ -6,6 +6,7 @@
 //! series by 1,000; per-node detail is in the read API).
 
 use crate::api::AppState;
+use bounce_wire::Outcome;
 use prometheus::proto::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType, Quantile,
     Summary,
@@ -120,18 +121,32 @@ pub fn render(state: &AppState) -> Result<String, String> {
         summary_metrics.push(m);
         max_metrics.push(gauge(n.max_seconds, l));
     }
-    let outcome_metrics = outcomes
+    // Every outcome of every service, zeros included: a failure panel then
+    // shows 0 instead of "no data", and rate() sees the first failure.
+    let mut by_series: std::collections::BTreeMap<(&str, &str, &str), [u64; 4]> =
+        Default::default();
+    for o in &outcomes {
+        let counts = by_series
+            .entry((&o.deployment, &o.scenario, &o.service))
+            .or_default();
+        if let Some(i) = Outcome::ALL.iter().position(|x| x.as_str() == o.outcome) {
+            counts[i] = o.count;
+        }
+    }
+    let outcome_metrics = by_series
         .iter()
-        .map(|o| {
-            counter(
-                o.count as f64,
-                labels(&[
-                    ("deployment", &o.deployment),
-                    ("scenario", &o.scenario),
-                    ("service", &o.service),
-                    ("outcome", &o.outcome),
-                ]),
-            )
+        .flat_map(|((deployment, scenario, service), counts)| {
+            Outcome::ALL.iter().zip(counts).map(|(outcome, count)| {
+                counter(
+                    *count as f64,
+                    labels(&[
+                        ("deployment", deployment),
+                        ("scenario", scenario),
+                        ("service", service),
+                        ("outcome", outcome.as_str()),
+                    ]),
+                )
+            })
         })
         .collect();
     let store_bytes: u64 = ["", "-wal"]

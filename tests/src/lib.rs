@@ -582,3 +582,69 @@ pub fn lock_cluster() -> ClusterLock {
     assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
     ClusterLock { _file: f }
 }
+
+/// A real Prometheus (Debian's package) scraping one loopback target every
+/// second, with its TSDB in a scratch folder; killed when dropped.
+pub struct PrometheusProcess {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl PrometheusProcess {
+    pub fn start(dir: &Path, target_port: u16) -> PrometheusProcess {
+        let port = free_port();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: bounce\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian's package) is installed by scripts/test.sh");
+        PrometheusProcess { port, child }
+    }
+
+    /// GET an API path with URL-encoded parameters; the parsed answer (Null
+    /// when Prometheus is not up yet).
+    pub fn api(&self, path: &str, params: &[(&str, &str)]) -> Value {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "--get"]);
+        for (k, v) in params {
+            cmd.arg("--data-urlencode").arg(format!("{k}={v}"));
+        }
+        cmd.arg(format!("http://127.0.0.1:{}{path}", self.port));
+        let out = cmd.output().expect("curl");
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// An instant query's result vector (empty on error or no data).
+    pub fn query(&self, q: &str) -> Vec<Value> {
+        self.api("/api/v1/query", &[("query", q)])["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The first sample's value of an instant query.
+    pub fn value(&self, q: &str) -> Option<f64> {
+        self.query(q).first()?["value"][1].as_str()?.parse().ok()
+    }
+}
+
+impl Drop for PrometheusProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
