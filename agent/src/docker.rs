@@ -107,6 +107,50 @@ impl DockerEngine {
         })
     }
 
+    /// The names of every container, running or not.
+    pub async fn container_names(&self) -> Result<Vec<String>, bollard::errors::Error> {
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                ..Default::default()
+            }))
+            .await?;
+        Ok(list
+            .iter()
+            .filter_map(|c| c.names.as_ref()?.first().cloned())
+            .map(|n| n.trim_start_matches('/').to_string())
+            .collect())
+    }
+
+    /// An OSD's container: its state (`running`...) and what a restart needs.
+    pub async fn osd_container(
+        &self,
+        name: &str,
+    ) -> Result<(String, ContainerDetail), bollard::errors::Error> {
+        let info = self.docker.inspect_container(name, None).await?;
+        let state = info
+            .state
+            .as_ref()
+            .and_then(|s| s.status)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let policy = info
+            .host_config
+            .as_ref()
+            .and_then(|h| h.restart_policy.as_ref())
+            .and_then(|p| p.name)
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        let mut detail = self.container_detail(name).await?;
+        detail.restart_policy = if policy.is_empty() {
+            "no".into()
+        } else {
+            policy
+        };
+        Ok((state, detail))
+    }
+
     /// `(version, api_version)` of the engine.
     pub async fn version(&self) -> Option<(String, String)> {
         let v = self.docker.version().await.ok()?;
@@ -245,7 +289,7 @@ impl DockerEngine {
         })
     }
 
-    async fn restart_container(
+    pub(crate) async fn restart_container(
         &self,
         t: &ResolvedTarget,
         d: &ContainerDetail,

@@ -45,8 +45,10 @@ pub fn render(scenario: &Scenario, targets: &[ResolvedTarget], node: &str) -> St
                 bounce_wire::TargetRef::Docker { id, .. } =>
                     format!("docker {}", &id[..id.len().min(12)]),
                 bounce_wire::TargetRef::Systemd { bus, .. } => format!("systemd unit, {bus} bus"),
-                bounce_wire::TargetRef::CephOsd { id, bus, .. } =>
-                    format!("ceph osd.{id}, unit on the {bus} bus"),
+                bounce_wire::TargetRef::CephOsd {
+                    id, bus: Some(bus), ..
+                } => format!("ceph osd.{id}, unit on the {bus} bus"),
+                bounce_wire::TargetRef::CephOsd { id, .. } => format!("ceph osd.{id}, container"),
             },
             t.action,
             t.timeout.as_secs(),

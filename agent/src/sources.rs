@@ -48,7 +48,7 @@ impl Sources {
         let mut ceph = Vec::new();
         for (index, t) in scenario.targets.iter().enumerate() {
             if let Selector::CephOsd(sel) = &t.selector {
-                ceph.push(CephOsds::connect(index, t, sel, state_dir).await?);
+                ceph.push(CephOsds::connect(index, t, sel, state_dir, docker.clone()).await?);
             }
         }
         Ok(Sources {
@@ -89,13 +89,17 @@ impl Sources {
             for driver in self.drivers() {
                 for t in driver.resolve(index, spec).await? {
                     let key = match &t.target {
-                        TargetRef::Docker { name, .. } => format!("docker {name}"),
-                        TargetRef::Systemd { name, bus, .. }
+                        TargetRef::Docker { name, .. }
                         | TargetRef::CephOsd {
-                            unit: name, bus, ..
-                        } => {
-                            format!("systemd {bus} {name}")
-                        }
+                            container: Some(name),
+                            ..
+                        } => format!("docker {name}"),
+                        TargetRef::Systemd { name, bus, .. } => format!("systemd {bus} {name}"),
+                        TargetRef::CephOsd { unit, bus, id, .. } => format!(
+                            "systemd {} {}",
+                            bus.as_deref().unwrap_or("?"),
+                            unit.clone().unwrap_or_else(|| format!("osd.{id}"))
+                        ),
                     };
                     if let Some(first) = seen.insert(key, index) {
                         return Err(PlanError::Overlap {

@@ -78,6 +78,9 @@ run dir = $D/run
 admin socket = $D/run/\$cluster-\$name.asok
 log file = $D/log/\$name.log
 mon cluster log file = $D/log/cluster.log
+# Precise log stamps (the default is CLOCK_REALTIME_COARSE, a few ms
+# behind): tests compare the OSD logs with bounce's boundaries.
+log coarse timestamps = false
 osd crush chooseleaf type = 0
 osd pool default size = 3
 osd pool default min size = 2

@@ -106,6 +106,50 @@ fn a_rolling_restart_times_ceph_milestones_one_osd_at_a_time_and_unsets_noout() 
             assert!(t.phases.contains_key(&p), "{p}");
         }
     }
+    // The OSD's own log agrees: SIGTERM between the request and the exit,
+    // init after the start, `booting -> active` before the agent saw it on
+    // the admin socket (polled every 20 ms), and not long before.
+    for t in &tls {
+        let bounce_wire::TargetRef::CephOsd { id, .. } = &t.target else {
+            panic!("{t:?}")
+        };
+        let log = osd_log(*id);
+        let within = |what: &str, from: i64, to: i64| {
+            log.iter()
+                .find(|(at, line)| *at >= from && *at <= to && line.contains(what))
+                .map(|(at, _)| *at)
+                .unwrap_or_else(|| {
+                    let near: Vec<&(i64, String)> = log
+                        .iter()
+                        .filter(|(at, _)| (*at - from).abs() < 1_000_000_000)
+                        .take(5)
+                        .collect();
+                    panic!(
+                        "osd.{id}'s log has no {what:?} between {from} and {to}; near: {near:?}; {t:?}"
+                    )
+                })
+        };
+        // Log stamps are milliseconds, truncated, and (on a cluster made
+        // before the harness turned coarse stamps off) up to a jiffy late.
+        let ms = 1_000_000;
+        let slack = 20 * ms;
+        let requested = at(t, BoundaryName::Requested);
+        let exited = at(t, BoundaryName::Exited);
+        let started = at(t, BoundaryName::Started);
+        let seen_active = at(t, BoundaryName::OsdActive);
+        within("received  signal: Terminated", requested - slack, exited);
+        let init = within(
+            "done with init, starting boot process",
+            started - slack,
+            seen_active,
+        );
+        let active = within("state: booting -> active", init, seen_active);
+        assert!(
+            seen_active - active < 2_000_000_000,
+            "osd_boot seen {} ms after the OSD logged it",
+            (seen_active - active) / ms
+        );
+    }
     // Never two OSDs down at once: each one's down span ends before the next begins.
     for w in tls.windows(2) {
         assert!(at(&w[0], BoundaryName::Ready) <= at(&w[1], BoundaryName::Requested));
@@ -250,15 +294,310 @@ fn noout_is_unset_after_ctrl_c_and_after_a_kill_9_on_the_next_start() {
     assert!(!state.join("ceph-flags.json").exists());
 }
 
-/// HEALTH_OK, or only the noout flag's warning.
+/// An OSD's log file as (unix nanos, line), oldest first.
+fn osd_log(id: u32) -> Vec<(i64, String)> {
+    let path = ceph_up()
+        .conf
+        .parent()
+        .unwrap()
+        .join(format!("log/osd.{id}.log"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.len() > 28 && l.as_bytes()[4] == b'-')
+        .collect();
+    // One `date` call for all stamps: "2026-11-25T15:23:49.497+0000".
+    let stamps: Vec<String> = lines
+        .iter()
+        .map(|l| l[..28].replace("+0000", "Z"))
+        .collect();
+    let input = dir_for_dates().join(format!("stamps-{id}"));
+    std::fs::write(&input, stamps.join("\n")).unwrap();
+    let out = std::process::Command::new("date")
+        .args(["-u", "-f"])
+        .arg(&input)
+        .arg("+%s%N")
+        .output()
+        .unwrap();
+    let nanos: Vec<i64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(
+        nanos.len(),
+        lines.len(),
+        "date parsed every stamp of {}",
+        path.display()
+    );
+    nanos
+        .into_iter()
+        .zip(lines.iter().map(|l| l.to_string()))
+        .collect()
+}
+
+fn dir_for_dates() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("bounce-osd-log-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Whether any OSD carries its own noout flag.
+fn osds_with_noout() -> Vec<u32> {
+    let (_, osds) = block(cli().osd_dump()).unwrap();
+    osds.iter()
+        .filter(|o| o.state.iter().any(|s| s == "noout"))
+        .map(|o| o.id)
+        .collect()
+}
+
+#[test]
+fn per_osd_noout_is_set_on_the_restarting_osd_only_and_removed_on_every_path() {
+    let _one = lock_cluster();
+    wait_healthy();
+    let dir = Scratch::new("osd-per-osd");
+    let state = dir.path("state");
+    let file = dir.write("osd.yaml", &scenario("all", ", noout: per_osd", 1));
+    // Watch the osdmap while the run goes: which OSDs had noout, and whether
+    // the cluster-wide flag ever appeared.
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let watching = watching.clone();
+        std::thread::spawn(move || {
+            let mut seen = std::collections::BTreeSet::new();
+            let mut cluster_flag = false;
+            while watching.load(std::sync::atomic::Ordering::SeqCst) {
+                seen.extend(osds_with_noout());
+                cluster_flag |= flags().contains(&"noout".to_string());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (seen, cluster_flag)
+        })
+    };
+    let out = agent(&[
+        "run",
+        file.to_str().unwrap(),
+        "-o",
+        dir.path("o1").to_str().unwrap(),
+        "--no-progress",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    watching.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (seen, cluster_flag) = watcher.join().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let tls = read_timelines(&dir.path("o1"));
+    assert_eq!(tls.len(), ceph_up().osds.len());
+    assert!(tls.iter().all(|t| t.outcome == Outcome::Ok), "{tls:?}");
+    assert!(!cluster_flag, "per_osd never sets the cluster-wide flag");
+    assert!(!seen.is_empty(), "noout was seen on the restarting OSDs");
+    assert!(
+        osds_with_noout().is_empty(),
+        "no OSD keeps noout after the run"
+    );
+    assert!(!state.join("ceph-flags.json").exists());
+    let plan = agent(&[
+        "plan",
+        file.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert!(
+        text(&plan).contains("set on each OSD while it restarts"),
+        "{}",
+        text(&plan)
+    );
+
+    // kill -9 while an OSD holds its noout: the next start removes it.
+    let mut child = spawn_agent(&[
+        "run",
+        file.to_str().unwrap(),
+        "-o",
+        dir.path("o2").to_str().unwrap(),
+        "--no-progress",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    let mut flagged = Vec::new();
+    for _ in 0..300 {
+        flagged = osds_with_noout();
+        if !flagged.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(flagged.len(), 1, "one OSD at a time holds noout");
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert_eq!(osds_with_noout(), flagged, "left by the killed run");
+    wait_healthy_allowing_noout();
+    let (out, _) = run(&dir, &scenario("[0]", ", noout: per_osd", 1), &state);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "ended without unsetting noout on osd.{}; unset it now",
+            flagged[0]
+        )),
+        "{}",
+        text(&out)
+    );
+    assert!(osds_with_noout().is_empty());
+    assert!(!state.join("ceph-flags.json").exists());
+}
+
+/// HEALTH_OK, or only the warnings of noout flags (cluster-wide or per OSD).
 fn wait_healthy_allowing_noout() {
     for _ in 0..240 {
         if let Ok(h) = block(cli().health())
-            && (h.status == "HEALTH_OK" || h.checks.iter().all(|c| c.0 == "OSDMAP_FLAGS"))
+            && (h.status == "HEALTH_OK"
+                || h.checks
+                    .iter()
+                    .all(|c| c.0 == "OSDMAP_FLAGS" || c.0 == "OSD_FLAGS"))
         {
             return;
         }
         std::thread::sleep(Duration::from_millis(250));
     }
     panic!("the test cluster did not settle");
+}
+
+/// One OSD of the test cluster moved from its unit into a container (the
+/// host's Ceph binaries bind-mounted into the busybox image, host network, as
+/// containerized deployments run them); moved back when dropped.
+struct OsdInContainer {
+    id: u32,
+    name: String,
+}
+
+impl OsdInContainer {
+    fn start(id: u32) -> OsdInContainer {
+        docker_up();
+        let name = format!("bounce-t-osd-{id}");
+        let _ = docker(&["rm", "-f", &name]);
+        // A clean stop: memstore saves its data on unmount.
+        systemctl(&["stop", &format!("ceph-osd@{id}.service")]).unwrap();
+        let env = ceph_up();
+        let data = env.conf.parent().unwrap().display().to_string();
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            "host",
+            "--restart",
+            "unless-stopped",
+            "--stop-timeout",
+            "30",
+            "-v",
+            "/usr:/usr:ro",
+            "-v",
+            "/lib:/lib:ro",
+            "-v",
+            "/lib64:/lib64:ro",
+            "-v",
+            "/etc/ld.so.cache:/etc/ld.so.cache:ro",
+            "-v",
+            &format!("{data}:{data}"),
+            IMAGE,
+            "/usr/bin/ceph-osd",
+            "-f",
+            "-i",
+            &id.to_string(),
+            "-c",
+            &env.conf.display().to_string(),
+        ])
+        .unwrap();
+        OsdInContainer { id, name }
+    }
+}
+
+impl Drop for OsdInContainer {
+    fn drop(&mut self) {
+        let _ = docker(&["stop", "-t", "30", &self.name]);
+        let _ = docker(&["rm", "-f", &self.name]);
+        let _ = systemctl(&["start", &format!("ceph-osd@{}.service", self.id)]);
+        wait_healthy();
+    }
+}
+
+#[test]
+fn an_osd_in_a_container_is_restarted_through_the_engine_and_followed_the_same_way() {
+    let _one = lock_cluster();
+    wait_healthy();
+    let id = *ceph_up().osds.last().unwrap();
+    let osd = OsdInContainer::start(id);
+    wait_healthy();
+    let env = ceph_up();
+    let yaml = format!(
+        "deployment: lab\nscenario: osd-docker\nconcurrency: 1\ntargets:\n  - ceph_osd:\n      ids: all\n      via: docker\n      container: \"bounce-t-osd-{{id}}\"\n      ceph: [ceph, --conf, \"{}\"]\n      admin_socket: \"{}/ceph-osd.{{id}}.asok\"\n    gates: {{wait_for: pgs_active}}\n    timeout: 120s\n",
+        env.conf.display(),
+        env.run_dir.display()
+    );
+    let dir = Scratch::new("osd-docker");
+    let file = dir.write("osd.yaml", &yaml);
+    let plan = agent(&[
+        "plan",
+        file.to_str().unwrap(),
+        "--state-dir",
+        dir.path("state").to_str().unwrap(),
+    ]);
+    assert!(plan.status.success(), "{}", text(&plan));
+    assert!(
+        text(&plan).contains(&format!("ceph osd.{id}, container")),
+        "{}",
+        text(&plan)
+    );
+    let before = docker(&["inspect", "-f", "{{.State.StartedAt}}", &osd.name]).unwrap();
+    let (out, tls) = run(&dir, &yaml, &dir.path("state"));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(tls.len(), 1, "ids: all found the one OSD container");
+    let t = &tls[0];
+    assert_eq!(t.outcome, Outcome::Ok, "{t:?}");
+    assert_eq!(
+        t.target,
+        bounce_wire::TargetRef::CephOsd {
+            id,
+            unit: None,
+            bus: None,
+            container: Some(osd.name.clone())
+        }
+    );
+    // Stop and start come from the engine; the start is the container's new StartedAt.
+    let after = docker(&["inspect", "-f", "{{.State.StartedAt}}", &osd.name]).unwrap();
+    assert_ne!(before, after, "the container was restarted");
+    assert_eq!(at(t, BoundaryName::Started), rfc3339_nanos(after.trim()));
+    assert!(matches!(
+        t.boundary(BoundaryName::Exited).unwrap().source,
+        bounce_wire::Source::DockerState { .. }
+    ));
+    let order = [
+        BoundaryName::Requested,
+        BoundaryName::Exited,
+        BoundaryName::Started,
+        BoundaryName::OsdActive,
+        BoundaryName::OsdUp,
+        BoundaryName::PgsActive,
+    ];
+    let times: Vec<i64> = order.iter().map(|b| at(t, *b)).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{t:?}");
+    for p in [
+        Phase::Stop,
+        Phase::Start,
+        Phase::OsdBoot,
+        Phase::OsdUp,
+        Phase::PgsActive,
+    ] {
+        assert!(t.phases.contains_key(&p), "{p}: {t:?}");
+    }
+    // The OSD (logging to its file from inside the container) agrees.
+    let log = osd_log(id);
+    let active = log
+        .iter()
+        .find(|(at_, line)| {
+            *at_ >= times[2] - 20_000_000 && line.contains("state: booting -> active")
+        })
+        .expect("the OSD logged its boot");
+    assert!(active.0 <= times[3], "osd_boot after the OSD logged it");
+    assert!(!flags().contains(&"noout".to_string()));
+    drop(osd);
 }

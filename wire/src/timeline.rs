@@ -235,11 +235,16 @@ pub enum TargetRef {
         name: String,
         id: String,
     },
-    /// A Ceph OSD, restarted through its systemd unit.
+    /// A Ceph OSD, restarted through its systemd unit (`unit`, `bus`) or its
+    /// container (`container`).
     CephOsd {
         id: u32,
-        unit: String,
-        bus: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unit: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bus: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        container: Option<String>,
     },
     /// A unit of a systemd manager; `bus` is `system`, `user` or a D-Bus address.
     Systemd {
@@ -255,7 +260,12 @@ impl TargetRef {
     pub fn name(&self) -> &str {
         match self {
             TargetRef::Docker { name, .. } | TargetRef::Systemd { name, .. } => name,
-            TargetRef::CephOsd { unit, .. } => unit,
+            TargetRef::CephOsd {
+                unit, container, ..
+            } => unit
+                .as_deref()
+                .or(container.as_deref())
+                .unwrap_or("ceph-osd"),
         }
     }
 }

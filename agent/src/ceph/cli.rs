@@ -50,6 +50,8 @@ pub struct OsdState {
     pub id: u32,
     pub up: bool,
     pub up_from: u64,
+    /// The OSD's state set: `exists`, `up`, and its own flags (`noout`...).
+    pub state: Vec<String>,
 }
 
 impl CephCli {
@@ -146,6 +148,14 @@ impl CephCli {
                         id: o["osd"].as_u64().unwrap_or(u64::MAX) as u32,
                         up: o["up"].as_u64() == Some(1),
                         up_from: o["up_from"].as_u64().unwrap_or(0),
+                        state: o["state"]
+                            .as_array()
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(|x| x.as_str().map(String::from))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
                     })
                     .collect()
             })
@@ -211,5 +221,16 @@ impl CephCli {
 
     pub async fn unset_flag(&self, flag: &str) -> Result<(), CliError> {
         self.run(&["osd", "unset", flag], false).await.map(drop)
+    }
+
+    /// One OSD's own flag (`ceph osd add-noout osd.3`).
+    pub async fn add_osd_flag(&self, flag: &str, id: u32) -> Result<(), CliError> {
+        let (verb, who) = (format!("add-{flag}"), format!("osd.{id}"));
+        self.run(&["osd", &verb, &who], false).await.map(drop)
+    }
+
+    pub async fn rm_osd_flag(&self, flag: &str, id: u32) -> Result<(), CliError> {
+        let (verb, who) = (format!("rm-{flag}"), format!("osd.{id}"));
+        self.run(&["osd", &verb, &who], false).await.map(drop)
     }
 }

@@ -1,20 +1,98 @@
-//! Cluster flags bounce sets for a run (`noout`), and the promise to unset
-//! exactly those on every exit path: success, failure, Ctrl-C (the run's end
-//! calls [`FlagGuard::release`]) and a crash (a state file written before the
-//! flag is set, which the next `run` reads with [`recover`]).
+//! Flags bounce sets for a run (`noout` for the cluster, or `noout` on one
+//! OSD at a time), and the promise to unset exactly those on every exit
+//! path: success, failure, Ctrl-C (the run's end calls
+//! [`FlagGuard::release`]) and a crash (a state file written before a flag
+//! is set, which the next `run` reads with [`recover`]).
 
-use super::cli::CephCli;
+use super::cli::{CephCli, CliError};
 use serde::{Deserialize, Serialize};
+use std::fmt;
 use std::path::{Path, PathBuf};
 use tokio::sync::Mutex;
 
 const STATE_FILE: &str = "ceph-flags.json";
+
+/// A flag bounce may set: cluster-wide (`ceph osd set noout`) or on one OSD
+/// (`ceph osd add-noout osd.3`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flag {
+    Cluster(String),
+    Osd { flag: String, id: u32 },
+}
+
+impl Flag {
+    /// In the state file: `noout` or `noout osd.3`.
+    fn encode(&self) -> String {
+        match self {
+            Flag::Cluster(f) => f.clone(),
+            Flag::Osd { flag, id } => format!("{flag} osd.{id}"),
+        }
+    }
+
+    fn decode(s: &str) -> Option<Flag> {
+        match s.split_once(" osd.") {
+            Some((flag, id)) => Some(Flag::Osd {
+                flag: flag.to_string(),
+                id: id.parse().ok()?,
+            }),
+            None if !s.is_empty() && !s.contains(' ') => Some(Flag::Cluster(s.to_string())),
+            None => None,
+        }
+    }
+
+    /// Whether the cluster has it set now (by anyone).
+    async fn is_set(&self, cli: &CephCli) -> Result<bool, CliError> {
+        match self {
+            Flag::Cluster(f) => Ok(cli.flags().await?.iter().any(|x| x == f)),
+            Flag::Osd { flag, id } => {
+                let (_, osds) = cli.osd_dump().await?;
+                Ok(osds
+                    .iter()
+                    .find(|o| o.id == *id)
+                    .is_some_and(|o| o.state.iter().any(|s| s == flag)))
+            }
+        }
+    }
+
+    async fn set(&self, cli: &CephCli) -> Result<(), CliError> {
+        match self {
+            Flag::Cluster(f) => cli.set_flag(f).await,
+            Flag::Osd { flag, id } => cli.add_osd_flag(flag, *id).await,
+        }
+    }
+
+    async fn unset(&self, cli: &CephCli) -> Result<(), CliError> {
+        match self {
+            Flag::Cluster(f) => cli.unset_flag(f).await,
+            Flag::Osd { flag, id } => cli.rm_osd_flag(flag, *id).await,
+        }
+    }
+
+    /// The command an operator runs to unset it by hand.
+    fn unset_command(&self, cli: &CephCli) -> String {
+        let prefix = cli.prefix.join(" ");
+        match self {
+            Flag::Cluster(f) => format!("{prefix} osd unset {f}"),
+            Flag::Osd { flag, id } => format!("{prefix} osd rm-{flag} osd.{id}"),
+        }
+    }
+}
+
+impl fmt::Display for Flag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Flag::Cluster(x) => f.write_str(x),
+            Flag::Osd { flag, id } => write!(f, "{flag} on osd.{id}"),
+        }
+    }
+}
 
 /// What is on disk while bounce holds a flag.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Held {
     /// The ceph command prefix to unset them with.
     ceph: Vec<String>,
+    /// `noout`, `noout osd.3`.
     flags: Vec<String>,
     pid: u32,
 }
@@ -22,7 +100,7 @@ struct Held {
 pub struct FlagGuard {
     cli: CephCli,
     state_file: PathBuf,
-    held: Mutex<Vec<String>>,
+    held: Mutex<Vec<Flag>>,
 }
 
 impl FlagGuard {
@@ -35,35 +113,46 @@ impl FlagGuard {
     }
 
     /// The flags this run set (and will unset).
-    pub async fn held(&self) -> Vec<String> {
+    pub async fn held(&self) -> Vec<Flag> {
         self.held.lock().await.clone()
     }
 
     /// Sets `flag` unless it is already set (by bounce in this run, or by an
     /// operator: then it is theirs and stays as it is).
-    pub async fn ensure(&self, flag: &str) -> Result<(), String> {
+    pub async fn ensure(&self, flag: &Flag) -> Result<(), String> {
         let mut held = self.held.lock().await;
-        if held.iter().any(|f| f == flag) {
+        if held.contains(flag) {
             return Ok(());
         }
-        let set = self.cli.flags().await.map_err(|e| e.to_string())?;
-        if set.iter().any(|f| f == flag) {
+        if flag.is_set(&self.cli).await.map_err(|e| e.to_string())? {
             return Ok(());
         }
         // The record goes to disk first: a crash right after `osd set` must
         // still leave the next start able to clean up.
         let mut record = held.clone();
-        record.push(flag.to_string());
+        record.push(flag.clone());
         self.write(&record)?;
-        self.cli.set_flag(flag).await.map_err(|e| e.to_string())?;
+        if let Err(e) = flag.set(&self.cli).await {
+            // Not set after all: the record must not claim it.
+            let _ = self.write(&held);
+            return Err(e.to_string());
+        }
         *held = record;
         Ok(())
     }
 
-    fn write(&self, flags: &[String]) -> Result<(), String> {
+    fn write(&self, flags: &[Flag]) -> Result<(), String> {
+        if flags.is_empty() {
+            return match std::fs::remove_file(&self.state_file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(format!("{}: {e}", self.state_file.display()))
+                }
+                _ => Ok(()),
+            };
+        }
         let held = Held {
             ceph: self.cli.prefix.clone(),
-            flags: flags.to_vec(),
+            flags: flags.iter().map(Flag::encode).collect(),
             pid: std::process::id(),
         };
         if let Some(dir) = self.state_file.parent() {
@@ -80,38 +169,53 @@ impl FlagGuard {
             .map_err(|e| format!("{}: {e}", self.state_file.display()))
     }
 
+    /// Unsets one flag this run set (a per-OSD flag once its OSD is back);
+    /// nothing if this run did not set it. The state file follows.
+    pub async fn release_one(&self, flag: &Flag) -> Result<(), String> {
+        let mut held = self.held.lock().await;
+        if !held.contains(flag) {
+            return Ok(());
+        }
+        unset_with_retries(&self.cli, flag).await?;
+        held.retain(|f| f != flag);
+        self.write(&held)
+    }
+
     /// Unsets what this run set; the state file goes only when all are unset.
     pub async fn release(&self) -> Vec<String> {
         let mut held = self.held.lock().await;
         let mut messages = Vec::new();
         let mut left = Vec::new();
         for flag in held.iter() {
-            let mut done = false;
-            for _ in 0..3 {
-                if self.cli.unset_flag(flag).await.is_ok() {
-                    done = true;
-                    break;
+            match unset_with_retries(&self.cli, flag).await {
+                Ok(()) => messages.push(format!("unset {flag} (set by this run)")),
+                Err(_) => {
+                    messages.push(format!(
+                        "could NOT unset {flag}: run `{}` (the next bounce run will try again)",
+                        flag.unset_command(&self.cli)
+                    ));
+                    left.push(flag.clone());
                 }
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            }
-            if done {
-                messages.push(format!("unset {flag} (set by this run)"));
-            } else {
-                messages.push(format!(
-                    "could NOT unset {flag}: run `{} osd unset {flag}` (the next bounce run will try again)",
-                    self.cli.prefix.join(" ")
-                ));
-                left.push(flag.clone());
             }
         }
-        if left.is_empty() {
-            let _ = std::fs::remove_file(&self.state_file);
-        } else {
-            let _ = self.write(&left);
-        }
+        let _ = self.write(&left);
         *held = left;
         messages
     }
+}
+
+async fn unset_with_retries(cli: &CephCli, flag: &Flag) -> Result<(), String> {
+    let mut last = String::new();
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        match flag.unset(cli).await {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
 }
 
 /// After a crash: unsets the flags an earlier run recorded and did not
@@ -126,8 +230,10 @@ pub async fn recover(state_dir: &Path) -> Result<Vec<String>, String> {
     let held: Held = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let cli = CephCli::new(held.ceph.clone());
     let mut messages = Vec::new();
-    for flag in &held.flags {
-        cli.unset_flag(flag).await.map_err(|e| {
+    for encoded in &held.flags {
+        let flag = Flag::decode(encoded)
+            .ok_or_else(|| format!("{}: {encoded:?} is not a flag bounce sets", path.display()))?;
+        flag.unset(&cli).await.map_err(|e| {
             format!(
                 "an earlier run (pid {}) left {flag} set and it could not be unset: {e}",
                 held.pid
@@ -140,4 +246,24 @@ pub async fn recover(state_dir: &Path) -> Result<Vec<String>, String> {
     }
     std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(messages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_round_trip_through_the_state_file_encoding() {
+        for f in [
+            Flag::Cluster("noout".into()),
+            Flag::Osd {
+                flag: "noout".into(),
+                id: 12,
+            },
+        ] {
+            assert_eq!(Flag::decode(&f.encode()), Some(f));
+        }
+        assert_eq!(Flag::decode("noout osd.x"), None);
+        assert_eq!(Flag::decode(""), None);
+    }
 }

@@ -14,9 +14,12 @@
 
 use super::asok;
 use super::cli::CephCli;
-use super::flags::FlagGuard;
+use super::flags::{Flag, FlagGuard};
 use crate::abort::{Abort, bounded};
-use crate::scenario::{CephOsdSelector, Gates, HealthGate, OsdIds, Selector, TargetSpec, WaitFor};
+use crate::docker::{ContainerDetail, DockerEngine};
+use crate::scenario::{
+    CephOsdSelector, Gates, HealthGate, Noout, OsdIds, OsdVia, Selector, TargetSpec, WaitFor,
+};
 use crate::systemd::{SystemdManager, UnitDetail};
 use crate::target::{BoxFuture, Driver, PlanError, ResolvedTarget, TargetDetail, not_mine};
 use crate::timeline::{Ending, Timeline, realtime_nanos};
@@ -35,17 +38,27 @@ pub const SERVICE: &str = "ceph-osd";
 #[derive(Debug, Clone)]
 pub struct OsdDetail {
     pub id: u32,
-    pub unit: UnitDetail,
+    pub restart: OsdRestart,
     pub admin_socket: PathBuf,
     pub spec_index: usize,
 }
 
-/// One `ceph_osd` target entry: its manager, its cluster and its flags.
+/// What restarts one OSD.
+#[derive(Debug, Clone)]
+pub enum OsdRestart {
+    Unit(UnitDetail),
+    Container(ContainerDetail),
+}
+
+/// One `ceph_osd` target entry: its manager or engine, its cluster and its flags.
 pub struct CephOsds {
     index: usize,
     selector: CephOsdSelector,
     gates: Gates,
-    manager: SystemdManager,
+    /// via: systemd
+    manager: Option<SystemdManager>,
+    /// via: docker
+    docker: Option<Arc<DockerEngine>>,
     cli: CephCli,
     flags: Arc<FlagGuard>,
 }
@@ -56,8 +69,19 @@ impl CephOsds {
         spec: &TargetSpec,
         selector: &CephOsdSelector,
         state_dir: &std::path::Path,
+        docker: Option<Arc<DockerEngine>>,
     ) -> Result<CephOsds, PlanError> {
-        let manager = SystemdManager::connect(&selector.bus, None).await?;
+        let (manager, docker) = match &selector.via {
+            OsdVia::Systemd { bus, .. } => (Some(SystemdManager::connect(bus, None).await?), None),
+            OsdVia::Docker { .. } => match docker {
+                Some(d) => (None, Some(d)),
+                None => {
+                    return Err(PlanError::Engine(format!(
+                        "targets[{index}].ceph_osd: via docker, but the Docker engine does not answer"
+                    )));
+                }
+            },
+        };
         let cli = CephCli::new(selector.ceph.0.clone());
         // A cluster that does not answer is an error before anything restarts.
         cli.health().await.map_err(|e| {
@@ -71,6 +95,7 @@ impl CephOsds {
             gates: spec.gates.clone().unwrap_or_default(),
             flags: Arc::new(FlagGuard::new(cli.clone(), state_dir)),
             manager,
+            docker,
             cli,
         })
     }
@@ -84,61 +109,136 @@ impl CephOsds {
         self.flags.release().await
     }
 
-    async fn resolve_all(&self, spec: &TargetSpec) -> Result<Vec<ResolvedTarget>, PlanError> {
+    /// The OSDs the selector names, each with what restarts it.
+    async fn find(
+        &self,
+        sel: &CephOsdSelector,
+    ) -> Result<Vec<(u32, String, OsdRestart)>, PlanError> {
         let index = self.index;
-        let sel = &self.selector;
-        let mut found: Vec<(u32, String, String, zbus::zvariant::OwnedObjectPath)> = Vec::new();
-        match &sel.ids {
-            OsdIds::All => {
-                let pattern = sel.unit.0.replace("{id}", "*");
-                for (name, state, path) in self.manager.list_units(&pattern).await? {
-                    if let Some(id) = sel.unit.id_of(&name) {
-                        found.push((id, name, state, path));
+        let mut found = Vec::new();
+        match &sel.via {
+            OsdVia::Systemd { unit, bus } => {
+                let manager = self.manager.as_ref().expect("connected for via: systemd");
+                let mut units = Vec::new();
+                match &sel.ids {
+                    OsdIds::All => {
+                        let pattern = unit.0.replace("{id}", "*");
+                        for (name, state, path) in manager.list_units(&pattern).await? {
+                            if let Some(id) = unit.id_of(&name) {
+                                units.push((id, name, state, path));
+                            }
+                        }
+                        if units.is_empty() {
+                            return Err(PlanError::NoUnit {
+                                index,
+                                pattern,
+                                bus: bus.to_string(),
+                            });
+                        }
+                    }
+                    OsdIds::List(ids) => {
+                        for id in ids {
+                            let name = unit.with(*id);
+                            let hits = manager.list_units(&name).await?;
+                            let Some((name, state, path)) = hits.into_iter().next() else {
+                                return Err(PlanError::NoUnit {
+                                    index,
+                                    pattern: name,
+                                    bus: bus.to_string(),
+                                });
+                            };
+                            units.push((*id, name, state, path));
+                        }
                     }
                 }
-                if found.is_empty() {
-                    return Err(PlanError::NoUnit {
-                        index,
-                        pattern,
-                        bus: sel.bus.to_string(),
-                    });
+                for (id, name, state, path) in units {
+                    if state != "active" {
+                        return Err(PlanError::NotRunning { index, name, state });
+                    }
+                    let detail = UnitDetail {
+                        name: name.clone(),
+                        bus: bus.clone(),
+                        path,
+                        container: None,
+                    };
+                    found.push((id, name, OsdRestart::Unit(detail)));
                 }
             }
-            OsdIds::List(ids) => {
-                for id in ids {
-                    let name = sel.unit.with(*id);
-                    let hits = self.manager.list_units(&name).await?;
-                    let Some((name, state, path)) = hits.into_iter().next() else {
-                        return Err(PlanError::NoUnit {
-                            index,
-                            pattern: name,
-                            bus: sel.bus.to_string(),
-                        });
-                    };
-                    found.push((*id, name, state, path));
+            OsdVia::Docker { container } => {
+                let docker = self.docker.as_ref().expect("connected for via: docker");
+                let names = docker
+                    .container_names()
+                    .await
+                    .map_err(|e| PlanError::Engine(format!("Docker engine: {e}")))?;
+                let wanted: Vec<(u32, String)> = match &sel.ids {
+                    OsdIds::All => {
+                        let all: Vec<(u32, String)> = names
+                            .iter()
+                            .filter_map(|n| Some((container.id_of(n)?, n.clone())))
+                            .collect();
+                        if all.is_empty() {
+                            return Err(PlanError::NoMatch {
+                                index,
+                                pattern: container.0.replace("{id}", "*"),
+                            });
+                        }
+                        all
+                    }
+                    OsdIds::List(ids) => {
+                        let mut out = Vec::new();
+                        for id in ids {
+                            let name = container.with(*id);
+                            if !names.contains(&name) {
+                                return Err(PlanError::NoMatch {
+                                    index,
+                                    pattern: name,
+                                });
+                            }
+                            out.push((*id, name));
+                        }
+                        out
+                    }
+                };
+                for (id, name) in wanted {
+                    let (state, detail) = docker
+                        .osd_container(&name)
+                        .await
+                        .map_err(|e| PlanError::Engine(format!("Docker engine: {name}: {e}")))?;
+                    if state != "running" {
+                        return Err(PlanError::NotRunning { index, name, state });
+                    }
+                    found.push((id, name, OsdRestart::Container(detail)));
                 }
             }
         }
         found.sort_by_key(|f| f.0);
+        Ok(found)
+    }
+
+    async fn resolve_all(&self, spec: &TargetSpec) -> Result<Vec<ResolvedTarget>, PlanError> {
+        let index = self.index;
+        let sel = &self.selector;
+        let found = self.find(sel).await?;
         let (_, osds) = self
             .cli
             .osd_dump()
             .await
             .map_err(|e| PlanError::Engine(e.to_string()))?;
         let mut out = Vec::new();
-        for (id, name, state, path) in found {
-            if state != "active" {
-                return Err(PlanError::NotRunning { index, name, state });
-            }
+        for (id, name, restart) in found {
             let up = osds.iter().find(|o| o.id == id);
             let Some(up) = up else {
                 return Err(PlanError::Engine(format!(
-                    "targets[{index}]: osd.{id} (unit {name}) is not in the cluster's osdmap"
+                    "targets[{index}]: osd.{id} ({name}) is not in the cluster's osdmap"
                 )));
             };
             let g = &self.gates;
             let facts = format!(
-                "unit active, osd.{id} {} in the osdmap (up_from {}); gates: health {}{}, ok-to-stop {}, noout {}; next OSD after {}",
+                "{} running, osd.{id} {} in the osdmap (up_from {}); gates: health {}{}, ok-to-stop {}, noout {}; next OSD after {}",
+                match &restart {
+                    OsdRestart::Unit(_) => "unit",
+                    OsdRestart::Container(_) => "container",
+                },
                 if up.up { "up" } else { "DOWN" },
                 up.up_from,
                 match g.health {
@@ -151,10 +251,10 @@ impl CephOsds {
                     format!(" (allowing {})", g.allow_warnings.join(", "))
                 },
                 if g.ok_to_stop { "asked" } else { "not asked" },
-                if g.noout {
-                    "set for the run, unset at its end"
-                } else {
-                    "not set"
+                match g.noout {
+                    Noout::Cluster => "set for the run, unset at its end",
+                    Noout::PerOsd => "set on each OSD while it restarts (add-noout/rm-noout)",
+                    Noout::Off => "not set",
                 },
                 match g.wait_for {
                     WaitFor::OsdUp => "osd_up",
@@ -162,13 +262,23 @@ impl CephOsds {
                     WaitFor::PgsClean => "pgs_clean",
                 },
             );
+            let target = match (&sel.via, &restart) {
+                (OsdVia::Systemd { bus, .. }, _) => TargetRef::CephOsd {
+                    id,
+                    unit: Some(name.clone()),
+                    bus: Some(bus.to_string()),
+                    container: None,
+                },
+                (OsdVia::Docker { .. }, _) => TargetRef::CephOsd {
+                    id,
+                    unit: None,
+                    bus: None,
+                    container: Some(name.clone()),
+                },
+            };
             out.push(ResolvedTarget {
                 spec_index: index,
-                target: TargetRef::CephOsd {
-                    id,
-                    unit: name.clone(),
-                    bus: sel.bus.to_string(),
-                },
+                target,
                 service: SERVICE.into(),
                 action: spec.action,
                 ready: Vec::new(),
@@ -176,12 +286,7 @@ impl CephOsds {
                 facts,
                 detail: TargetDetail::CephOsd(OsdDetail {
                     id,
-                    unit: UnitDetail {
-                        name,
-                        bus: sel.bus.clone(),
-                        path,
-                        container: None,
-                    },
+                    restart,
                     admin_socket: PathBuf::from(sel.admin_socket.with(id)),
                     spec_index: index,
                 }),
@@ -201,7 +306,9 @@ impl CephOsds {
                     .checks
                     .iter()
                     .filter(|(code, message)| {
-                        !g.allow_warnings.contains(code) && !only_our_flags(code, message, &ours)
+                        !g.allow_warnings.contains(code)
+                            && !only_our_flags(code, message, &ours)
+                            && !only_our_osd_flags(code, message, &ours)
                     })
                     .map(|(code, message)| format!("{code} ({message})"))
                     .collect();
@@ -235,8 +342,8 @@ impl CephOsds {
                 Ending::new(Outcome::Failed, why),
             )
         };
-        if self.gates.noout
-            && let Err(e) = self.flags.ensure("noout").await
+        if self.gates.noout == Noout::Cluster
+            && let Err(e) = self.flags.ensure(&Flag::Cluster("noout".into())).await
         {
             return fail(format!("could not set noout: {e}"));
         }
@@ -274,6 +381,17 @@ impl CephOsds {
             }
         }
         let gate_wait = waited.elapsed();
+        // Per-OSD noout: set after the gates (it would fail the health gate
+        // otherwise), removed once the OSD reached `wait_for`.
+        let osd_flag = Flag::Osd {
+            flag: "noout".into(),
+            id: d.id,
+        };
+        if self.gates.noout == Noout::PerOsd
+            && let Err(e) = self.flags.ensure(&osd_flag).await
+        {
+            return fail(format!("could not set noout on osd.{}: {e}", d.id));
+        }
         let before = match self.cli.osd_dump().await {
             Ok((_, osds)) => osds
                 .iter()
@@ -283,15 +401,27 @@ impl CephOsds {
             Err(e) => return fail(format!("osd dump: {e}")),
         };
 
-        // The unit: stop, start, timed by systemd.
-        let unit_target = ResolvedTarget {
-            detail: TargetDetail::Systemd(d.unit.clone()),
-            ..t.clone()
+        // Stop and start, timed by systemd (unit) or the engine (container).
+        let (mut tl, ending) = match &d.restart {
+            OsdRestart::Unit(unit) => {
+                let as_unit = ResolvedTarget {
+                    detail: TargetDetail::Systemd(unit.clone()),
+                    ..t.clone()
+                };
+                let manager = self.manager.as_ref().expect("connected for via: systemd");
+                manager.restart_unit(&as_unit, unit, iteration, abort).await
+            }
+            OsdRestart::Container(c) => {
+                let as_container = ResolvedTarget {
+                    detail: TargetDetail::Docker(c.clone()),
+                    ..t.clone()
+                };
+                let docker = self.docker.as_ref().expect("connected for via: docker");
+                docker
+                    .restart_container(&as_container, c, iteration, abort)
+                    .await
+            }
         };
-        let (mut tl, ending) = self
-            .manager
-            .restart_unit(&unit_target, &d.unit, iteration, abort)
-            .await;
         tl.attribution = None;
         if gate_wait > Duration::from_secs(1) {
             tl.notes.push(format!(
@@ -310,6 +440,17 @@ impl CephOsds {
         let ending = self
             .follow_milestones(d, before, deadline, abort, &mut tl)
             .await;
+        // Back (or given up on): its own noout goes now; if that fails, the
+        // run's end tries again and says so.
+        if self.gates.noout == Noout::PerOsd
+            && ending.outcome == Outcome::Ok
+            && let Err(e) = self.flags.release_one(&osd_flag).await
+        {
+            tl.notes.push(format!(
+                "could not remove noout from osd.{} yet ({e}); the end of the run tries again",
+                d.id
+            ));
+        }
         (tl, ending)
     }
 
@@ -449,15 +590,39 @@ fn is_active(state: &str) -> bool {
             .any(|p| matches!(*p, "peering" | "down" | "incomplete" | "stale"))
 }
 
+/// OSD_FLAGS counting exactly the OSDs bounce itself flagged ("1 OSDs or
+/// CRUSH {nodes, device-classes} have {NOUP,NODOWN,NOIN,NOOUT} flags set":
+/// the summary names no OSD, so the count is what can be checked).
+fn only_our_osd_flags(code: &str, message: &str, ours: &[Flag]) -> bool {
+    let flagged = ours
+        .iter()
+        .filter(|f| matches!(f, Flag::Osd { .. }))
+        .count();
+    code == "OSD_FLAGS"
+        && flagged > 0
+        && message
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<usize>().ok())
+            == Some(flagged)
+}
+
 /// OSDMAP_FLAGS whose message names only flags bounce itself set ("noout flag(s) set").
-fn only_our_flags(code: &str, message: &str, ours: &[String]) -> bool {
+fn only_our_flags(code: &str, message: &str, ours: &[Flag]) -> bool {
+    let ours: Vec<&str> = ours
+        .iter()
+        .filter_map(|f| match f {
+            Flag::Cluster(x) => Some(x.as_str()),
+            Flag::Osd { .. } => None,
+        })
+        .collect();
     if code != "OSDMAP_FLAGS" || ours.is_empty() {
         return false;
     }
     let Some(list) = message.strip_suffix(" flag(s) set") else {
         return false;
     };
-    list.split(',').all(|f| ours.iter().any(|o| o == f.trim()))
+    list.split(',').all(|f| ours.contains(&f.trim()))
 }
 
 impl Driver for CephOsds {
@@ -506,7 +671,7 @@ mod tests {
 
     #[test]
     fn only_flags_bounce_set_are_tolerated() {
-        let ours = vec!["noout".to_string()];
+        let ours = vec![Flag::Cluster("noout".into())];
         assert!(only_our_flags("OSDMAP_FLAGS", "noout flag(s) set", &ours));
         assert!(!only_our_flags(
             "OSDMAP_FLAGS",
@@ -515,5 +680,22 @@ mod tests {
         ));
         assert!(!only_our_flags("OSDMAP_FLAGS", "noout flag(s) set", &[]));
         assert!(!only_our_flags("OSD_DOWN", "1 osds down", &ours));
+        let per_osd = vec![Flag::Osd {
+            flag: "noout".into(),
+            id: 2,
+        }];
+        let msg = "1 OSDs or CRUSH {nodes, device-classes} have {NOUP,NODOWN,NOIN,NOOUT} flags set";
+        assert!(only_our_osd_flags("OSD_FLAGS", msg, &per_osd));
+        assert!(!only_our_osd_flags("OSD_FLAGS", msg, &ours));
+        assert!(!only_our_osd_flags(
+            "OSD_FLAGS",
+            &msg.replacen('1', "2", 1),
+            &per_osd
+        ));
+        assert!(!only_our_flags(
+            "OSDMAP_FLAGS",
+            "noout flag(s) set",
+            &per_osd
+        ));
     }
 }

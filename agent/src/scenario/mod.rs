@@ -123,32 +123,80 @@ pub enum Selector {
     CephOsd(CephOsdSelector),
 }
 
-/// The OSDs of this node, restarted through their systemd units.
+/// The OSDs of this node, restarted through their systemd units or their
+/// containers.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawCephOsdSelector")]
 pub struct CephOsdSelector {
-    /// `all` (the OSDs whose units this node's manager has) or a list of ids.
-    #[serde(default)]
+    /// `all` (the OSDs whose units or containers this node has) or a list of ids.
     pub ids: OsdIds,
-    /// How to restart them; only `systemd` today.
-    #[serde(default)]
-    pub via: Via,
-    /// The unit of OSD `{id}` (ceph-ansible: `ceph-osd@{id}.service`; cephadm:
-    /// `ceph-FSID@osd.{id}.service`).
-    #[serde(default = "default_osd_unit")]
-    pub unit: IdTemplate,
-    #[serde(default)]
-    pub bus: Bus,
+    pub via: OsdVia,
     /// The command that runs `ceph` (e.g. `[docker, exec, ceph-mon-HOST, ceph]`).
-    #[serde(default = "default_ceph_cli")]
     pub ceph: NonEmpty<String>,
     /// The admin socket of OSD `{id}`.
-    #[serde(default = "default_osd_asok")]
     pub admin_socket: IdTemplate,
 }
 
-fn default_osd_unit() -> IdTemplate {
-    IdTemplate("ceph-osd@{id}.service".into())
+/// How an OSD is restarted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OsdVia {
+    /// Its unit (ceph-ansible: `ceph-osd@{id}.service`; cephadm:
+    /// `ceph-FSID@osd.{id}.service`), on a systemd manager's bus.
+    Systemd { unit: IdTemplate, bus: Bus },
+    /// Its container, through the Docker engine (OSDs run as plain
+    /// containers with a restart policy).
+    Docker { container: IdTemplate },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCephOsdSelector {
+    #[serde(default)]
+    ids: OsdIds,
+    #[serde(default)]
+    via: Via,
+    unit: Option<IdTemplate>,
+    bus: Option<Bus>,
+    container: Option<IdTemplate>,
+    #[serde(default = "default_ceph_cli")]
+    ceph: NonEmpty<String>,
+    #[serde(default = "default_osd_asok")]
+    admin_socket: IdTemplate,
+}
+
+impl TryFrom<RawCephOsdSelector> for CephOsdSelector {
+    type Error = String;
+    fn try_from(raw: RawCephOsdSelector) -> Result<CephOsdSelector, String> {
+        let via = match raw.via {
+            Via::Systemd => {
+                if raw.container.is_some() {
+                    return Err("`container:` goes with `via: docker`; with `via: systemd` (the default) name the `unit:`".into());
+                }
+                OsdVia::Systemd {
+                    unit: raw
+                        .unit
+                        .unwrap_or_else(|| IdTemplate("ceph-osd@{id}.service".into())),
+                    bus: raw.bus.unwrap_or_default(),
+                }
+            }
+            Via::Docker => {
+                if raw.unit.is_some() || raw.bus.is_some() {
+                    return Err("`unit:` and `bus:` go with `via: systemd`; with `via: docker` name the `container:`".into());
+                }
+                OsdVia::Docker {
+                    container: raw
+                        .container
+                        .unwrap_or_else(|| IdTemplate("ceph-osd-{id}".into())),
+                }
+            }
+        };
+        Ok(CephOsdSelector {
+            ids: raw.ids,
+            via,
+            ceph: raw.ceph,
+            admin_socket: raw.admin_socket,
+        })
+    }
 }
 fn default_osd_asok() -> IdTemplate {
     IdTemplate("/var/run/ceph/ceph-osd.{id}.asok".into())
@@ -203,6 +251,7 @@ impl<'de> Deserialize<'de> for OsdIds {
 pub enum Via {
     #[default]
     Systemd,
+    Docker,
 }
 
 /// A string with one `{id}` in it.
@@ -245,9 +294,11 @@ pub struct Gates {
     /// Ask `ceph osd ok-to-stop` before each restart (default true).
     #[serde(default = "yes")]
     pub ok_to_stop: bool,
-    /// Set `noout` for the run (default true), unset on every exit path.
-    #[serde(default = "yes")]
-    pub noout: bool,
+    /// `true` (default): set `noout` for the run; `per_osd`: on each OSD
+    /// only while it restarts (`ceph osd add-noout`); `false`: never.
+    /// Whatever bounce set is unset on every exit path.
+    #[serde(default)]
+    pub noout: Noout,
     /// The milestone that makes an OSD restart done and lets the next one start.
     #[serde(default)]
     pub wait_for: WaitFor,
@@ -269,10 +320,46 @@ impl Default for Gates {
             health: HealthGate::Ok,
             allow_warnings: Vec::new(),
             ok_to_stop: true,
-            noout: true,
+            noout: Noout::Cluster,
             wait_for: WaitFor::PgsActive,
             timeout: default_gate_timeout(),
         }
+    }
+}
+
+/// Where `noout` goes while OSDs restart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Noout {
+    /// Not set.
+    Off,
+    /// Cluster-wide, from the first OSD restart to the end of the run.
+    #[default]
+    Cluster,
+    /// On the restarting OSD only, from its stop until its `wait_for`.
+    PerOsd,
+}
+
+impl<'de> Deserialize<'de> for Noout {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Noout;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("true, false or per_osd")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Noout, E> {
+                Ok(if v { Noout::Cluster } else { Noout::Off })
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Noout, E> {
+                match v {
+                    "per_osd" => Ok(Noout::PerOsd),
+                    other => Err(E::custom(format!(
+                        "{other:?}: write true (for the run), per_osd (each OSD while it restarts) or false"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -972,21 +1059,50 @@ targets:
             panic!("ceph")
         };
         assert_eq!(c.ids, OsdIds::List(vec![0, 3]));
-        assert_eq!(c.unit.with(3), "ceph-osd@3.service");
-        assert_eq!(c.unit.id_of("ceph-osd@12.service"), Some(12));
+        let OsdVia::Systemd { unit, bus } = &c.via else {
+            panic!("systemd by default")
+        };
+        assert_eq!(*bus, Bus::System);
+        assert_eq!(unit.with(3), "ceph-osd@3.service");
+        assert_eq!(unit.id_of("ceph-osd@12.service"), Some(12));
         assert_eq!(c.admin_socket.with(0), "/var/run/ceph/ceph-osd.0.asok");
         let g = t.gates.as_ref().unwrap();
         assert_eq!(g.wait_for, WaitFor::PgsClean);
         assert_eq!(g.allow_warnings, ["LARGE_OMAP_OBJECTS"]);
         let d = parse("deployment: lab\ntargets:\n  - ceph_osd: {}\n").unwrap();
-        assert!(d.targets[0].gates.as_ref().unwrap().noout);
+        assert_eq!(d.targets[0].gates.as_ref().unwrap().noout, Noout::Cluster);
+        let d = parse("deployment: lab\ntargets:\n  - ceph_osd: {}\n    gates: {noout: per_osd}\n")
+            .unwrap();
+        assert_eq!(d.targets[0].gates.as_ref().unwrap().noout, Noout::PerOsd);
+        let d = parse("deployment: lab\ntargets:\n  - ceph_osd: {}\n    gates: {noout: false}\n")
+            .unwrap();
+        assert_eq!(d.targets[0].gates.as_ref().unwrap().noout, Noout::Off);
+        let e = err("deployment: lab\ntargets:\n  - ceph_osd: {}\n    gates: {noout: sometimes}\n");
+        assert!(e.contains("per_osd"), "{e}");
 
         let e = err("deployment: lab\ntargets:\n  - ceph_osd: {ids: [1, 1]}\n");
         assert!(e.contains("listed twice"), "{e}");
         let e = err("deployment: lab\ntargets:\n  - ceph_osd: {unit: ceph-osd.service}\n");
         assert!(e.contains("{id}"), "{e}");
-        let e = err("deployment: lab\ntargets:\n  - ceph_osd: {via: docker}\n");
-        assert!(e.contains("docker"), "{e}");
+        let d = parse("deployment: lab\ntargets:\n  - ceph_osd: {via: docker}\n").unwrap();
+        let Selector::CephOsd(sel) = &d.targets[0].selector else {
+            panic!()
+        };
+        assert_eq!(
+            sel.via,
+            OsdVia::Docker {
+                container: IdTemplate("ceph-osd-{id}".into())
+            }
+        );
+        let e = err("deployment: lab\ntargets:\n  - ceph_osd: {via: docker, unit: \"x@{id}\"}\n");
+        assert!(
+            e.contains("`unit:` and `bus:` go with `via: systemd`"),
+            "{e}"
+        );
+        let e = err("deployment: lab\ntargets:\n  - ceph_osd: {container: \"osd-{id}\"}\n");
+        assert!(e.contains("`container:` goes with `via: docker`"), "{e}");
+        let e = err("deployment: lab\ntargets:\n  - ceph_osd: {via: podman}\n");
+        assert!(e.contains("podman"), "{e}");
         let e =
             err("deployment: lab\ntargets:\n  - docker: {names: [a]}\n    gates: {noout: true}\n");
         assert!(e.contains("gates apply to ceph_osd"), "{e}");
