@@ -4,6 +4,7 @@
 //! gets a 4xx with its reason and writes nothing.
 
 use crate::metrics;
+use crate::sparse::SparseHistogram;
 use crate::store::{PhaseHistogram, Store, Stored};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -11,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bounce_wire::hist::{self, PhaseHistograms};
+use bounce_wire::hist::PhaseHistograms;
 use bounce_wire::ingest::{Ack, Batch, INGEST_PATH, MAX_BATCH_BYTES};
 use bounce_wire::summary::{rows_from, where_time_went};
 use std::collections::BTreeMap;
@@ -256,7 +257,9 @@ fn validate(b: &Batch) -> Result<Vec<PhaseHistogram>, String> {
     let mut out = Vec::new();
     let mut seen: BTreeMap<(String, bounce_wire::Phase), u64> = BTreeMap::new();
     for (i, e) in b.histograms.iter().enumerate() {
-        let h = hist::decode(&e.v2_deflate).map_err(|why| format!("histograms[{i}]: {why}"))?;
+        // Straight to the sparse form: no dense ~230 KiB histogram per value set.
+        let h = SparseHistogram::from_v2_deflate(&e.v2_deflate)
+            .map_err(|why| format!("histograms[{i}]: {why}"))?;
         if !e.sum_seconds.is_finite() || e.sum_seconds < 0.0 {
             return Err(format!("histograms[{i}].sum_seconds is not a duration"));
         }

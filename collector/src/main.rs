@@ -6,6 +6,7 @@
 
 mod api;
 mod metrics;
+mod sparse;
 mod store;
 
 use anyhow::{Context, Result, bail};

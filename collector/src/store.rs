@@ -7,12 +7,13 @@
 //! acknowledged as `duplicate` and nothing is counted again.
 
 use crate::metrics::{BUCKETS, QUANTILES};
+use crate::sparse::SparseHistogram;
 use bounce_report::RunData;
 use bounce_wire::PhaseHistograms;
-use bounce_wire::hist::{self, new_histogram};
+
 use bounce_wire::ingest::Batch;
 use bounce_wire::{Outcome, Phase, TimelineRecord};
-use hdrhistogram::Histogram;
+
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 
@@ -29,7 +30,7 @@ pub struct Store {
 }
 
 /// A decoded histogram of one (service, phase) with its exact sum in seconds.
-pub type PhaseHistogram = (String, Phase, Histogram<u64>, f64);
+pub type PhaseHistogram = (String, Phase, SparseHistogram, f64);
 
 /// Whether a batch was new.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,16 +62,16 @@ pub struct SeriesNumbers {
 }
 
 impl SeriesNumbers {
-    /// One pass over the recorded values (a merged histogram is sparse; its
-    /// counts array is not).
-    pub fn of(h: &Histogram<u64>, sum_seconds: f64) -> SeriesNumbers {
+    /// One pass over the recorded buckets, with HdrHistogram's semantics
+    /// (a bucket counts at its highest equivalent value).
+    pub fn of(h: &SparseHistogram, sum_seconds: f64) -> SeriesNumbers {
         let total = h.len();
         let mut buckets = vec![0u64; BUCKETS.len()];
         let mut quantiles = vec![None; QUANTILES.len()];
         let mut seen = 0u64;
-        for v in h.iter_recorded() {
-            let value = h.highest_equivalent(v.value_iterated_to());
-            let n = v.count_at_value();
+        let mut max = 0u64;
+        for (value, n) in h.iter() {
+            max = value;
             // Values are µs; count those at or below each bound.
             for (i, le) in BUCKETS.iter().enumerate() {
                 if value <= (le * 1e6) as u64 {
@@ -89,7 +90,7 @@ impl SeriesNumbers {
             sum_seconds,
             buckets,
             quantiles: quantiles.into_iter().map(|q| q.unwrap_or(0.0)).collect(),
-            max_seconds: h.max() as f64 / 1e6,
+            max_seconds: max as f64 / 1e6,
         }
     }
 }
@@ -519,18 +520,18 @@ fn apply(
 #[derive(Default)]
 struct Pending {
     /// (deployment, scenario, service, phase) → histogram and exact sum.
-    by_series: std::collections::BTreeMap<[String; 4], (Histogram<u64>, f64)>,
+    by_series: std::collections::BTreeMap<[String; 4], (SparseHistogram, f64)>,
 }
 
 impl Pending {
-    fn add(&mut self, series: [String; 4], h: &Histogram<u64>, sum: f64) -> Result<(), StoreError> {
-        let slot = self
-            .by_series
-            .entry(series)
-            .or_insert_with(|| (new_histogram(), 0.0));
-        slot.0
-            .add(h)
-            .map_err(|e| StoreError::Corrupt(format!("{e:?}")))?;
+    fn add(
+        &mut self,
+        series: [String; 4],
+        h: &SparseHistogram,
+        sum: f64,
+    ) -> Result<(), StoreError> {
+        let slot = self.by_series.entry(series).or_default();
+        slot.0.add(h);
         slot.1 += sum;
         Ok(())
     }
@@ -548,7 +549,7 @@ impl Pending {
 fn merge_series(
     tx: &rusqlite::Transaction<'_>,
     series: &[String; 4],
-    h: &Histogram<u64>,
+    h: &SparseHistogram,
     sum: f64,
 ) -> Result<(), StoreError> {
     let existing: Option<(String, f64)> = tx
@@ -560,13 +561,14 @@ fn merge_series(
         )
         .optional()?;
     let (mut merged, old_sum) = match existing {
-        Some((text, s)) => (hist::decode(&text).map_err(StoreError::Corrupt)?, s),
-        None => (new_histogram(), 0.0),
+        Some((text, s)) => (
+            SparseHistogram::parse(&text).map_err(StoreError::Corrupt)?,
+            s,
+        ),
+        None => (SparseHistogram::default(), 0.0),
     };
-    merged
-        .add(h)
-        .map_err(|e| StoreError::Corrupt(format!("{e:?}")))?;
-    let encoded = hist::encode(&merged).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    merged.add(h);
+    let encoded = merged.to_text();
     let numbers = SeriesNumbers::of(&merged, old_sum + sum);
     tx.execute(
         "INSERT OR REPLACE INTO series_histograms
@@ -589,6 +591,8 @@ fn merge_series(
 mod tests {
     use super::*;
 
+    use bounce_wire::hist::new_histogram;
+
     #[test]
     fn one_pass_numbers_match_the_histograms_own() {
         let mut h = new_histogram();
@@ -599,7 +603,7 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             h.record(1 + (x >> 40) % 50_000_000).unwrap();
         }
-        let n = SeriesNumbers::of(&h, 1.0);
+        let n = SeriesNumbers::of(&SparseHistogram::from_hdr(&h), 1.0);
         for (i, q) in QUANTILES.iter().enumerate() {
             assert_eq!(n.quantiles[i], h.value_at_quantile(*q) as f64 / 1e6, "q{q}");
         }
@@ -612,5 +616,6 @@ mod tests {
             assert_eq!(n.buckets[i], exact);
         }
         assert_eq!(n.count, 10_000);
+        assert_eq!(n.max_seconds, h.max() as f64 / 1e6);
     }
 }

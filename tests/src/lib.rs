@@ -163,7 +163,11 @@ impl TestContainer {
 
 impl Drop for TestContainer {
     fn drop(&mut self) {
-        let _ = Command::new("docker").args(["rm", "-f", &self.id]).output();
+        // By id, then by name: a unit that wraps the container may have been
+        // attaching to it at that moment, and the first removal can lose that race.
+        for which in [&self.id, &self.name] {
+            let _ = Command::new("docker").args(["rm", "-f", which]).output();
+        }
     }
 }
 

@@ -255,6 +255,12 @@ async fn main() {
     );
     let _ = child.kill();
     let _ = child.wait();
+    if std::env::var_os("BENCH_KEEP_STORE").is_some() {
+        // For profiling /metrics on a real fleet's store afterwards.
+        println!("  store kept: {}", dir.path("store.db").display());
+        std::mem::forget(dir);
+        return;
+    }
 
     // The peer an operator might otherwise use: each agent pushes its
     // restart's phase durations to a Prometheus pushgateway (which keeps the
