@@ -208,6 +208,20 @@ pub fn where_time_went(
                 format_seconds(ready)
             ));
         }
+        if let (Some(boot), Some(up)) = (p50(service, Phase::OsdBoot), p50(service, Phase::OsdUp)) {
+            let mut line = format!(
+                "after its start (p50): the OSD was active {} later, up in the osdmap at {}",
+                format_seconds(boot),
+                format_seconds(up)
+            );
+            if let Some(active) = p50(service, Phase::PgsActive) {
+                line.push_str(&format!(", its PGs active at {}", format_seconds(active)));
+            }
+            if let Some(clean) = p50(service, Phase::PgsClean) {
+                line.push_str(&format!(", clean at {}", format_seconds(clean)));
+            }
+            lines.push(line);
+        }
         out.insert(service.to_string(), lines);
     }
     out
