@@ -5,7 +5,7 @@ use bounce_agent::output::{RunInfo, RunOutput, new_run_id};
 use bounce_agent::runner::{self, RunOptions, StopReason};
 use bounce_agent::scenario::{Scenario, duration};
 use bounce_agent::sources::Sources;
-use bounce_agent::stream::{Collector, Spool, Streamer, drain};
+use bounce_agent::stream::{Collector, RunJoin, Spool, Streamer, drain};
 use bounce_agent::target::ResolvedTarget;
 use bounce_agent::timeline::{RunLabels, realtime_nanos};
 use bounce_agent::{facts, plan};
@@ -61,6 +61,11 @@ enum Command {
         /// Node name recorded with the results (default: the host name).
         #[arg(long)]
         node: Option<String>,
+        /// Join a fleet run: agents given the same id (one per node, each
+        /// with its own --node name) land in one run at the collector, and
+        /// one report covers them all. Default: a new id for this node.
+        #[arg(long, value_parser = parse_run_id)]
+        run_id: Option<String>,
         /// After Ctrl-C, how long restarts in flight may take to finish.
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         drain: Duration,
@@ -141,6 +146,21 @@ async fn resolve(
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     duration::parse(s)
+}
+
+/// A run id the collector accepts: letters, digits and `_ . - @ :`.
+fn parse_run_id(s: &str) -> Result<String, String> {
+    if s.is_empty()
+        || s.len() > 128
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-@:".contains(c))
+    {
+        return Err(format!(
+            "{s:?}: a run id is 1-128 letters, digits and _ . - @ : (e.g. upgrade-2026-11-25)"
+        ));
+    }
+    Ok(s.to_string())
 }
 
 fn main() -> ExitCode {
@@ -230,6 +250,7 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
             scenario,
             output,
             node,
+            run_id,
             drain,
             no_progress,
             state_dir,
@@ -238,12 +259,20 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
             flush,
             collector_may_be_away,
         } => {
-            // Checked before anything restarts: the URL, the token, and that
-            // the collector takes it (unless told to start without it).
+            let scenario = Scenario::load(&scenario)?;
+            // Checked before anything restarts: the URL, the token, that the
+            // collector takes it and, when joining a fleet run, that it would
+            // take this node's results (unless told to start without it).
             let collector = match &collector {
                 Some(url) => {
                     let c = Collector::new(url, auth.token()?)?;
-                    match c.check().await {
+                    let joining = run_id.as_ref().map(|id| RunJoin {
+                        run_id: id.clone(),
+                        deployment: scenario.deployment.to_string(),
+                        scenario: scenario.name.to_string(),
+                        agent: node.clone().unwrap_or_else(facts::node_hostname),
+                    });
+                    match c.check(joining.as_ref()).await {
                         Ok(()) => {}
                         Err(e) if collector_may_be_away => {
                             eprintln!("warning: {e}; measuring anyway, batches wait in the spool")
@@ -256,7 +285,6 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
                 }
                 None => None,
             };
-            let scenario = Scenario::load(&scenario)?;
             // A run that was killed may have left flags set: undo that first.
             for line in bounce_agent::ceph::flags::recover(&state_dir)
                 .await
@@ -275,7 +303,7 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
             let node = node.unwrap_or_else(|| node_facts.hostname.clone());
             let mut out = RunOutput::create(&output, &scenario.text)?;
             let labels = RunLabels {
-                run_id: new_run_id(),
+                run_id: run_id.unwrap_or_else(new_run_id),
                 deployment: scenario.deployment.to_string(),
                 scenario: scenario.name.to_string(),
                 node: node.clone(),

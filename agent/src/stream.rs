@@ -70,9 +70,22 @@ impl Collector {
     /// Checks, before anything restarts, that the collector answers and
     /// takes the token (a wrong token would otherwise only show as refused
     /// batches at the end).
-    pub async fn check(&self) -> Result<(), StreamError> {
-        let url = self.whoami.to_string();
-        let req = hyper::Request::get(self.whoami.clone())
+    pub async fn check(&self, joining: Option<&RunJoin>) -> Result<(), StreamError> {
+        let mut url = self.whoami.to_string();
+        if let Some(j) = joining {
+            // The collector also says whether it would take this run's batches.
+            url.push_str(&format!(
+                "?run_id={}&deployment={}&scenario={}&agent={}",
+                query_escape(&j.run_id),
+                query_escape(&j.deployment),
+                query_escape(&j.scenario),
+                query_escape(&j.agent)
+            ));
+        }
+        let uri: hyper::Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| {
+            StreamError::Url(url.clone(), e.to_string())
+        })?;
+        let req = hyper::Request::get(uri)
             .header("authorization", format!("Bearer {}", self.token))
             .body(Full::new(Bytes::new()))
             .map_err(|e| StreamError::Url(url.clone(), e.to_string()))?;
@@ -80,13 +93,28 @@ impl Collector {
             .await
             .map_err(|_| StreamError::Url(url.clone(), "no answer within 10 s".into()))?
             .map_err(|e| StreamError::Url(url.clone(), format!("not reachable: {e}")))?;
-        match resp.status().as_u16() {
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let reason = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(String::from))
+            .unwrap_or_default();
+        match status {
             200 => Ok(()),
             401 | 403 => Err(StreamError::Url(
                 url,
                 "the collector refused the token".into(),
             )),
-            other => Err(StreamError::Url(url, format!("answered {other}"))),
+            409 => Err(StreamError::Url(
+                url,
+                format!("the collector would refuse this run's results: {reason}"),
+            )),
+            other => Err(StreamError::Url(url, format!("answered {other} {reason}"))),
         }
     }
 
@@ -120,6 +148,27 @@ impl Collector {
             Sent::Retry(format!("{status}: {}", String::from_utf8_lossy(&body)))
         }
     }
+}
+
+/// A run this agent is about to send under an id it was given (`run --run-id`).
+pub struct RunJoin {
+    pub run_id: String,
+    pub deployment: String,
+    pub scenario: String,
+    pub agent: String,
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The spool of one run folder.

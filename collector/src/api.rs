@@ -186,6 +186,9 @@ async fn ingest(
             .store(batch, histograms)
             .await
             .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        if let Stored::Conflict(why) = &stored {
+            return Err(ApiError(StatusCode::CONFLICT, why.clone()));
+        }
         if stored == Stored::Duplicate {
             state.duplicates.fetch_add(1, Ordering::Relaxed);
         }
@@ -194,6 +197,7 @@ async fn ingest(
             status: match stored {
                 Stored::New => "stored",
                 Stored::Duplicate => "duplicate",
+                Stored::Conflict(_) => unreachable!("answered above"),
             }
             .into(),
         }))
@@ -278,16 +282,61 @@ fn validate(b: &Batch) -> Result<Vec<PhaseHistogram>, String> {
 }
 
 /// What a token may do: agents check theirs before a run starts.
+/// The token's role; with `?run_id=&deployment=&scenario=&agent=`, also
+/// whether the store would take that agent's batches for that run (409 and
+/// why not), so an agent joining a fleet run learns it before restarting.
 async fn whoami(
     State(state): State<Shared>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require(&state, &headers, Role::Agent)?;
     let role = match role(&state, &headers) {
         Some(Role::Admin) => "admin",
         _ => "agent",
     };
+    let q = query_pairs(uri.query().unwrap_or(""));
+    if let Some(run_id) = q.get("run_id") {
+        let get = |k: &str| q.get(k).map(String::as_str).unwrap_or("");
+        let conflict = state
+            .reader
+            .lock()
+            .unwrap()
+            .join_conflict(run_id, get("deployment"), get("scenario"), get("agent"))
+            .map_err(internal)?;
+        if let Some(why) = conflict {
+            return Err(ApiError(StatusCode::CONFLICT, why));
+        }
+    }
     Ok(Json(serde_json::json!({ "role": role })))
+}
+
+/// `a=b&c=d`, percent-decoded (`+` is not a space here: bounce's agent
+/// encodes everything but unreserved characters).
+fn query_pairs(q: &str) -> BTreeMap<String, String> {
+    let decode = |s: &str| {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%'
+                && let Some(b) = s
+                    .get(i + 1..i + 3)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+            out.push(bytes[i]);
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    q.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
 }
 
 async fn list_runs(

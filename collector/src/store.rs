@@ -33,10 +33,14 @@ pub struct Store {
 pub type PhaseHistogram = (String, Phase, SparseHistogram, f64);
 
 /// Whether a batch was new.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stored {
     New,
     Duplicate,
+    /// Refused, nothing written: the batch contradicts what the store holds
+    /// (another deployment under this run id, or a different batch under
+    /// the same agent, run and seq: two agents sharing one name).
+    Conflict(String),
 }
 
 /// What /metrics shows of one (deployment, scenario, service, phase).
@@ -125,6 +129,7 @@ CREATE TABLE IF NOT EXISTS batches (
     agent TEXT NOT NULL,
     run_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
+    digest TEXT,
     PRIMARY KEY (agent, run_id, seq)
 );
 CREATE TABLE IF NOT EXISTS timelines (
@@ -162,14 +167,18 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
-        // Stores made before runs kept their scenario text.
-        let has_yaml: bool = conn.query_row(
-            "SELECT count(*) FROM pragma_table_info('runs') WHERE name = 'scenario_yaml'",
-            [],
-            |r| r.get::<_, i64>(0).map(|n| n > 0),
-        )?;
-        if !has_yaml {
-            conn.execute_batch("ALTER TABLE runs ADD COLUMN scenario_yaml TEXT")?;
+        // Stores made before runs kept their scenario text, or batches their digest.
+        for (table, column) in [("runs", "scenario_yaml"), ("batches", "digest")] {
+            let has: bool = conn.query_row(
+                &format!(
+                    "SELECT count(*) FROM pragma_table_info('{table}') WHERE name = '{column}'"
+                ),
+                [],
+                |r| r.get::<_, i64>(0).map(|n| n > 0),
+            )?;
+            if !has {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} TEXT"))?;
+            }
         }
         Ok(Store { conn })
     }
@@ -333,6 +342,43 @@ impl Store {
         )? as u64)
     }
 
+    /// Why this agent's batches for this run would be refused, if they would:
+    /// the run id already belongs to another deployment or scenario, or this
+    /// agent name already sent batches for it.
+    pub fn join_conflict(
+        &self,
+        run_id: &str,
+        deployment: &str,
+        scenario: &str,
+        agent: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let known: Option<(String, String)> = self
+            .conn
+            .query_row(
+                "SELECT deployment, scenario FROM runs WHERE run_id = ?1",
+                [run_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((d, s)) = known
+            && (d != deployment || s != scenario)
+        {
+            return Ok(Some(format!(
+                "run {run_id} is deployment {d:?}, scenario {s:?} here, not {deployment:?}, {scenario:?}"
+            )));
+        }
+        let sent: i64 = self.conn.query_row(
+            "SELECT count(*) FROM batches WHERE run_id = ?1 AND agent = ?2",
+            params![run_id, agent],
+            |r| r.get(0),
+        )?;
+        Ok((sent > 0).then(|| {
+            format!(
+                "agent {agent:?} already sent results for run {run_id}: give each node its own --node, or start a new --run-id"
+            )
+        }))
+    }
+
     /// Everything a report needs about one run, all its agents together;
     /// None when the store does not know the run.
     pub fn run_data(&self, run_id: &str) -> Result<Option<RunData>, StoreError> {
@@ -434,6 +480,18 @@ impl Store {
     }
 }
 
+/// FNV-1a of the batch as JSON: a resend (from the agent's spool) is the
+/// same batch, so the same digest; anything else under its key is not.
+fn digest_of(batch: &Batch) -> String {
+    let bytes = serde_json::to_vec(batch).expect("batches serialize");
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
 /// One batch inside a transaction; its histograms go to `pending`.
 fn apply(
     tx: &rusqlite::Transaction<'_>,
@@ -441,14 +499,42 @@ fn apply(
     histograms: &[PhaseHistogram],
     pending: &mut Pending,
 ) -> Result<Stored, StoreError> {
+    let run = &batch.run;
+    let known: Option<(String, String)> = tx
+        .query_row(
+            "SELECT deployment, scenario FROM runs WHERE run_id = ?1",
+            [&run.run_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    if let Some((deployment, scenario)) = known
+        && (deployment != run.deployment || scenario != run.scenario)
+    {
+        return Ok(Stored::Conflict(format!(
+            "run {} is deployment {deployment:?}, scenario {scenario:?} here; this batch says {:?}, {:?} (a fleet run shares one scenario)",
+            run.run_id, run.deployment, run.scenario
+        )));
+    }
+    let digest = digest_of(batch);
     let inserted = tx.execute(
-        "INSERT OR IGNORE INTO batches (agent, run_id, seq) VALUES (?1, ?2, ?3)",
-        params![batch.agent, batch.run.run_id, batch.seq as i64],
+        "INSERT OR IGNORE INTO batches (agent, run_id, seq, digest) VALUES (?1, ?2, ?3, ?4)",
+        params![batch.agent, run.run_id, batch.seq as i64, digest],
     )?;
     if inserted == 0 {
-        return Ok(Stored::Duplicate);
+        let stored: Option<String> = tx.query_row(
+            "SELECT digest FROM batches WHERE agent = ?1 AND run_id = ?2 AND seq = ?3",
+            params![batch.agent, run.run_id, batch.seq as i64],
+            |r| r.get(0),
+        )?;
+        // Rows from before digests were kept count as the same batch.
+        return Ok(match stored {
+            Some(d) if d != digest => Stored::Conflict(format!(
+                "agent {:?} already sent a different batch {} for run {}: do two agents share one --node name?",
+                batch.agent, batch.seq, run.run_id
+            )),
+            _ => Stored::Duplicate,
+        });
     }
-    let run = &batch.run;
     tx.execute(
             "INSERT OR IGNORE INTO runs (run_id, deployment, scenario, started_unix_nanos) VALUES (?1, ?2, ?3, ?4)",
             params![run.run_id, run.deployment, run.scenario, run.started_unix_nanos],

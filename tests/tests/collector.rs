@@ -563,3 +563,104 @@ fn the_agent_checks_the_collector_before_restarting_anything() {
         text(&push)
     );
 }
+
+#[test]
+fn a_fleet_run_is_one_run_at_the_collector_and_a_contradicting_agent_is_stopped_before_restarting()
+{
+    let a = TestContainer::start(
+        "fleet-a",
+        &["--network", "none"],
+        "trap 'exit 0' TERM; while true; do sleep 1 & wait; done",
+    );
+    let b = TestContainer::start(
+        "fleet-b",
+        &["--network", "none"],
+        "trap 'exit 0' TERM; while true; do sleep 1 & wait; done",
+    );
+    let dir = Scratch::new("fleet");
+    let col = CollectorProcess::start(&dir.0);
+    let token = dir.write("token", AGENT_TOKEN);
+    let url = col.url();
+    let scenario = |deployment: &str, name: &str| {
+        format!(
+            "deployment: {deployment}\nscenario: fleet\nrepeat: 2\ntargets:\n  - docker: {{names: [{name}]}}\n    stop_timeout: 5s\n    timeout: 30s\n"
+        )
+    };
+    let run = |node: &str, yaml: &str, out: &str| {
+        let file = dir.write(&format!("{out}.yaml"), yaml);
+        agent(&[
+            "run",
+            file.to_str().unwrap(),
+            "-o",
+            dir.path(out).to_str().unwrap(),
+            "--no-progress",
+            "--node",
+            node,
+            "--run-id",
+            "upgrade-2026-11-25",
+            "--collector",
+            &url,
+            "--token-file",
+            token.to_str().unwrap(),
+        ])
+    };
+    // Two nodes, one run id: one run with two agents.
+    let out = run("node-a", &scenario("lab", &a.name), "oa");
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run("node-b", &scenario("lab", &b.name), "ob");
+    assert!(out.status.success(), "{}", text(&out));
+    let (s, body) = col.http("GET", "/api/v1/runs", Some(ADMIN_TOKEN), None);
+    assert_eq!(s, 200, "{body}");
+    let runs: Value = serde_json::from_str(&body).unwrap();
+    let runs = runs["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["run_id"], "upgrade-2026-11-25");
+    assert_eq!(runs[0]["agents"], 2);
+    assert_eq!(runs[0]["restarts"], 4);
+    // One report for the fleet.
+    let rep = dir.path("report");
+    let out = std::process::Command::new(bin("bounce-collector"))
+        .args(["report", "upgrade-2026-11-25", "--store"])
+        .arg(&col.store)
+        .arg("--out")
+        .arg(&rep)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let md = std::fs::read_to_string(rep.join("report.md")).unwrap();
+    assert!(md.contains("| `upgrade-2026-11-25` |"), "{md}");
+    assert!(md.contains("| 2 | 4 of 4 planned |"), "two nodes: {md}");
+    assert!(md.contains("node-a, node-b"), "{md}");
+    for c in [&a.name, &b.name] {
+        assert!(md.contains(&format!("| {c} | stop | 2 |")), "{md}");
+    }
+
+    // Another deployment under the same run id, or a node name already used:
+    // refused before anything restarts.
+    let before = a.inspect()["State"]["StartedAt"].clone();
+    for (node, deployment, why) in [
+        ("node-c", "other-lab", "is deployment \"lab\""),
+        ("node-a", "lab", "already sent results for run upgrade-2026-11-25"),
+    ] {
+        let out = run(node, &scenario(deployment, &a.name), &format!("o-{node}-{deployment}"));
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(text(&out).contains(why), "{why}: {}", text(&out));
+        assert!(text(&out).contains("nothing was restarted"), "{}", text(&out));
+    }
+    assert_eq!(a.inspect()["State"]["StartedAt"], before, "not restarted");
+
+    // A batch that contradicts the store is refused with 409 even without the check.
+    let mut batch = batch_with_stop(1, 1.0);
+    batch.run.run_id = "upgrade-2026-11-25".into();
+    for t in &mut batch.timelines {
+        t.run_id = "upgrade-2026-11-25".into();
+    }
+    let (s, body) = col.http(
+        "POST",
+        "/api/v1/ingest",
+        Some(AGENT_TOKEN),
+        Some(&serde_json::to_vec(&batch).unwrap()),
+    );
+    assert_eq!(s, 409, "{body}");
+    assert!(body.contains("is deployment"), "{body}");
+}
