@@ -261,6 +261,50 @@ pub fn verdict_line(cmp: &Comparison) -> String {
     }
 }
 
+/// A fleet run: the nodes whose restarts took longest, so an operator sees
+/// whether slowness is everywhere or on a few nodes.
+fn nodes_section(out: &mut String, timelines: &[TimelineRecord]) {
+    let mut by_node: BTreeMap<&str, Vec<&TimelineRecord>> = BTreeMap::new();
+    for t in timelines {
+        by_node.entry(&t.node).or_default().push(t);
+    }
+    if by_node.len() < 2 {
+        return;
+    }
+    let mut rows: Vec<(&str, usize, usize, f64, f64)> = by_node
+        .iter()
+        .map(|(node, ts)| {
+            let mut spans: Vec<f64> = ts.iter().filter_map(|t| restart_span(t)).collect();
+            spans.sort_by(f64::total_cmp);
+            let at = |q: f64| {
+                spans
+                    .get(((q * spans.len() as f64).ceil() as usize).max(1) - 1)
+                    .copied()
+                    .unwrap_or(0.0)
+            };
+            let not_ok = ts.iter().filter(|t| t.outcome != Outcome::Ok).count();
+            (*node, ts.len(), not_ok, at(0.5), at(1.0))
+        })
+        .collect();
+    rows.sort_by(|a, b| b.4.total_cmp(&a.4).then(a.0.cmp(b.0)));
+    let shown = rows.len().min(20);
+    let _ = writeln!(
+        out,
+        "\n## Nodes\n\n{} nodes; the {shown} with the longest restart first (requested → last milestone).\n",
+        rows.len()
+    );
+    out.push_str("| node | restarts | not ok | p50 | max |\n|---|--:|--:|--:|--:|\n");
+    for (node, n, not_ok, p50, max) in &rows[..shown] {
+        let _ = writeln!(
+            out,
+            "| {} | {n} | {not_ok} | {} | {} |",
+            cell(node),
+            format_seconds(*p50),
+            format_seconds(*max)
+        );
+    }
+}
+
 pub fn render(i: &Input<'_>) -> String {
     let run = i.run;
     let mut out = String::new();
@@ -399,6 +443,8 @@ pub fn render(i: &Input<'_>) -> String {
             );
         }
     }
+
+    nodes_section(&mut out, &run.timelines);
 
     let failed: Vec<&TimelineRecord> = run
         .timelines

@@ -631,6 +631,10 @@ fn a_fleet_run_is_one_run_at_the_collector_and_a_contradicting_agent_is_stopped_
     assert!(md.contains("| `upgrade-2026-11-25` |"), "{md}");
     assert!(md.contains("| 2 | 4 of 4 planned |"), "two nodes: {md}");
     assert!(md.contains("node-a, node-b"), "{md}");
+    assert!(
+        md.contains("## Nodes") && md.contains("| node-a | 2 | 0 |"),
+        "{md}"
+    );
     for c in [&a.name, &b.name] {
         assert!(md.contains(&format!("| {c} | stop | 2 |")), "{md}");
     }
@@ -640,12 +644,24 @@ fn a_fleet_run_is_one_run_at_the_collector_and_a_contradicting_agent_is_stopped_
     let before = a.inspect()["State"]["StartedAt"].clone();
     for (node, deployment, why) in [
         ("node-c", "other-lab", "is deployment \"lab\""),
-        ("node-a", "lab", "already sent results for run upgrade-2026-11-25"),
+        (
+            "node-a",
+            "lab",
+            "already sent results for run upgrade-2026-11-25",
+        ),
     ] {
-        let out = run(node, &scenario(deployment, &a.name), &format!("o-{node}-{deployment}"));
+        let out = run(
+            node,
+            &scenario(deployment, &a.name),
+            &format!("o-{node}-{deployment}"),
+        );
         assert_eq!(out.status.code(), Some(2), "{}", text(&out));
         assert!(text(&out).contains(why), "{why}: {}", text(&out));
-        assert!(text(&out).contains("nothing was restarted"), "{}", text(&out));
+        assert!(
+            text(&out).contains("nothing was restarted"),
+            "{}",
+            text(&out)
+        );
     }
     assert_eq!(a.inspect()["State"]["StartedAt"], before, "not restarted");
 
