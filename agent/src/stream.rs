@@ -93,13 +93,8 @@ impl Collector {
             .await
             .map_err(|_| StreamError::Url(url.clone(), "no answer within 10 s".into()))?
             .map_err(|e| StreamError::Url(url.clone(), format!("not reachable: {e}")))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let (status, body) = status_and_body(resp).await;
+        let status = status.as_u16();
         let reason = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| v["error"].as_str().map(String::from))
@@ -133,13 +128,7 @@ impl Collector {
                 Ok(Err(e)) => return Sent::Retry(e.to_string()),
                 Err(_) => return Sent::Retry("no answer within 15 s".into()),
             };
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let (status, body) = status_and_body(resp).await;
         if status.is_success() && serde_json::from_slice::<Ack>(&body).is_ok() {
             Sent::Acked
         } else if status.is_client_error() && status.as_u16() != 408 && status.as_u16() != 429 {
@@ -148,6 +137,20 @@ impl Collector {
             Sent::Retry(format!("{status}: {}", String::from_utf8_lossy(&body)))
         }
     }
+}
+
+/// An answer's status and whole body (empty if the body breaks off).
+async fn status_and_body(
+    resp: hyper::Response<hyper::body::Incoming>,
+) -> (hyper::StatusCode, Bytes) {
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// A run this agent is about to send under an id it was given (`run --run-id`).

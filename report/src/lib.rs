@@ -285,15 +285,8 @@ pub fn write_report(
 /// One bar per service, p50 of stop, start, and ready (or the last Ceph
 /// milestone), slowest first.
 fn service_bars(timelines: &[TimelineRecord], rows: &[bounce_wire::SummaryRow]) -> Vec<svg::Bar> {
-    let p50 = |service: &str, phase: Phase| {
-        rows.iter()
-            .find(|r| r.service == service && r.phase == phase)
-            .and_then(|r| r.p50)
-    };
-    let mut services: Vec<&str> = timelines.iter().map(|t| t.service.as_str()).collect();
-    services.sort();
-    services.dedup();
-    let mut bars: Vec<svg::Bar> = services
+    let p50 = |service: &str, phase: Phase| bounce_wire::summary::p50_of(rows, service, phase);
+    let mut bars: Vec<svg::Bar> = bounce_wire::summary::services(timelines)
         .into_iter()
         .map(|s| {
             let after = p50(s, Phase::Ready).or_else(|| {

@@ -4,6 +4,7 @@
 
 use crate::compare::{Change, Comparison, Verdict};
 use crate::input::RunData;
+use bounce_wire::civil::utc;
 use bounce_wire::summary::{SummaryRow, format_seconds, where_time_went};
 use bounce_wire::{BoundaryName, NodeFacts, Outcome, Phase, Source, TimelineRecord};
 use std::collections::BTreeMap;
@@ -29,29 +30,6 @@ pub struct Input<'a> {
 
 fn opt(v: Option<f64>) -> String {
     v.map(format_seconds).unwrap_or_else(|| "-".into())
-}
-
-/// `2026-11-25 15:04:05 UTC` from Unix nanoseconds (no time-zone database needed).
-pub fn utc(unix_nanos: i64) -> String {
-    let secs = unix_nanos.div_euclid(1_000_000_000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
 }
 
 fn cell(s: &str) -> String {
@@ -503,19 +481,4 @@ pub fn render(i: &Input<'_>) -> String {
         run.origin
     );
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn utc_dates() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(
-            utc(1_795_000_000 * 1_000_000_000),
-            "2026-11-18 11:06:40 UTC"
-        );
-        assert_eq!(utc(951_782_400 * 1_000_000_000), "2000-02-29 00:00:00 UTC");
-    }
 }

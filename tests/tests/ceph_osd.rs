@@ -52,6 +52,25 @@ fn scenario(ids: &str, extra_gates: &str, repeat: u32) -> String {
     )
 }
 
+/// Requested, exited, started, osd_boot, osd_up, pgs_active: all there, in
+/// that order; their times.
+fn milestones_in_order(t: &TimelineRecord) -> Vec<i64> {
+    let order = [
+        BoundaryName::Requested,
+        BoundaryName::Exited,
+        BoundaryName::Started,
+        BoundaryName::OsdActive,
+        BoundaryName::OsdUp,
+        BoundaryName::PgsActive,
+    ];
+    let times: Vec<i64> = order.iter().map(|b| at(t, *b)).collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "milestones in order: {t:?}"
+    );
+    times
+}
+
 fn run(dir: &Scratch, yaml: &str, state: &Path) -> (std::process::Output, Vec<TimelineRecord>) {
     let file = dir.write("osd.yaml", yaml);
     let out_dir = dir.path("out");
@@ -84,19 +103,7 @@ fn a_rolling_restart_times_ceph_milestones_one_osd_at_a_time_and_unsets_noout() 
     for t in &tls {
         assert_eq!(t.outcome, Outcome::Ok, "{t:?}");
         assert_eq!(t.service, "ceph-osd");
-        let order = [
-            BoundaryName::Requested,
-            BoundaryName::Exited,
-            BoundaryName::Started,
-            BoundaryName::OsdActive,
-            BoundaryName::OsdUp,
-            BoundaryName::PgsActive,
-        ];
-        let times: Vec<i64> = order.iter().map(|b| at(t, *b)).collect();
-        assert!(
-            times.windows(2).all(|w| w[0] <= w[1]),
-            "milestones in order: {t:?}"
-        );
+        milestones_in_order(t);
         assert_eq!(
             at(t, BoundaryName::Ready),
             at(t, BoundaryName::PgsActive),
@@ -580,16 +587,7 @@ fn an_osd_in_a_container_is_restarted_through_the_engine_and_followed_the_same_w
         t.boundary(BoundaryName::Exited).unwrap().source,
         bounce_wire::Source::DockerState { .. }
     ));
-    let order = [
-        BoundaryName::Requested,
-        BoundaryName::Exited,
-        BoundaryName::Started,
-        BoundaryName::OsdActive,
-        BoundaryName::OsdUp,
-        BoundaryName::PgsActive,
-    ];
-    let times: Vec<i64> = order.iter().map(|b| at(t, *b)).collect();
-    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{t:?}");
+    let times = milestones_in_order(t);
     for p in [
         Phase::Stop,
         Phase::Start,

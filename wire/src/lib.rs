@@ -3,6 +3,7 @@
 //! Kept small on purpose: only types that cross the agent/collector boundary
 //! (files in an output folder today, the ingest API later) live here.
 
+pub mod civil;
 pub mod hist;
 pub mod ingest;
 pub mod summary;

@@ -107,6 +107,21 @@ pub fn rows_from(timelines: &[TimelineRecord], hists: &PhaseHistograms) -> Vec<S
         .collect()
 }
 
+/// The services of these timelines, sorted, once each.
+pub fn services(timelines: &[TimelineRecord]) -> Vec<&str> {
+    let mut v: Vec<&str> = timelines.iter().map(|t| t.service.as_str()).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The table's p50 of one (service, phase), if observed.
+pub fn p50_of(rows: &[SummaryRow], service: &str, phase: Phase) -> Option<f64> {
+    rows.iter()
+        .find(|r| r.service == service && r.phase == phase)
+        .and_then(|r| r.p50)
+}
+
 /// Per service, sentences that say where the restart time went: the split
 /// of a unit's stop between its container and the unit itself, how often a
 /// unit was left `failed`, how often a stop needed SIGKILL.
@@ -115,15 +130,8 @@ pub fn where_time_went(
     rows: &[SummaryRow],
 ) -> BTreeMap<String, Vec<String>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let p50 = |service: &str, phase: Phase| {
-        rows.iter()
-            .find(|r| r.service == service && r.phase == phase)
-            .and_then(|r| r.p50)
-    };
-    let mut services: Vec<&str> = timelines.iter().map(|t| t.service.as_str()).collect();
-    services.sort();
-    services.dedup();
-    for service in services {
+    let p50 = |service: &str, phase: Phase| p50_of(rows, service, phase);
+    for service in services(timelines) {
         let mine: Vec<&TimelineRecord> =
             timelines.iter().filter(|t| t.service == service).collect();
         let n = mine.len();
