@@ -46,6 +46,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/runs/{run_id}", get(run_summary))
         .route("/api/v1/runs/{run_id}/histograms.hlog", get(run_hlog))
         .route("/api/v1/runs/{run_id}/nodes", get(run_nodes))
+        .route("/api/v1/runs/{run_id}/export", get(run_export))
         .route("/metrics", get(metrics_page))
         .route("/api/v1/whoami", get(whoami))
         .layer(DefaultBodyLimit::max(MAX_BATCH_BYTES))
@@ -399,6 +400,24 @@ async fn run_summary(
         "where_time_went": where_time_went(&timelines, &rows),
         "rows": rows,
     })))
+}
+
+/// Everything a report needs about one run (`bounce-collector report
+/// --collector URL RUN` reads this): node facts, scenario, every timeline.
+async fn run_export(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(run_id): Path<String>,
+) -> Result<Json<bounce_report::RunData>, ApiError> {
+    require(&state, &headers, Role::Admin)?;
+    let data = state
+        .reader
+        .lock()
+        .unwrap()
+        .run_data(&run_id)
+        .map_err(internal)?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no run {run_id:?}")))?;
+    Ok(Json(data))
 }
 
 async fn run_hlog(

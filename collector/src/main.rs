@@ -6,6 +6,7 @@
 
 mod api;
 mod metrics;
+mod remote;
 mod sparse;
 mod store;
 
@@ -75,8 +76,15 @@ enum Command {
         /// A run id from the store (`/api/v1/runs` lists them).
         run: Option<String>,
         /// The collector's store (the SQLite file `serve --store` uses; read only).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "collector")]
         store: Option<PathBuf>,
+        /// Or a running collector (http://HOST:PORT), read with an admin
+        /// token from --token-file or BOUNCE_ADMIN_TOKEN.
+        #[arg(long)]
+        collector: Option<String>,
+        /// A file holding the admin token (first line).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
         /// An agent's --output folder instead of RUN.
         #[arg(long, conflicts_with = "run")]
         from: Option<PathBuf>,
@@ -282,6 +290,8 @@ fn run(cmd: Command) -> Result<ExitCode> {
         Command::Report {
             run,
             store,
+            collector,
+            token_file,
             from,
             baseline,
             baseline_from,
@@ -292,21 +302,30 @@ fn run(cmd: Command) -> Result<ExitCode> {
             min_change,
             slowest,
         } => {
-            let store = match (&store, run.is_some() || baseline.is_some()) {
-                (Some(path), _) => Some(open_store_for_reading(path)?),
-                (None, true) => bail!("a run id needs --store (the collector's SQLite file)"),
-                (None, false) => None,
+            let needs_source = run.is_some() || baseline.is_some();
+            let source = match (&store, &collector) {
+                (Some(path), _) => Some(Source::Store(open_store_for_reading(path)?)),
+                (None, Some(url)) => Some(Source::Remote(remote::Remote::new(
+                    url,
+                    &tokens(token_file.as_deref(), "BOUNCE_ADMIN_TOKEN")?,
+                )?)),
+                (None, None) if needs_source => {
+                    bail!("a run id needs --store (the collector's SQLite file) or --collector URL")
+                }
+                (None, None) => None,
             };
             let load = |id: Option<String>, dir: Option<PathBuf>| -> Result<Option<RunData>> {
                 match (id, dir) {
-                    (Some(id), _) => {
-                        let s = store.as_ref().expect("checked above");
-                        let mut data = s.run_data(&id)?.with_context(|| {
-                            format!("the store has no run {id:?} (/api/v1/runs lists them)")
-                        })?;
-                        data.origin = format!("collector store, run {id}");
-                        Ok(Some(data))
-                    }
+                    (Some(id), _) => match source.as_ref().expect("checked above") {
+                        Source::Store(s) => {
+                            let mut data = s.run_data(&id)?.with_context(|| {
+                                format!("the store has no run {id:?} (/api/v1/runs lists them)")
+                            })?;
+                            data.origin = format!("collector store, run {id}");
+                            Ok(Some(data))
+                        }
+                        Source::Remote(r) => Ok(Some(r.run(&id)?)),
+                    },
                     (None, Some(dir)) => Ok(Some(RunData::from_dir(&dir)?)),
                     (None, None) => Ok(None),
                 }
@@ -371,6 +390,12 @@ fn run(cmd: Command) -> Result<ExitCode> {
             Ok(code)
         }
     }
+}
+
+/// Where `report RUN` reads runs from.
+enum Source {
+    Store(store::Store),
+    Remote(remote::Remote),
 }
 
 /// The store, for reading only: never created by a report (a typo in the

@@ -21,8 +21,9 @@ pub enum InputError {
     Invalid { path: PathBuf, reason: String },
 }
 
-/// One run, everything a report needs.
-#[derive(Debug, Clone)]
+/// One run, everything a report needs (also what the collector's
+/// `/api/v1/runs/{id}/export` answers).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RunData {
     pub run_id: String,
     pub deployment: String,

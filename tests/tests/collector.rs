@@ -635,6 +635,36 @@ fn a_fleet_run_is_one_run_at_the_collector_and_a_contradicting_agent_is_stopped_
         md.contains("## Nodes") && md.contains("| node-a | 2 | 0 |"),
         "{md}"
     );
+    // The same report from the running collector's read API (admin token).
+    let remote = |token: &str, out: &str| {
+        let file = dir.write(&format!("{out}.token"), token);
+        std::process::Command::new(bin("bounce-collector"))
+            .args([
+                "report",
+                "upgrade-2026-11-25",
+                "--collector",
+                &url,
+                "--token-file",
+            ])
+            .arg(&file)
+            .arg("--out")
+            .arg(dir.path(out))
+            .output()
+            .unwrap()
+    };
+    let out = remote(ADMIN_TOKEN, "remote");
+    assert!(out.status.success(), "{}", text(&out));
+    let remote_md = std::fs::read_to_string(dir.path("remote/report.md")).unwrap();
+    let table = |m: &str| {
+        m.split("## Where the time went")
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(table(&remote_md), table(&md), "same numbers from the API");
+    let out = remote(AGENT_TOKEN, "remote-agent");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("refused the token"), "{}", text(&out));
     for c in [&a.name, &b.name] {
         assert!(md.contains(&format!("| {c} | stop | 2 |")), "{md}");
     }
