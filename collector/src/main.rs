@@ -369,7 +369,7 @@ fn run(cmd: Command) -> Result<ExitCode> {
                         ch.phase,
                         format_seconds(ch.baseline.p50),
                         format_seconds(ch.run.p50),
-                        match (ch.p_value, ch.verdict) {
+                        match (ch.p_adjusted, ch.verdict) {
                             (Some(p), Verdict::Slower | Verdict::Faster) =>
                                 format!(" (p = {})", bounce_report::markdown::p_value(p)),
                             _ => format!(" ({})", ch.verdict.as_str()),

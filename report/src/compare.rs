@@ -96,6 +96,9 @@ pub struct Change {
     pub run: SideStats,
     /// Two-sided p-value of the Mann-Whitney U test (normal approximation with tie correction).
     pub p_value: Option<f64>,
+    /// The p-value after Holm's correction over every pair with a verdict
+    /// (what the verdict compares with alpha).
+    pub p_adjusted: Option<f64>,
     pub verdict: Verdict,
 }
 
@@ -134,6 +137,9 @@ pub fn samples(timelines: &[TimelineRecord]) -> BTreeMap<(String, Phase), Vec<f6
     out
 }
 
+/// One (service, phase) with its run and baseline samples.
+type Sides<'a> = (&'a (String, Phase), &'a Vec<f64>, &'a Vec<f64>);
+
 pub fn compare(
     run: &[TimelineRecord],
     baseline: &[TimelineRecord],
@@ -145,41 +151,85 @@ pub fn compare(
     keys.sort();
     keys.dedup();
     let empty = Vec::new();
-    let changes = keys
+    let sides: Vec<Sides<'_>> = keys
         .into_iter()
-        .map(|key| {
-            let r = run.get(key).unwrap_or(&empty);
-            let b = base.get(key).unwrap_or(&empty);
+        .map(|k| {
+            (
+                k,
+                run.get(k).unwrap_or(&empty),
+                base.get(k).unwrap_or(&empty),
+            )
+        })
+        .collect();
+    let p_values: Vec<Option<f64>> = sides
+        .iter()
+        .map(|(_, r, b)| (!r.is_empty() && !b.is_empty()).then(|| mann_whitney(r, b).1))
+        .collect();
+    // Holm over the pairs that get a verdict: many services × phases tested
+    // at once must not make a chance "slower" likely.
+    let tested: Vec<usize> = (0..sides.len())
+        .filter(|i| {
+            let (_, r, b) = sides[*i];
+            r.len() >= options.min_samples && b.len() >= options.min_samples
+        })
+        .collect();
+    let adjusted = holm(
+        &tested
+            .iter()
+            .map(|i| p_values[*i].unwrap_or(1.0))
+            .collect::<Vec<_>>(),
+    );
+    let mut p_adjusted: Vec<Option<f64>> = vec![None; sides.len()];
+    for (i, adj) in tested.iter().zip(adjusted) {
+        p_adjusted[*i] = Some(adj);
+    }
+    let changes = sides
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, r, b))| {
             let (rs, bs) = (SideStats::of(r), SideStats::of(b));
-            let (verdict, p_value) = if b.is_empty() {
-                (Verdict::OnlyInRun, None)
+            let verdict = if b.is_empty() {
+                Verdict::OnlyInRun
             } else if r.is_empty() {
-                (Verdict::OnlyInBaseline, None)
-            } else if r.len() < options.min_samples || b.len() < options.min_samples {
-                (Verdict::InsufficientData, Some(mann_whitney(r, b).1))
-            } else {
-                let p = mann_whitney(r, b).1;
+                Verdict::OnlyInBaseline
+            } else if let Some(p) = p_adjusted[i] {
                 let delta = rs.p50 - bs.p50;
                 let big =
                     delta.abs() >= (options.threshold * bs.p50).max(options.min_change_seconds);
-                let v = match (p < options.alpha && big, delta > 0.0) {
+                match (p < options.alpha && big, delta > 0.0) {
                     (true, true) => Verdict::Slower,
                     (true, false) => Verdict::Faster,
                     (false, _) => Verdict::NoSignificantChange,
-                };
-                (v, Some(p))
+                }
+            } else {
+                Verdict::InsufficientData
             };
             Change {
                 service: key.0.clone(),
                 phase: key.1,
                 baseline: bs,
                 run: rs,
-                p_value,
+                p_value: p_values[i],
+                p_adjusted: p_adjusted[i],
                 verdict,
             }
         })
         .collect();
     Comparison { options, changes }
+}
+
+/// Holm-Bonferroni adjusted p-values, in the input's order.
+pub fn holm(p: &[f64]) -> Vec<f64> {
+    let m = p.len();
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|a, b| p[*a].total_cmp(&p[*b]));
+    let mut out = vec![1.0; m];
+    let mut running: f64 = 0.0;
+    for (rank, i) in order.into_iter().enumerate() {
+        running = running.max(((m - rank) as f64 * p[i]).min(1.0));
+        out[i] = running;
+    }
+    out
 }
 
 /// Mann-Whitney U of `a` against `b` and its two-sided p-value, from the
@@ -266,6 +316,15 @@ mod tests {
         assert!(p > 0.9, "{p}");
         // All values tied: variance zero, p = 1, no panic.
         assert_eq!(mann_whitney(&[1.0; 5], &[1.0; 5]).1, 1.0);
+    }
+
+    #[test]
+    fn holm_adjusts_in_rank_order_and_stays_monotone() {
+        let adj = holm(&[0.01, 0.04, 0.03, 0.005]);
+        // Ranks: 0.005×4, 0.01×3, 0.03×2, 0.04×1, each at least the one before.
+        assert_eq!(adj, vec![0.03, 0.06, 0.06, 0.02]);
+        assert!(holm(&[]).is_empty());
+        assert_eq!(holm(&[0.9, 0.8]), vec![1.0, 1.0]);
     }
 
     #[test]

@@ -177,7 +177,7 @@ fn pct(base: f64, run: f64) -> String {
 
 fn comparison_table(out: &mut String, cmp: &Comparison) {
     out.push_str(
-        "| service | phase | n | p50 | p90 | p99 | p (U test) | verdict |\n|---|---|--:|---|---|---|--:|---|\n",
+        "| service | phase | n | p50 | p90 | p99 | p (U test, Holm) | verdict |\n|---|---|--:|---|---|---|--:|---|\n",
     );
     for c in &cmp.changes {
         let q = |b: f64, r: f64, n: (usize, usize)| match n {
@@ -206,7 +206,7 @@ fn comparison_table(out: &mut String, cmp: &Comparison) {
             q(c.baseline.p50, c.run.p50, n),
             q(c.baseline.p90, c.run.p90, n),
             q(c.baseline.p99, c.run.p99, n),
-            c.p_value.map(p_value).unwrap_or_else(|| "-".into()),
+            c.p_adjusted.map(p_value).unwrap_or_else(|| "-".into()),
             verdict
         );
     }
@@ -216,8 +216,12 @@ fn comparison_table(out: &mut String, cmp: &Comparison) {
 pub fn verdict_line(cmp: &Comparison) -> String {
     let o = &cmp.options;
     let rule = format!(
-        "Mann-Whitney U at α = {}, and a p50 change of at least {:.0}% and {}",
+        "Mann-Whitney U at α = {} after Holm's correction over {} service × phase, and a p50 change of at least {:.0}% and {}",
         o.alpha,
+        cmp.changes
+            .iter()
+            .filter(|c| c.p_adjusted.is_some())
+            .count(),
         o.threshold * 100.0,
         format_seconds(o.min_change_seconds)
     );
