@@ -12,9 +12,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bounce_wire::hist::PhaseHistograms;
 use bounce_wire::ingest::{Ack, Batch, INGEST_PATH, MAX_BATCH_BYTES};
-use bounce_wire::summary::{rows_from, where_time_went};
+use bounce_wire::summary::{rows_from_timelines, where_time_went};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -364,15 +363,6 @@ fn known_run(state: &AppState, run_id: &str) -> Result<(), ApiError> {
     }
 }
 
-fn run_phase_histograms(state: &AppState, run_id: &str) -> Result<PhaseHistograms, ApiError> {
-    state
-        .reader
-        .lock()
-        .unwrap()
-        .run_histograms(run_id)
-        .map_err(internal)
-}
-
 async fn run_summary(
     State(state): State<Shared>,
     headers: HeaderMap,
@@ -387,7 +377,8 @@ async fn run_summary(
             store.run_agent_count(&run_id).map_err(internal)?,
         )
     };
-    let rows = rows_from(&timelines, &PhaseHistograms::from_timelines(&timelines));
+    // One histogram at a time: a fleet run can hold thousands of series.
+    let rows = rows_from_timelines(&timelines);
     let mut outcomes = BTreeMap::<bounce_wire::Outcome, u64>::new();
     for t in &timelines {
         *outcomes.entry(t.outcome).or_default() += 1;
@@ -427,9 +418,16 @@ async fn run_hlog(
 ) -> Result<Response, ApiError> {
     require(&state, &headers, Role::Admin)?;
     known_run(&state, &run_id)?;
-    let hs = run_phase_histograms(&state, &run_id)?;
+    let timelines = state
+        .reader
+        .lock()
+        .unwrap()
+        .run_timelines(&run_id, None)
+        .map_err(internal)?;
     let mut buf = Vec::new();
-    hs.write_hlog(
+    // The run's histograms, rebuilt from its timelines one at a time.
+    bounce_wire::hist::write_hlog_from_timelines(
+        &timelines,
         &mut buf,
         SystemTime::now(),
         Duration::ZERO,

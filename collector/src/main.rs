@@ -12,7 +12,7 @@ mod store;
 
 use anyhow::{Context, Result, bail};
 use bounce_report::{CompareOptions, ReportOptions, RunData, Verdict, write_report};
-use bounce_wire::summary::{format_seconds, render_table, rows_from};
+use bounce_wire::summary::{format_seconds, render_table, rows_from, rows_from_timelines};
 use bounce_wire::{PhaseHistograms, TimelineRecord};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -348,8 +348,10 @@ fn run(cmd: Command) -> Result<ExitCode> {
                 ..ReportOptions::default()
             };
             let written = write_report(&run_data, base_data.as_ref(), &opts, &out)?;
-            let hists = PhaseHistograms::from_timelines(&run_data.timelines);
-            print!("{}", render_table(&rows_from(&run_data.timelines, &hists)));
+            print!(
+                "{}",
+                render_table(&rows_from_timelines(&run_data.timelines))
+            );
             let mut code = ExitCode::SUCCESS;
             if let Some(c) = &written.comparison {
                 println!();

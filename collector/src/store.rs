@@ -9,7 +9,6 @@
 use crate::metrics::{BUCKETS, QUANTILES};
 use crate::sparse::SparseHistogram;
 use bounce_report::RunData;
-use bounce_wire::PhaseHistograms;
 
 use bounce_wire::ingest::Batch;
 use bounce_wire::{Outcome, Phase, TimelineRecord};
@@ -308,14 +307,6 @@ impl Store {
             .query_row("SELECT 1 FROM runs WHERE run_id = ?1", [run_id], |_| Ok(()))
             .optional()?
             .is_some())
-    }
-
-    /// The run's histograms per (service, phase), merged from its timelines'
-    /// phases: the same values the agents recorded, so the same histograms.
-    pub fn run_histograms(&self, run_id: &str) -> Result<PhaseHistograms, StoreError> {
-        Ok(PhaseHistograms::from_timelines(
-            &self.run_timelines(run_id, None)?,
-        ))
     }
 
     pub fn run_timelines(

@@ -8,10 +8,9 @@
 //! moved by more than the threshold (relative) and the floor (absolute), so
 //! a 3 ms shift on a 20 ms phase does not fail anybody's CI.
 
-use bounce_wire::hist::new_histogram;
+use bounce_wire::hist::{new_histogram, samples_by_key};
 use bounce_wire::{Phase, TimelineRecord};
 use serde::Serialize;
-use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct CompareOptions {
@@ -73,8 +72,10 @@ pub struct SideStats {
 }
 
 impl SideStats {
-    pub fn of(samples: &[f64]) -> SideStats {
-        let mut h = new_histogram();
+    /// `scratch` is reset and reused: one dense histogram for all pairs.
+    pub fn of(samples: &[f64], scratch: &mut hdrhistogram::Histogram<u64>) -> SideStats {
+        let h = scratch;
+        h.reset();
         for s in samples {
             h.saturating_record(bounce_wire::hist::to_micros(*s));
         }
@@ -124,19 +125,6 @@ impl Comparison {
     }
 }
 
-/// The observed durations per (service, phase).
-pub fn samples(timelines: &[TimelineRecord]) -> BTreeMap<(String, Phase), Vec<f64>> {
-    let mut out: BTreeMap<(String, Phase), Vec<f64>> = BTreeMap::new();
-    for t in timelines {
-        for (phase, secs) in &t.phases {
-            out.entry((t.service.clone(), *phase))
-                .or_default()
-                .push(*secs);
-        }
-    }
-    out
-}
-
 /// One (service, phase) with its run and baseline samples.
 type Sides<'a> = (&'a (String, Phase), &'a Vec<f64>, &'a Vec<f64>);
 
@@ -145,8 +133,8 @@ pub fn compare(
     baseline: &[TimelineRecord],
     options: CompareOptions,
 ) -> Comparison {
-    let run = samples(run);
-    let base = samples(baseline);
+    let run = samples_by_key(run);
+    let base = samples_by_key(baseline);
     let mut keys: Vec<&(String, Phase)> = run.keys().chain(base.keys()).collect();
     keys.sort();
     keys.dedup();
@@ -183,11 +171,15 @@ pub fn compare(
     for (i, adj) in tested.iter().zip(adjusted) {
         p_adjusted[*i] = Some(adj);
     }
+    let mut scratch = new_histogram();
     let changes = sides
         .into_iter()
         .enumerate()
         .map(|(i, (key, r, b))| {
-            let (rs, bs) = (SideStats::of(r), SideStats::of(b));
+            let (rs, bs) = (
+                SideStats::of(r, &mut scratch),
+                SideStats::of(b, &mut scratch),
+            );
             let verdict = if b.is_empty() {
                 Verdict::OnlyInRun
             } else if r.is_empty() {

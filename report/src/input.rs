@@ -99,17 +99,16 @@ impl RunData {
                 path: hlog_path.clone(),
                 reason: e.to_string(),
             })?;
-            let from_timelines = PhaseHistograms::from_timelines(&timelines);
-            for (key, h) in &from_timelines.by_key {
-                let in_hlog = hists.by_key.get(key).map(|h| h.len()).unwrap_or(0);
-                if in_hlog != h.len() {
+            for (key, values) in bounce_wire::hist::samples_by_key(&timelines) {
+                let in_hlog = hists.by_key.get(&key).map(|h| h.len()).unwrap_or(0);
+                if in_hlog != values.len() as u64 {
                     return Err(InputError::Invalid {
                         path: hlog_path,
                         reason: format!(
                             "{}/{} holds {in_hlog} values but timelines.jsonl has {}; the folder is inconsistent",
                             key.0,
                             key.1,
-                            h.len()
+                            values.len()
                         ),
                     });
                 }

@@ -16,8 +16,9 @@ pub mod svg;
 pub use compare::{CompareOptions, Comparison, Verdict};
 pub use input::{InputError, RunData};
 
-use bounce_wire::summary::rows_from;
-use bounce_wire::{Phase, PhaseHistograms, TimelineRecord};
+use bounce_wire::hist::histogram_of;
+use bounce_wire::summary::rows_from_timelines;
+use bounce_wire::{Phase, SummaryRow, TimelineRecord};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -59,6 +60,9 @@ impl Default for ReportOptions {
         }
     }
 }
+
+/// The bar chart shows at most this many services (the slowest).
+const MAX_BARS: usize = 40;
 
 /// What [`write_report`] produced.
 #[derive(Debug)]
@@ -104,7 +108,8 @@ fn raw_files(out: &mut Out<'_>, prefix: &str, run: &RunData) -> Result<(), Repor
         (run.finished_unix_nanos.unwrap_or(run.started_unix_nanos) - run.started_unix_nanos).max(0)
             as u64,
     );
-    PhaseHistograms::from_timelines(&run.timelines).write_hlog(
+    bounce_wire::hist::write_hlog_from_timelines(
+        &run.timelines,
         &mut hlog,
         start,
         length,
@@ -121,14 +126,13 @@ fn raw_files(out: &mut Out<'_>, prefix: &str, run: &RunData) -> Result<(), Repor
 }
 
 /// The services of a phase, slowest p99 first.
-fn services_by_p99(hists: &PhaseHistograms, phase: Phase) -> Vec<&str> {
-    let mut v: Vec<(&str, u64)> = hists
-        .by_key
+fn services_by_p99(rows: &[SummaryRow], phase: Phase) -> Vec<&str> {
+    let mut v: Vec<(&str, f64)> = rows
         .iter()
-        .filter(|((_, p), h)| *p == phase && !h.is_empty())
-        .map(|((s, _), h)| (s.as_str(), h.value_at_quantile(0.99)))
+        .filter(|r| r.phase == phase)
+        .filter_map(|r| Some((r.service.as_str(), r.p99?)))
         .collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
     v.into_iter().map(|(s, _)| s).collect()
 }
 
@@ -166,11 +170,9 @@ pub fn write_report(
         dir,
         files: Vec::new(),
     };
-    let hists = PhaseHistograms::from_timelines(&run.timelines);
-    let base_hists = baseline
-        .as_ref()
-        .map(|b| PhaseHistograms::from_timelines(&b.timelines));
-    let rows = rows_from(&run.timelines, &hists);
+    // The table from one histogram at a time; dense histograms only for
+    // what the charts draw (a fleet run can have thousands of series).
+    let rows = rows_from_timelines(&run.timelines);
     let comparison = baseline
         .as_ref()
         .map(|b| compare::compare(&run.timelines, &b.timelines, opts.compare));
@@ -182,21 +184,29 @@ pub fn write_report(
     };
     let phases: Vec<Phase> = Phase::ALL
         .into_iter()
-        .filter(|p| hists.by_key.keys().any(|(_, q)| q == p))
+        .filter(|p| rows.iter().any(|r| r.phase == *p && r.count > 0))
         .collect();
     for phase in phases {
-        let services = services_by_p99(&hists, phase);
+        let services = services_by_p99(&rows, phase);
         let shown = &services[..services.len().min(opts.chart_services)];
+        let mut drawn = Vec::new();
+        for s in shown {
+            let base = baseline
+                .as_ref()
+                .map(|b| histogram_of(&b.timelines, s, phase))
+                .filter(|h| !h.is_empty());
+            drawn.push((s, histogram_of(&run.timelines, s, phase), base));
+        }
         let mut lines = Vec::new();
-        for (i, s) in shown.iter().enumerate() {
+        for (i, (s, h, base)) in drawn.iter().enumerate() {
             let color = svg::color(i);
             lines.push(svg::Line {
                 label: s.to_string(),
-                hist: hists.get(s, phase).expect("listed from hists"),
+                hist: h,
                 dashed: false,
                 color,
             });
-            if let Some(bh) = base_hists.as_ref().and_then(|b| b.get(s, phase)) {
+            if let Some(bh) = base {
                 lines.push(svg::Line {
                     label: format!("{s} (baseline)"),
                     hist: bh,
@@ -218,13 +228,20 @@ pub fn write_report(
         out.write(&rel, svg::percentile_chart(&title, &lines).as_bytes())?;
         links.percentile_charts.push((phase, rel));
     }
-    let bars = service_bars(&run.timelines, &rows);
+    let mut bars = service_bars(&run.timelines, &rows);
+    let all_bars = bars.len();
+    bars.truncate(MAX_BARS);
     if !bars.is_empty() {
         let rel = "charts/services.svg".to_string();
+        let title = if all_bars > bars.len() {
+            format!("p50 per service: the {} slowest of {all_bars}", bars.len())
+        } else {
+            "p50 per service: where a restart's time goes".to_string()
+        };
         out.write(
             &rel,
             svg::stacked_bars(
-                "p50 per service: where a restart's time goes",
+                &title,
                 &["stop", "start", "ready (Ceph OSD: last milestone)"],
                 &bars,
             )
@@ -265,6 +282,24 @@ pub fn write_report(
             what.to_string()
         };
         links.files.push((f.clone(), what));
+    }
+    let details = markdown::render_details(&markdown::Input {
+        run: &run,
+        rows: &rows,
+        baseline: baseline.as_ref(),
+        comparison: comparison.as_ref(),
+        links: &links,
+        slowest: opts.slowest,
+    });
+    if let Some(details) = details {
+        out.write("details.md", details.as_bytes())?;
+        links.files.insert(
+            0,
+            (
+                "details.md".into(),
+                "every row of the table and every sentence (report.md shows the slowest)".into(),
+            ),
+        );
     }
     let text = markdown::render(&markdown::Input {
         run: &run,
@@ -315,4 +350,67 @@ fn service_bars(timelines: &[TimelineRecord], rows: &[bounce_wire::SummaryRow]) 
         t(b).total_cmp(&t(a))
     });
     bars
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeline(service: &str, node: &str, secs: f64) -> TimelineRecord {
+        let mut t: TimelineRecord = serde_json::from_value(serde_json::json!({
+            "run_id": "big", "deployment": "d", "scenario": "s", "node": node,
+            "target": {"kind": "docker", "name": service, "id": "x"},
+            "service": service, "iteration": 1, "action": "restart", "outcome": "ok",
+            "error": null, "exit_code": null, "signals": ["SIGTERM", "SIGKILL"],
+            "oom_killed": false, "phases": {}, "timestamps": [], "probes": []
+        }))
+        .unwrap();
+        t.phases.insert(Phase::Stop, secs);
+        t.phases.insert(Phase::Start, secs / 10.0);
+        t
+    }
+
+    #[test]
+    fn a_large_fleet_run_still_pastes_into_an_issue_and_details_hold_every_row() {
+        let timelines: Vec<TimelineRecord> = (0..600)
+            .map(|i| {
+                timeline(
+                    &format!("svc_{i:03}"),
+                    &format!("n{}", i % 50),
+                    1.0 + i as f64 / 100.0,
+                )
+            })
+            .collect();
+        let run = RunData {
+            run_id: "big".into(),
+            deployment: "d".into(),
+            scenario: "s".into(),
+            scenario_yaml: None,
+            nodes: Vec::new(),
+            started_unix_nanos: 0,
+            finished_unix_nanos: Some(1),
+            planned: 600,
+            not_started: 0,
+            interrupted: false,
+            timelines,
+            origin: "test".into(),
+        };
+        let dir = std::env::temp_dir().join(format!("bounce-report-big-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let w = write_report(&run, None, &ReportOptions::default(), &dir).unwrap();
+        let md = std::fs::read_to_string(&w.report).unwrap();
+        // GitHub's comment limit.
+        assert!(md.len() < 65_536, "{} bytes", md.len());
+        assert!(md.contains("The 100 slowest of 1200 rows by p99"), "{md}");
+        assert!(
+            md.contains("| svc_599 | stop | 1 | 6.992s |"),
+            "the slowest first: {md}"
+        );
+        let details = std::fs::read_to_string(dir.join("details.md")).unwrap();
+        assert_eq!(details.matches("| stop |").count(), 600);
+        assert_eq!(details.matches("stop waited for SIGKILL").count(), 600);
+        let svg = std::fs::read_to_string(dir.join("charts/services.svg")).unwrap();
+        assert!(svg.contains("the 40 slowest of 600"), "bar chart capped");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

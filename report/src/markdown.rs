@@ -287,6 +287,54 @@ fn nodes_section(out: &mut String, timelines: &[TimelineRecord]) {
     }
 }
 
+/// Past this many rows, report.md shows the slowest [`SHOWN_ROWS`] and
+/// details.md all of them.
+pub const MAX_ROWS: usize = 200;
+const SHOWN_ROWS: usize = 100;
+/// Likewise for "where the time went".
+pub const MAX_SENTENCES: usize = 60;
+
+fn table(out: &mut String, rows: Vec<&SummaryRow>) {
+    out.push_str("| service | phase | count | p50 | p90 | p99 | max | failures |\n|---|---|--:|--:|--:|--:|--:|--:|\n");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            cell(&r.service),
+            r.phase,
+            r.count,
+            opt(r.p50),
+            opt(r.p90),
+            opt(r.p99),
+            opt(r.max),
+            r.failures
+        );
+    }
+}
+
+/// details.md, when report.md had to leave rows or sentences out: all of them.
+pub fn render_details(i: &Input<'_>) -> Option<String> {
+    let words = where_time_went(&i.run.timelines, i.rows);
+    let sentences = words.values().map(Vec::len).sum::<usize>();
+    if i.rows.len() <= MAX_ROWS && sentences <= MAX_SENTENCES {
+        return None;
+    }
+    let mut out = format!(
+        "# bounce: `{}` on `{}`, run `{}`: every row\n\n## Restart time per service and phase\n\n",
+        cell(&i.run.scenario),
+        cell(&i.run.deployment),
+        i.run.run_id
+    );
+    table(&mut out, i.rows.iter().collect());
+    out.push_str("\n## Where the time went\n\n");
+    for (service, lines) in &words {
+        for l in lines {
+            let _ = writeln!(out, "- **{}**: {l}", cell(service));
+        }
+    }
+    Some(out)
+}
+
 pub fn render(i: &Input<'_>) -> String {
     let run = i.run;
     let mut out = String::new();
@@ -343,20 +391,25 @@ pub fn render(i: &Input<'_>) -> String {
     }
 
     out.push_str("\n## Restart time per service and phase\n\n");
-    out.push_str("| service | phase | count | p50 | p90 | p99 | max | failures |\n|---|---|--:|--:|--:|--:|--:|--:|\n");
-    for r in i.rows {
+    if i.rows.len() > MAX_ROWS {
+        // A GitHub comment holds 65,536 characters: the slowest rows here,
+        // all of them in details.md.
+        let mut slowest: Vec<&SummaryRow> = i.rows.iter().collect();
+        slowest.sort_by(|a, b| {
+            b.p99
+                .unwrap_or(0.0)
+                .total_cmp(&a.p99.unwrap_or(0.0))
+                .then(b.failures.cmp(&a.failures))
+        });
+        slowest.truncate(SHOWN_ROWS);
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
-            cell(&r.service),
-            r.phase,
-            r.count,
-            opt(r.p50),
-            opt(r.p90),
-            opt(r.p99),
-            opt(r.max),
-            r.failures
+            "The {SHOWN_ROWS} slowest of {} rows by p99; every row is in [`details.md`](details.md).\n",
+            i.rows.len()
         );
+        table(&mut out, slowest);
+    } else {
+        table(&mut out, i.rows.iter().collect());
     }
     out.push_str("\nPhases: `stop` requested → exited, `start` exited → running, `ready` running → first readiness success, `total` requested → ready; Ceph OSDs: `osd_boot`, `osd_up`, `pgs_active`, `pgs_clean` from running. Quantiles from HDR histograms (3 significant digits); `failures` counts restarts that did not end `ok` and in which the phase was not observed.\n");
     if let Some(chart) = &i.links.services_chart {
@@ -367,12 +420,25 @@ pub fn render(i: &Input<'_>) -> String {
     }
 
     let words = where_time_went(&run.timelines, i.rows);
-    if words.values().any(|l| !l.is_empty()) {
+    let sentences: Vec<String> = words
+        .iter()
+        .flat_map(|(service, lines)| {
+            lines
+                .iter()
+                .map(move |l| format!("- **{}**: {l}", cell(service)))
+        })
+        .collect();
+    if !sentences.is_empty() {
         out.push_str("\n## Where the time went\n\n");
-        for (service, lines) in &words {
-            for l in lines {
-                let _ = writeln!(out, "- **{}**: {}", cell(service), l);
-            }
+        for l in sentences.iter().take(MAX_SENTENCES) {
+            let _ = writeln!(out, "{l}");
+        }
+        if sentences.len() > MAX_SENTENCES {
+            let _ = writeln!(
+                out,
+                "\n… {} more in [`details.md`](details.md).",
+                sentences.len() - MAX_SENTENCES
+            );
         }
     }
 

@@ -62,9 +62,48 @@ pub struct RunSummary {
     pub where_time_went: BTreeMap<String, Vec<String>>,
 }
 
+/// p50, p90, p99 and max of one (service, phase), seconds.
+type Quantiles = [f64; 4];
+
+fn quantiles_of(h: &hdrhistogram::Histogram<u64>) -> Option<Quantiles> {
+    (!h.is_empty()).then(|| {
+        [
+            h.value_at_quantile(0.5) as f64 / 1e6,
+            h.value_at_quantile(0.9) as f64 / 1e6,
+            h.value_at_quantile(0.99) as f64 / 1e6,
+            h.max() as f64 / 1e6,
+        ]
+    })
+}
+
 /// Builds the table from the timelines (for counts, sums, failures) and the
 /// histograms (for quantiles). Rows come sorted by service, then phase.
 pub fn rows_from(timelines: &[TimelineRecord], hists: &PhaseHistograms) -> Vec<SummaryRow> {
+    let quantiles = hists
+        .by_key
+        .iter()
+        .filter_map(|(k, h)| Some((k.clone(), quantiles_of(h)?)))
+        .collect();
+    assemble(timelines, &quantiles)
+}
+
+/// The same table from the timelines alone, one histogram in memory at a
+/// time: for a fleet run of thousands of (service, phase) series, where one
+/// dense histogram per series would take gigabytes.
+pub fn rows_from_timelines(timelines: &[TimelineRecord]) -> Vec<SummaryRow> {
+    let mut quantiles = BTreeMap::new();
+    crate::hist::each_histogram(timelines, |key, h| {
+        if let Some(q) = quantiles_of(h) {
+            quantiles.insert(key.clone(), q);
+        }
+    });
+    assemble(timelines, &quantiles)
+}
+
+fn assemble(
+    timelines: &[TimelineRecord],
+    quantiles: &BTreeMap<(String, Phase), Quantiles>,
+) -> Vec<SummaryRow> {
     let mut sums: BTreeMap<(String, Phase), (u64, f64)> = BTreeMap::new();
     let mut failures: BTreeMap<(String, Phase), u64> = BTreeMap::new();
     for t in timelines {
@@ -86,18 +125,14 @@ pub fn rows_from(timelines: &[TimelineRecord], hists: &PhaseHistograms) -> Vec<S
     keys.dedup();
     keys.into_iter()
         .map(|key| {
-            let h = hists.by_key.get(&key);
-            let q = |q: f64| {
-                h.filter(|h| !h.is_empty())
-                    .map(|h| h.value_at_quantile(q) as f64 / 1e6)
-            };
+            let q = quantiles.get(&key);
             let (count, sum) = sums.get(&key).copied().unwrap_or_default();
             SummaryRow {
                 count,
-                p50: q(0.5),
-                p90: q(0.9),
-                p99: q(0.99),
-                max: h.filter(|h| !h.is_empty()).map(|h| h.max() as f64 / 1e6),
+                p50: q.map(|q| q[0]),
+                p90: q.map(|q| q[1]),
+                p99: q.map(|q| q[2]),
+                max: q.map(|q| q[3]),
                 sum,
                 failures: failures.get(&key).copied().unwrap_or_default(),
                 service: key.0,
@@ -296,6 +331,43 @@ pub fn format_seconds(s: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(service: &str, i: u64) -> TimelineRecord {
+        let mut t: TimelineRecord = serde_json::from_value(serde_json::json!({
+            "run_id": "r", "deployment": "d", "scenario": "s", "node": "n",
+            "target": {"kind": "docker", "name": service, "id": "x"},
+            "service": service, "iteration": 1, "action": "restart",
+            "outcome": if i.is_multiple_of(7) { "timeout" } else { "ok" },
+            "error": null, "exit_code": null, "signals": [], "oom_killed": false,
+            "phases": {}, "timestamps": [], "probes": []
+        }))
+        .unwrap();
+        t.phases.insert(Phase::Stop, 0.1 + (i % 13) as f64 * 0.37);
+        if !i.is_multiple_of(7) {
+            t.phases.insert(Phase::Start, 0.05 * (i % 5) as f64 + 0.001);
+        }
+        t
+    }
+
+    #[test]
+    fn one_histogram_at_a_time_gives_the_same_table_and_log() {
+        let tls: Vec<TimelineRecord> = (0..200)
+            .map(|i| record(["a", "b", "c"][(i % 3) as usize], i))
+            .collect();
+        let dense = PhaseHistograms::from_timelines(&tls);
+        assert_eq!(rows_from_timelines(&tls), rows_from(&tls, &dense));
+        let start = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
+        let len = std::time::Duration::from_secs(60);
+        let mut a = Vec::new();
+        dense.write_hlog(&mut a, start, len, "x").unwrap();
+        let mut b = Vec::new();
+        crate::hist::write_hlog_from_timelines(&tls, &mut b, start, len, "x").unwrap();
+        assert_eq!(String::from_utf8(a).unwrap(), String::from_utf8(b).unwrap());
+        assert_eq!(
+            crate::hist::histogram_of(&tls, "b", Phase::Stop),
+            *dense.get("b", Phase::Stop).unwrap()
+        );
+    }
 
     #[test]
     fn seconds_format_by_magnitude() {
