@@ -55,6 +55,19 @@ enum Command {
     },
     /// Read an agent's --output folder (timelines.jsonl and histograms.hlog),
     /// check that the two agree, and print the table per service and phase.
+    /// List the runs a collector holds (newest last): id, deployment,
+    /// scenario, start, nodes, restarts. From the store or a running collector.
+    Runs {
+        /// The collector's store (read only).
+        #[arg(long, conflicts_with = "collector")]
+        store: Option<PathBuf>,
+        /// Or a running collector (http://HOST:PORT), with an admin token.
+        #[arg(long)]
+        collector: Option<String>,
+        /// A file holding the admin token (or BOUNCE_ADMIN_TOKEN).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
     Summarize {
         /// The folder `bounce-agent run --output` wrote.
         dir: PathBuf,
@@ -252,6 +265,39 @@ async fn serve(
 fn run(cmd: Command) -> Result<ExitCode> {
     match cmd {
         Command::Serve { .. } => unreachable!("served by main"),
+        Command::Runs {
+            store,
+            collector,
+            token_file,
+        } => {
+            let runs = match (store, collector) {
+                (Some(path), _) => open_store_for_reading(&path)?.runs()?,
+                (None, Some(url)) => remote::Remote::new(
+                    &url,
+                    &tokens(token_file.as_deref(), "BOUNCE_ADMIN_TOKEN")?,
+                )?
+                .runs()?,
+                (None, None) => {
+                    bail!("give --store (the collector's SQLite file) or --collector URL")
+                }
+            };
+            println!(
+                "{:<28} {:<16} {:<20} {:<24} {:>6} {:>9}",
+                "run", "deployment", "scenario", "started", "nodes", "restarts"
+            );
+            for r in &runs {
+                println!(
+                    "{:<28} {:<16} {:<20} {:<24} {:>6} {:>9}",
+                    r["run_id"].as_str().unwrap_or("?"),
+                    r["deployment"].as_str().unwrap_or("?"),
+                    r["scenario"].as_str().unwrap_or("?"),
+                    bounce_wire::civil::utc(r["started_unix_nanos"].as_i64().unwrap_or(0)),
+                    r["agents"].as_i64().unwrap_or(0),
+                    r["restarts"].as_i64().unwrap_or(0)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Summarize { dir, json } => {
             let timelines = read_timelines(&dir.join("timelines.jsonl"))?;
             let hlog_path = dir.join("histograms.hlog");
@@ -319,7 +365,7 @@ fn run(cmd: Command) -> Result<ExitCode> {
                     (Some(id), _) => match source.as_ref().expect("checked above") {
                         Source::Store(s) => {
                             let mut data = s.run_data(&id)?.with_context(|| {
-                                format!("the store has no run {id:?} (/api/v1/runs lists them)")
+                                format!("the store has no run {id:?} (`bounce-collector runs` lists them)")
                             })?;
                             data.origin = format!("collector store, run {id}");
                             Ok(Some(data))

@@ -32,17 +32,20 @@ impl Remote {
         Ok(Remote { base, token, rt })
     }
 
-    pub fn run(&self, run_id: &str) -> Result<RunData> {
-        if !run_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-@:".contains(c))
-        {
-            bail!("{run_id:?} is not a run id");
-        }
-        let url = format!("{}/api/v1/runs/{run_id}/export", self.base);
+    /// `/api/v1/runs`: every run the collector holds.
+    pub fn runs(&self) -> Result<Vec<serde_json::Value>> {
+        let url = format!("{}/api/v1/runs", self.base);
+        let body = self.get(&url)?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&body).with_context(|| format!("{url}: not a run list"))?;
+        Ok(v["runs"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// GET with the admin token; the body of a 200, a clear error otherwise.
+    fn get(&self, url: &str) -> Result<Bytes> {
         let (status, body) = self.rt.block_on(async {
             let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-            let req = hyper::Request::get(&url)
+            let req = hyper::Request::get(url)
                 .header("authorization", format!("Bearer {}", self.token))
                 .body(Empty::new())?;
             let resp = tokio::time::timeout(Duration::from_secs(60), client.request(req))
@@ -54,20 +57,38 @@ impl Remote {
             anyhow::Ok((status, body))
         })?;
         match status.as_u16() {
-            200 => {
-                let mut data: RunData = serde_json::from_slice(&body)
-                    .with_context(|| format!("{url}: not a run export"))?;
-                data.origin = format!("collector {}, run {run_id}", self.base);
-                Ok(data)
-            }
+            200 => Ok(body),
             401 | 403 => {
-                bail!("{url}: the collector refused the token (reports need an admin token)")
+                bail!("{url}: the collector refused the token (this needs an admin token)")
             }
-            404 => bail!("the collector has no run {run_id:?} (/api/v1/runs lists them)"),
+            404 => bail!("{url}: not found: {}", String::from_utf8_lossy(&body)),
             other => bail!(
                 "{url}: answered {other}: {}",
                 String::from_utf8_lossy(&body)
             ),
         }
+    }
+
+    pub fn run(&self, run_id: &str) -> Result<RunData> {
+        if !run_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-@:".contains(c))
+        {
+            bail!("{run_id:?} is not a run id");
+        }
+        let url = format!("{}/api/v1/runs/{run_id}/export", self.base);
+        let body = self.get(&url).map_err(|e| {
+            if e.to_string().contains("not found") {
+                anyhow::anyhow!(
+                    "the collector has no run {run_id:?} (`bounce-collector runs` lists them)"
+                )
+            } else {
+                e
+            }
+        })?;
+        let mut data: RunData =
+            serde_json::from_slice(&body).with_context(|| format!("{url}: not a run export"))?;
+        data.origin = format!("collector {}, run {run_id}", self.base);
+        Ok(data)
     }
 }

@@ -617,6 +617,36 @@ fn a_fleet_run_is_one_run_at_the_collector_and_a_contradicting_agent_is_stopped_
     assert_eq!(runs[0]["run_id"], "upgrade-2026-11-25");
     assert_eq!(runs[0]["agents"], 2);
     assert_eq!(runs[0]["restarts"], 4);
+    // `runs` lists it, from the store and from the running collector.
+    let admin = dir.write("admin-token", ADMIN_TOKEN);
+    for source in [
+        vec!["--store".to_string(), col.store.display().to_string()],
+        vec![
+            "--collector".to_string(),
+            url.clone(),
+            "--token-file".to_string(),
+            admin.display().to_string(),
+        ],
+    ] {
+        let out = std::process::Command::new(bin("bounce-collector"))
+            .arg("runs")
+            .args(&source)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let line = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with("upgrade-2026-11-25"))
+            .unwrap_or_else(|| panic!("{}", text(&out)))
+            .to_string();
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cols[1..3], ["lab", "fleet"], "{line}");
+        assert_eq!(
+            cols[cols.len() - 2..],
+            ["2", "4"],
+            "2 nodes, 4 restarts: {line}"
+        );
+    }
     // One report for the fleet.
     let rep = dir.path("report");
     let out = std::process::Command::new(bin("bounce-collector"))
