@@ -266,13 +266,13 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
             let collector = match &collector {
                 Some(url) => {
                     let c = Collector::new(url, auth.token()?)?;
-                    let joining = run_id.as_ref().map(|id| RunJoin {
-                        run_id: id.clone(),
+                    let joining = RunJoin {
+                        run_id: run_id.clone(),
                         deployment: scenario.deployment.to_string(),
                         scenario: scenario.name.to_string(),
                         agent: node.clone().unwrap_or_else(facts::node_hostname),
-                    });
-                    match c.check(joining.as_ref()).await {
+                    };
+                    match c.check(Some(&joining)).await {
                         Ok(()) => {}
                         Err(e) if collector_may_be_away => {
                             eprintln!("warning: {e}; measuring anyway, batches wait in the spool")

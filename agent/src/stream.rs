@@ -73,14 +73,17 @@ impl Collector {
     pub async fn check(&self, joining: Option<&RunJoin>) -> Result<(), StreamError> {
         let mut url = self.whoami.to_string();
         if let Some(j) = joining {
-            // The collector also says whether it would take this run's batches.
-            url.push_str(&format!(
-                "?run_id={}&deployment={}&scenario={}&agent={}",
-                query_escape(&j.run_id),
-                query_escape(&j.deployment),
-                query_escape(&j.scenario),
-                query_escape(&j.agent)
-            ));
+            // The collector also says whether it would take this agent's
+            // batches (a token bound to other names, a fleet run it contradicts).
+            url.push_str(&format!("?agent={}", query_escape(&j.agent)));
+            if let Some(run_id) = &j.run_id {
+                url.push_str(&format!(
+                    "&run_id={}&deployment={}&scenario={}",
+                    query_escape(run_id),
+                    query_escape(&j.deployment),
+                    query_escape(&j.scenario)
+                ));
+            }
         }
         let uri: hyper::Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| {
             StreamError::Url(url.clone(), e.to_string())
@@ -101,6 +104,10 @@ impl Collector {
             .unwrap_or_default();
         match status {
             200 => Ok(()),
+            403 if !reason.is_empty() => Err(StreamError::Url(
+                url,
+                format!("the collector refused the token: {reason}"),
+            )),
             401 | 403 => Err(StreamError::Url(
                 url,
                 "the collector refused the token".into(),
@@ -153,9 +160,10 @@ async fn status_and_body(
     (status, body)
 }
 
-/// A run this agent is about to send under an id it was given (`run --run-id`).
+/// The run this agent is about to send: as which agent, and under which
+/// run id when it joins a fleet run (`run --run-id`).
 pub struct RunJoin {
-    pub run_id: String,
+    pub run_id: Option<String>,
     pub deployment: String,
     pub scenario: String,
     pub agent: String,

@@ -26,7 +26,7 @@ pub struct AppState {
     /// A second connection for reads (WAL lets them run beside the writer).
     pub reader: Mutex<Store>,
     pub store_path: PathBuf,
-    pub agent_tokens: Vec<String>,
+    pub agent_tokens: Vec<AgentToken>,
     pub admin_tokens: Vec<String>,
     /// /metrics needs an admin token too.
     pub protect_metrics: bool,
@@ -126,28 +126,113 @@ fn bad(why: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, why.into())
 }
 
+/// An agent token, optionally bound to the agent names it may send as
+/// (token file line: `TOKEN node-*,ctl1`), so one node's token cannot
+/// write another node's results.
+pub struct AgentToken {
+    secret: String,
+    /// Name patterns (`*` matches any run of characters); None: any agent.
+    agents: Option<Vec<String>>,
+}
+
+impl AgentToken {
+    pub fn parse(line: &str) -> Result<AgentToken, String> {
+        let mut words = line.split_whitespace();
+        let secret = words.next().unwrap_or_default().to_string();
+        let agents = words.next().map(|list| {
+            list.split(',')
+                .filter(|p| !p.is_empty())
+                .map(String::from)
+                .collect::<Vec<_>>()
+        });
+        if words.next().is_some() || agents.as_ref().is_some_and(|a| a.is_empty()) {
+            return Err(format!(
+                "{}...: write TOKEN or TOKEN name,name-* (one space, names separated by commas)",
+                secret.chars().take(4).collect::<String>()
+            ));
+        }
+        Ok(AgentToken { secret, agents })
+    }
+
+    fn allows(&self, agent: &str) -> bool {
+        self.agents
+            .as_ref()
+            .is_none_or(|pats| pats.iter().any(|p| glob_match(p, agent)))
+    }
+}
+
+/// `*` matches any run of characters; everything else itself.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
 #[derive(PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
 enum Role {
     Agent,
     Admin,
 }
 
-fn role(state: &AppState, headers: &HeaderMap) -> Option<Role> {
-    let token = headers
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)?
         .to_str()
         .ok()?
-        .strip_prefix("Bearer ")?;
-    let known = |list: &[String]| {
-        list.iter()
-            .any(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
-    };
-    if known(&state.admin_tokens) {
+        .strip_prefix("Bearer ")
+}
+
+fn role(state: &AppState, headers: &HeaderMap) -> Option<Role> {
+    let token = bearer(headers)?;
+    if state
+        .admin_tokens
+        .iter()
+        .any(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
+    {
         Some(Role::Admin)
-    } else if known(&state.agent_tokens) {
+    } else if agent_token(state, token).is_some() {
         Some(Role::Agent)
     } else {
         None
+    }
+}
+
+fn agent_token<'s>(state: &'s AppState, token: &str) -> Option<&'s AgentToken> {
+    state
+        .agent_tokens
+        .iter()
+        .find(|t| constant_time_eq(t.secret.as_bytes(), token.as_bytes()))
+}
+
+/// An agent token bound to names may only send as those agents (admin
+/// tokens may send as any).
+fn may_send_as(state: &AppState, headers: &HeaderMap, agent: &str) -> Result<(), ApiError> {
+    let Some(t) = bearer(headers).and_then(|b| agent_token(state, b)) else {
+        return Ok(());
+    };
+    if t.allows(agent) {
+        Ok(())
+    } else {
+        Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this token may only send as {}, not as {agent:?}",
+                t.agents.as_deref().unwrap_or_default().join(", ")
+            ),
+        ))
     }
 }
 
@@ -178,6 +263,7 @@ async fn ingest(
         require(&state, &headers, Role::Agent)?;
         let batch: Batch =
             serde_json::from_slice(&body).map_err(|e| bad(format!("body is not a batch: {e}")))?;
+        may_send_as(&state, &headers, &batch.agent)?;
         let histograms = validate(&batch).map_err(bad)?;
         let seq = batch.seq;
         // Acknowledged only once committed.
@@ -296,6 +382,9 @@ async fn whoami(
         _ => "agent",
     };
     let q = query_pairs(uri.query().unwrap_or(""));
+    if let Some(agent) = q.get("agent") {
+        may_send_as(&state, &headers, agent)?;
+    }
     if let Some(run_id) = q.get("run_id") {
         let get = |k: &str| q.get(k).map(String::as_str).unwrap_or("");
         let conflict = state
@@ -475,4 +564,41 @@ async fn metrics_page(
         text,
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_name_patterns() {
+        for (p, name, ok) in [
+            ("node-a", "node-a", true),
+            ("node-a", "node-ab", false),
+            ("node-*", "node-a", true),
+            ("node-*", "node-", true),
+            ("node-*", "nodes", false),
+            ("*-ctl", "eu1-ctl", true),
+            ("*-ctl", "eu1-ctl2", false),
+            ("eu*-cmp*", "eu1-cmp07", true),
+            ("eu*-cmp*", "eu1-ctl07", false),
+            ("a*a", "a", false),
+            ("*", "anything", true),
+        ] {
+            assert_eq!(glob_match(p, name), ok, "{p} vs {name}");
+        }
+    }
+
+    #[test]
+    fn token_lines() {
+        let t = AgentToken::parse("secret-0123456789abcdef node-*,ctl1").unwrap();
+        assert!(t.allows("node-7") && t.allows("ctl1") && !t.allows("ctl2"));
+        assert!(
+            AgentToken::parse("secret-0123456789abcdef")
+                .unwrap()
+                .allows("x")
+        );
+        assert!(AgentToken::parse("secret-0123456789abcdef a b").is_err());
+        assert!(AgentToken::parse("secret-0123456789abcdef ,").is_err());
+    }
 }

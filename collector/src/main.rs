@@ -33,7 +33,9 @@ enum Command {
     ///
     /// Tokens: one per line in the files, or BOUNCE_AGENT_TOKEN /
     /// BOUNCE_ADMIN_TOKEN. Agent tokens may only ingest; admin tokens may also
-    /// read. /metrics is open unless --protect-metrics.
+    /// read. An agent token line may name the agents it may send as:
+    /// `TOKEN cmp-*,ctl1` (`*` matches anything). /metrics is open unless
+    /// --protect-metrics.
     Serve {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:9465")]
@@ -208,7 +210,11 @@ fn tokens(file: Option<&Path>, env: &str) -> Result<Vec<String>> {
     {
         out.push(t.trim().to_string());
     }
-    if let Some(short) = out.iter().find(|t| t.len() < 16) {
+    if let Some(short) = out
+        .iter()
+        .map(|t| t.split_whitespace().next().unwrap_or(""))
+        .find(|t| t.len() < 16)
+    {
         bail!(
             "a token of {} characters is too short to be a secret (at least 16)",
             short.len()
@@ -224,8 +230,21 @@ async fn serve(
     admin_token_file: Option<PathBuf>,
     (protect_metrics, per_node_metrics): (bool, bool),
 ) -> Result<()> {
-    let agent_tokens = tokens(agent_token_file.as_deref(), "BOUNCE_AGENT_TOKEN")?;
+    let agent_tokens = tokens(agent_token_file.as_deref(), "BOUNCE_AGENT_TOKEN")?
+        .iter()
+        .map(|line| api::AgentToken::parse(line))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("agent tokens: {e}"))?;
     let admin_tokens = tokens(admin_token_file.as_deref(), "BOUNCE_ADMIN_TOKEN")?;
+    if let Some(bound) = admin_tokens
+        .iter()
+        .find(|t| t.contains(char::is_whitespace))
+    {
+        bail!(
+            "admin tokens: {}...: an admin token cannot be bound to agent names (only agent tokens can)",
+            bound.chars().take(4).collect::<String>()
+        );
+    }
     if agent_tokens.is_empty() && admin_tokens.is_empty() {
         bail!(
             "no tokens: give --agent-token-file/--admin-token-file or BOUNCE_AGENT_TOKEN/BOUNCE_ADMIN_TOKEN (nothing could ingest)"

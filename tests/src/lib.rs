@@ -439,7 +439,12 @@ impl CollectorProcess {
 
     /// With extra `serve` options.
     pub fn start_with(dir: &Path, extra: &[&str]) -> CollectorProcess {
-        std::fs::write(dir.join("agent.token"), AGENT_TOKEN).unwrap();
+        CollectorProcess::start_with_agent_tokens(dir, AGENT_TOKEN, extra)
+    }
+
+    /// With this agent token file (lines `TOKEN [name,name-*]`).
+    pub fn start_with_agent_tokens(dir: &Path, tokens: &str, extra: &[&str]) -> CollectorProcess {
+        std::fs::write(dir.join("agent.token"), tokens).unwrap();
         std::fs::write(dir.join("admin.token"), ADMIN_TOKEN).unwrap();
         let mut c = CollectorProcess {
             port: free_port(),

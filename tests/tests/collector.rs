@@ -740,3 +740,74 @@ fn a_fleet_run_is_one_run_at_the_collector_and_a_contradicting_agent_is_stopped_
     assert_eq!(s, 409, "{body}");
     assert!(body.contains("is deployment"), "{body}");
 }
+
+#[test]
+fn an_agent_token_bound_to_names_sends_only_as_those_agents() {
+    let c = TestContainer::start(
+        "bound",
+        &["--network", "none"],
+        "trap 'exit 0' TERM; while true; do sleep 1 & wait; done",
+    );
+    let dir = Scratch::new("bound-token");
+    let bound = "bound-token-0123456789abcdef";
+    let col = CollectorProcess::start_with_agent_tokens(
+        &dir.0,
+        &format!("{AGENT_TOKEN}\n{bound} cmp-*,ctl1\n"),
+        &[],
+    );
+    let token = dir.write("bound.token", bound);
+    let file = dir.write(
+        "b.yaml",
+        &format!(
+            "deployment: lab\nscenario: bound\ntargets:\n  - docker: {{names: [{}]}}\n    stop_timeout: 5s\n    timeout: 30s\n",
+            c.name
+        ),
+    );
+    let run = |node: &str, out: &str| {
+        agent(&[
+            "run",
+            file.to_str().unwrap(),
+            "-o",
+            dir.path(out).to_str().unwrap(),
+            "--no-progress",
+            "--node",
+            node,
+            "--collector",
+            &col.url(),
+            "--token-file",
+            token.to_str().unwrap(),
+        ])
+    };
+    // Another node's name: refused before anything restarts.
+    let before = c.inspect()["State"]["StartedAt"].clone();
+    let out = run("ctl2", "o1");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("may only send as cmp-*, ctl1, not as \"ctl2\""),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(c.inspect()["State"]["StartedAt"], before, "not restarted");
+    // Its own name: measured and stored.
+    let out = run("cmp-07", "o2");
+    assert!(out.status.success(), "{}", text(&out));
+    let (_, metrics) = col.http("GET", "/metrics", None, None);
+    assert!(metrics.contains("bounce_restarts_total{deployment=\"lab\",scenario=\"bound\""));
+    // A batch as another agent, sent by hand: 403, nothing stored.
+    let mut b = sample_batch(1);
+    b.agent = "ctl9".into();
+    let (s, body) = col.http(
+        "POST",
+        "/api/v1/ingest",
+        Some(bound),
+        Some(&serde_json::to_vec(&b).unwrap()),
+    );
+    assert_eq!(s, 403, "{body}");
+    let (s, _) = col.http(
+        "POST",
+        "/api/v1/ingest",
+        Some(AGENT_TOKEN),
+        Some(&serde_json::to_vec(&b).unwrap()),
+    );
+    assert_eq!(s, 200, "an unbound token sends as any agent");
+}
