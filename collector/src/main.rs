@@ -12,7 +12,7 @@ mod store;
 
 use anyhow::{Context, Result, bail};
 use bounce_report::{CompareOptions, ReportOptions, RunData, Verdict, write_report};
-use bounce_wire::summary::{format_seconds, render_table, rows_from, rows_from_timelines};
+use bounce_wire::summary::{format_seconds, render_table, rows_from};
 use bounce_wire::{PhaseHistograms, TimelineRecord};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -55,21 +55,14 @@ enum Command {
         #[arg(long)]
         per_node_metrics: bool,
     },
-    /// Read an agent's --output folder (timelines.jsonl and histograms.hlog),
-    /// check that the two agree, and print the table per service and phase.
     /// List the runs a collector holds (newest last): id, deployment,
     /// scenario, start, nodes, restarts. From the store or a running collector.
     Runs {
-        /// The collector's store (read only).
-        #[arg(long, conflicts_with = "collector")]
-        store: Option<PathBuf>,
-        /// Or a running collector (http://HOST:PORT), with an admin token.
-        #[arg(long)]
-        collector: Option<String>,
-        /// A file holding the admin token (or BOUNCE_ADMIN_TOKEN).
-        #[arg(long)]
-        token_file: Option<PathBuf>,
+        #[command(flatten)]
+        at: RunsAt,
     },
+    /// Read an agent's --output folder (timelines.jsonl and histograms.hlog),
+    /// check that the two agree, and print the table per service and phase.
     Summarize {
         /// The folder `bounce-agent run --output` wrote.
         dir: PathBuf,
@@ -81,29 +74,21 @@ enum Command {
     /// SVG charts, the raw timelines, histogram log and scenario; with a
     /// baseline, the comparison per service and phase.
     ///
-    /// The run comes from the store (RUN with --store) or from an agent's
-    /// --output folder (--from); the baseline likewise (--baseline or
-    /// --baseline-from). Exit status: 0 report written (no significant
+    /// The run comes from the collector (RUN with --store or --collector)
+    /// or from an agent's --output folder (--from); the baseline likewise
+    /// (--baseline or --baseline-from). Exit status: 0 report written (no significant
     /// slowdown), 1 report written and some service/phase is significantly
     /// slower than the baseline beyond the threshold, 2 error.
     #[command(verbatim_doc_comment)]
     Report {
-        /// A run id from the store (`/api/v1/runs` lists them).
+        /// A run id from the collector (`bounce-collector runs` lists them).
         run: Option<String>,
-        /// The collector's store (the SQLite file `serve --store` uses; read only).
-        #[arg(long, conflicts_with = "collector")]
-        store: Option<PathBuf>,
-        /// Or a running collector (http://HOST:PORT), read with an admin
-        /// token from --token-file or BOUNCE_ADMIN_TOKEN.
-        #[arg(long)]
-        collector: Option<String>,
-        /// A file holding the admin token (first line).
-        #[arg(long)]
-        token_file: Option<PathBuf>,
+        #[command(flatten)]
+        at: RunsAt,
         /// An agent's --output folder instead of RUN.
         #[arg(long, conflicts_with = "run")]
         from: Option<PathBuf>,
-        /// Compare with this run from the store.
+        /// Compare with this run from the collector.
         #[arg(long)]
         baseline: Option<String>,
         /// Compare with the run in this agent --output folder.
@@ -128,6 +113,35 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         slowest: usize,
     },
+}
+
+/// Where runs are read from: a collector's store or a running collector.
+#[derive(clap::Args)]
+struct RunsAt {
+    /// The collector's store (the SQLite file `serve --store` uses; read only).
+    #[arg(long, conflicts_with = "collector")]
+    store: Option<PathBuf>,
+    /// Or a running collector (http://HOST:PORT), read with an admin token
+    /// from --token-file or BOUNCE_ADMIN_TOKEN.
+    #[arg(long)]
+    collector: Option<String>,
+    /// A file holding the admin token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+impl RunsAt {
+    /// The source named, if any.
+    fn open(&self) -> Result<Option<Source>> {
+        Ok(match (&self.store, &self.collector) {
+            (Some(path), _) => Some(Source::Store(open_store_for_reading(path)?)),
+            (None, Some(url)) => Some(Source::Remote(remote::Remote::new(
+                url,
+                &tokens(self.token_file.as_deref(), "BOUNCE_ADMIN_TOKEN")?,
+            )?)),
+            (None, None) => None,
+        })
+    }
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {
@@ -284,21 +298,11 @@ async fn serve(
 fn run(cmd: Command) -> Result<ExitCode> {
     match cmd {
         Command::Serve { .. } => unreachable!("served by main"),
-        Command::Runs {
-            store,
-            collector,
-            token_file,
-        } => {
-            let runs = match (store, collector) {
-                (Some(path), _) => open_store_for_reading(&path)?.runs()?,
-                (None, Some(url)) => remote::Remote::new(
-                    &url,
-                    &tokens(token_file.as_deref(), "BOUNCE_ADMIN_TOKEN")?,
-                )?
-                .runs()?,
-                (None, None) => {
-                    bail!("give --store (the collector's SQLite file) or --collector URL")
-                }
+        Command::Runs { at } => {
+            let runs = match at.open()? {
+                Some(Source::Store(s)) => s.runs()?,
+                Some(Source::Remote(r)) => r.runs()?,
+                None => bail!("give --store (the collector's SQLite file) or --collector URL"),
             };
             println!(
                 "{:<28} {:<16} {:<20} {:<24} {:>6} {:>9}",
@@ -354,9 +358,7 @@ fn run(cmd: Command) -> Result<ExitCode> {
         }
         Command::Report {
             run,
-            store,
-            collector,
-            token_file,
+            at,
             from,
             baseline,
             baseline_from,
@@ -367,18 +369,10 @@ fn run(cmd: Command) -> Result<ExitCode> {
             min_change,
             slowest,
         } => {
-            let needs_source = run.is_some() || baseline.is_some();
-            let source = match (&store, &collector) {
-                (Some(path), _) => Some(Source::Store(open_store_for_reading(path)?)),
-                (None, Some(url)) => Some(Source::Remote(remote::Remote::new(
-                    url,
-                    &tokens(token_file.as_deref(), "BOUNCE_ADMIN_TOKEN")?,
-                )?)),
-                (None, None) if needs_source => {
-                    bail!("a run id needs --store (the collector's SQLite file) or --collector URL")
-                }
-                (None, None) => None,
-            };
+            let source = at.open()?;
+            if source.is_none() && (run.is_some() || baseline.is_some()) {
+                bail!("a run id needs --store (the collector's SQLite file) or --collector URL");
+            }
             let load = |id: Option<String>, dir: Option<PathBuf>| -> Result<Option<RunData>> {
                 match (id, dir) {
                     (Some(id), _) => match source.as_ref().expect("checked above") {
@@ -413,10 +407,7 @@ fn run(cmd: Command) -> Result<ExitCode> {
                 ..ReportOptions::default()
             };
             let written = write_report(&run_data, base_data.as_ref(), &opts, &out)?;
-            print!(
-                "{}",
-                render_table(&rows_from_timelines(&run_data.timelines))
-            );
+            print!("{}", render_table(&written.rows));
             let mut code = ExitCode::SUCCESS;
             if let Some(c) = &written.comparison {
                 println!();

@@ -17,7 +17,7 @@ pub use compare::{CompareOptions, Comparison, Verdict};
 pub use input::{InputError, RunData};
 
 use bounce_wire::hist::histogram_of;
-use bounce_wire::summary::rows_from_timelines;
+use bounce_wire::summary::{rows_from_timelines, where_time_went};
 use bounce_wire::{Phase, SummaryRow, TimelineRecord};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
@@ -70,6 +70,8 @@ pub struct Written {
     pub report: PathBuf,
     /// Every file written, relative to the report's folder.
     pub files: Vec<String>,
+    /// The table per service and phase, as in report.md.
+    pub rows: Vec<SummaryRow>,
     pub comparison: Option<Comparison>,
 }
 
@@ -283,15 +285,8 @@ pub fn write_report(
         };
         links.files.push((f.clone(), what));
     }
-    let details = markdown::render_details(&markdown::Input {
-        run: &run,
-        rows: &rows,
-        baseline: baseline.as_ref(),
-        comparison: comparison.as_ref(),
-        links: &links,
-        slowest: opts.slowest,
-    });
-    if let Some(details) = details {
+    let words = where_time_went(&run.timelines, &rows);
+    if let Some(details) = markdown::render_details(&run, &rows, &words) {
         out.write("details.md", details.as_bytes())?;
         links.files.insert(
             0,
@@ -308,11 +303,13 @@ pub fn write_report(
         comparison: comparison.as_ref(),
         links: &links,
         slowest: opts.slowest,
+        words: &words,
     });
     out.write("report.md", text.as_bytes())?;
     Ok(Written {
         report,
         files: out.files,
+        rows,
         comparison,
     })
 }

@@ -5,7 +5,7 @@
 use crate::compare::{Change, Comparison, Verdict};
 use crate::input::RunData;
 use bounce_wire::civil::utc;
-use bounce_wire::summary::{SummaryRow, format_seconds, where_time_went};
+use bounce_wire::summary::{SummaryRow, format_seconds};
 use bounce_wire::{BoundaryName, NodeFacts, Outcome, Phase, Source, TimelineRecord};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -26,6 +26,8 @@ pub struct Input<'a> {
     pub comparison: Option<&'a Comparison>,
     pub links: &'a Links,
     pub slowest: usize,
+    /// `where_time_went` of the run, computed once for report and details.
+    pub words: &'a BTreeMap<String, Vec<String>>,
 }
 
 fn opt(v: Option<f64>) -> String {
@@ -313,21 +315,24 @@ fn table(out: &mut String, rows: Vec<&SummaryRow>) {
 }
 
 /// details.md, when report.md had to leave rows or sentences out: all of them.
-pub fn render_details(i: &Input<'_>) -> Option<String> {
-    let words = where_time_went(&i.run.timelines, i.rows);
+pub fn render_details(
+    run: &RunData,
+    rows: &[SummaryRow],
+    words: &BTreeMap<String, Vec<String>>,
+) -> Option<String> {
     let sentences = words.values().map(Vec::len).sum::<usize>();
-    if i.rows.len() <= MAX_ROWS && sentences <= MAX_SENTENCES {
+    if rows.len() <= MAX_ROWS && sentences <= MAX_SENTENCES {
         return None;
     }
     let mut out = format!(
         "# bounce: `{}` on `{}`, run `{}`: every row\n\n## Restart time per service and phase\n\n",
-        cell(&i.run.scenario),
-        cell(&i.run.deployment),
-        i.run.run_id
+        cell(&run.scenario),
+        cell(&run.deployment),
+        run.run_id
     );
-    table(&mut out, i.rows.iter().collect());
+    table(&mut out, rows.iter().collect());
     out.push_str("\n## Where the time went\n\n");
-    for (service, lines) in &words {
+    for (service, lines) in words {
         for l in lines {
             let _ = writeln!(out, "- **{}**: {l}", cell(service));
         }
@@ -419,8 +424,8 @@ pub fn render(i: &Input<'_>) -> String {
         let _ = writeln!(out, "\n![{phase}: percentile distribution]({chart})");
     }
 
-    let words = where_time_went(&run.timelines, i.rows);
-    let sentences: Vec<String> = words
+    let sentences: Vec<String> = i
+        .words
         .iter()
         .flat_map(|(service, lines)| {
             lines
