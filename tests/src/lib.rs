@@ -572,6 +572,64 @@ pub fn ceph_up() -> &'static CephEnv {
     }
 }
 
+impl CephEnv {
+    /// The agent's CLI client for this cluster.
+    pub fn cli(&self) -> bounce_agent::ceph::cli::CephCli {
+        bounce_agent::ceph::cli::CephCli::new(vec![
+            "ceph".into(),
+            "--conf".into(),
+            self.conf.display().to_string(),
+        ])
+    }
+
+    /// Bounded wait until the cluster has settled after an earlier test's
+    /// restart: health OK (or only the `allowed` checks), every OSD up, and
+    /// every PG active+clean in stats reported since the last OSD came up.
+    /// HEALTH_OK alone is not enough: the mgr reports inactive PGs only after
+    /// a grace period, and `ok-to-stop` refuses while PGs still peer.
+    pub fn wait_settled(&self, allowed: &[&str]) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let cli = self.cli();
+        let mut last = String::new();
+        for _ in 0..480 {
+            let settled = rt.block_on(async {
+                let h = cli.health().await.map_err(|e| e.to_string())?;
+                if h.status != "HEALTH_OK"
+                    && !h.checks.iter().all(|c| allowed.contains(&c.0.as_str()))
+                {
+                    return Err(format!("health {} {:?}", h.status, h.checks));
+                }
+                let (_, osds) = cli.osd_dump().await.map_err(|e| e.to_string())?;
+                if osds.len() != self.osds.len() || !osds.iter().all(|o| o.up) {
+                    return Err(format!("OSDs not all up: {osds:?}"));
+                }
+                let since = osds.iter().map(|o| o.up_from).max().unwrap_or(0);
+                let pgs = cli.pgs().await.map_err(|e| e.to_string())?;
+                match pgs
+                    .iter()
+                    .find(|p| p.state != "active+clean" || p.reported_epoch < since)
+                {
+                    Some(p) => Err(format!(
+                        "pg {} {} (reported at epoch {}, OSDs up from {since})",
+                        p.pgid, p.state, p.reported_epoch
+                    )),
+                    None if pgs.is_empty() => Err("no PGs reported".into()),
+                    None => Ok(()),
+                }
+            });
+            match settled {
+                Ok(()) => return,
+                Err(e) => last = e,
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        panic!("the test cluster did not settle in 120 s: {last}");
+    }
+}
+
 /// Holds the test Ceph cluster for one test at a time, across test
 /// processes (an flock on a file beside it).
 pub struct ClusterLock {

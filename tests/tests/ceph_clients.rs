@@ -7,12 +7,7 @@ use bounce_tests::*;
 use std::time::{Duration, Instant};
 
 fn cli() -> CephCli {
-    let env = ceph_up();
-    CephCli::new(vec![
-        "ceph".into(),
-        "--conf".into(),
-        env.conf.display().to_string(),
-    ])
+    ceph_up().cli()
 }
 
 fn socket(id: u32) -> std::path::PathBuf {
@@ -26,26 +21,13 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Bounded wait for HEALTH_OK (an earlier test may have just restarted an OSD).
-async fn wait_healthy(c: &CephCli) {
-    for _ in 0..120 {
-        if c.health()
-            .await
-            .map(|h| h.status == "HEALTH_OK")
-            .unwrap_or(false)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("the test cluster is not healthy: {:?}", c.health().await);
-}
-
 #[test]
 fn admin_sockets_and_the_cli_see_the_cluster() {
     // One test at a time on the shared cluster.
     let _one = lock_cluster();
     let env = ceph_up();
+    // Not inside the async block: it runs its own runtime.
+    env.wait_settled(&[]);
     rt().block_on(async {
         for id in &env.osds {
             let s = asok::osd_status(&socket(*id), Duration::from_secs(5))
@@ -78,7 +60,6 @@ fn admin_sockets_and_the_cli_see_the_cluster() {
         );
 
         let c = cli();
-        wait_healthy(&c).await;
         let (epoch, osds) = c.osd_dump().await.unwrap();
         assert!(epoch > 0);
         assert_eq!(osds.len(), env.osds.len());
@@ -100,10 +81,11 @@ fn an_osd_restart_over_dbus_is_seen_by_both() {
     // One test at a time on the shared cluster.
     let _one = lock_cluster();
     let env = ceph_up();
+    // Not inside the async block: it runs its own runtime.
+    env.wait_settled(&[]);
     let id = *env.osds.last().unwrap();
     rt().block_on(async {
         let c = cli();
-        wait_healthy(&c).await;
         c.set_flag("noout").await.unwrap();
         assert!(c.flags().await.unwrap().contains(&"noout".to_string()));
         let (_, before) = c.osd_dump().await.unwrap();

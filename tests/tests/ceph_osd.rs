@@ -10,11 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 fn cli() -> CephCli {
-    CephCli::new(vec![
-        "ceph".into(),
-        "--conf".into(),
-        ceph_up().conf.display().to_string(),
-    ])
+    ceph_up().cli()
 }
 
 fn block<T>(f: impl std::future::Future<Output = T>) -> T {
@@ -29,17 +25,9 @@ fn flags() -> Vec<String> {
     block(cli().flags()).unwrap()
 }
 
+/// Settled: HEALTH_OK, all OSDs up, every PG active+clean.
 fn wait_healthy() {
-    for _ in 0..240 {
-        if block(cli().health())
-            .map(|h| h.status == "HEALTH_OK")
-            .unwrap_or(false)
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    panic!("the test cluster did not get back to HEALTH_OK");
+    ceph_up().wait_settled(&[]);
 }
 
 fn scenario(ids: &str, extra_gates: &str, repeat: u32) -> String {
@@ -461,20 +449,9 @@ fn per_osd_noout_is_set_on_the_restarting_osd_only_and_removed_on_every_path() {
     assert!(!state.join("ceph-flags.json").exists());
 }
 
-/// HEALTH_OK, or only the warnings of noout flags (cluster-wide or per OSD).
+/// Settled but for the warnings of noout flags (cluster-wide or per OSD).
 fn wait_healthy_allowing_noout() {
-    for _ in 0..240 {
-        if let Ok(h) = block(cli().health())
-            && (h.status == "HEALTH_OK"
-                || h.checks
-                    .iter()
-                    .all(|c| c.0 == "OSDMAP_FLAGS" || c.0 == "OSD_FLAGS"))
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    panic!("the test cluster did not settle");
+    ceph_up().wait_settled(&["OSDMAP_FLAGS", "OSD_FLAGS"]);
 }
 
 /// One OSD of the test cluster moved from its unit into a container (the
