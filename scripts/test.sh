@@ -15,4 +15,5 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2
 fi
 # Another HdrHistogram implementation, to prove our .hlog files are standard.
 python3 -c 'import hdrh' 2>/dev/null || python3 -m pip install --quiet --root-user-action=ignore hdrhistogram
-cargo test --workspace --locked "$@"
+# --no-fail-fast: one failing test binary does not hide the others.
+cargo test --workspace --locked --no-fail-fast "$@"
