@@ -574,12 +574,22 @@ pub fn ceph_up() -> &'static CephEnv {
 
 impl CephEnv {
     /// The agent's CLI client for this cluster.
-    pub fn cli(&self) -> bounce_agent::ceph::cli::CephCli {
-        bounce_agent::ceph::cli::CephCli::new(vec![
+    pub fn cli(&self) -> bounce_agent::ceph::mon::MonClient {
+        bounce_agent::ceph::mon::MonClient::new(vec![
             "ceph".into(),
             "--conf".into(),
             self.conf.display().to_string(),
         ])
+    }
+
+    /// The same cluster through a librados session (as a scenario's
+    /// `ceph: {librados: {conf: ...}}` says).
+    pub fn librados(&self) -> bounce_agent::scenario::CephAccess {
+        bounce_agent::scenario::CephAccess::Librados(bounce_agent::scenario::LibradosAccess {
+            conf: self.conf.clone(),
+            name: "client.admin".into(),
+            keyring: None,
+        })
     }
 
     /// Bounded wait until the cluster has settled after an earlier test's

@@ -2,11 +2,11 @@
 //! OSDs are units of the test systemd manager.
 
 use bounce_agent::ceph::asok::{self, AsokError};
-use bounce_agent::ceph::cli::CephCli;
+use bounce_agent::ceph::mon::MonClient;
 use bounce_tests::*;
 use std::time::{Duration, Instant};
 
-fn cli() -> CephCli {
+fn cli() -> MonClient {
     ceph_up().cli()
 }
 
@@ -29,6 +29,7 @@ fn admin_sockets_and_the_cli_see_the_cluster() {
     // Not inside the async block: it runs its own runtime.
     env.wait_settled(&[]);
     rt().block_on(async {
+        the_cluster_as_seen_through(&cli()).await;
         for id in &env.osds {
             let s = asok::osd_status(&socket(*id), Duration::from_secs(5))
                 .await
@@ -59,20 +60,82 @@ fn admin_sockets_and_the_cli_see_the_cluster() {
             "{missing}"
         );
 
-        let c = cli();
-        let (epoch, osds) = c.osd_dump().await.unwrap();
-        assert!(epoch > 0);
-        assert_eq!(osds.len(), env.osds.len());
-        assert!(osds.iter().all(|o| o.up && o.up_from > 0));
-        // size 3, min_size 2: one OSD may stop, two may not.
-        assert!(c.ok_to_stop(&[0]).await.unwrap());
-        assert!(!c.ok_to_stop(&[0, 1]).await.unwrap());
-        let bad = CephCli::new(vec![
+        let bad = MonClient::new(vec![
             "ceph".into(),
             "--conf".into(),
             "/nonexistent.conf".into(),
         ]);
         assert!(bad.health().await.is_err());
+    });
+}
+
+/// What both transports must answer about the settled test cluster.
+async fn the_cluster_as_seen_through(c: &MonClient) {
+    let env = ceph_up();
+    let (epoch, osds) = c.osd_dump().await.unwrap();
+    assert!(epoch > 0);
+    assert_eq!(osds.len(), env.osds.len());
+    assert!(osds.iter().all(|o| o.up && o.up_from > 0));
+    assert_eq!(c.health().await.unwrap().status, "HEALTH_OK");
+    let pgs = c.pgs().await.unwrap();
+    assert!(!pgs.is_empty());
+    assert!(pgs.iter().all(|p| p.state == "active+clean"), "{pgs:?}");
+    // size 3, min_size 2: one OSD may stop, two may not.
+    assert!(c.ok_to_stop(&[0]).await.unwrap());
+    assert!(!c.ok_to_stop(&[0, 1]).await.unwrap());
+}
+
+#[test]
+fn the_cli_and_a_librados_session_answer_alike() {
+    let _one = lock_cluster();
+    let env = ceph_up();
+    env.wait_settled(&[]);
+    rt().block_on(async {
+        let cli = cli();
+        let session = MonClient::open(&env.librados()).await.unwrap();
+        the_cluster_as_seen_through(&cli).await;
+        the_cluster_as_seen_through(&session).await;
+        assert_eq!(
+            cli.osd_dump().await.unwrap(),
+            session.osd_dump().await.unwrap()
+        );
+
+        // What one sets, the other sees; each unsets what the other set.
+        session.set_flag("noout").await.unwrap();
+        assert!(cli.flags().await.unwrap().contains(&"noout".to_string()));
+        cli.unset_flag("noout").await.unwrap();
+        assert!(
+            !session
+                .flags()
+                .await
+                .unwrap()
+                .contains(&"noout".to_string())
+        );
+        session.add_osd_flag("noout", 2).await.unwrap();
+        let osd2 = |osds: Vec<bounce_agent::ceph::mon::OsdState>| {
+            osds.into_iter().find(|o| o.id == 2).unwrap().state
+        };
+        assert!(osd2(cli.osd_dump().await.unwrap().1).contains(&"noout".to_string()));
+        session.rm_osd_flag("noout", 2).await.unwrap();
+        assert!(!osd2(cli.osd_dump().await.unwrap().1).contains(&"noout".to_string()));
+
+        // A refused command is an error that says what the cluster said.
+        let e = session
+            .set_flag("not-a-flag")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("EINVAL"), "{e}");
+        assert!(e.contains("osd set"), "{e}");
+        // A session that cannot start names its configuration.
+        let bad =
+            bounce_agent::scenario::CephAccess::Librados(bounce_agent::scenario::LibradosAccess {
+                conf: "/nonexistent/ceph.conf".into(),
+                name: "client.admin".into(),
+                keyring: None,
+            });
+        let e = MonClient::open(&bad).await.unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/ceph.conf"), "{e}");
     });
 }
 

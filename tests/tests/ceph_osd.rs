@@ -3,13 +3,14 @@
 //! `noout` unset on every exit path (success, gate failure, Ctrl-C, and a
 //! kill -9 followed by the next start).
 
-use bounce_agent::ceph::cli::CephCli;
+use bounce_agent::ceph::mon::MonClient;
 use bounce_tests::*;
 use bounce_wire::{BoundaryName, Outcome, Phase, TimelineRecord};
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
-fn cli() -> CephCli {
+fn cli() -> MonClient {
     ceph_up().cli()
 }
 
@@ -452,6 +453,99 @@ fn per_osd_noout_is_set_on_the_restarting_osd_only_and_removed_on_every_path() {
 /// Settled but for the warnings of noout flags (cluster-wide or per OSD).
 fn wait_healthy_allowing_noout() {
     ceph_up().wait_settled(&["OSDMAP_FLAGS", "OSD_FLAGS"]);
+}
+
+/// The scenario with `ceph:` as a librados session instead of the CLI.
+fn through_librados(yaml: &str) -> String {
+    let cli = format!(
+        "      ceph: [ceph, --conf, \"{}\"]\n",
+        ceph_up().conf.display()
+    );
+    assert!(yaml.contains(&cli), "{yaml}");
+    yaml.replace(
+        &cli,
+        &format!(
+            "      ceph: {{librados: {{conf: \"{}\"}}}}\n",
+            ceph_up().conf.display()
+        ),
+    )
+}
+
+/// Runs the agent with no `ceph` on its PATH: a call to the CLI would fail.
+fn run_without_cli(dir: &Scratch, yaml: &str, state: &Path, out: &str) -> std::process::Child {
+    let file = dir.write(&format!("{out}.yaml"), yaml);
+    Command::new(bin("bounce-agent"))
+        .args(["run", file.to_str().unwrap(), "-o"])
+        .arg(dir.path(out))
+        .args(["--no-progress", "--state-dir"])
+        .arg(state)
+        .env("PATH", "/nonexistent")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_librados_session_follows_the_same_milestones_and_cleans_up_after_a_kill_9() {
+    let _one = lock_cluster();
+    wait_healthy();
+    let dir = Scratch::new("osd-librados");
+    let state = dir.path("state");
+    let yaml = through_librados(&scenario("[1]", ", noout: per_osd", 1));
+    let plan = agent(&["plan", dir.write("plan.yaml", &yaml).to_str().unwrap()]);
+    assert!(plan.status.success(), "{}", text(&plan));
+    assert!(
+        text(&plan).contains("a librados session as client.admin"),
+        "{}",
+        text(&plan)
+    );
+
+    let out = run_without_cli(&dir, &yaml, &state, "o1")
+        .wait_with_output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let tls = read_timelines(&dir.path("o1"));
+    assert_eq!(tls.len(), 1);
+    assert_eq!(tls[0].outcome, Outcome::Ok, "{:?}", tls[0]);
+    milestones_in_order(&tls[0]);
+    assert!(osds_with_noout().is_empty());
+    wait_healthy();
+
+    // kill -9 while the run holds the cluster's noout: the state file says
+    // how to ask (the session), and the next start (still no CLI) unsets it.
+    let yaml = through_librados(&scenario("all", "", 5));
+    let mut child = run_without_cli(&dir, &yaml, &state, "o2");
+    let mut set = false;
+    for _ in 0..200 {
+        if flags().contains(&"noout".to_string()) {
+            set = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(set, "noout was never set");
+    let held = std::fs::read_to_string(state.join("ceph-flags.json")).unwrap();
+    assert!(held.contains("librados"), "{held}");
+    wait_healthy_allowing_noout();
+    let out = run_without_cli(
+        &dir,
+        &through_librados(&scenario("[0]", "", 1)),
+        &state,
+        "o3",
+    )
+    .wait_with_output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("ended without unsetting noout; unset it now"),
+        "{}",
+        text(&out)
+    );
+    assert!(!flags().contains(&"noout".to_string()));
+    assert!(!state.join("ceph-flags.json").exists());
 }
 
 /// One OSD of the test cluster moved from its unit into a container (the

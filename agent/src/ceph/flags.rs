@@ -4,7 +4,8 @@
 //! [`FlagGuard::release`]) and a crash (a state file written before a flag
 //! is set, which the next `run` reads with [`recover`]).
 
-use super::cli::{CephCli, CliError};
+use super::mon::{MonClient, MonError};
+use crate::scenario::CephAccess;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -41,7 +42,7 @@ impl Flag {
     }
 
     /// Whether the cluster has it set now (by anyone).
-    async fn is_set(&self, cli: &CephCli) -> Result<bool, CliError> {
+    async fn is_set(&self, cli: &MonClient) -> Result<bool, MonError> {
         match self {
             Flag::Cluster(f) => Ok(cli.flags().await?.iter().any(|x| x == f)),
             Flag::Osd { flag, id } => {
@@ -54,14 +55,14 @@ impl Flag {
         }
     }
 
-    async fn set(&self, cli: &CephCli) -> Result<(), CliError> {
+    async fn set(&self, cli: &MonClient) -> Result<(), MonError> {
         match self {
             Flag::Cluster(f) => cli.set_flag(f).await,
             Flag::Osd { flag, id } => cli.add_osd_flag(flag, *id).await,
         }
     }
 
-    async fn unset(&self, cli: &CephCli) -> Result<(), CliError> {
+    async fn unset(&self, cli: &MonClient) -> Result<(), MonError> {
         match self {
             Flag::Cluster(f) => cli.unset_flag(f).await,
             Flag::Osd { flag, id } => cli.rm_osd_flag(flag, *id).await,
@@ -69,11 +70,12 @@ impl Flag {
     }
 
     /// The command an operator runs to unset it by hand.
-    fn unset_command(&self, cli: &CephCli) -> String {
-        let prefix = cli.prefix.join(" ");
+    fn unset_command(&self, cli: &MonClient) -> String {
         match self {
-            Flag::Cluster(f) => format!("{prefix} osd unset {f}"),
-            Flag::Osd { flag, id } => format!("{prefix} osd rm-{flag} osd.{id}"),
+            Flag::Cluster(f) => cli.by_hand(&["osd", "unset", f]),
+            Flag::Osd { flag, id } => {
+                cli.by_hand(&["osd", &format!("rm-{flag}"), &format!("osd.{id}")])
+            }
         }
     }
 }
@@ -88,23 +90,23 @@ impl fmt::Display for Flag {
 }
 
 /// What is on disk while bounce holds a flag.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Held {
-    /// The ceph command prefix to unset them with.
-    ceph: Vec<String>,
+    /// How to ask the cluster to unset them (older files: a CLI prefix).
+    ceph: CephAccess,
     /// `noout`, `noout osd.3`.
     flags: Vec<String>,
     pid: u32,
 }
 
 pub struct FlagGuard {
-    cli: CephCli,
+    cli: MonClient,
     state_file: PathBuf,
     held: Mutex<Vec<Flag>>,
 }
 
 impl FlagGuard {
-    pub fn new(cli: CephCli, state_dir: &Path) -> FlagGuard {
+    pub fn new(cli: MonClient, state_dir: &Path) -> FlagGuard {
         FlagGuard {
             cli,
             state_file: state_dir.join(STATE_FILE),
@@ -151,7 +153,7 @@ impl FlagGuard {
             };
         }
         let held = Held {
-            ceph: self.cli.prefix.clone(),
+            ceph: self.cli.access().clone(),
             flags: flags.iter().map(Flag::encode).collect(),
             pid: std::process::id(),
         };
@@ -204,7 +206,7 @@ impl FlagGuard {
     }
 }
 
-async fn unset_with_retries(cli: &CephCli, flag: &Flag) -> Result<(), String> {
+async fn unset_with_retries(cli: &MonClient, flag: &Flag) -> Result<(), String> {
     let mut last = String::new();
     for attempt in 0..3 {
         if attempt > 0 {
@@ -228,7 +230,13 @@ pub async fn recover(state_dir: &Path) -> Result<Vec<String>, String> {
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
     let held: Held = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    let cli = CephCli::new(held.ceph.clone());
+    let cli = MonClient::open(&held.ceph).await.map_err(|e| {
+        format!(
+            "an earlier run (pid {}) left {} set and the cluster cannot be asked to unset them: {e}",
+            held.pid,
+            held.flags.join(", ")
+        )
+    })?;
     let mut messages = Vec::new();
     for encoded in &held.flags {
         let flag = Flag::decode(encoded)
@@ -265,5 +273,21 @@ mod tests {
         }
         assert_eq!(Flag::decode("noout osd.x"), None);
         assert_eq!(Flag::decode(""), None);
+    }
+
+    #[test]
+    fn state_files_of_earlier_versions_still_say_how_to_ask() {
+        let old: Held =
+            serde_json::from_str(r#"{"ceph":["ceph","--conf","/c"],"flags":["noout"],"pid":7}"#)
+                .unwrap();
+        assert_eq!(
+            old.ceph,
+            CephAccess::Cli(vec!["ceph".into(), "--conf".into(), "/c".into()])
+        );
+        let new: Held = serde_json::from_str(
+            r#"{"ceph":{"librados":{"conf":"/c","name":"client.admin"}},"flags":["noout osd.1"],"pid":7}"#,
+        )
+        .unwrap();
+        assert!(matches!(new.ceph, CephAccess::Librados(ref l) if l.conf == Path::new("/c")));
     }
 }

@@ -3,13 +3,15 @@
 //! - [`asok`]: an OSD's admin socket, spoken natively: one JSON command per
 //!   connection, ~0.2 ms, no process start; it says what the OSD itself
 //!   thinks (`status`: `preboot` → `booting` → `active`).
-//! - [`cli`]: the cluster's view through the `ceph` CLI (JSON output), with a
-//!   configurable command prefix because on real nodes it is
-//!   `docker exec ceph-mon-<host> ceph` or `cephadm shell --`. Each call
-//!   costs 175-300 ms of Python start-up: fine for gates, too heavy for
-//!   sub-second phase timing.
+//! - [`mon`]: the cluster's view (osdmap, PGs, health, flags) from the
+//!   monitors, through the `ceph` CLI behind a configurable command prefix
+//!   (on real nodes `docker exec ceph-mon-<host> ceph` or `cephadm shell --`;
+//!   175-300 ms of Python start-up per call: fine for gates, heavy for
+//!   sub-second phase timing) or through [`rados`], a librados session in
+//!   the agent (~1 ms per call).
 
 pub mod asok;
-pub mod cli;
 pub mod flags;
+pub mod mon;
 pub mod osd;
+pub mod rados;

@@ -131,10 +131,76 @@ pub struct CephOsdSelector {
     /// `all` (the OSDs whose units or containers this node has) or a list of ids.
     pub ids: OsdIds,
     pub via: OsdVia,
-    /// The command that runs `ceph` (e.g. `[docker, exec, ceph-mon-HOST, ceph]`).
-    pub ceph: NonEmpty<String>,
+    /// How to ask the cluster: the `ceph` CLI or a librados session.
+    pub ceph: CephAccess,
     /// The admin socket of OSD `{id}`.
     pub admin_socket: IdTemplate,
+}
+
+/// How the agent asks the cluster (monitors, and the mgr behind them).
+///
+/// In a scenario: a list is the command that runs `ceph` (e.g. `[docker,
+/// exec, ceph-mon-HOST, ceph]`); `{librados: {conf: ..., name: ...,
+/// keyring: ...}}` is one persistent session in the agent (a millisecond per
+/// call instead of the CLI's start-up). The same form is kept in the state
+/// file of flags to unset, so a later start asks the same way.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CephAccess {
+    Librados(LibradosAccess),
+    // Untagged variants come last (serde's rule): a plain list.
+    #[serde(untagged)]
+    Cli(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LibradosAccess {
+    /// The cluster configuration (`mon host`, and usually `keyring`).
+    pub conf: PathBuf,
+    /// The client to authenticate as.
+    #[serde(default = "default_client_name")]
+    pub name: String,
+    /// A keyring other than the one the configuration names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyring: Option<PathBuf>,
+}
+
+fn default_client_name() -> String {
+    "client.admin".into()
+}
+
+impl<'de> Deserialize<'de> for CephAccess {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = CephAccess;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("the command that runs ceph (a list) or {librados: {conf: PATH}}")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<CephAccess, A::Error> {
+                let NonEmpty(words) =
+                    NonEmpty::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(CephAccess::Cli(words))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<CephAccess, A::Error> {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Wrapped {
+                    librados: LibradosAccess,
+                }
+                let w = Wrapped::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                if !w.librados.name.contains('.') {
+                    return Err(de::Error::custom(format!(
+                        "librados.name {:?} is not an entity name: write it as TYPE.ID, e.g. client.admin",
+                        w.librados.name
+                    )));
+                }
+                Ok(CephAccess::Librados(w.librados))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// How an OSD is restarted.
@@ -159,7 +225,7 @@ struct RawCephOsdSelector {
     bus: Option<Bus>,
     container: Option<IdTemplate>,
     #[serde(default = "default_ceph_cli")]
-    ceph: NonEmpty<String>,
+    ceph: CephAccess,
     #[serde(default = "default_osd_asok")]
     admin_socket: IdTemplate,
 }
@@ -201,8 +267,8 @@ impl TryFrom<RawCephOsdSelector> for CephOsdSelector {
 fn default_osd_asok() -> IdTemplate {
     IdTemplate("/var/run/ceph/ceph-osd.{id}.asok".into())
 }
-fn default_ceph_cli() -> NonEmpty<String> {
-    NonEmpty(vec!["ceph".into()])
+fn default_ceph_cli() -> CephAccess {
+    CephAccess::Cli(vec!["ceph".into()])
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -1046,6 +1112,65 @@ targets:
         assert!(e.contains("not a bus"), "{e}");
         let e = err("deployment: lab\ntargets:\n  - action: restart\n");
         assert!(e.contains("needs a selector"), "{e}");
+    }
+
+    #[test]
+    fn ceph_access_is_a_cli_prefix_or_a_librados_session() {
+        let sel = |text: &str| {
+            let s = parse(&format!(
+                "deployment: lab\ntargets:\n  - ceph_osd: {text}\n"
+            ))
+            .unwrap();
+            let Selector::CephOsd(c) = &s.targets[0].selector else {
+                panic!("ceph")
+            };
+            c.ceph.clone()
+        };
+        assert_eq!(sel("{}"), CephAccess::Cli(vec!["ceph".into()]));
+        assert_eq!(
+            sel("{ceph: [docker, exec, ceph-mon-a, ceph]}"),
+            CephAccess::Cli(vec![
+                "docker".into(),
+                "exec".into(),
+                "ceph-mon-a".into(),
+                "ceph".into()
+            ])
+        );
+        let l = CephAccess::Librados(LibradosAccess {
+            conf: "/etc/ceph/ceph.conf".into(),
+            name: "client.admin".into(),
+            keyring: None,
+        });
+        assert_eq!(sel("{ceph: {librados: {conf: /etc/ceph/ceph.conf}}}"), l);
+        assert_eq!(
+            sel("{ceph: {librados: {conf: /c, name: client.bounce, keyring: /k}}}"),
+            CephAccess::Librados(LibradosAccess {
+                conf: "/c".into(),
+                name: "client.bounce".into(),
+                keyring: Some("/k".into()),
+            })
+        );
+        // The state file keeps it in the same shape (and older files, a list).
+        for a in [l, CephAccess::Cli(vec!["ceph".into()])] {
+            let text = serde_json::to_string(&a).unwrap();
+            assert_eq!(
+                serde_json::from_str::<CephAccess>(&text).unwrap(),
+                a,
+                "{text}"
+            );
+        }
+        for (bad, says) in [
+            ("{ceph: []}", "at least one"),
+            ("{ceph: {rados: {conf: /c}}}", "librados"),
+            ("{ceph: {librados: {name: client.admin}}}", "conf"),
+            ("{ceph: {librados: {conf: /c, user: x}}}", "user"),
+            ("{ceph: {librados: {conf: /c, name: admin}}}", "TYPE.ID"),
+            ("{ceph: ceph}", "a list"),
+        ] {
+            let e = err(&format!("deployment: lab\ntargets:\n  - ceph_osd: {bad}\n"));
+            assert!(e.contains(says), "{bad}: {e}");
+            assert!(e.contains(":3:"), "names the line: {bad}: {e}");
+        }
     }
 
     #[test]
