@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 bash tests/harness/docker-up.sh
 cargo build --release --quiet -p bounce-agent -p bounce-tests --bins
 BOUNCE_AGENT=$PWD/target/release/bounce-agent target/release/bench-docker
+# Ceph: the CLI against a librados session (the test cluster, as the tests start it).
+bash tests/harness/systemd-up.sh >/dev/null
+bash tests/harness/ceph-up.sh >/dev/null
+BOUNCE_AGENT=$PWD/target/release/bounce-agent target/release/bench-ceph
 # The collector's fleet simulator, with a Prometheus pushgateway beside it.
 command -v prometheus-pushgateway >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-pushgateway >/dev/null
 cargo build --release --quiet -p bounce-collector

@@ -725,3 +725,46 @@ impl Drop for PrometheusProcess {
         let _ = self.child.wait();
     }
 }
+
+/// What one finished process used, from wait4: it covers the process and
+/// the children it waited for (the agent's `ceph` CLI calls).
+#[derive(Debug, Clone, Copy)]
+pub struct Measured {
+    pub success: bool,
+    /// Peak resident set of the process itself, KiB.
+    pub max_rss_kib: i64,
+    pub user_seconds: f64,
+    pub sys_seconds: f64,
+}
+
+/// Runs `bounce-agent run SCENARIO -o OUT --no-progress EXTRA` (the binary
+/// at `agent`, output discarded) and measures it.
+// wait4 reaps the child itself, which std cannot do with rusage.
+#[allow(clippy::zombie_processes)]
+pub fn run_measured(agent: &str, scenario: &Path, out: &Path, extra: &[&str]) -> Measured {
+    let child = Command::new(agent)
+        .args([
+            "run",
+            scenario.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--no-progress",
+        ])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn agent");
+    let mut status = 0;
+    // SAFETY: wait4 on our own child, with a zeroed rusage to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert!(pid > 0, "wait4");
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Measured {
+        success: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        max_rss_kib: usage.ru_maxrss,
+        user_seconds: secs(usage.ru_utime),
+        sys_seconds: secs(usage.ru_stime),
+    }
+}

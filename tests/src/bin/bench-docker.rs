@@ -12,7 +12,6 @@
 
 use bounce_tests::*;
 use bounce_wire::{BoundaryName, Outcome};
-use std::process::Command;
 use std::time::Instant;
 
 fn main() {
@@ -50,7 +49,8 @@ fn main() {
 
         let out = dir.path(&format!("overhead-{round}"));
         let t = Instant::now();
-        let (ok, rss) = run_measured(&agent_bin, &scenario, &out);
+        let m = run_measured(&agent_bin, &scenario, &out, &[]);
+        let (ok, rss) = (m.success, m.max_rss_kib);
         agent_secs.push(t.elapsed().as_secs_f64());
         assert!(ok, "agent run failed");
         max_rss_kib = max_rss_kib.max(rss);
@@ -135,7 +135,7 @@ fn main() {
             ),
         );
         let out = dir.path(&format!("lag-{}", label.replace(' ', "_")));
-        let (ok, _) = run_measured(&agent_bin, &scenario, &out);
+        let ok = run_measured(&agent_bin, &scenario, &out, &[]).success;
         assert!(ok, "lag run failed");
         let stamps = ready_stamps(&docker(&["exec", &c.id, "cat", "/tmp/ready_at"]).unwrap());
         let tls = read_timelines(&out);
@@ -165,32 +165,6 @@ fn main() {
 
 fn rounded(v: &[f64]) -> Vec<f64> {
     v.iter().map(|x| (x * 1000.0).round() / 1000.0).collect()
-}
-
-/// Runs the agent and returns (success, peak RSS in KiB) from wait4.
-// wait4 reaps the child itself, which std cannot do with rusage.
-#[allow(clippy::zombie_processes)]
-fn run_measured(agent: &str, scenario: &std::path::Path, out: &std::path::Path) -> (bool, i64) {
-    let child = Command::new(agent)
-        .args([
-            "run",
-            scenario.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--no-progress",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn agent");
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert!(pid > 0, "wait4");
-    (
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        usage.ru_maxrss,
-    )
 }
 
 /// `time.tv_sec: S` / `time.tv_usec: U` pairs to unix nanos.
