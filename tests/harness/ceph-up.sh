@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real, tiny Ceph 16.2 cluster on 127.0.0.1 for the tests, started once per
-# machine and reused: 1 mon, 1 mgr, 3 memstore OSDs, one pool of 8 PGs
-# (size 3, min_size 2). Every daemon is a unit of the test systemd user
+# machine and reused: 1 mon, 1 mgr, 3 memstore OSDs, two pools of 8 PGs
+# (testpool: size 3, min_size 2; sparsepool: size 2, min_size 1). Every daemon is a unit of the test systemd user
 # manager (tests/harness/systemd-up.sh): ceph-mon@a, ceph-mgr@x, ceph-osd@N,
 # so restarting an OSD is what it is on a node: RestartUnit over D-Bus.
 #
@@ -32,12 +32,12 @@ UNITS=$XDG_CONFIG_HOME/systemd/user
 
 healthy() {
   timeout 10 ceph health --connect-timeout 3 2>/dev/null | grep -q HEALTH_OK || return 1
-  # HEALTH_OK comes before the mgr has seen the PGs: require all 8 active+clean.
+  # HEALTH_OK comes before the mgr has seen the PGs: require all 16 active+clean.
   timeout 10 ceph pg stat -f json --connect-timeout 3 2>/dev/null | python3 -c '
 import json, sys
 s = json.load(sys.stdin)["pg_summary"]
 clean = {x["name"]: x["num"] for x in s["num_pg_by_state"]}.get("active+clean", 0)
-sys.exit(0 if s["num_pgs"] == 8 and clean == 8 else 1)'
+sys.exit(0 if s["num_pgs"] == 16 and clean == 16 else 1)'
 }
 
 report() {
@@ -142,6 +142,12 @@ for i in $(seq 0 $((N-1))); do
 done
 ceph osd pool create testpool 8 8 >/dev/null 2>&1
 ceph osd pool application enable testpool rados >/dev/null 2>&1
+# Two copies of three: as on a real cluster, some PGs are not on a given OSD
+# (the agent must not wait for their stats after restarting it).
+ceph osd pool create sparsepool 8 8 >/dev/null 2>&1
+ceph osd pool set sparsepool size 2 >/dev/null 2>&1
+ceph osd pool set sparsepool min_size 1 >/dev/null 2>&1
+ceph osd pool application enable sparsepool rados >/dev/null 2>&1
 end=$(( $(date +%s) + 120 ))
 until healthy; do
   [ "$(date +%s)" -lt "$end" ] || { echo "ceph-up: no HEALTH_OK within 120 s" >&2; ceph -s >&2; exit 1; }

@@ -79,6 +79,9 @@ pub struct PgState {
     pub pgid: String,
     pub state: String,
     pub reported_epoch: u64,
+    /// The OSDs CRUSH maps it to (up) and those serving it (acting).
+    pub up: Vec<u32>,
+    pub acting: Vec<u32>,
 }
 
 /// One OSD in the osdmap.
@@ -335,6 +338,8 @@ impl MonClient {
                     .as_u64()
                     .or_else(|| p["reported_epoch"].as_str()?.parse().ok())
                     .unwrap_or(0),
+                up: osd_ids(&p["up"]),
+                acting: osd_ids(&p["acting"]),
             })
             .collect())
     }
@@ -409,4 +414,15 @@ impl MonClient {
         );
         self.run(cmd, false).await.map(drop)
     }
+}
+
+fn osd_ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_u64())
+                .map(|x| x as u32)
+                .collect()
+        })
+        .unwrap_or_default()
 }

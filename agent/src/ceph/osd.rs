@@ -15,7 +15,7 @@
 
 use super::asok;
 use super::flags::{Flag, FlagGuard};
-use super::mon::MonClient;
+use super::mon::{MonClient, PgState};
 use crate::abort::{Abort, bounded};
 use crate::docker::{ContainerDetail, DockerEngine};
 use crate::scenario::{
@@ -25,6 +25,7 @@ use crate::systemd::{SystemdManager, UnitDetail};
 use crate::target::{BoxFuture, Driver, PlanError, ResolvedTarget, TargetDetail, not_mine};
 use crate::timeline::{Ending, Timeline, realtime_nanos};
 use bounce_wire::{BoundaryName, Outcome, Source, TargetRef};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -408,6 +409,19 @@ impl CephOsds {
                 .unwrap_or(0),
             Err(e) => return fail(format!("osd dump: {e}")),
         };
+        // The PGs this OSD carries: their stats must be fresh after the
+        // restart; the others' need not be (see `pg_milestones`). Unknown
+        // (the question failed): all must be fresh, the strict reading.
+        let carried = if self.gates.wait_for >= WaitFor::PgsActive {
+            self.cli.pgs().await.ok().map(|pgs| {
+                pgs.into_iter()
+                    .filter(|p| p.up.contains(&d.id) || p.acting.contains(&d.id))
+                    .map(|p| p.pgid)
+                    .collect::<HashSet<String>>()
+            })
+        } else {
+            None
+        };
 
         // Stop and start, timed by systemd (unit) or the engine (container).
         let (mut tl, ending) = match &d.restart {
@@ -446,7 +460,7 @@ impl CephOsds {
         let elapsed = Duration::from_nanos((realtime_nanos() - requested).max(0) as u64);
         let deadline = Instant::now() + t.timeout.saturating_sub(elapsed);
         let ending = self
-            .follow_milestones(d, before, deadline, abort, &mut tl)
+            .follow_milestones(d, before, carried.as_ref(), deadline, abort, &mut tl)
             .await;
         // Back (or given up on): its own noout goes now; if that fails, the
         // run's end tries again and says so.
@@ -467,6 +481,7 @@ impl CephOsds {
         &self,
         d: &OsdDetail,
         up_from_before: u64,
+        carried: Option<&HashSet<String>>,
         deadline: Instant,
         abort: &Abort,
         tl: &mut Timeline,
@@ -536,14 +551,12 @@ impl CephOsds {
                     let mut active_at = None;
                     loop {
                         if let Ok(pgs) = self.cli.pgs().await
-                            && !pgs.is_empty()
-                            && pgs.iter().all(|p| p.reported_epoch >= up_from)
+                            && let Some((active, clean)) = pg_milestones(&pgs, carried, up_from)
                         {
                             let now = realtime_nanos();
-                            if active_at.is_none() && pgs.iter().all(|p| is_active(&p.state)) {
+                            if active_at.is_none() && active {
                                 active_at = Some(now);
                             }
-                            let clean = pgs.iter().all(|p| p.state == "active+clean");
                             if let Some(a) = active_at
                                 && (wait_for == WaitFor::PgsActive || clean)
                             {
@@ -587,6 +600,30 @@ impl CephOsds {
         }
         Ending::ok()
     }
+}
+
+/// What a `pg dump pgs` says after the OSD came up from epoch `up_from`:
+/// nothing yet while the stats of a PG it carried predate that epoch (the
+/// mgr can still show them clean from before the restart); else whether
+/// all PGs are active, and all clean. PGs it did not carry count with
+/// whatever stats they have: the restart did not change them, and an idle
+/// PG republishes unchanged stats only every
+/// `osd_pg_stat_report_interval_max` (500 s stock).
+fn pg_milestones(
+    pgs: &[PgState],
+    carried: Option<&HashSet<String>>,
+    up_from: u64,
+) -> Option<(bool, bool)> {
+    let fresh = pgs
+        .iter()
+        .filter(|p| carried.is_none_or(|c| c.contains(&p.pgid)))
+        .all(|p| p.reported_epoch >= up_from);
+    (fresh && !pgs.is_empty()).then(|| {
+        (
+            pgs.iter().all(|p| is_active(&p.state)),
+            pgs.iter().all(|p| p.state == "active+clean"),
+        )
+    })
 }
 
 /// A PG state string is active and not peering/down/incomplete.
@@ -667,6 +704,41 @@ impl Driver for CephOsds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pg_milestones_wait_for_fresh_stats_of_the_pgs_the_osd_carried_only() {
+        let pg = |id: &str, state: &str, epoch: u64, up: &[u32]| PgState {
+            pgid: id.into(),
+            state: state.into(),
+            reported_epoch: epoch,
+            up: up.to_vec(),
+            acting: up.to_vec(),
+        };
+        let carried: HashSet<String> = ["1.0".to_string()].into();
+        // The OSD's PG still shows clean from before the restart: not yet.
+        let stale = [
+            pg("1.0", "active+clean", 9, &[0, 1]),
+            pg("1.1", "active+clean", 3, &[1, 2]),
+        ];
+        assert_eq!(pg_milestones(&stale, Some(&carried), 10), None);
+        // Fresh for the OSD's PG; an idle PG elsewhere with old stats counts.
+        let fresh = [
+            pg("1.0", "active+undersized+degraded", 10, &[0, 1]),
+            pg("1.1", "active+clean", 3, &[1, 2]),
+        ];
+        assert_eq!(
+            pg_milestones(&fresh, Some(&carried), 10),
+            Some((true, false))
+        );
+        // Not knowing what it carried: every PG must be fresh.
+        assert_eq!(pg_milestones(&fresh, None, 10), None);
+        let peering = [
+            pg("1.0", "peering", 11, &[0, 1]),
+            pg("1.1", "active+clean", 12, &[1, 2]),
+        ];
+        assert_eq!(pg_milestones(&peering, None, 10), Some((false, false)));
+        assert_eq!(pg_milestones(&[], None, 10), None);
+    }
 
     #[test]
     fn pg_states() {
