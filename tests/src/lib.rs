@@ -212,15 +212,20 @@ pub fn agent(args: &[&str]) -> Output {
         .expect("running bounce-agent")
 }
 
+/// `bounce-agent ARGS` with its output captured, for a test to adjust
+/// (environment) and spawn.
+pub fn agent_command(args: &[&str]) -> Command {
+    let mut c = Command::new(bin("bounce-agent"));
+    c.args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    c
+}
+
 /// Starts `bounce-agent ARGS` in the background, output captured (for tests
 /// that signal or kill it).
 pub fn spawn_agent(args: &[&str]) -> std::process::Child {
-    Command::new(bin("bounce-agent"))
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("starting bounce-agent")
+    agent_command(args).spawn().expect("starting bounce-agent")
 }
 
 pub fn text(out: &Output) -> String {

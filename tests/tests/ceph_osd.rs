@@ -7,7 +7,6 @@ use bounce_agent::ceph::mon::MonClient;
 use bounce_tests::*;
 use bounce_wire::{BoundaryName, Outcome, Phase, TimelineRecord};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 fn cli() -> MonClient {
@@ -474,16 +473,19 @@ fn through_librados(yaml: &str) -> String {
 /// Runs the agent with no `ceph` on its PATH: a call to the CLI would fail.
 fn run_without_cli(dir: &Scratch, yaml: &str, state: &Path, out: &str) -> std::process::Child {
     let file = dir.write(&format!("{out}.yaml"), yaml);
-    Command::new(bin("bounce-agent"))
-        .args(["run", file.to_str().unwrap(), "-o"])
-        .arg(dir.path(out))
-        .args(["--no-progress", "--state-dir"])
-        .arg(state)
-        .env("PATH", "/nonexistent")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
+    let out = dir.path(out);
+    agent_command(&[
+        "run",
+        file.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--no-progress",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ])
+    .env("PATH", "/nonexistent")
+    .spawn()
+    .unwrap()
 }
 
 #[test]

@@ -379,34 +379,32 @@ impl MonClient {
     }
 
     pub async fn set_flag(&self, flag: &str) -> Result<(), MonError> {
-        let cmd = Cmd::new(
-            &["osd", "set", flag],
-            json!({"prefix": "osd set", "key": flag}),
-        );
-        self.run(cmd, false).await.map(drop)
+        self.cluster_flag("set", flag).await
     }
 
     pub async fn unset_flag(&self, flag: &str) -> Result<(), MonError> {
-        let cmd = Cmd::new(
-            &["osd", "unset", flag],
-            json!({"prefix": "osd unset", "key": flag}),
-        );
-        self.run(cmd, false).await.map(drop)
+        self.cluster_flag("unset", flag).await
     }
 
     /// One OSD's own flag (`ceph osd add-noout osd.3`).
     pub async fn add_osd_flag(&self, flag: &str, id: u32) -> Result<(), MonError> {
-        let (verb, who) = (format!("add-{flag}"), format!("osd.{id}"));
-        let prefix = format!("osd {verb}");
-        let cmd = Cmd::new(
-            &["osd", &verb, &who],
-            json!({"prefix": prefix, "ids": [who]}),
-        );
-        self.run(cmd, false).await.map(drop)
+        self.osd_flag("add", flag, id).await
     }
 
     pub async fn rm_osd_flag(&self, flag: &str, id: u32) -> Result<(), MonError> {
-        let (verb, who) = (format!("rm-{flag}"), format!("osd.{id}"));
+        self.osd_flag("rm", flag, id).await
+    }
+
+    /// `osd set|unset FLAG`.
+    async fn cluster_flag(&self, verb: &str, flag: &str) -> Result<(), MonError> {
+        let prefix = format!("osd {verb}");
+        let cmd = Cmd::new(&["osd", verb, flag], json!({"prefix": prefix, "key": flag}));
+        self.run(cmd, false).await.map(drop)
+    }
+
+    /// `osd add-FLAG|rm-FLAG osd.ID`.
+    async fn osd_flag(&self, verb: &str, flag: &str, id: u32) -> Result<(), MonError> {
+        let (verb, who) = (format!("{verb}-{flag}"), format!("osd.{id}"));
         let prefix = format!("osd {verb}");
         let cmd = Cmd::new(
             &["osd", &verb, &who],
