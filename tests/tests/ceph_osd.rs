@@ -514,21 +514,32 @@ fn a_librados_session_follows_the_same_milestones_and_cleans_up_after_a_kill_9()
     assert!(osds_with_noout().is_empty());
     wait_healthy();
 
+    let yaml = through_librados(&scenario("all", "", 5));
+    let wait_noout = || {
+        for _ in 0..200 {
+            if flags().contains(&"noout".to_string()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("noout was never set");
+    };
+    // Ctrl-C with a librados session open (its threads must not take the
+    // signal): the restart in flight finishes, then noout goes.
+    let child = run_without_cli(&dir, &yaml, &state, "o-int");
+    wait_noout();
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!flags().contains(&"noout".to_string()), "{}", text(&out));
+    wait_healthy();
+
     // kill -9 while the run holds the cluster's noout: the state file says
     // how to ask (the session), and the next start (still no CLI) unsets it.
-    let yaml = through_librados(&scenario("all", "", 5));
     let mut child = run_without_cli(&dir, &yaml, &state, "o2");
-    let mut set = false;
-    for _ in 0..200 {
-        if flags().contains(&"noout".to_string()) {
-            set = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_noout();
     child.kill().unwrap();
     let _ = child.wait();
-    assert!(set, "noout was never set");
     let held = std::fs::read_to_string(state.join("ceph-flags.json")).unwrap();
     assert!(held.contains("librados"), "{held}");
     wait_healthy_allowing_noout();
