@@ -88,6 +88,16 @@ fn a_rolling_restart_times_ceph_milestones_one_osd_at_a_time_and_unsets_noout() 
     let (out, tls) = run(&dir, &scenario("all", "", 1), &dir.path("state"));
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(tls.len(), ceph_up().osds.len());
+    let up = tls[0]
+        .timestamps
+        .iter()
+        .find(|b| b.name == BoundaryName::OsdUp);
+    assert!(
+        serde_json::to_string(&up.unwrap().source)
+            .unwrap()
+            .contains("osd dump via the ceph CLI, every 250 ms"),
+        "{up:?}"
+    );
     for t in &tls {
         assert_eq!(t.outcome, Outcome::Ok, "{t:?}");
         assert_eq!(t.service, "ceph-osd");
@@ -511,6 +521,13 @@ fn a_librados_session_follows_the_same_milestones_and_cleans_up_after_a_kill_9()
     assert_eq!(tls.len(), 1);
     assert_eq!(tls[0].outcome, Outcome::Ok, "{:?}", tls[0]);
     milestones_in_order(&tls[0]);
+    // The timeline says how each Ceph milestone was asked.
+    let source = |name: BoundaryName| {
+        let b = tls[0].timestamps.iter().find(|b| b.name == name).unwrap();
+        serde_json::to_string(&b.source).unwrap()
+    };
+    assert!(source(BoundaryName::OsdUp).contains("osd dump via librados, every 50 ms"));
+    assert!(source(BoundaryName::PgsActive).contains("pg dump pgs via librados"));
     assert!(osds_with_noout().is_empty());
     wait_healthy();
 

@@ -137,8 +137,9 @@ pub enum Source {
     /// systemd's CLOCK_MONOTONIC µs, placed on the realtime axis with the
     /// offset between the two clocks sampled by the agent at the request.
     Systemd { property: String },
-    /// A Ceph query, polled by the agent: `admin socket status`,
-    /// `osd dump`, `pg dump pgs`. The boundary is the end of the first poll
+    /// A Ceph query, polled by the agent, with how and how often:
+    /// `admin socket status, every 20 ms`, `osd dump via librados, every 50
+    /// ms`, `pg dump pgs via the ceph CLI, every 250 ms`. The boundary is the end of the first poll
     /// that showed the state (the agent's clock), so it is late by at most
     /// one poll interval plus the query's own time.
     Ceph { query: String },

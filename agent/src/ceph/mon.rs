@@ -143,6 +143,14 @@ impl MonClient {
         }
     }
 
+    /// The transport, in two words (for a boundary's source).
+    pub fn way(&self) -> &'static str {
+        match self.access {
+            CephAccess::Cli(_) => "the ceph CLI",
+            CephAccess::Librados(_) => "librados",
+        }
+    }
+
     /// How the cluster is asked, in words (for `plan`).
     pub fn how(&self) -> String {
         match &self.access {

@@ -515,7 +515,14 @@ impl CephOsds {
         )
         .await;
         match booted {
-            Ok(at) => tl.mark(BoundaryName::OsdActive, at, src("admin socket status")),
+            Ok(at) => tl.mark(
+                BoundaryName::OsdActive,
+                at,
+                src(&format!(
+                    "admin socket status, every {} ms",
+                    ASOK_POLL.as_millis()
+                )),
+            ),
             Err(i) => return interrupted(i, "osd_boot (admin socket state active)"),
         }
         // The mon's view: up from a new epoch.
@@ -538,7 +545,15 @@ impl CephOsds {
         .await;
         let up_from = match up {
             Ok((at, epoch)) => {
-                tl.mark(BoundaryName::OsdUp, at, src("osd dump"));
+                tl.mark(
+                    BoundaryName::OsdUp,
+                    at,
+                    src(&format!(
+                        "osd dump via {}, every {} ms",
+                        self.cli.way(),
+                        self.cli.osdmap_poll().as_millis()
+                    )),
+                );
                 epoch
             }
             Err(i) => return interrupted(i, "osd_up"),
@@ -572,9 +587,14 @@ impl CephOsds {
             .await;
             match pgs {
                 Ok((active, clean)) => {
-                    tl.mark(BoundaryName::PgsActive, active, src("pg dump pgs"));
+                    let pg_src = format!(
+                        "pg dump pgs via {}, every {} ms",
+                        self.cli.way(),
+                        PG_POLL.as_millis()
+                    );
+                    tl.mark(BoundaryName::PgsActive, active, src(&pg_src));
                     if let Some(c) = clean {
-                        tl.mark(BoundaryName::PgsClean, c, src("pg dump pgs"));
+                        tl.mark(BoundaryName::PgsClean, c, src(&pg_src));
                     }
                     let last = if wait_for == WaitFor::PgsClean {
                         BoundaryName::PgsClean
