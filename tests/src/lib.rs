@@ -26,25 +26,40 @@ fn repo_root() -> PathBuf {
 /// Makes sure an engine answers and the test image exists; once per process.
 pub fn docker_up() {
     static UP: OnceLock<Result<(), String>> = OnceLock::new();
-    let r = UP.get_or_init(|| {
-        let script = repo_root().join("tests/harness/docker-up.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .output()
-            .map_err(|e| format!("{}: {e}", script.display()))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} failed:\n{}",
-                script.display(),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    });
+    let r = UP.get_or_init(|| harness("docker-up.sh").map(drop));
     if let Err(e) = r {
         panic!("no Docker engine for the tests: {e}");
     }
+}
+
+/// Runs `tests/harness/SCRIPT` (which installs and starts what is missing)
+/// and returns the `KEY=VALUE` lines it printed.
+fn harness(script: &str) -> Result<Vec<(String, String)>, String> {
+    let path = repo_root().join("tests/harness").join(script);
+    let out = Command::new("bash")
+        .arg(&path)
+        .output()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed:\n{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect())
+}
+
+/// One variable a harness script printed.
+fn var(vars: &[(String, String)], script: &str, key: &str) -> Result<String, String> {
+    vars.iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+        .ok_or(format!("{script} printed no {key}"))
 }
 
 /// Path to a binary of the workspace, built on first use.
@@ -305,25 +320,8 @@ pub struct SystemdEnv {
 pub fn systemd_up() -> &'static SystemdEnv {
     static ENV: OnceLock<Result<SystemdEnv, String>> = OnceLock::new();
     let r = ENV.get_or_init(|| {
-        let script = repo_root().join("tests/harness/systemd-up.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .output()
-            .map_err(|e| format!("{}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        let vars: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let get = |k: &str| {
-            vars.iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.clone())
-                .ok_or(format!("systemd-up.sh printed no {k}"))
-        };
+        let vars = harness("systemd-up.sh")?;
+        let get = |k: &str| var(&vars, "systemd-up.sh", k);
         Ok(SystemdEnv {
             unit_dir: PathBuf::from(get("XDG_CONFIG_HOME")?).join("systemd/user"),
             bus: get("DBUS_SESSION_BUS_ADDRESS")?,
@@ -528,6 +526,12 @@ impl CollectorProcess {
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
         (code.trim().parse().unwrap_or(0), body.to_string())
     }
+
+    /// `POST /api/v1/ingest` of one batch with this token: (status, body).
+    pub fn ingest(&self, token: &str, batch: &bounce_wire::ingest::Batch) -> (u16, String) {
+        let body = serde_json::to_vec(batch).expect("a batch serializes");
+        self.http("POST", "/api/v1/ingest", Some(token), Some(&body))
+    }
 }
 
 impl Drop for CollectorProcess {
@@ -547,21 +551,8 @@ pub struct CephEnv {
 pub fn ceph_up() -> &'static CephEnv {
     static ENV: OnceLock<Result<CephEnv, String>> = OnceLock::new();
     let r = ENV.get_or_init(|| {
-        let script = repo_root().join("tests/harness/ceph-up.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .output()
-            .map_err(|e| format!("{}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let get = |k: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("{k}=")))
-                .map(str::to_string)
-                .ok_or(format!("ceph-up.sh printed no {k}"))
-        };
+        let vars = harness("ceph-up.sh")?;
+        let get = |k: &str| var(&vars, "ceph-up.sh", k);
         Ok(CephEnv {
             conf: PathBuf::from(get("CEPH_CONF")?),
             run_dir: PathBuf::from(get("CEPH_RUN_DIR")?),
@@ -771,5 +762,69 @@ pub fn run_measured(agent: &str, scenario: &Path, out: &Path, extra: &[&str]) ->
         max_rss_kib: usage.ru_maxrss,
         user_seconds: secs(usage.ru_utime),
         sys_seconds: secs(usage.ru_stime),
+    }
+}
+
+/// A synthetic Docker restart record (for collector tests and the fleet
+/// bench): outcome ok, the phases computed from `timestamps`; callers adjust
+/// the rest with struct update syntax.
+pub fn docker_record(
+    run: (&str, &str, &str),
+    node: &str,
+    service: &str,
+    timestamps: Vec<bounce_wire::Boundary>,
+) -> TimelineRecord {
+    let (run_id, deployment, scenario) = run;
+    TimelineRecord {
+        run_id: run_id.into(),
+        deployment: deployment.into(),
+        scenario: scenario.into(),
+        node: node.into(),
+        target: bounce_wire::TargetRef::Docker {
+            name: service.into(),
+            id: format!("{node}/{service}"),
+        },
+        service: service.into(),
+        iteration: 1,
+        action: bounce_wire::Action::Restart,
+        outcome: bounce_wire::Outcome::Ok,
+        error: None,
+        exit_code: None,
+        signals: vec![],
+        oom_killed: false,
+        phases: bounce_wire::timeline::phases_from(&timestamps),
+        timestamps,
+        probes: vec![],
+        unit: None,
+        attribution: None,
+        events: vec![],
+        notes: vec![],
+    }
+}
+
+/// One batch carrying `t` (and its histograms) from the node it names.
+pub fn batch_of(
+    t: TimelineRecord,
+    node: bounce_wire::NodeFacts,
+    started_unix_nanos: i64,
+    planned: u64,
+    seq: u64,
+) -> bounce_wire::ingest::Batch {
+    bounce_wire::ingest::Batch {
+        agent: t.node.clone(),
+        run: bounce_wire::ingest::RunHeader {
+            run_id: t.run_id.clone(),
+            deployment: t.deployment.clone(),
+            scenario: t.scenario.clone(),
+            node,
+            started_unix_nanos,
+            planned,
+            scenario_yaml: None,
+        },
+        seq,
+        histograms: bounce_wire::ingest::histograms_of(std::slice::from_ref(&t))
+            .expect("histograms of a valid record"),
+        timelines: vec![t],
+        end: None,
     }
 }

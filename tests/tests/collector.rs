@@ -3,10 +3,10 @@
 //! even when the collector is killed with SIGKILL during the run.
 
 use bounce_tests::*;
-use bounce_wire::ingest::{Batch, RunHeader, histograms_of};
+use bounce_wire::ingest::{Batch, histograms_of};
 use bounce_wire::{
-    Action, Boundary, BoundaryName, Clock, NodeFacts, Outcome, PhaseHistograms, RunSummary, Source,
-    TargetRef, TimelineRecord,
+    Boundary, BoundaryName, Clock, NodeFacts, Outcome, PhaseHistograms, RunSummary, Source,
+    TimelineRecord,
 };
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -193,46 +193,11 @@ fn sample_batch(seq: u64) -> Batch {
         b(BoundaryName::Exited, 1_400_000_000),
     ];
     let t = TimelineRecord {
-        run_id: "r-bad-input".into(),
-        deployment: "lab".into(),
-        scenario: "bad".into(),
-        node: "n1".into(),
-        target: TargetRef::Docker {
-            name: "nova_api".into(),
-            id: "x".into(),
-        },
-        service: "nova_api".into(),
         iteration: seq as u32,
-        action: Action::Restart,
         outcome: Outcome::Timeout,
-        error: None,
-        exit_code: None,
-        signals: vec![],
-        oom_killed: false,
-        phases: bounce_wire::timeline::phases_from(&timestamps),
-        timestamps,
-        probes: vec![],
-        unit: None,
-        attribution: None,
-        events: vec![],
-        notes: vec![],
+        ..docker_record(("r-bad-input", "lab", "bad"), "n1", "nova_api", timestamps)
     };
-    Batch {
-        agent: "n1".into(),
-        run: RunHeader {
-            run_id: "r-bad-input".into(),
-            deployment: "lab".into(),
-            scenario: "bad".into(),
-            node: NodeFacts::default(),
-            started_unix_nanos: 1,
-            planned: 2,
-            scenario_yaml: None,
-        },
-        seq,
-        histograms: histograms_of(std::slice::from_ref(&t)).unwrap(),
-        timelines: vec![t],
-        end: None,
-    }
+    batch_of(t, NodeFacts::default(), 1, 2, seq)
 }
 
 #[test]
@@ -375,12 +340,7 @@ fn a_real_prometheus_scrapes_the_collector_and_agrees_with_the_hdr_quantiles() {
     let n = 120u64;
     for seq in 1..=n {
         let secs = 0.05 * 1.066f64.powi(seq as i32);
-        let (s, b) = col.http(
-            "POST",
-            "/api/v1/ingest",
-            Some(AGENT_TOKEN),
-            Some(&serde_json::to_vec(&batch_with_stop(seq, secs)).unwrap()),
-        );
+        let (s, b) = col.ingest(AGENT_TOKEN, &batch_with_stop(seq, secs));
         assert_eq!(s, 200, "{b}");
     }
     let prom_port = free_port();
@@ -469,12 +429,7 @@ fn bucket_bounds(metrics: &str) -> Vec<f64> {
 fn per_node_series_only_when_asked() {
     let dir = Scratch::new("collector-per-node");
     let col = CollectorProcess::start_with(&dir.0, &["--per-node-metrics"]);
-    let (s, b) = col.http(
-        "POST",
-        "/api/v1/ingest",
-        Some(AGENT_TOKEN),
-        Some(&serde_json::to_vec(&sample_batch(1)).unwrap()),
-    );
+    let (s, b) = col.ingest(AGENT_TOKEN, &sample_batch(1));
     assert_eq!(s, 200, "{b}");
     let (_, metrics) = col.http("GET", "/metrics", None, None);
     assert_eq!(
@@ -731,12 +686,7 @@ fn a_fleet_run_is_one_run_at_the_collector_and_a_contradicting_agent_is_stopped_
     for t in &mut batch.timelines {
         t.run_id = "upgrade-2026-11-25".into();
     }
-    let (s, body) = col.http(
-        "POST",
-        "/api/v1/ingest",
-        Some(AGENT_TOKEN),
-        Some(&serde_json::to_vec(&batch).unwrap()),
-    );
+    let (s, body) = col.ingest(AGENT_TOKEN, &batch);
     assert_eq!(s, 409, "{body}");
     assert!(body.contains("is deployment"), "{body}");
 }
@@ -796,18 +746,8 @@ fn an_agent_token_bound_to_names_sends_only_as_those_agents() {
     // A batch as another agent, sent by hand: 403, nothing stored.
     let mut b = sample_batch(1);
     b.agent = "ctl9".into();
-    let (s, body) = col.http(
-        "POST",
-        "/api/v1/ingest",
-        Some(bound),
-        Some(&serde_json::to_vec(&b).unwrap()),
-    );
+    let (s, body) = col.ingest(bound, &b);
     assert_eq!(s, 403, "{body}");
-    let (s, _) = col.http(
-        "POST",
-        "/api/v1/ingest",
-        Some(AGENT_TOKEN),
-        Some(&serde_json::to_vec(&b).unwrap()),
-    );
+    let (s, _) = col.ingest(AGENT_TOKEN, &b);
     assert_eq!(s, 200, "an unbound token sends as any agent");
 }

@@ -9,11 +9,9 @@
 //!
 //!   BOUNCE_COLLECTOR=target/release/bounce-collector target/release/bench-collector AGENTS [CONCURRENCY] [SERVICES]
 
-use bounce_tests::{ADMIN_TOKEN, AGENT_TOKEN, Scratch, free_port};
-use bounce_wire::ingest::{Batch, RunHeader, histograms_of};
-use bounce_wire::{
-    Action, Boundary, BoundaryName, Clock, NodeFacts, Outcome, Source, TargetRef, TimelineRecord,
-};
+use bounce_tests::{ADMIN_TOKEN, AGENT_TOKEN, Scratch, batch_of, docker_record, free_port};
+use bounce_wire::ingest::Batch;
+use bounce_wire::{Boundary, BoundaryName, Clock, NodeFacts, Source, TimelineRecord};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
@@ -63,51 +61,72 @@ fn batch(agent: usize, services: usize, x: &mut u64) -> Batch {
         ),
     ];
     let service = format!("service_{:04}", agent % services);
+    let node = format!("node-{agent:05}");
     let t = TimelineRecord {
-        run_id: "fleet-bench".into(),
-        deployment: "fleet".into(),
-        scenario: "bench".into(),
-        node: format!("node-{agent:05}"),
-        target: TargetRef::Docker {
-            name: service.clone(),
-            id: format!("{agent:064x}"),
-        },
-        service,
-        iteration: 1,
-        action: Action::Restart,
-        outcome: Outcome::Ok,
-        error: None,
         exit_code: Some(143),
         signals: vec!["SIGTERM".into()],
-        oom_killed: false,
-        phases: bounce_wire::timeline::phases_from(&timestamps),
-        timestamps,
-        probes: vec![],
-        unit: None,
-        attribution: None,
-        events: vec![],
-        notes: vec![],
+        ..docker_record(
+            ("fleet-bench", "fleet", "bench"),
+            &node,
+            &service,
+            timestamps,
+        )
     };
-    Batch {
-        agent: format!("node-{agent:05}"),
-        run: RunHeader {
-            run_id: "fleet-bench".into(),
-            deployment: "fleet".into(),
-            scenario: "bench".into(),
-            node: NodeFacts {
-                hostname: format!("node-{agent:05}"),
-                cpus: 64,
-                memory_bytes: 512 << 30,
-                ..Default::default()
-            },
-            started_unix_nanos: 1_795_000_000_000_000_000,
-            planned: 1,
-            scenario_yaml: None,
-        },
-        seq: 1,
-        histograms: histograms_of(std::slice::from_ref(&t)).unwrap(),
-        timelines: vec![t],
-        end: None,
+    let facts = NodeFacts {
+        hostname: node,
+        cpus: 64,
+        memory_bytes: 512 << 30,
+        ..Default::default()
+    };
+    batch_of(t, facts, 1_795_000_000_000_000_000, 1, 1)
+}
+
+/// Sends every request over `conns` concurrent connections; returns the
+/// wall time and the latency histogram (µs).
+async fn send_all(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    conns: usize,
+    requests: Vec<hyper::Request<Full<Bytes>>>,
+) -> (f64, hdrhistogram::Histogram<u64>) {
+    let queue = Arc::new(Mutex::new(requests));
+    let latency = Arc::new(Mutex::new(hdrhistogram::Histogram::<u64>::new(3).unwrap()));
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..conns)
+        .map(|_| {
+            let (queue, latency, client) = (queue.clone(), latency.clone(), client.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Some(req) = queue.lock().unwrap().pop() else {
+                        return;
+                    };
+                    let t0 = Instant::now();
+                    let resp = client.request(req).await.expect("request");
+                    assert!(resp.status().is_success(), "{}", resp.status());
+                    let _ = resp.into_body().collect().await;
+                    latency
+                        .lock()
+                        .unwrap()
+                        .record(t0.elapsed().as_micros() as u64)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let lat = latency.lock().unwrap().clone();
+    (secs, lat)
+}
+
+/// Bounded wait for a server to accept connections on a loopback port.
+fn wait_listening(port: u16) {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 
@@ -149,12 +168,7 @@ async fn main() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start collector");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_listening(port);
 
     let mut x = 42u64;
     let bodies: Vec<(Bytes, usize)> = (0..agents)
@@ -168,45 +182,19 @@ async fn main() {
         .collect();
     let histograms: usize = bodies.iter().map(|b| b.1).sum();
     let mean_bytes = bodies.iter().map(|b| b.0.len()).sum::<usize>() / agents;
-    let queue = Arc::new(Mutex::new(bodies));
-    let latency = Arc::new(Mutex::new(hdrhistogram::Histogram::<u64>::new(3).unwrap()));
-    let url: hyper::Uri = format!("http://127.0.0.1:{port}/api/v1/ingest")
-        .parse()
-        .unwrap();
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let t = Instant::now();
-    let tasks: Vec<_> = (0..conns)
-        .map(|_| {
-            let (queue, latency, client, url) =
-                (queue.clone(), latency.clone(), client.clone(), url.clone());
-            tokio::spawn(async move {
-                loop {
-                    let Some((body, _)) = queue.lock().unwrap().pop() else {
-                        return;
-                    };
-                    let req = hyper::Request::post(url.clone())
-                        .header("authorization", format!("Bearer {AGENT_TOKEN}"))
-                        .header("content-type", "application/json")
-                        .body(Full::new(body))
-                        .unwrap();
-                    let t0 = Instant::now();
-                    let resp = client.request(req).await.expect("ingest");
-                    assert!(resp.status().is_success(), "{}", resp.status());
-                    let _ = resp.into_body().collect().await;
-                    latency
-                        .lock()
-                        .unwrap()
-                        .record(t0.elapsed().as_micros() as u64)
-                        .unwrap();
-                }
-            })
+    let url = format!("http://127.0.0.1:{port}/api/v1/ingest");
+    let requests = bodies
+        .into_iter()
+        .map(|(body, _)| {
+            hyper::Request::post(url.as_str())
+                .header("authorization", format!("Bearer {AGENT_TOKEN}"))
+                .header("content-type", "application/json")
+                .body(Full::new(body))
+                .unwrap()
         })
         .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
-    let secs = t.elapsed().as_secs_f64();
-    let lat = latency.lock().unwrap().clone();
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let (secs, lat) = send_all(&client, conns, requests).await;
     let store_bytes: u64 = ["store.db", "store.db-wal"]
         .iter()
         .filter_map(|f| std::fs::metadata(dir.path(f)).ok().map(|m| m.len()))
@@ -269,15 +257,14 @@ async fn main() {
         let pport = free_port();
         let mut pgw = std::process::Command::new(pgw_bin)
             .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
+            // In memory only: Debian's build persists to
+            // /var/lib/prometheus/pushgateway.data by default, and would
+            // load (and keep writing) an earlier run's groups.
+            .arg("--persistence.file=")
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start pushgateway");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", pport)).is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        wait_listening(pport);
         let mut x = 42u64;
         let pushes: Vec<(String, Bytes)> = (0..agents)
             .map(|a| {
@@ -293,40 +280,14 @@ async fn main() {
                 (b.agent.clone(), Bytes::from(text))
             })
             .collect();
-        let queue = Arc::new(Mutex::new(pushes));
-        let latency = Arc::new(Mutex::new(hdrhistogram::Histogram::<u64>::new(3).unwrap()));
-        let t = Instant::now();
-        let tasks: Vec<_> = (0..conns)
-            .map(|_| {
-                let (queue, latency, client) = (queue.clone(), latency.clone(), client.clone());
-                tokio::spawn(async move {
-                    loop {
-                        let Some((node, body)) = queue.lock().unwrap().pop() else {
-                            return;
-                        };
-                        let url: hyper::Uri =
-                            format!("http://127.0.0.1:{pport}/metrics/job/bounce/instance/{node}")
-                                .parse()
-                                .unwrap();
-                        let req = hyper::Request::put(url).body(Full::new(body)).unwrap();
-                        let t0 = Instant::now();
-                        let resp = client.request(req).await.expect("push");
-                        assert!(resp.status().is_success(), "{}", resp.status());
-                        let _ = resp.into_body().collect().await;
-                        latency
-                            .lock()
-                            .unwrap()
-                            .record(t0.elapsed().as_micros() as u64)
-                            .unwrap();
-                    }
-                })
+        let requests = pushes
+            .into_iter()
+            .map(|(node, body)| {
+                let url = format!("http://127.0.0.1:{pport}/metrics/job/bounce/instance/{node}");
+                hyper::Request::put(url).body(Full::new(body)).unwrap()
             })
             .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
-        let psecs = t.elapsed().as_secs_f64();
-        let lat = latency.lock().unwrap().clone();
+        let (psecs, lat) = send_all(&client, conns, requests).await;
         let t0 = Instant::now();
         let out = std::process::Command::new("curl")
             .args(["-s", &format!("http://127.0.0.1:{pport}/metrics")])
