@@ -219,8 +219,22 @@ impl Drop for Scratch {
     }
 }
 
+/// `run SCENARIO -o OUT --no-progress EXTRA...`: the agent's arguments for a
+/// run in a test.
+pub fn run_args(scenario: &Path, out: &Path, extra: &[&str]) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<std::ffi::OsString> = vec![
+        "run".into(),
+        scenario.into(),
+        "-o".into(),
+        out.into(),
+        "--no-progress".into(),
+    ];
+    v.extend(extra.iter().map(|e| e.into()));
+    v
+}
+
 /// Runs `bounce-agent ARGS`.
-pub fn agent(args: &[&str]) -> Output {
+pub fn agent<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     Command::new(bin("bounce-agent"))
         .args(args)
         .output()
@@ -229,7 +243,7 @@ pub fn agent(args: &[&str]) -> Output {
 
 /// `bounce-agent ARGS` with its output captured, for a test to adjust
 /// (environment) and spawn.
-pub fn agent_command(args: &[&str]) -> Command {
+pub fn agent_command<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Command {
     let mut c = Command::new(bin("bounce-agent"));
     c.args(args)
         .stdout(std::process::Stdio::piped())
@@ -239,7 +253,7 @@ pub fn agent_command(args: &[&str]) -> Command {
 
 /// Starts `bounce-agent ARGS` in the background, output captured (for tests
 /// that signal or kill it).
-pub fn spawn_agent(args: &[&str]) -> std::process::Child {
+pub fn spawn_agent<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Child {
     agent_command(args).spawn().expect("starting bounce-agent")
 }
 
@@ -259,13 +273,7 @@ pub fn run_scenario(label: &str, yaml: &str) -> (Scratch, Output, Vec<TimelineRe
     let dir = Scratch::new(label);
     let scenario = dir.write(&format!("{label}.yaml"), yaml);
     let out_dir = dir.path("out");
-    let out = agent(&[
-        "run",
-        scenario.to_str().unwrap(),
-        "--output",
-        out_dir.to_str().unwrap(),
-        "--no-progress",
-    ]);
+    let out = agent(&run_args(&scenario, &out_dir, &[]));
     let timelines = if out_dir.join("timelines.jsonl").exists() {
         read_timelines(&out_dir)
     } else {
@@ -739,14 +747,7 @@ pub struct Measured {
 #[allow(clippy::zombie_processes)]
 pub fn run_measured(agent: &str, scenario: &Path, out: &Path, extra: &[&str]) -> Measured {
     let child = Command::new(agent)
-        .args([
-            "run",
-            scenario.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--no-progress",
-        ])
-        .args(extra)
+        .args(run_args(scenario, out, extra))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

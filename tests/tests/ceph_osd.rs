@@ -63,15 +63,11 @@ fn run(dir: &Scratch, yaml: &str, state: &Path) -> (std::process::Output, Vec<Ti
     let file = dir.write("osd.yaml", yaml);
     let out_dir = dir.path("out");
     let _ = std::fs::remove_dir_all(&out_dir);
-    let out = agent(&[
-        "run",
-        file.to_str().unwrap(),
-        "-o",
-        out_dir.to_str().unwrap(),
-        "--no-progress",
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
+    let out = agent(&run_args(
+        &file,
+        &out_dir,
+        &["--state-dir", state.to_str().unwrap()],
+    ));
     let tls = if out_dir.join("timelines.jsonl").exists() {
         read_timelines(&out_dir)
     } else {
@@ -252,15 +248,11 @@ fn noout_is_unset_after_ctrl_c_and_after_a_kill_9_on_the_next_start() {
     let state = dir.path("state");
     let file = dir.write("osd.yaml", &scenario("all", "", 5));
     let start = |out: &str| {
-        spawn_agent(&[
-            "run",
-            file.to_str().unwrap(),
-            "-o",
-            dir.path(out).to_str().unwrap(),
-            "--no-progress",
-            "--state-dir",
-            state.to_str().unwrap(),
-        ])
+        spawn_agent(&run_args(
+            &file,
+            &dir.path(out),
+            &["--state-dir", state.to_str().unwrap()],
+        ))
     };
     let wait_noout = || {
         for _ in 0..200 {
@@ -388,15 +380,11 @@ fn per_osd_noout_is_set_on_the_restarting_osd_only_and_removed_on_every_path() {
             (seen, cluster_flag)
         })
     };
-    let out = agent(&[
-        "run",
-        file.to_str().unwrap(),
-        "-o",
-        dir.path("o1").to_str().unwrap(),
-        "--no-progress",
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
+    let out = agent(&run_args(
+        &file,
+        &dir.path("o1"),
+        &["--state-dir", state.to_str().unwrap()],
+    ));
     watching.store(false, std::sync::atomic::Ordering::SeqCst);
     let (seen, cluster_flag) = watcher.join().unwrap();
     assert!(out.status.success(), "{}", text(&out));
@@ -423,15 +411,11 @@ fn per_osd_noout_is_set_on_the_restarting_osd_only_and_removed_on_every_path() {
     );
 
     // kill -9 while an OSD holds its noout: the next start removes it.
-    let mut child = spawn_agent(&[
-        "run",
-        file.to_str().unwrap(),
-        "-o",
-        dir.path("o2").to_str().unwrap(),
-        "--no-progress",
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
+    let mut child = spawn_agent(&run_args(
+        &file,
+        &dir.path("o2"),
+        &["--state-dir", state.to_str().unwrap()],
+    ));
     let mut flagged = Vec::new();
     for _ in 0..300 {
         flagged = osds_with_noout();
@@ -484,15 +468,11 @@ fn through_librados(yaml: &str) -> String {
 fn run_without_cli(dir: &Scratch, yaml: &str, state: &Path, out: &str) -> std::process::Child {
     let file = dir.write(&format!("{out}.yaml"), yaml);
     let out = dir.path(out);
-    agent_command(&[
-        "run",
-        file.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--no-progress",
-        "--state-dir",
-        state.to_str().unwrap(),
-    ])
+    agent_command(&run_args(
+        &file,
+        &out,
+        &["--state-dir", state.to_str().unwrap()],
+    ))
     .env("PATH", "/nonexistent")
     .spawn()
     .unwrap()

@@ -51,17 +51,11 @@ fn totals_match_the_agents_exactly_across_collector_kill9s() {
         })
     };
     let out_dir = dir.path("out");
-    let out = agent(&[
-        "run",
-        scenario.to_str().unwrap(),
-        "-o",
-        out_dir.to_str().unwrap(),
-        "--no-progress",
-        "--collector",
-        &url,
-        "--token-file",
-        token.to_str().unwrap(),
-    ]);
+    let out = agent(&run_args(
+        &scenario,
+        &out_dir,
+        &["--collector", &url, "--token-file", token.to_str().unwrap()],
+    ));
     running.store(false, Ordering::SeqCst);
     let kills = killer.join().unwrap();
     assert!(out.status.success(), "{}", text(&out));
@@ -543,21 +537,20 @@ fn a_fleet_run_is_one_run_at_the_collector_and_a_contradicting_agent_is_stopped_
     };
     let run = |node: &str, yaml: &str, out: &str| {
         let file = dir.write(&format!("{out}.yaml"), yaml);
-        agent(&[
-            "run",
-            file.to_str().unwrap(),
-            "-o",
-            dir.path(out).to_str().unwrap(),
-            "--no-progress",
-            "--node",
-            node,
-            "--run-id",
-            "upgrade-2026-11-25",
-            "--collector",
-            &url,
-            "--token-file",
-            token.to_str().unwrap(),
-        ])
+        agent(&run_args(
+            &file,
+            &dir.path(out),
+            &[
+                "--node",
+                node,
+                "--run-id",
+                "upgrade-2026-11-25",
+                "--collector",
+                &url,
+                "--token-file",
+                token.to_str().unwrap(),
+            ],
+        ))
     };
     // Two nodes, one run id: one run with two agents.
     let out = run("node-a", &scenario("lab", &a.name), "oa");
@@ -714,19 +707,18 @@ fn an_agent_token_bound_to_names_sends_only_as_those_agents() {
         ),
     );
     let run = |node: &str, out: &str| {
-        agent(&[
-            "run",
-            file.to_str().unwrap(),
-            "-o",
-            dir.path(out).to_str().unwrap(),
-            "--no-progress",
-            "--node",
-            node,
-            "--collector",
-            &col.url(),
-            "--token-file",
-            token.to_str().unwrap(),
-        ])
+        agent(&run_args(
+            &file,
+            &dir.path(out),
+            &[
+                "--node",
+                node,
+                "--collector",
+                &col.url(),
+                "--token-file",
+                token.to_str().unwrap(),
+            ],
+        ))
     };
     // Another node's name: refused before anything restarts.
     let before = c.inspect()["State"]["StartedAt"].clone();

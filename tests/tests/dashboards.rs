@@ -178,19 +178,18 @@ fn substitute(expr: &str, vars: &BTreeMap<String, String>) -> String {
 
 fn agent_run(dir: &Scratch, name: &str, yaml: &str, url: &str, token: &Path) {
     let file = dir.write(&format!("{name}.yaml"), yaml);
-    let out = agent(&[
-        "run",
-        file.to_str().unwrap(),
-        "-o",
-        dir.path(&format!("out-{name}")).to_str().unwrap(),
-        "--no-progress",
-        "--state-dir",
-        dir.path("state").to_str().unwrap(),
-        "--collector",
-        url,
-        "--token-file",
-        token.to_str().unwrap(),
-    ]);
+    let out = agent(&run_args(
+        &file,
+        &dir.path(&format!("out-{name}")),
+        &[
+            "--state-dir",
+            dir.path("state").to_str().unwrap(),
+            "--collector",
+            url,
+            "--token-file",
+            token.to_str().unwrap(),
+        ],
+    ));
     assert!(out.status.success(), "{name}: {}", text(&out));
 }
 

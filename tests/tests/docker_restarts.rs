@@ -440,13 +440,7 @@ fn ctrl_c_finishes_the_restart_in_flight_and_writes_what_was_measured() {
         ),
     );
     let out_dir = dir.path("out");
-    let child = spawn_agent(&[
-        "run",
-        scenario.to_str().unwrap(),
-        "-o",
-        out_dir.to_str().unwrap(),
-        "--no-progress",
-    ]);
+    let child = spawn_agent(&run_args(&scenario, &out_dir, &[]));
     // Interrupt once the first restart has been written: the second is then
     // in flight (its stop takes 1 s), and must be let finish.
     let tl = out_dir.join("timelines.jsonl");
@@ -493,15 +487,7 @@ fn a_restart_still_in_flight_when_the_drain_time_runs_out_is_recorded_as_aborted
         ),
     );
     let out_dir = dir.path("out");
-    let child = spawn_agent(&[
-        "run",
-        scenario.to_str().unwrap(),
-        "-o",
-        out_dir.to_str().unwrap(),
-        "--no-progress",
-        "--drain",
-        "300ms",
-    ]);
+    let child = spawn_agent(&run_args(&scenario, &out_dir, &["--drain", "300ms"]));
     // Interrupt once the engine has sent SIGTERM (the stop then takes 3 s).
     let since = bounce_now_nanos();
     for _ in 0..100 {

@@ -77,15 +77,7 @@ fn run(
 ) -> (std::path::PathBuf, Vec<TimelineRecord>) {
     let file = dir.write(&format!("{name}.yaml"), yaml);
     let out_dir = dir.path(name);
-    let mut args = vec![
-        "run",
-        file.to_str().unwrap(),
-        "-o",
-        out_dir.to_str().unwrap(),
-        "--no-progress",
-    ];
-    args.extend_from_slice(extra);
-    let out = agent(&args);
+    let out = agent(&run_args(&file, &out_dir, extra));
     assert!(out.status.success(), "{name}: {}", text(&out));
     let tls = read_timelines(&out_dir);
     (out_dir, tls)
