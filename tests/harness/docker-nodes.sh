@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Simulated nodes for fleet tests: one Docker engine per node name, each with
+# its own socket, --data-root, --exec-root and pidfile (and so its own
+# containerd), so every node can run containers under kolla's real names
+# (`nova_api` on ctl1, ctl2 and ctl3 at once). Idempotent, safe from several
+# test processes at once (flock). Needs the main engine (docker-up.sh) for the
+# test image, which it copies into each node's engine.
+#   docker-nodes.sh up NODE...     start what is missing; prints NODE=unix:///... lines
+#   docker-nodes.sh down NODE...   stop those engines (their containers go with them)
+# Engines run like the main one: --bridge=none --iptables=false; containers
+# use --network host or none.
+set -euo pipefail
+BASE=${BOUNCE_NODES_DIR:-/run/bounce-nodes}
+DATA=${BOUNCE_NODES_DATA:-/var/lib/bounce-nodes}
+IMAGE=${BOUNCE_TEST_IMAGE:-bounce-test/busybox:1}
+cmd=${1:-}
+shift || true
+[ "$cmd" = up ] || [ "$cmd" = down ] || { echo "usage: $0 up|down NODE..." >&2; exit 2; }
+[ $# -gt 0 ] || { echo "docker-nodes: name at least one node" >&2; exit 2; }
+
+exec 9>/tmp/bounce-docker-nodes.lock
+flock 9
+
+socket() { echo "$BASE/$1/docker.sock"; }
+answers() { docker -H "unix://$(socket "$1")" version >/dev/null 2>&1; }
+
+for node in "$@"; do
+  case "$node" in
+    *[!a-zA-Z0-9_-]*|"") echo "docker-nodes: $node: a node name is letters, digits, _ and -" >&2; exit 2 ;;
+  esac
+done
+
+if [ "$cmd" = down ]; then
+  for node in "$@"; do
+    pidfile=$BASE/$node/dockerd.pid
+    if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+      pid=$(cat "$pidfile")
+      kill "$pid"
+      for _ in $(seq 1 120); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    fi
+  done
+  exit 0
+fi
+
+bash "$(dirname "$0")/docker-up.sh" >&2
+for node in "$@"; do
+  dir=$BASE/$node
+  if ! answers "$node"; then
+    mkdir -p "$dir/exec" "$DATA/$node"
+    rm -f "$(socket "$node")" "$dir/dockerd.pid"
+    setsid dockerd --host "unix://$(socket "$node")" \
+      --data-root "$DATA/$node" --exec-root "$dir/exec" --pidfile "$dir/dockerd.pid" \
+      --bridge=none --iptables=false \
+      >>"$dir/dockerd.log" 2>&1 < /dev/null 9>&- &
+    for _ in $(seq 1 120); do answers "$node" && break; sleep 0.25; done
+    answers "$node" || { echo "docker-nodes: the engine of $node did not answer within 30 s; see $dir/dockerd.log" >&2; tail -20 "$dir/dockerd.log" >&2; exit 1; }
+  fi
+  if ! docker -H "unix://$(socket "$node")" image inspect "$IMAGE" >/dev/null 2>&1; then
+    docker save "$IMAGE" | docker -H "unix://$(socket "$node")" load >/dev/null
+  fi
+  echo "$node=unix://$(socket "$node")"
+done
