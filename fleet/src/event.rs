@@ -1,0 +1,174 @@
+//! What a fleet run's lease book records: every state change is one small
+//! [`Event`], appended by the collector in the same transaction as its
+//! answer, and replayed after a restart (`LeaseBook::replay`).
+
+use crate::limits::{Kind, Limits};
+use bounce_wire::Outcome;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Milliseconds on the collector's clock (passed in; the book reads no clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Millis(pub u64);
+
+impl Millis {
+    pub fn plus(self, ms: u64) -> Millis {
+        Millis(self.0.saturating_add(ms))
+    }
+}
+
+/// One request, and the lease it becomes when granted: numbered in the order
+/// asked, which is the order served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LeaseId(pub u64);
+
+impl fmt::Display for LeaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "lease {}", self.0)
+    }
+}
+
+/// One restart as the agent names it; (node, restart) is asked for once.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Restart {
+    pub kind: Kind,
+    /// The name histograms are grouped by (kolla: the container name).
+    pub service: String,
+    /// The target's own name (container, unit).
+    pub target: String,
+    /// 1-based round of the scenario's `repeat`.
+    pub iteration: u32,
+}
+
+impl fmt::Display for Restart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} #{}",
+            self.kind.as_str(),
+            self.target,
+            self.iteration
+        )
+    }
+}
+
+/// A node of the run and its labels (`--label rack=r1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSpec {
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A rendered key of one keyed limit (`limit` indexes `Limits::limits`):
+/// two templates that render the same text are still two keys.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Key {
+    pub limit: u16,
+    pub value: String,
+}
+
+/// Why the fleet stopped granting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "why")]
+pub enum PauseReason {
+    Operator,
+    /// `max_failures` restarts ended not `ok` since the last resume.
+    Failures {
+        count: u32,
+    },
+    /// A lease of this node expired mid-restart.
+    Lost {
+        node: String,
+    },
+}
+
+/// Why a waiting request left the queue ungranted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Withdrawal {
+    /// The agent no longer wants it (its own Ctrl-C, its run ended).
+    Agent,
+    /// The fleet was aborted: the answer is "abort".
+    Abort,
+}
+
+/// The fleet run as declared when it opens: the first event of its log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetSpec {
+    pub run: String,
+    pub limits: Limits,
+    pub nodes: Vec<NodeSpec>,
+    /// Restarts one node may have in flight (the scenario's `concurrency`).
+    pub node_concurrency: u32,
+    /// A lease not renewed for this long is lost.
+    pub lease_ttl_ms: u64,
+}
+
+/// One state change of a lease book.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum Event {
+    Opened {
+        spec: FleetSpec,
+        at: Millis,
+    },
+    Requested {
+        lease: LeaseId,
+        node: String,
+        restart: Restart,
+        /// Rendered when asked, so a replay needs no labels or templates.
+        keys: Vec<Key>,
+        at: Millis,
+    },
+    Granted {
+        lease: LeaseId,
+        until: Millis,
+    },
+    Renewed {
+        lease: LeaseId,
+        until: Millis,
+    },
+    Returned {
+        lease: LeaseId,
+        outcome: Outcome,
+        at: Millis,
+    },
+    /// Not renewed in time: the node is lost, its slots stay taken.
+    Expired {
+        lease: LeaseId,
+        at: Millis,
+    },
+    Withdrawn {
+        lease: LeaseId,
+        why: Withdrawal,
+    },
+    /// The operator resolved a lost node: its lost leases' slots are free.
+    Resolved {
+        node: String,
+        at: Millis,
+    },
+    Paused {
+        reason: PauseReason,
+        at: Millis,
+    },
+    Resumed {
+        at: Millis,
+    },
+    Aborted {
+        at: Millis,
+    },
+    /// The node's agent ended its run.
+    Finished {
+        node: String,
+        at: Millis,
+    },
+    /// The collector came back: every lease in flight gets a full TTL from
+    /// now, since no agent could renew while it was away.
+    Recovered {
+        at: Millis,
+    },
+}

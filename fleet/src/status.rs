@@ -1,0 +1,178 @@
+//! What `bounce-collector fleet status RUN` shows: every node, the queue,
+//! each limit's use and the failures, read from a lease book.
+
+use crate::book::{Check, LeaseBook, ReqState};
+use crate::event::{LeaseId, Millis, PauseReason, Restart};
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum FleetState {
+    Running,
+    Paused {
+        reason: PauseReason,
+    },
+    Aborted,
+    /// Every node has finished its run.
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// Holds nothing and waits for nothing (between restarts, or not started).
+    Idle,
+    Waiting,
+    Restarting,
+    /// A lease expired mid-restart; its slots stay taken until resolved.
+    Lost,
+    Done,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeStatus {
+    pub node: String,
+    pub state: NodeState,
+    /// What it is restarting now, with each lease's deadline.
+    pub restarting: Vec<(Restart, Millis)>,
+    /// What it was restarting when its lease expired.
+    pub lost: Vec<Restart>,
+    pub waiting: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Queued {
+    pub lease: LeaseId,
+    pub node: String,
+    pub restart: Restart,
+    /// What it waits for: `node` (busy, lost), `max_in_flight`, a key such as
+    /// `service:nova_api`, or `paused`.
+    pub blocked_on: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LimitUse {
+    /// `max_in_flight`, or the template and the rendered key.
+    pub limit: String,
+    pub key: String,
+    pub used: u32,
+    pub max: u32,
+    pub waiting: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failures {
+    pub total: u32,
+    pub since_resume: u32,
+    pub max: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FleetStatus {
+    pub run: String,
+    pub state: FleetState,
+    pub nodes: Vec<NodeStatus>,
+    /// In the order they will be served.
+    pub queue: Vec<Queued>,
+    /// `max_in_flight` first, then every key ever asked for.
+    pub limits: Vec<LimitUse>,
+    pub failures: Failures,
+}
+
+impl LeaseBook {
+    pub fn status(&self) -> FleetStatus {
+        let c = &self.core;
+        let state = if c.aborted {
+            FleetState::Aborted
+        } else if let Some(reason) = &c.paused {
+            FleetState::Paused {
+                reason: reason.clone(),
+            }
+        } else if c.nodes.iter().all(|n| n.done) {
+            FleetState::Done
+        } else {
+            FleetState::Running
+        };
+        let mut nodes: Vec<NodeStatus> = c
+            .nodes
+            .iter()
+            .map(|n| NodeStatus {
+                node: n.spec.name.clone(),
+                state: NodeState::Idle,
+                restarting: Vec::new(),
+                lost: Vec::new(),
+                waiting: n.waiting.len(),
+            })
+            .collect();
+        for r in &c.reqs {
+            let ns = &mut nodes[r.node as usize];
+            match r.state {
+                ReqState::Granted { until } => ns.restarting.push((r.restart.clone(), until)),
+                ReqState::Lost => ns.lost.push(r.restart.clone()),
+                _ => {}
+            }
+        }
+        for (ns, n) in nodes.iter_mut().zip(&c.nodes) {
+            ns.state = if n.lost > 0 {
+                NodeState::Lost
+            } else if n.done {
+                NodeState::Done
+            } else if !ns.restarting.is_empty() {
+                NodeState::Restarting
+            } else if ns.waiting > 0 {
+                NodeState::Waiting
+            } else {
+                NodeState::Idle
+            };
+        }
+        let queue = c
+            .waiting
+            .iter()
+            .map(|&id| {
+                let r = &c.reqs[id as usize];
+                Queued {
+                    lease: LeaseId(id),
+                    node: c.nodes[r.node as usize].spec.name.clone(),
+                    restart: r.restart.clone(),
+                    blocked_on: match c.check(id) {
+                        Check::Stopped => "paused".into(),
+                        Check::Node => "node".into(),
+                        Check::Key(k) => c.keys[k as usize].key.value.clone(),
+                        Check::InFlight | Check::Grantable => "max_in_flight".into(),
+                    },
+                }
+            })
+            .collect();
+        let mut limits = vec![LimitUse {
+            limit: "max_in_flight".into(),
+            key: c.spec.limits.max_in_flight.to_string(),
+            used: c.in_flight,
+            max: c.in_flight_max,
+            waiting: c.waiting.len(),
+        }];
+        limits.extend(c.keys.iter().map(|k| {
+            LimitUse {
+                limit: c.spec.limits.limits[usize::from(k.key.limit)]
+                    .key
+                    .as_str()
+                    .into(),
+                key: k.key.value.clone(),
+                used: k.used,
+                max: k.max,
+                waiting: k.queue.len(),
+            }
+        }));
+        FleetStatus {
+            run: c.spec.run.clone(),
+            state,
+            nodes,
+            queue,
+            limits,
+            failures: Failures {
+                total: c.failures,
+                since_resume: c.failures_since_resume,
+                max: c.spec.limits.max_failures.get(),
+            },
+        }
+    }
+}
