@@ -1,0 +1,67 @@
+//! The `bounce-agent` command line: its commands, and which module carries
+//! out each. Thin on purpose: each command is one function in its own module
+//! (`check`, `plan`, `run`, `push`), and the work is in the library.
+
+mod args;
+mod check;
+mod plan;
+mod push;
+mod run;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Restart services on this node and measure how long each phase of each restart takes.
+///
+/// Start with `check` (the scenario is well-formed), then `plan` (what would be
+/// restarted, against the live engine, touching nothing), then `run`.
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+// Each command's doc comment is its help text; its flags are in its module.
+#[derive(Subcommand)]
+enum Command {
+    /// Validate scenario files completely, without contacting any engine.
+    Check(check::Args),
+    /// Resolve a scenario against the live Docker engine and systemd managers and print exactly what
+    /// `run` would restart, in which order and within which limits. Touches nothing.
+    Plan(plan::Args),
+    /// Carry out a scenario: restart its targets and measure every phase.
+    ///
+    /// Writes timelines.jsonl (as each restart ends), histograms.hlog and
+    /// summary.json into the output folder. Exit status 1 when any restart did
+    /// not end `ok` or the run was interrupted. Ctrl-C starts no new restart and
+    /// waits up to --drain for those in flight; a second Ctrl-C stops waiting.
+    Run(run::Args),
+    /// Send what is left in a run folder's spool to a collector (after the
+    /// collector was away during the run). Safe to repeat: the collector
+    /// stores each batch once.
+    Push(push::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let done = rt.block_on(async {
+        match cli.command {
+            Command::Check(a) => check::check(a),
+            Command::Plan(a) => plan::plan(a).await,
+            Command::Run(a) => run::run(a).await,
+            Command::Push(a) => push::push(a).await,
+        }
+    });
+    match done {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! `bounce-agent push`: send what is left in a run folder's spool to a
+//! collector, until the spool is empty or the timeout.
+
+use crate::args::{Auth, parse_duration};
+use anyhow::Result;
+use bounce_agent::stream::{Collector, Spool, drain};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The run folder (`run --output`).
+    dir: PathBuf,
+    #[arg(long)]
+    collector: String,
+    #[command(flatten)]
+    auth: Auth,
+    /// Give up after this long.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+/// Exit status 1 unless every batch was acknowledged.
+pub async fn push(args: Args) -> Result<ExitCode> {
+    let collector = Collector::new(&args.collector, args.auth.token()?)?;
+    let spool = Spool::open(&args.dir)?;
+    let before = spool.pending().len();
+    let wake = tokio::sync::Notify::new();
+    let deadline = tokio::time::sleep(args.timeout);
+    // Stop as soon as the spool is empty, or at the deadline.
+    let empty = async {
+        while !spool.pending().is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let (sent, refused) = drain(&spool, &collector, &wake, async {
+        tokio::select! { _ = deadline => {}, _ = empty => {} }
+    })
+    .await;
+    let left = spool.pending().len();
+    println!(
+        "{sent} of {before} batch(es) acknowledged, {refused} refused, {left} left in the spool"
+    );
+    Ok(if left == 0 && refused == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -1,0 +1,296 @@
+//! `bounce-agent run`: carry out a scenario, one step after the other:
+//! check the collector, undo flags a killed run left, resolve every target,
+//! open the run folder (and the stream), run, undo what the run set, write
+//! the summary, print it, flush the stream, and say how the run ended.
+
+use crate::args::{Auth, parse_duration, parse_run_id};
+use crate::plan::resolve;
+use anyhow::Result;
+use bounce_agent::output::{RunInfo, RunOutput, new_run_id};
+use bounce_agent::runner::{self, RunEnd, RunOptions, StopReason};
+use bounce_agent::scenario::Scenario;
+use bounce_agent::sources::Sources;
+use bounce_agent::stream::{Collector, RunJoin, Streamer};
+use bounce_agent::target::ResolvedTarget;
+use bounce_agent::timeline::{RunLabels, realtime_nanos};
+use bounce_agent::{ceph, facts};
+use bounce_wire::ingest::RunHeader;
+use bounce_wire::summary::render_table;
+use bounce_wire::{NodeFacts, Outcome, RunSummary};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct Args {
+    scenario: PathBuf,
+    /// Folder for the results; must not already hold a run.
+    #[arg(long, short)]
+    output: PathBuf,
+    /// Node name recorded with the results (default: the host name).
+    #[arg(long)]
+    node: Option<String>,
+    /// Join a fleet run: agents given the same id (one per node, each
+    /// with its own --node name) land in one run at the collector, and
+    /// one report covers them all. Default: a new id for this node.
+    #[arg(long, value_parser = parse_run_id)]
+    run_id: Option<String>,
+    /// After Ctrl-C, how long restarts in flight may take to finish.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    drain: Duration,
+    /// Print one line per restart instead of a progress bar.
+    #[arg(long)]
+    no_progress: bool,
+    /// Where bounce keeps what must survive a crash (Ceph flags it set,
+    /// to unset on the next start if this run is killed).
+    #[arg(long, default_value = "/var/lib/bounce")]
+    state_dir: PathBuf,
+    /// Also send the results to a bounce-collector (http://HOST:PORT).
+    /// Batches wait in DIR/spool until acknowledged; the run never depends on the collector.
+    #[arg(long)]
+    collector: Option<String>,
+    #[command(flatten)]
+    auth: Auth,
+    /// After the run, how long to wait for the collector to acknowledge what is still in the spool.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    flush: Duration,
+    /// Start even if the collector does not answer now (batches wait in the spool).
+    #[arg(long)]
+    collector_may_be_away: bool,
+}
+
+/// Exit status 1 when any restart did not end `ok` or the run stopped early.
+pub async fn run(args: Args) -> Result<ExitCode> {
+    let scenario = Scenario::load(&args.scenario)?;
+    let collector = check_collector(&args, &scenario).await?;
+    recover_flags(&args.state_dir).await?;
+    // Everything is resolved and checked before the first restart.
+    let (sources, targets) = resolve(&scenario, &args.state_dir).await?;
+    let mut out = RunOutput::create(&args.output, &scenario.text)?;
+    let this = ThisRun::begin(&args, &scenario, &sources, &targets).await;
+    if let Some(c) = collector {
+        out.stream_to(Streamer::start(
+            c,
+            &args.output,
+            this.labels.node.clone(),
+            this.header(&scenario),
+        )?);
+    }
+    let opts = RunOptions {
+        drain: args.drain,
+        show_progress: !args.no_progress && std::io::stderr().is_terminal(),
+    };
+    let (out, end) = runner::run(&sources, &scenario, &targets, &this.labels, out, &opts).await;
+    // Whatever ended the run: undo what it set, before anything else.
+    for line in sources.end_run().await {
+        eprintln!("{line}");
+    }
+    let interrupted = end.stopped == Some(StopReason::Interrupted);
+    let (summary, streamer) = out.finish(this.info(interrupted))?;
+    let not_ok = print_summary(&summary, &args.output);
+    if let Some(s) = streamer {
+        flush_stream(s, &summary, args.flush, &args.output).await?;
+    }
+    print_stop(&end);
+    Ok(if not_ok == 0 && end.stopped.is_none() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Checked before anything restarts: the URL, the token, that the collector
+/// takes it and, when joining a fleet run, that it would take this node's
+/// results (unless told to start without it).
+async fn check_collector(args: &Args, scenario: &Scenario) -> Result<Option<Collector>> {
+    let Some(url) = &args.collector else {
+        return Ok(None);
+    };
+    let c = Collector::new(url, args.auth.token()?)?;
+    let joining = RunJoin {
+        run_id: args.run_id.clone(),
+        deployment: scenario.deployment.to_string(),
+        scenario: scenario.name.to_string(),
+        agent: args.node.clone().unwrap_or_else(facts::node_hostname),
+    };
+    match c.check(Some(&joining)).await {
+        Ok(()) => {}
+        Err(e) if args.collector_may_be_away => {
+            eprintln!("warning: {e}; measuring anyway, batches wait in the spool")
+        }
+        Err(e) => anyhow::bail!(
+            "{e} (nothing was restarted; --collector-may-be-away starts anyway and spools)"
+        ),
+    }
+    Ok(Some(c))
+}
+
+/// A run that was killed may have left flags set: undo that first.
+async fn recover_flags(state_dir: &Path) -> Result<()> {
+    for line in ceph::flags::recover(state_dir)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e} (nothing was restarted)"))?
+    {
+        eprintln!("{line}");
+    }
+    Ok(())
+}
+
+/// What this run is, fixed before its first restart: its labels, the node's
+/// facts (under the node name recorded), when it started, how many restarts
+/// it plans.
+struct ThisRun {
+    labels: RunLabels,
+    node: NodeFacts,
+    started_unix_nanos: i64,
+    planned: u64,
+}
+
+impl ThisRun {
+    /// Gathers the node's facts, names the run, says what is about to
+    /// happen and starts the run's clock.
+    async fn begin(
+        args: &Args,
+        scenario: &Scenario,
+        sources: &Sources,
+        targets: &[ResolvedTarget],
+    ) -> ThisRun {
+        let docker_version = match sources.docker() {
+            Some(d) => d.version().await,
+            None => None,
+        };
+        let mut node_facts = facts::gather(docker_version);
+        facts::of_targets(&mut node_facts, targets).await;
+        let node = args
+            .node
+            .clone()
+            .unwrap_or_else(|| node_facts.hostname.clone());
+        let labels = RunLabels {
+            run_id: args.run_id.clone().unwrap_or_else(new_run_id),
+            deployment: scenario.deployment.to_string(),
+            scenario: scenario.name.to_string(),
+            node: node.clone(),
+        };
+        let planned = targets.len() as u64 * scenario.repeat as u64;
+        eprintln!(
+            "run {}: {} restart(s) of {} target(s) on {}, at most {} at once; results in {}",
+            labels.run_id,
+            planned,
+            targets.len(),
+            node,
+            scenario.concurrency,
+            args.output.display()
+        );
+        ThisRun {
+            labels,
+            node: NodeFacts {
+                hostname: node,
+                ..node_facts
+            },
+            started_unix_nanos: realtime_nanos(),
+            planned,
+        }
+    }
+
+    /// The first batch the collector receives.
+    fn header(&self, scenario: &Scenario) -> RunHeader {
+        RunHeader {
+            run_id: self.labels.run_id.clone(),
+            deployment: self.labels.deployment.clone(),
+            scenario: self.labels.scenario.clone(),
+            node: self.node.clone(),
+            started_unix_nanos: self.started_unix_nanos,
+            planned: self.planned,
+            scenario_yaml: Some(scenario.text.clone()),
+        }
+    }
+
+    /// What the summary records, once the run has stopped.
+    fn info(self, interrupted: bool) -> RunInfo {
+        RunInfo {
+            run_id: self.labels.run_id,
+            deployment: self.labels.deployment,
+            scenario: self.labels.scenario,
+            node: self.node,
+            started_unix_nanos: self.started_unix_nanos,
+            finished_unix_nanos: realtime_nanos(),
+            planned: self.planned,
+            interrupted,
+        }
+    }
+}
+
+/// The table, where the time went, and the counts; returns how many
+/// restarts did not end `ok`.
+fn print_summary(summary: &RunSummary, output: &Path) -> u64 {
+    println!("{}", render_table(&summary.rows));
+    for (service, lines) in &summary.where_time_went {
+        for line in lines {
+            println!("{service}: {line}");
+        }
+    }
+    let not_ok: u64 = summary
+        .outcomes
+        .iter()
+        .filter(|(o, _)| **o != Outcome::Ok)
+        .map(|(_, n)| n)
+        .sum();
+    let ok = summary.outcomes.get(&Outcome::Ok).copied().unwrap_or(0);
+    println!(
+        "{ok} ok, {not_ok} not ok, {} not started; results in {}",
+        summary.not_started,
+        output.display()
+    );
+    not_ok
+}
+
+/// Sends the run's end and waits up to `flush` for the collector to
+/// acknowledge the spool; says what is left and how to send it.
+async fn flush_stream(
+    streamer: Streamer,
+    summary: &RunSummary,
+    flush: Duration,
+    output: &Path,
+) -> Result<()> {
+    let report = streamer
+        .finish(
+            bounce_wire::ingest::RunEnd {
+                finished_unix_nanos: summary.finished_unix_nanos,
+                not_started: summary.not_started,
+                interrupted: summary.interrupted,
+            },
+            flush,
+        )
+        .await?;
+    if report.pending == 0 && report.refused == 0 {
+        println!("collector: all {} batch(es) acknowledged", report.sent);
+    } else {
+        println!(
+            "collector: {} batch(es) acknowledged, {} refused, {} still in {} (send them with `bounce-agent push {}`)",
+            report.sent,
+            report.refused,
+            report.pending,
+            report.spool.display(),
+            output.display()
+        );
+    }
+    Ok(())
+}
+
+/// Why the run stopped early, if it did.
+fn print_stop(end: &RunEnd) {
+    match end.stopped {
+        Some(StopReason::Interrupted) => {
+            println!("interrupted: what was measured until then is written above and in the folder")
+        }
+        Some(StopReason::Failure) => {
+            println!("stopped after a failed restart (on_failure: abort)")
+        }
+        Some(StopReason::OutputError) => eprintln!(
+            "error: stopped because the results could not be written: {}",
+            end.output_error.as_deref().unwrap_or_default()
+        ),
+        None => {}
+    }
+}
