@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use std::fmt;
 
-/// A readiness probe (design.md, "Probes, honestly"). Written as a map with
+/// A readiness probe (docs/design.md, "Probes, honestly"). Written as a map with
 /// one key naming the probe: `- tcp: {port: 8774}`.
 #[derive(Debug, Clone)]
 pub enum ProbeSpec {
