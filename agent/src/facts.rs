@@ -1,8 +1,7 @@
 //! The node's facts for `summary.json`: what a reader needs to judge the numbers.
 
-use crate::target::{ResolvedTarget, TargetDetail};
+use crate::target::ResolvedTarget;
 use bounce_wire::NodeFacts;
-use std::time::Duration;
 
 pub fn node_hostname() -> String {
     sysinfo::System::host_name().unwrap_or_else(|_| "unknown".into())
@@ -37,22 +36,10 @@ pub fn gather(docker: Option<(String, String)>) -> NodeFacts {
 
 /// What the targets themselves tell about versions: each container's image
 /// (a kolla tag names the release) and Ceph's version from an OSD's admin
-/// socket. Best effort: a fact that cannot be read is left out, not guessed.
+/// socket, each asked through its own driver. Best effort: a fact that
+/// cannot be read is left out, not guessed.
 pub async fn of_targets(facts: &mut NodeFacts, targets: &[ResolvedTarget]) {
     for t in targets {
-        match &t.detail {
-            TargetDetail::Docker(d) if !d.image.is_empty() => {
-                facts.images.insert(t.service.clone(), d.image.clone());
-            }
-            TargetDetail::CephOsd(o) if facts.ceph_version.is_none() => {
-                let cmd = serde_json::json!({"prefix": "version"});
-                if let Ok(v) =
-                    crate::ceph::asok::command(&o.admin_socket, &cmd, Duration::from_secs(2)).await
-                {
-                    facts.ceph_version = v["version"].as_str().map(String::from);
-                }
-            }
-            _ => {}
-        }
+        t.handle.facts(&t.service, facts).await;
     }
 }

@@ -1,28 +1,29 @@
 //! Readiness: every probe of a target at once, after its `started` boundary;
-//! the target is ready when the last of them first succeeds. Shared by all
-//! drivers; the probes that read a container (`docker_health`,
-//! `exec_health`) need the container's [`ContainerHealth`].
+//! the target is ready when the last of them first succeeds. Used by the
+//! drivers whose targets have probes (containers, units; a Ceph OSD is ready
+//! at its milestones instead); the probes that read a container
+//! (`docker_health`, `exec_health`) ask it through [`ContainerHealth`].
 
 use crate::abort::Abort;
-use crate::docker::{Observed, wait_observed};
 use crate::probes::{self, ExecHealth, Http, Probe, ProbeResult, Tcp};
 use crate::scenario::{ProbeSpec, TargetSpec};
-use crate::target::{BoxFuture, PlanError};
+use crate::target::{BoxFuture, PlanError, RestartContext};
 use crate::timeline::{Ending, Timeline};
-use bollard::Docker;
 use bounce_wire::{Boundary, BoundaryName, Outcome, ProbeReport, Source};
 use std::time::Duration;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// What the container probes need: the engine, the container, its health
-/// command, and the followed event stream (for `health_status` events).
-pub struct ContainerHealth<'a> {
-    pub docker: &'a Docker,
-    pub container_id: &'a str,
-    pub health_cmd: Option<&'a [String]>,
-    pub health_timeout: Duration,
-    pub observed: &'a watch::Receiver<Observed>,
+/// What the container probes need of the container a target runs as; the
+/// Docker observer answers it (this module names no engine).
+pub trait ContainerHealth: Sync {
+    /// When the engine first said `health_status: healthy` after the start;
+    /// `None` if it did not before the deadline, the abort, or the end of
+    /// its event stream.
+    fn healthy<'a>(&'a self, deadline: Instant, abort: &'a Abort) -> BoxFuture<'a, Option<i64>>;
+
+    /// The container's own health command as a probe, with the per-try
+    /// timeout it is configured with; `None` without a health command.
+    fn exec_health(&self) -> Option<(ExecHealth, Duration)>;
 }
 
 /// A target's probes: the scenario's, or the default (Docker's health
@@ -76,19 +77,15 @@ fn unavailable(label: String, why: &str) -> ProbeEnd {
 
 /// Runs every readiness probe at once; marks `ready` when the last one first
 /// succeeds, and says which did not otherwise.
-#[allow(clippy::too_many_arguments)]
 pub async fn wait_ready(
-    ready: &[ProbeSpec],
-    timeout: Duration,
+    cx: &RestartContext<'_>,
     started: &Boundary,
-    container: Option<ContainerHealth<'_>>,
-    deadline: Instant,
-    abort: &Abort,
+    container: Option<&dyn ContainerHealth>,
     tl: &mut Timeline,
 ) -> Ending {
-    let container = container.as_ref();
+    let (deadline, abort) = (cx.deadline, cx.abort);
     let mut waits: Vec<BoxFuture<'_, ProbeEnd>> = Vec::new();
-    for spec in ready {
+    for spec in &cx.target.ready {
         let label = spec.label();
         match spec {
             ProbeSpec::Running(_) => waits.push(Box::pin(async move {
@@ -104,10 +101,9 @@ pub async fn wait_ready(
                 let Some(c) = container else {
                     return unavailable(label, "no container to read health events from");
                 };
-                let r = wait_observed(c.observed, |o| o.healthy.is_some(), deadline, abort).await;
                 ProbeEnd {
                     label,
-                    ready_at: r.ok().and_then(|o| o.healthy),
+                    ready_at: c.healthy(deadline, abort).await,
                     source: Source::DockerEvent {
                         action: "health_status: healthy".into(),
                     },
@@ -116,15 +112,13 @@ pub async fn wait_ready(
                 }
             })),
             ProbeSpec::ExecHealth(e) => {
-                let Some((c, cmd)) = container.and_then(|c| Some((c, c.health_cmd?))) else {
+                let Some((probe, health_timeout)) = container.and_then(|c| c.exec_health()) else {
                     waits.push(Box::pin(async move {
                         unavailable(label, "no container health command to run")
                     }));
                     continue;
                 };
-                let probe =
-                    ExecHealth::new(c.docker.clone(), c.container_id.to_string(), cmd.to_vec());
-                let try_timeout = e.try_timeout.map(|s| s.0).unwrap_or(c.health_timeout);
+                let try_timeout = e.try_timeout.map(|s| s.0).unwrap_or(health_timeout);
                 let interval = e.interval.0.0;
                 waits.push(Box::pin(async move {
                     poll(&probe, interval, try_timeout, deadline, abort).await
@@ -170,7 +164,7 @@ pub async fn wait_ready(
             Outcome::Timeout,
             format!(
                 "not ready within {}s: {} did not succeed",
-                timeout.as_secs(),
+                cx.target.timeout.as_secs(),
                 missing.join(", ")
             ),
         );

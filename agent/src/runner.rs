@@ -1,13 +1,14 @@
 //! Carries out a planned run: hands restarts to at most `concurrency`
 //! workers, never two at once on the same target, with `pause` between a
 //! worker's restarts; stops dispatching on a failure (`on_failure: abort`) or
-//! on Ctrl-C, and lets what is in flight finish within a bounded drain time.
+//! on a stop request, and lets what is in flight finish within a bounded
+//! drain time.
 
 use crate::abort::{Abort, AbortHandle, abort_pair};
 use crate::output::RunOutput;
 use crate::scenario::{OnFailure, Scenario};
-use crate::target::{Driver, ResolvedTarget};
-use crate::timeline::RunLabels;
+use crate::target::{BoxFuture, ResolvedTarget};
+use crate::timeline::{Ending, RunLabels, Timeline};
 use bounce_wire::summary::format_seconds;
 use bounce_wire::{Outcome, Phase, TimelineRecord};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -15,6 +16,29 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::Notify;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// What the runner needs of a target: one restart, recorded whatever happens.
+pub trait Restartable: Sync {
+    fn restart<'a>(&'a self, iteration: u32, abort: &'a Abort)
+    -> BoxFuture<'a, (Timeline, Ending)>;
+}
+
+impl Restartable for ResolvedTarget {
+    fn restart<'a>(
+        &'a self,
+        iteration: u32,
+        abort: &'a Abort,
+    ) -> BoxFuture<'a, (Timeline, Ending)> {
+        ResolvedTarget::restart(self, iteration, abort)
+    }
+}
+
+/// Requests to stop, in the order they arrive (Ctrl-C today; the caller
+/// decides which signals send one). The first is a soft stop: nothing new
+/// starts and what is in flight gets the drain time; the second ends the
+/// drain at once.
+pub type StopRequests = UnboundedReceiver<()>;
 
 /// One restart to do: which target, which round of `repeat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +59,7 @@ pub fn schedule(targets: usize, repeat: u32) -> Vec<Job> {
 pub enum StopReason {
     /// A restart did not end `ok` and the scenario says `on_failure: abort`.
     Failure,
-    /// The operator pressed Ctrl-C.
+    /// A stop request came (the operator pressed Ctrl-C).
     Interrupted,
     /// The output could not be written: measuring on would lose data.
     OutputError,
@@ -52,9 +76,8 @@ struct Dispatch {
     stopped: Option<StopReason>,
 }
 
-struct Shared<'a> {
-    driver: &'a dyn Driver,
-    targets: &'a [ResolvedTarget],
+struct Shared<'a, T> {
+    targets: &'a [T],
     labels: &'a RunLabels,
     on_failure: OnFailure,
     pause: Duration,
@@ -68,19 +91,19 @@ struct Shared<'a> {
 }
 
 pub struct RunOptions {
-    /// After Ctrl-C, how long restarts in flight may take to finish before they are abandoned.
+    /// After a stop request, how long restarts in flight may take to finish before they are abandoned.
     pub drain: Duration,
     pub show_progress: bool,
 }
 
 /// Runs the scenario; returns the output (to be finished by the caller) and why it stopped early, if it did.
-pub async fn run(
-    driver: &dyn Driver,
+pub async fn run<T: Restartable>(
     scenario: &Scenario,
-    targets: &[ResolvedTarget],
+    targets: &[T],
     labels: &RunLabels,
     out: RunOutput,
     opts: &RunOptions,
+    stop: StopRequests,
 ) -> (RunOutput, RunEnd) {
     let jobs = schedule(targets.len(), scenario.repeat);
     let progress = if opts.show_progress {
@@ -95,7 +118,6 @@ pub async fn run(
     let (soft_handle, soft_stop) = abort_pair();
     let (hard_handle, hard_abort) = abort_pair();
     let shared = Shared {
-        driver,
         targets,
         labels,
         on_failure: scenario.on_failure,
@@ -112,10 +134,17 @@ pub async fn run(
         output_error: Mutex::new(None),
         progress,
     };
-    let signals = tokio::spawn(watch_ctrl_c(soft_handle, hard_handle, opts.drain));
-    let workers = (0..scenario.concurrency).map(|_| worker(&shared));
-    futures_util::future::join_all(workers).await;
-    signals.abort();
+    {
+        let workers =
+            futures_util::future::join_all((0..scenario.concurrency).map(|_| worker(&shared)));
+        tokio::pin!(workers);
+        // The stop watch ends with the workers; if it fires the hard abort
+        // first, the workers still get to record what they were doing.
+        tokio::select! {
+            _ = &mut workers => {}
+            _ = watch_stop(stop, soft_handle, hard_handle, opts.drain) => { workers.await; }
+        }
+    }
     shared.progress.finish_and_clear();
     let mut stopped = shared.dispatch.lock().unwrap().stopped;
     if stopped.is_none() && shared.soft_stop.is_set() {
@@ -131,11 +160,12 @@ pub async fn run(
     )
 }
 
-/// First Ctrl-C: start nothing new, give what is in flight `drain` to finish.
-/// Second Ctrl-C, or the drain time ran out: stop waiting, record them as aborted.
-async fn watch_ctrl_c(soft: AbortHandle, hard: AbortHandle, drain: Duration) {
-    if tokio::signal::ctrl_c().await.is_err() {
-        return;
+/// First stop request: start nothing new, give what is in flight `drain` to
+/// finish. Second request, or the drain time ran out: stop waiting, record
+/// them as aborted. Without a sender left, it waits for the workers.
+async fn watch_stop(mut stop: StopRequests, soft: AbortHandle, hard: AbortHandle, drain: Duration) {
+    if stop.recv().await.is_none() {
+        return std::future::pending().await;
     }
     eprintln!(
         "\ninterrupted: starting no new restart; waiting up to {}s for those in flight (Ctrl-C again to stop waiting)",
@@ -143,14 +173,14 @@ async fn watch_ctrl_c(soft: AbortHandle, hard: AbortHandle, drain: Duration) {
     );
     soft.fire();
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        Some(()) = stop.recv() => {}
         _ = tokio::time::sleep(drain) => {}
     }
     eprintln!("no longer waiting: restarts still in flight are recorded as aborted");
     hard.fire();
 }
 
-async fn worker(sh: &Shared<'_>) {
+async fn worker<T: Restartable>(sh: &Shared<'_, T>) {
     let mut first = true;
     while let Some(job) = next_job(sh).await {
         if !first && !sh.pause.is_zero() {
@@ -166,10 +196,8 @@ async fn worker(sh: &Shared<'_>) {
             }
         }
         first = false;
-        let target = &sh.targets[job.target];
-        let (timeline, ending) = sh
-            .driver
-            .restart(target, job.iteration, &sh.hard_abort)
+        let (timeline, ending) = sh.targets[job.target]
+            .restart(job.iteration, &sh.hard_abort)
             .await;
         let rec = timeline.finish(sh.labels, ending);
         report_progress(&sh.progress, &rec);
@@ -193,7 +221,7 @@ async fn worker(sh: &Shared<'_>) {
 
 /// The next job whose target is not already being restarted; `None` when the
 /// run is over or stopping.
-async fn next_job(sh: &Shared<'_>) -> Option<Job> {
+async fn next_job<T>(sh: &Shared<'_, T>) -> Option<Job> {
     loop {
         let woken = sh.wake.notified();
         {

@@ -1,21 +1,25 @@
-//! What every source of truth (Docker engine today; systemd manager and Ceph
-//! next) offers the runner: resolve the scenario's selectors to concrete
-//! targets, and restart one target once while filling a [`Timeline`].
+//! The seam between the run and the sources of truth: a [`Driver`] resolves
+//! one target entry of its own kind to [`ResolvedTarget`]s, each carrying the
+//! [`Restart`] handle its driver built for it, so a target can only be
+//! restarted by the driver that found it. No driver is named here.
 
 use crate::abort::Abort;
 use crate::scenario::{ProbeSpec, TargetSpec};
 use crate::timeline::{Ending, Timeline};
 pub use bounce_wire::Action;
-use bounce_wire::TargetRef;
+use bounce_wire::{NodeFacts, TargetRef};
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A target found on this node, with the scenario's settings resolved
 /// against what the source of truth says about it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ResolvedTarget {
     /// Index into the scenario's `targets:`.
     pub spec_index: usize,
@@ -29,19 +33,111 @@ pub struct ResolvedTarget {
     pub timeout: Duration,
     /// One line for `plan`: what the source of truth says about the target.
     pub facts: String,
-    pub detail: TargetDetail,
+    /// Built by the driver that resolved the target: its engine and its own
+    /// detail of the target.
+    pub handle: Arc<dyn Restart>,
 }
 
-#[derive(Debug, Clone)]
-pub enum TargetDetail {
-    Docker(crate::docker::ContainerDetail),
-    Systemd(crate::systemd::UnitDetail),
-    CephOsd(crate::ceph::osd::OsdDetail),
+impl fmt::Debug for ResolvedTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResolvedTarget")
+            .field("spec_index", &self.spec_index)
+            .field("target", &self.target)
+            .field("action", &self.action)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ResolvedTarget {
     pub fn name(&self) -> &str {
         self.target.name()
+    }
+
+    /// Restarts the target once through its own driver, recording what was
+    /// observed whatever happens.
+    pub fn restart<'a>(
+        &'a self,
+        iteration: u32,
+        abort: &'a Abort,
+    ) -> BoxFuture<'a, (Timeline, Ending)> {
+        self.handle
+            .restart(RestartContext::new(self, iteration, abort))
+    }
+}
+
+/// One restart in progress: the target (what, how, probes, timeout), which
+/// round, and its bounds (the deadline from the request, the run's abort).
+/// Handed down instead of long argument lists.
+#[derive(Clone, Copy)]
+pub struct RestartContext<'a> {
+    pub target: &'a ResolvedTarget,
+    pub iteration: u32,
+    pub abort: &'a Abort,
+    /// Request + timeout; [`RestartContext::request`] sets it at the request.
+    pub deadline: Instant,
+}
+
+impl<'a> RestartContext<'a> {
+    pub fn new(target: &'a ResolvedTarget, iteration: u32, abort: &'a Abort) -> Self {
+        RestartContext {
+            target,
+            iteration,
+            abort,
+            deadline: Instant::now() + target.timeout,
+        }
+    }
+
+    /// A new, empty timeline for this restart.
+    pub fn timeline(&self) -> Timeline {
+        let t = self.target;
+        Timeline::new(
+            t.target.clone(),
+            t.service.clone(),
+            self.iteration,
+            t.action,
+        )
+    }
+
+    /// The restart is requested now: the timeout counts from here.
+    pub fn request(&mut self) {
+        self.deadline = Instant::now() + self.target.timeout;
+    }
+
+    /// How a wait of this restart that ended early ends the restart.
+    pub fn interrupted(&self, i: crate::abort::Interrupt, doing: &str) -> Ending {
+        Ending::interrupted(i, self.target.timeout, doing)
+    }
+}
+
+/// What the driver that resolved a target keeps for it (its engine, its own
+/// detail of the target), and the one thing the run asks of it: restart.
+pub trait Restart: Send + Sync {
+    /// Restarts the target once and records what was observed, whatever happens.
+    fn restart<'a>(&'a self, cx: RestartContext<'a>) -> BoxFuture<'a, (Timeline, Ending)>;
+
+    /// What the target tells about versions (a container's image, Ceph's
+    /// version) for the node's facts. Best effort: what cannot be read is
+    /// left out.
+    fn facts<'a>(&'a self, _service: &'a str, _facts: &'a mut NodeFacts) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// One target entry of the scenario bound to the driver of its selector
+/// kind (the driver is given its own selector when it is connected).
+pub trait Driver: Send + Sync {
+    /// The entry's targets on this node, checked; touches nothing.
+    fn resolve<'a>(
+        &'a self,
+        index: usize,
+        spec: &'a TargetSpec,
+    ) -> BoxFuture<'a, Result<Vec<ResolvedTarget>, PlanError>>;
+
+    /// The end of a run, whatever ended it: undo what this entry set (Ceph
+    /// flags). What it did, in words.
+    fn end_run(&self) -> BoxFuture<'_, Vec<String>> {
+        Box::pin(async { Vec::new() })
     }
 }
 
@@ -99,39 +195,4 @@ pub enum PlanError {
     },
     #[error("{0}")]
     Engine(String),
-}
-
-/// One source of truth for restartable things.
-pub trait Driver: Send + Sync {
-    /// Resolves one target entry of the scenario against the live system, if
-    /// it is of this driver's kind (else nothing); touches nothing.
-    fn resolve<'a>(
-        &'a self,
-        index: usize,
-        spec: &'a TargetSpec,
-    ) -> BoxFuture<'a, Result<Vec<ResolvedTarget>, PlanError>>;
-
-    /// Restarts `target` once and records what was observed, whatever happens.
-    fn restart<'a>(
-        &'a self,
-        target: &'a ResolvedTarget,
-        iteration: u32,
-        abort: &'a Abort,
-    ) -> BoxFuture<'a, (Timeline, Ending)>;
-}
-
-/// A driver handed a target of another kind: a bug, reported as a failed restart.
-pub fn not_mine(target: &ResolvedTarget) -> (Timeline, Ending) {
-    (
-        Timeline::new(
-            target.target.clone(),
-            target.service.clone(),
-            0,
-            target.action,
-        ),
-        Ending::new(
-            bounce_wire::Outcome::Failed,
-            "internal error: target handed to the wrong driver",
-        ),
-    )
 }

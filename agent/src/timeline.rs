@@ -1,10 +1,12 @@
-//! The one timeline type every driver fills while it restarts a target.
+//! The one timeline type every driver fills while it restarts a target, how
+//! a restart ended ([`Ending`]), and the realtime clock helpers.
 
+use crate::abort::Interrupt;
 use bounce_wire::{
     Action, Boundary, BoundaryName, Clock, EngineEvent, Outcome, ProbeReport, Source, TargetRef,
     TimelineRecord, UnitReport, timeline::phases_from,
 };
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Now, on this host's CLOCK_REALTIME, in nanoseconds since the epoch: the
 /// clock Docker stamps its events with, so the two can be subtracted.
@@ -52,6 +54,19 @@ impl Ending {
         Ending {
             outcome,
             error: Some(why.into()),
+        }
+    }
+
+    /// A restart whose wait ended early: the run's abort, or its `timeout`.
+    pub fn interrupted(i: Interrupt, timeout: Duration, doing: &str) -> Ending {
+        match i {
+            Interrupt::Aborted => {
+                Ending::new(Outcome::Aborted, format!("interrupted while {doing}"))
+            }
+            Interrupt::Deadline => Ending::new(
+                Outcome::Timeout,
+                format!("timeout ({}s) while {doing}", timeout.as_secs()),
+            ),
         }
     }
 }

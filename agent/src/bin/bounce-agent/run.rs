@@ -81,7 +81,12 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         drain: args.drain,
         show_progress: !args.no_progress && std::io::stderr().is_terminal(),
     };
-    let (out, end) = runner::run(&sources, &scenario, &targets, &this.labels, out, &opts).await;
+    // Ctrl-C asks the runner to stop (first: drain, second: abort).
+    let (stop_tx, stop) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() && stop_tx.send(()).is_ok() {}
+    });
+    let (out, end) = runner::run(&scenario, &targets, &this.labels, out, &opts, stop).await;
     // Whatever ended the run: undo what it set, before anything else.
     for line in sources.end_run().await {
         eprintln!("{line}");

@@ -1,0 +1,112 @@
+//! The actor of an OSD's restart, with the operators' discipline around it:
+//! `noout` (for the run, or on this OSD while it restarts), the gates, the
+//! osdmap epoch and the PGs the OSD carries noted before; the stop and start
+//! through its systemd unit or its container (timed by that driver); then
+//! the milestones, up to the gates' `wait_for`.
+
+use super::{CephOsds, OsdDetail, OsdRestart};
+use crate::ceph::flags::Flag;
+use crate::scenario::{Noout, WaitFor};
+use crate::target::RestartContext;
+use crate::timeline::{Ending, Timeline, realtime_nanos};
+use bounce_wire::{BoundaryName, Outcome};
+use std::collections::HashSet;
+use std::time::Duration;
+use tokio::time::Instant;
+
+impl CephOsds {
+    pub(super) async fn restart_osd(
+        &self,
+        cx: RestartContext<'_>,
+        d: &OsdDetail,
+    ) -> (Timeline, Ending) {
+        let fail = |why: String| (cx.timeline(), Ending::new(Outcome::Failed, why));
+        if self.gates.noout == Noout::Cluster
+            && let Err(e) = self.flags.ensure(&Flag::Cluster("noout".into())).await
+        {
+            return fail(format!("could not set noout: {e}"));
+        }
+        let gate_wait = match self.wait_gates(d.id, cx.abort).await {
+            Ok(waited) => waited,
+            Err(ending) => return (cx.timeline(), ending),
+        };
+        // Per-OSD noout: set after the gates (it would fail the health gate
+        // otherwise), removed once the OSD reached `wait_for`.
+        let osd_flag = Flag::Osd {
+            flag: "noout".into(),
+            id: d.id,
+        };
+        if self.gates.noout == Noout::PerOsd
+            && let Err(e) = self.flags.ensure(&osd_flag).await
+        {
+            return fail(format!("could not set noout on osd.{}: {e}", d.id));
+        }
+        let before = match self.cli.osd_dump().await {
+            Ok((_, osds)) => osds
+                .iter()
+                .find(|o| o.id == d.id)
+                .map(|o| o.up_from)
+                .unwrap_or(0),
+            Err(e) => return fail(format!("osd dump: {e}")),
+        };
+        // The PGs this OSD carries: their stats must be fresh after the
+        // restart; the others' need not be (see `pg_milestones`). Unknown
+        // (the question failed): all must be fresh, the strict reading.
+        let carried = if self.gates.wait_for >= WaitFor::PgsActive {
+            self.cli.pgs().await.ok().map(|pgs| {
+                pgs.into_iter()
+                    .filter(|p| p.up.contains(&d.id) || p.acting.contains(&d.id))
+                    .map(|p| p.pgid)
+                    .collect::<HashSet<String>>()
+            })
+        } else {
+            None
+        };
+
+        // Stop and start, timed by systemd (unit) or the engine (container).
+        let (mut tl, ending) = match &d.restart {
+            OsdRestart::Unit(unit) => {
+                let manager = self.manager.as_ref().expect("connected for via: systemd");
+                manager.restart_unit(cx, unit).await
+            }
+            OsdRestart::Container(c) => {
+                let docker = self.docker.as_ref().expect("connected for via: docker");
+                docker.restart_container(cx, c).await
+            }
+        };
+        tl.attribution = None;
+        if gate_wait > Duration::from_secs(1) {
+            tl.notes.push(format!(
+                "waited {:.1} s for the gates",
+                gate_wait.as_secs_f64()
+            ));
+        }
+        if ending.outcome != Outcome::Ok {
+            return (tl, ending);
+        }
+        let Some(requested) = tl.at(BoundaryName::Requested) else {
+            return (tl, Ending::new(Outcome::Failed, "no request recorded"));
+        };
+        let elapsed = Duration::from_nanos((realtime_nanos() - requested).max(0) as u64);
+        // The milestones share the restart's timeout, counted from the request.
+        let cx = RestartContext {
+            deadline: Instant::now() + cx.target.timeout.saturating_sub(elapsed),
+            ..cx
+        };
+        let ending = self
+            .follow_milestones(&cx, d, before, carried.as_ref(), &mut tl)
+            .await;
+        // Back (or given up on): its own noout goes now; if that fails, the
+        // run's end tries again and says so.
+        if self.gates.noout == Noout::PerOsd
+            && ending.outcome == Outcome::Ok
+            && let Err(e) = self.flags.release_one(&osd_flag).await
+        {
+            tl.notes.push(format!(
+                "could not remove noout from osd.{} yet ({e}); the end of the run tries again",
+                d.id
+            ));
+        }
+        (tl, ending)
+    }
+}

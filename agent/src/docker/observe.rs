@@ -1,0 +1,363 @@
+//! The observer: the engine's event stream for one container, from an
+//! instant on, folded into boundaries (exited, started, healthy), the
+//! signals the engine sent, the exit code, and exits after the start. It
+//! needs no actor: whoever restarted the container (bounce, `docker
+//! restart`, stop then start, a restart policy after a crash), the same
+//! events fold the same way.
+//!
+//! Why events and not `inspect` polling: events carry the engine's timestamp
+//! of each transition, polling would only bound them. The stream is opened
+//! with `since` = the instant to follow from, so the engine replays anything
+//! that happened before the subscription reached it: nothing can be missed,
+//! whatever the ordering of the two HTTP requests.
+
+use super::{ContainerDetail, DockerEngine};
+use crate::abort::{Abort, Interrupt, bounded};
+use crate::probes::ExecHealth;
+use crate::readiness::ContainerHealth;
+use crate::target::BoxFuture;
+use crate::timeline::{Timeline, parse_rfc3339_nanos, signal_name};
+use bollard::Docker;
+use bollard::models::EventMessage;
+use bollard::query_parameters::EventsOptions;
+use bounce_wire::{BoundaryName, EngineEvent, Source};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// What the event stream has shown since the instant followed from.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub exited: Option<i64>,
+    pub exit_code: Option<i64>,
+    pub started: Option<i64>,
+    pub healthy: Option<i64>,
+    /// Signals the engine sent before the start (SIGTERM, then SIGKILL after the stop timeout).
+    pub signals: Vec<String>,
+    pub oom: bool,
+    /// Exits after the restart had started again (a crash while being probed).
+    pub later_exits: Vec<(i64, Option<i64>)>,
+    pub events: Vec<EngineEvent>,
+    pub stream_error: Option<String>,
+}
+
+impl Observed {
+    /// Folds one engine event in; events before `since` are not this restart's.
+    pub fn apply(&mut self, ev: &EventMessage, since: i64) {
+        let Some(at) = ev.time_nano.filter(|t| *t >= since) else {
+            return;
+        };
+        let action = ev.action.as_deref().unwrap_or("");
+        // Our own exec probes show up as exec_* events: noise in a timeline.
+        if !action.starts_with("exec_") {
+            self.events.push(EngineEvent {
+                action: action.to_string(),
+                unix_nanos: at,
+            });
+        }
+        let attr = |k: &str| {
+            ev.actor
+                .as_ref()
+                .and_then(|a| a.attributes.as_ref())
+                .and_then(|m| m.get(k).cloned())
+        };
+        match action {
+            "kill" if self.started.is_none() => {
+                if let Some(sig) = attr("signal") {
+                    self.signals.push(signal_name(&sig));
+                }
+            }
+            "oom" => self.oom = true,
+            "die" => {
+                let code = attr("exitCode").and_then(|c| c.parse().ok());
+                if self.exited.is_none() {
+                    self.exited = Some(at);
+                    self.exit_code = code;
+                } else if self.started.is_some() {
+                    self.later_exits.push((at, code));
+                }
+            }
+            "start" if self.exited.is_some() && self.started.is_none() => self.started = Some(at),
+            a if a.starts_with("health_status: healthy")
+                && self.healthy.is_none()
+                && self.started.is_some_and(|s| at >= s) =>
+            {
+                self.healthy = Some(at)
+            }
+            _ => {}
+        }
+    }
+
+    /// Writes what was observed into a container's timeline: `exited` and
+    /// `started` from the events (unless already stamped more precisely),
+    /// exit code, signals, OOM, and notes for later exits and a lost stream.
+    pub fn to_timeline(&self, tl: &mut Timeline) {
+        let event = |a: &str| Source::DockerEvent { action: a.into() };
+        tl.events = self.events.clone();
+        if let Some(at) = self.exited {
+            tl.mark(BoundaryName::Exited, at, event("die"));
+        }
+        if let Some(at) = self.started {
+            tl.mark(BoundaryName::Started, at, event("start"));
+        }
+        if self.exit_code.is_some() {
+            tl.exit_code = self.exit_code;
+        }
+        // The engine's own record of the signals it sent is authoritative; with
+        // `kill` the agent signals the process itself and the engine reports none.
+        if !self.signals.is_empty() {
+            tl.signals = self.signals.clone();
+        }
+        tl.oom_killed |= self.oom;
+        for (at, code) in &self.later_exits {
+            let note = format!(
+                "exited again (code {}) at +{:.3}s while being probed",
+                code.map(|c| c.to_string()).unwrap_or_else(|| "?".into()),
+                (*at - tl.at(BoundaryName::Requested).unwrap_or(*at)) as f64 / 1e9
+            );
+            if !tl.notes.contains(&note) {
+                tl.notes.push(note);
+            }
+        }
+        if let Some(e) = &self.stream_error {
+            let note = format!("event stream ended: {e}");
+            if !tl.notes.contains(&note) {
+                tl.notes.push(note);
+            }
+        }
+    }
+}
+
+/// One container followed from an instant on; stops following when dropped.
+pub struct ContainerObserver {
+    docker: Docker,
+    id: String,
+    seen: watch::Receiver<Observed>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ContainerObserver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl DockerEngine {
+    /// Opens the engine's event stream for one container from `since_nanos`
+    /// (CLOCK_REALTIME) on, and folds it into an [`Observed`] as it comes.
+    pub fn observe(&self, id: &str, since_nanos: i64) -> ContainerObserver {
+        let (tx, rx) = watch::channel(Observed::default());
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            ("container".to_string(), vec![id.to_string()]),
+        ]);
+        let options = EventsOptions {
+            since: Some(format!(
+                "{}.{:09}",
+                since_nanos.div_euclid(1_000_000_000),
+                since_nanos.rem_euclid(1_000_000_000)
+            )),
+            until: None,
+            filters: Some(filters),
+        };
+        let mut stream = self.client().events(Some(options));
+        let task = tokio::spawn(async move {
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(ev) => tx.send_modify(|o| o.apply(&ev, since_nanos)),
+                    Err(e) => {
+                        tx.send_modify(|o| o.stream_error = Some(e.to_string()));
+                        break;
+                    }
+                }
+            }
+        });
+        ContainerObserver {
+            docker: self.client().clone(),
+            id: id.to_string(),
+            seen: rx,
+            task,
+        }
+    }
+}
+
+impl ContainerObserver {
+    /// What has been observed so far.
+    pub fn seen(&self) -> Observed {
+        self.seen.borrow().clone()
+    }
+
+    /// Waits until what was observed satisfies `cond`.
+    pub async fn wait(
+        &self,
+        cond: impl Fn(&Observed) -> bool,
+        deadline: Instant,
+        abort: &Abort,
+    ) -> Result<Observed, Interrupt> {
+        let mut rx = self.seen.clone();
+        let waited = bounded(
+            async move { rx.wait_for(|o| cond(o)).await.map(|o| o.clone()) },
+            deadline,
+            abort,
+        )
+        .await?;
+        // The stream task ended (stream error): nothing more will come.
+        waited.map_err(|_| Interrupt::Deadline)
+    }
+
+    /// Takes `exited` and `started` from the engine's container state when it
+    /// describes this restart: the state is stamped when the engine handles
+    /// the exit (containerd's exit time) and the start, the events only after
+    /// the engine's clean-up. Falls back to the event times otherwise (e.g. the
+    /// container restarted again before we looked).
+    pub async fn stamp_from_state(&self, tl: &mut Timeline) {
+        let o = self.seen();
+        let (Some(requested), Some(die), Some(start)) =
+            (tl.at(BoundaryName::Requested), o.exited, o.started)
+        else {
+            return;
+        };
+        let Ok(info) = self.docker.inspect_container(&self.id, None).await else {
+            return;
+        };
+        let state = info.state.unwrap_or_default();
+        let finished = state.finished_at.as_deref().and_then(parse_rfc3339_nanos);
+        let started = state.started_at.as_deref().and_then(parse_rfc3339_nanos);
+        let field = |f: &str| Source::DockerState { field: f.into() };
+        if let Some(f) = finished.filter(|f| (requested..=die).contains(f)) {
+            tl.mark(BoundaryName::Exited, f, field("State.FinishedAt"));
+            if let Some(s) = started.filter(|s| (f..=start).contains(s)) {
+                tl.mark(BoundaryName::Started, s, field("State.StartedAt"));
+            }
+        }
+    }
+
+    /// The container probes' view of this container, with its health
+    /// command from `detail`.
+    pub fn health<'a>(&'a self, detail: &'a ContainerDetail) -> ObservedHealth<'a> {
+        ObservedHealth {
+            observer: self,
+            detail,
+        }
+    }
+}
+
+/// A followed container as readiness sees it: its health events and its
+/// health command.
+pub struct ObservedHealth<'a> {
+    observer: &'a ContainerObserver,
+    detail: &'a ContainerDetail,
+}
+
+impl ContainerHealth for ObservedHealth<'_> {
+    fn healthy<'a>(&'a self, deadline: Instant, abort: &'a Abort) -> BoxFuture<'a, Option<i64>> {
+        Box::pin(async move {
+            let seen = self
+                .observer
+                .wait(|o| o.healthy.is_some(), deadline, abort)
+                .await;
+            seen.ok().and_then(|o| o.healthy)
+        })
+    }
+
+    fn exec_health(&self) -> Option<(ExecHealth, Duration)> {
+        let cmd = self.detail.health_cmd.clone()?;
+        let probe = ExecHealth::new(self.observer.docker.clone(), self.observer.id.clone(), cmd);
+        Some((probe, self.detail.health_timeout))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::EventActor;
+
+    fn ev(action: &str, at: i64, attrs: &[(&str, &str)]) -> EventMessage {
+        EventMessage {
+            action: Some(action.into()),
+            time_nano: Some(at),
+            actor: Some(EventActor {
+                id: Some("c1".into()),
+                attributes: Some(
+                    attrs
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn fold(events: &[EventMessage], since: i64) -> Observed {
+        let mut o = Observed::default();
+        for e in events {
+            o.apply(e, since);
+        }
+        o
+    }
+
+    #[test]
+    fn docker_restart_folds_into_exit_and_start() {
+        let o = fold(
+            &[
+                ev("kill", 110, &[("signal", "15")]),
+                ev("kill", 150, &[("signal", "9")]),
+                ev("die", 160, &[("exitCode", "137")]),
+                ev("stop", 161, &[]),
+                ev("start", 170, &[]),
+                ev("restart", 171, &[]),
+                ev("health_status: healthy", 190, &[]),
+            ],
+            100,
+        );
+        assert_eq!(
+            (o.exited, o.exit_code, o.started),
+            (Some(160), Some(137), Some(170))
+        );
+        assert_eq!(o.signals, ["SIGTERM", "SIGKILL"]);
+        assert_eq!(o.healthy, Some(190));
+    }
+
+    #[test]
+    fn stop_then_start_folds_like_a_restart() {
+        let o = fold(
+            &[
+                ev("kill", 110, &[("signal", "15")]),
+                ev("die", 120, &[("exitCode", "0")]),
+                ev("stop", 121, &[]),
+                ev("exec_start: true", 125, &[]),
+                ev("start", 200, &[]),
+            ],
+            100,
+        );
+        assert_eq!(
+            (o.exited, o.exit_code, o.started),
+            (Some(120), Some(0), Some(200))
+        );
+        assert!(o.events.iter().all(|e| !e.action.starts_with("exec_")));
+    }
+
+    #[test]
+    fn a_crash_brought_back_by_the_restart_policy_folds_without_signals() {
+        let o = fold(
+            &[
+                ev("health_status: healthy", 90, &[]),
+                ev("oom", 105, &[]),
+                ev("die", 106, &[("exitCode", "137")]),
+                ev("start", 140, &[]),
+                ev("die", 150, &[("exitCode", "1")]),
+                ev("start", 160, &[]),
+            ],
+            100,
+        );
+        assert_eq!(
+            (o.exited, o.started, o.healthy),
+            (Some(106), Some(140), None)
+        );
+        assert!(o.oom && o.signals.is_empty());
+        assert_eq!(o.later_exits, [(150, Some(1))]);
+    }
+}

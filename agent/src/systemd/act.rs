@@ -1,0 +1,187 @@
+//! The actor: queues a unit's jobs (RestartUnit, or StopUnit then
+//! StartUnit, or KillUnit for a crash its `Restart=` undoes) and follows
+//! each job to its result; every signal stream is opened before the request,
+//! so nothing is missed. Then the observers' boundaries, the wrapped
+//! container running, and readiness.
+
+use super::bus::{self, JobRemovedStream, SERVICE_IFACE, UNIT_IFACE, string};
+use super::observe::{ClockPair, UnitObserver, wrapped_to_timeline};
+use super::{SystemdManager, UnitDetail, attribute};
+use crate::abort::bounded;
+use crate::readiness::{self, ContainerHealth};
+use crate::target::{Action, RestartContext};
+use crate::timeline::{Ending, Timeline};
+use bounce_wire::{BoundaryName, Outcome, Source, UnitReport};
+use futures_util::StreamExt;
+use zbus::zvariant::OwnedObjectPath;
+
+impl SystemdManager {
+    /// Restarts one unit and times it (readiness: the target's probes).
+    pub(crate) async fn restart_unit(
+        &self,
+        cx: RestartContext<'_>,
+        u: &UnitDetail,
+    ) -> (Timeline, Ending) {
+        let mut tl = cx.timeline();
+        let ending = self.restart_inner(cx, u, &mut tl).await;
+        tl.attribution = attribute(&tl);
+        (tl, ending)
+    }
+
+    async fn restart_inner(
+        &self,
+        mut cx: RestartContext<'_>,
+        u: &UnitDetail,
+        tl: &mut Timeline,
+    ) -> Ending {
+        let failed = |why: String| Ending::new(Outcome::Failed, why);
+        let props = match bus::props(&self.conn, &u.path).await {
+            Ok(p) => p,
+            Err(e) => return failed(format!("D-Bus: {e}")),
+        };
+        match props.get_all(UNIT_IFACE).await {
+            Ok(p) if p.get("ActiveState").and_then(string).as_deref() == Some("active") => {}
+            Ok(p) => {
+                return failed(format!(
+                    "not active when its turn came ({}); bounce does not start stopped services",
+                    p.get("ActiveState").and_then(string).unwrap_or_default()
+                ));
+            }
+            Err(e) => return failed(format!("D-Bus: {e}")),
+        }
+        // Open every stream before acting, so nothing is missed.
+        let mut jobs = match self.manager.receive_job_removed().await {
+            Ok(s) => s,
+            Err(e) => return failed(format!("D-Bus: {e}")),
+        };
+        let changes = match props.receive_properties_changed().await {
+            Ok(s) => s,
+            Err(e) => return failed(format!("D-Bus: {e}")),
+        };
+        let (clock, requested) = ClockPair::now();
+        let unit = UnitObserver::follow(changes, clock);
+        let wrapped = u
+            .container
+            .as_ref()
+            .and_then(|c| c.engine.as_ref())
+            .zip(self.docker.as_deref());
+        let container = wrapped.map(|(detail, engine)| engine.observe(&detail.id, requested));
+        cx.request();
+        tl.mark(BoundaryName::Requested, requested, Source::Agent);
+        let mut report = UnitReport::default();
+
+        let acted = self.act(&cx, u, &mut jobs, &unit, &mut report, tl).await;
+
+        // What systemd recorded about this restart.
+        let unit_props = props.get_all(UNIT_IFACE).await.unwrap_or_default();
+        let service_props = props.get_all(SERVICE_IFACE).await.unwrap_or_default();
+        unit.to_timeline(&unit_props, &service_props, &mut report, tl);
+        drop(unit);
+        if let Some(c) = &container {
+            wrapped_to_timeline(&c.seen(), tl);
+        }
+        tl.unit = Some(report);
+
+        // A wrapped container runs a moment after its unit is active (the
+        // unit's main process is `docker start -a`): "running" means the container.
+        if acted.is_ok()
+            && let Some(c) = &container
+            && c.wait(|o| o.started.is_some(), cx.deadline, cx.abort)
+                .await
+                .is_ok()
+        {
+            wrapped_to_timeline(&c.seen(), tl);
+        }
+        let running = tl
+            .boundary(BoundaryName::ContainerStarted)
+            .or(tl.boundary(BoundaryName::Started))
+            .cloned()
+            .filter(|_| tl.at(BoundaryName::Started).is_some());
+        let ending = match acted {
+            Err(mut e) => {
+                let final_result = tl.unit.as_ref().and_then(|r| r.final_result.clone());
+                if let (Some(why), Some(r)) = (e.error.as_mut(), final_result) {
+                    why.push_str(&format!(" (unit Result={r})"));
+                }
+                e
+            }
+            Ok(()) => match running {
+                None => Ending::new(Outcome::Failed, "systemd reported no new activation"),
+                Some(started) => {
+                    let health = wrapped
+                        .zip(container.as_ref())
+                        .map(|((detail, _), c)| c.health(detail));
+                    let health = health.as_ref().map(|h| h as &dyn ContainerHealth);
+                    readiness::wait_ready(&cx, &started, health, tl).await
+                }
+            },
+        };
+        if let Some(c) = container {
+            wrapped_to_timeline(&c.seen(), tl);
+        }
+        ending
+    }
+
+    /// Queues the action's job(s) and follows them to their result.
+    async fn act(
+        &self,
+        cx: &RestartContext<'_>,
+        u: &UnitDetail,
+        jobs: &mut JobRemovedStream,
+        unit: &UnitObserver,
+        report: &mut UnitReport,
+        tl: &mut Timeline,
+    ) -> Result<(), Ending> {
+        let (deadline, abort) = (cx.deadline, cx.abort);
+        let action = cx.target.action;
+        let steps: &[&str] = match action {
+            Action::Restart => &["restart"],
+            Action::StopStart => &["stop", "start"],
+            Action::Kill => &[],
+        };
+        for step in steps {
+            let queued = match *step {
+                "restart" => self.manager.restart_unit(&u.name, "replace").await,
+                "stop" => self.manager.stop_unit(&u.name, "replace").await,
+                _ => self.manager.start_unit(&u.name, "replace").await,
+            };
+            let job = queued.map_err(|e| Ending::new(Outcome::Failed, format!("{step}: {e}")))?;
+            let result = bounded(wait_job(jobs, &job), deadline, abort)
+                .await
+                .map_err(|i| cx.interrupted(i, &format!("waiting for the {step} job")))?;
+            report.job_results.push(result.clone());
+            if result != "done" {
+                return Err(Ending::new(
+                    Outcome::Failed,
+                    format!("the {step} job ended `{result}`"),
+                ));
+            }
+        }
+        if action == Action::Kill {
+            self.manager
+                .kill_unit(&u.name, "main", libc::SIGKILL)
+                .await
+                .map_err(|e| Ending::new(Outcome::Failed, format!("kill: {e}")))?;
+            tl.signals.push("SIGKILL".into());
+            // The unit's Restart= brings it back: wait until it is active again.
+            unit.wait(|s| s.active_again, deadline, abort)
+                .await
+                .map_err(|i| cx.interrupted(i, "waiting for Restart= to bring the unit back"))?
+                .ok_or_else(|| Ending::new(Outcome::Failed, "lost the unit's signals"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The result of one job, from the manager's JobRemoved signals.
+async fn wait_job(jobs: &mut JobRemovedStream, job: &OwnedObjectPath) -> String {
+    while let Some(signal) = jobs.next().await {
+        if let Ok(args) = signal.args()
+            && args.job == *job
+        {
+            return args.result;
+        }
+    }
+    // The stream ended: the connection is gone.
+    std::future::pending().await
+}

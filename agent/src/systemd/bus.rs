@@ -1,0 +1,126 @@
+//! The D-Bus side of a systemd manager: the agent's own small proxies for the
+//! Manager and Properties interfaces (six methods, two signals), connecting
+//! to a bus, and reading D-Bus values.
+
+use crate::scenario::Bus;
+use crate::target::PlanError;
+use std::collections::HashMap;
+use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
+
+pub(super) const UNIT_IFACE: &str = "org.freedesktop.systemd1.Unit";
+pub(super) const SERVICE_IFACE: &str = "org.freedesktop.systemd1.Service";
+
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Manager",
+    default_service = "org.freedesktop.systemd1",
+    default_path = "/org/freedesktop/systemd1"
+)]
+pub(super) trait Manager {
+    /// Without a subscriber, the manager sends no job or unit signals.
+    fn subscribe(&self) -> zbus::Result<()>;
+    fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn kill_unit(&self, name: &str, whom: &str, signal: i32) -> zbus::Result<()>;
+    #[allow(clippy::type_complexity)]
+    fn list_units_by_patterns(
+        &self,
+        states: &[&str],
+        patterns: &[&str],
+    ) -> zbus::Result<
+        Vec<(
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+            OwnedObjectPath,
+            u32,
+            String,
+            OwnedObjectPath,
+        )>,
+    >;
+    #[zbus(signal)]
+    fn job_removed(
+        &self,
+        id: u32,
+        job: OwnedObjectPath,
+        unit: String,
+        result: String,
+    ) -> zbus::Result<()>;
+}
+
+#[zbus::proxy(
+    interface = "org.freedesktop.DBus.Properties",
+    default_service = "org.freedesktop.systemd1"
+)]
+pub(super) trait Props {
+    fn get_all(&self, interface: &str) -> zbus::Result<HashMap<String, OwnedValue>>;
+    #[zbus(signal)]
+    fn properties_changed(
+        &self,
+        interface: String,
+        changed: HashMap<String, OwnedValue>,
+        invalidated: Vec<String>,
+    ) -> zbus::Result<()>;
+}
+
+pub(super) fn bus_error(bus: &Bus, e: impl std::fmt::Display) -> PlanError {
+    PlanError::Engine(format!("systemd manager on the {bus} bus: {e}"))
+}
+
+/// Connects to the manager on `bus` and subscribes to its signals.
+pub(super) async fn connect(
+    bus: &Bus,
+) -> Result<(zbus::Connection, ManagerProxy<'static>), PlanError> {
+    let conn = match bus {
+        Bus::System => zbus::Connection::system().await,
+        Bus::User => zbus::Connection::session().await,
+        Bus::Address(a) => match zbus::connection::Builder::address(a.as_str()) {
+            Ok(b) => b.build().await,
+            Err(e) => Err(e),
+        },
+    }
+    .map_err(|e| bus_error(bus, e))?;
+    let manager = ManagerProxy::new(&conn)
+        .await
+        .map_err(|e| bus_error(bus, e))?;
+    manager.subscribe().await.map_err(|e| bus_error(bus, e))?;
+    Ok((conn, manager))
+}
+
+/// A unit's Properties, read fresh each time (never cached).
+pub(super) async fn props(
+    conn: &zbus::Connection,
+    path: &OwnedObjectPath,
+) -> zbus::Result<PropsProxy<'static>> {
+    PropsProxy::builder(conn)
+        .path(path.clone())?
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+}
+
+pub(super) fn string(v: &OwnedValue) -> Option<String> {
+    match &**v {
+        Value::Str(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+pub(super) fn uint(v: &OwnedValue) -> Option<u64> {
+    match &**v {
+        Value::U64(x) => Some(*x),
+        Value::U32(x) => Some(*x as u64),
+        _ => None,
+    }
+}
+
+pub(super) fn int(v: &OwnedValue) -> Option<i32> {
+    match &**v {
+        Value::I32(x) => Some(*x),
+        Value::U32(x) => Some(*x as i32),
+        _ => None,
+    }
+}

@@ -1,0 +1,116 @@
+//! systemd managers as a source of truth: units are targets, the manager's
+//! D-Bus API (the same on the system and user managers) restarts them and
+//! its job signals and unit properties give the phase boundaries.
+//!
+//! - [`bus`]: the D-Bus proxies and values;
+//! - [`observe`]: the observer, property signals and unit timestamps folded
+//!   into boundaries, on the realtime axis through a monotonic/realtime
+//!   clock pair;
+//! - [`act`]: the actor, jobs queued and followed to their result;
+//! - [`attribution`]: where the time went, in words;
+//! - [`resolve`]: `systemd:` selectors to checked targets.
+//!
+//! This file: the manager connection, what a target keeps ([`UnitDetail`]),
+//! and the two seams it implements ([`Driver`] for a `systemd:` entry,
+//! [`Restart`] for a unit).
+
+mod act;
+mod attribution;
+mod bus;
+mod observe;
+mod resolve;
+
+pub use attribution::attribute;
+
+use crate::docker::{ContainerDetail, DockerEngine};
+use crate::scenario::{Bus, SystemdSelector, TargetSpec};
+use crate::target::{BoxFuture, Driver, PlanError, ResolvedTarget, Restart, RestartContext};
+use crate::timeline::{Ending, Timeline};
+use std::sync::Arc;
+use zbus::zvariant::OwnedObjectPath;
+
+/// A connection to one systemd manager.
+pub struct SystemdManager {
+    bus: Bus,
+    conn: zbus::Connection,
+    manager: bus::ManagerProxy<'static>,
+    /// The engine that runs the containers kolla's units wrap, when reachable.
+    docker: Option<Arc<DockerEngine>>,
+}
+
+/// What `plan` and `restart` need to know about one unit.
+#[derive(Debug, Clone)]
+pub struct UnitDetail {
+    pub name: String,
+    pub bus: Bus,
+    pub path: OwnedObjectPath,
+    /// The container the unit runs with `docker start -a NAME` (kolla since 2023.1).
+    pub container: Option<WrappedContainer>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WrappedContainer {
+    pub name: String,
+    /// `None` when the engine could not be asked: no container-level timing.
+    pub engine: Option<ContainerDetail>,
+}
+
+impl SystemdManager {
+    /// Connects and subscribes; a bus that is not there is an error here,
+    /// before anything restarts.
+    pub async fn connect(
+        bus: &Bus,
+        docker: Option<Arc<DockerEngine>>,
+    ) -> Result<SystemdManager, PlanError> {
+        let (conn, manager) = bus::connect(bus).await?;
+        Ok(SystemdManager {
+            bus: bus.clone(),
+            conn,
+            manager,
+            docker,
+        })
+    }
+
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+}
+
+/// One `systemd:` target entry, bound to the manager on its bus.
+pub struct Units {
+    manager: Arc<SystemdManager>,
+    selector: SystemdSelector,
+}
+
+impl Units {
+    pub fn new(manager: Arc<SystemdManager>, selector: SystemdSelector) -> Units {
+        Units { manager, selector }
+    }
+}
+
+impl Driver for Units {
+    fn resolve<'a>(
+        &'a self,
+        index: usize,
+        spec: &'a TargetSpec,
+    ) -> BoxFuture<'a, Result<Vec<ResolvedTarget>, PlanError>> {
+        Box::pin(resolve::resolve_entry(
+            &self.manager,
+            index,
+            &self.selector,
+            spec,
+        ))
+    }
+}
+
+/// What restarts one unit: its manager and the unit's detail.
+struct UnitTarget {
+    manager: Arc<SystemdManager>,
+    detail: UnitDetail,
+}
+
+impl Restart for UnitTarget {
+    fn restart<'a>(&'a self, cx: RestartContext<'a>) -> BoxFuture<'a, (Timeline, Ending)> {
+        Box::pin(self.manager.restart_unit(cx, &self.detail))
+    }
+}
