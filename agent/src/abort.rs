@@ -1,5 +1,6 @@
 //! The "stop waiting now" signal that reaches every restart in flight
-//! (second Ctrl-C, or the drain time after the first one ran out).
+//! (a second stop request, or the drain time after the first one ran out),
+//! and `bounded()`: every wait has a deadline and an abort.
 
 use tokio::sync::watch;
 

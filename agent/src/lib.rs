@@ -1,11 +1,13 @@
 //! bounce-agent: restarts targets on one node and times each phase.
 //!
 //! Map (see ARCHITECTURE.md): `scenario` reads and checks the YAML; `target`
-//! is the trait every source of truth implements; `docker` is the Docker
-//! engine's; `probes` are the agent's own readiness checks; `timeline` is the
-//! one record they all fill; `runner` dispatches restarts within the
-//! scenario's limits; `output` writes the run's folder; `plan` prints what a
-//! run would do.
+//! is the seam every source of truth implements (`Driver` for a target
+//! entry, `Restart` for one target); `sources` connects the driver of each
+//! entry; `docker`, `systemd` and `ceph` are the sources of truth, each an
+//! observer and an actor; `readiness` and `probes` say when a target is
+//! ready; `timeline` is the one record they all fill; `runner` dispatches
+//! restarts within the scenario's limits; `output` and `stream` write and
+//! send the run; `plan` prints what a run would do.
 
 pub mod abort;
 pub mod ceph;

@@ -278,11 +278,277 @@ fn report_progress(pb: &ProgressBar, rec: &TimelineRecord) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bounce_wire::{Action, TargetRef};
+    use std::path::Path;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use tokio::sync::mpsc::unbounded_channel;
+    use tokio::time::Instant;
 
     #[test]
     fn schedule_goes_round_by_round() {
         let jobs = schedule(2, 2);
         let pairs: Vec<(usize, u32)> = jobs.iter().map(|j| (j.target, j.iteration)).collect();
         assert_eq!(pairs, vec![(0, 1), (1, 1), (0, 2), (1, 2)]);
+    }
+
+    /// One restart as the fake saw it.
+    #[derive(Debug, Clone)]
+    struct Done {
+        target: usize,
+        start: Instant,
+        end: Instant,
+        outcome: Outcome,
+    }
+
+    /// A FAKE driver, for the runner's tests only: a restart "takes"
+    /// `takes[target]` of tokio's paused clock, fails when listed in
+    /// `fails`, ends `aborted` when the run's abort fires, and records its
+    /// own interval, so the tests judge the runner from the fake's records.
+    struct FakeDriver {
+        takes: Vec<Duration>,
+        fails: Vec<(usize, u32)>,
+        done: Mutex<Vec<Done>>,
+    }
+
+    impl FakeDriver {
+        fn new(takes: &[u64]) -> FakeDriver {
+            FakeDriver {
+                takes: takes.iter().map(|s| Duration::from_secs(*s)).collect(),
+                fails: Vec::new(),
+                done: Mutex::new(Vec::new()),
+            }
+        }
+
+        fn targets(&self) -> Vec<FakeTarget<'_>> {
+            (0..self.takes.len())
+                .map(|id| FakeTarget { id, fake: self })
+                .collect()
+        }
+
+        fn done(&self) -> Vec<Done> {
+            let mut d = self.done.lock().unwrap().clone();
+            d.sort_by_key(|d| d.start);
+            d
+        }
+    }
+
+    /// A target of the fake driver.
+    struct FakeTarget<'a> {
+        id: usize,
+        fake: &'a FakeDriver,
+    }
+
+    impl Restartable for FakeTarget<'_> {
+        fn restart<'a>(
+            &'a self,
+            iteration: u32,
+            abort: &'a Abort,
+        ) -> BoxFuture<'a, (Timeline, Ending)> {
+            Box::pin(async move {
+                let start = Instant::now();
+                let fails = self.fake.fails.contains(&(self.id, iteration));
+                let ending = tokio::select! {
+                    _ = tokio::time::sleep(self.fake.takes[self.id]) => match fails {
+                        true => Ending::new(Outcome::Failed, "told to fail"),
+                        false => Ending::ok(),
+                    },
+                    _ = abort.wait() => Ending::new(Outcome::Aborted, "aborted"),
+                };
+                self.fake.done.lock().unwrap().push(Done {
+                    target: self.id,
+                    start,
+                    end: Instant::now(),
+                    outcome: ending.outcome,
+                });
+                let name = format!("fake-{}", self.id);
+                let target = TargetRef::Docker {
+                    name: name.clone(),
+                    id: name.clone(),
+                };
+                (
+                    Timeline::new(target, name, iteration, Action::Restart),
+                    ending,
+                )
+            })
+        }
+    }
+
+    fn scenario(repeat: u32, concurrency: u32, pause: &str, on_failure: &str) -> Scenario {
+        let text = format!(
+            "deployment: d\nscenario: s\nrepeat: {repeat}\nconcurrency: {concurrency}\n\
+             pause: {pause}\non_failure: {on_failure}\n\
+             targets:\n  - docker: {{names: [x]}}\n    timeout: 60s\n"
+        );
+        Scenario::parse(Path::new("fake.yaml"), &text).expect("a valid scenario")
+    }
+
+    /// Runs the runner over the fake's targets; `stops` are the instants
+    /// (from the start) at which a stop request arrives.
+    async fn run_fake(
+        fake: &FakeDriver,
+        scenario: &Scenario,
+        drain: u64,
+        stops: &[u64],
+    ) -> (Vec<Outcome>, RunEnd) {
+        static RUNS: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "bounce-runner-test-{}-{}",
+            std::process::id(),
+            RUNS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let out = RunOutput::create(&dir, &scenario.text).expect("output folder");
+        let labels = RunLabels {
+            run_id: "r".into(),
+            deployment: "d".into(),
+            scenario: "s".into(),
+            node: "n".into(),
+        };
+        let opts = RunOptions {
+            drain: Duration::from_secs(drain),
+            show_progress: false,
+        };
+        let (tx, stop) = unbounded_channel();
+        let t0 = Instant::now();
+        let stops = stops.to_vec();
+        let sender = tokio::spawn(async move {
+            for at in stops {
+                tokio::time::sleep_until(t0 + Duration::from_secs(at)).await;
+                let _ = tx.send(());
+            }
+            // Keep the channel open: a closed one is "no more requests".
+            std::future::pending::<()>().await;
+        });
+        let targets = fake.targets();
+        let (out, end) = run(scenario, &targets, &labels, out, &opts, stop).await;
+        sender.abort();
+        let recorded = out.records().iter().map(|r| r.outcome).collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        (recorded, end)
+    }
+
+    /// The most restarts in flight at once, from the fake's intervals.
+    fn most_at_once(done: &[Done]) -> usize {
+        done.iter()
+            .map(|d| {
+                done.iter()
+                    .filter(|o| o.start <= d.start && d.start < o.end)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrency_is_never_exceeded_and_no_target_runs_twice_at_once() {
+        let fake = FakeDriver::new(&[3, 1, 2, 5, 1]);
+        let (recorded, end) = run_fake(&fake, &scenario(4, 3, "0s", "abort"), 60, &[]).await;
+        let done = fake.done();
+        assert_eq!(done.len(), 20);
+        assert_eq!(recorded.len(), 20);
+        assert!(end.stopped.is_none());
+        assert_eq!(most_at_once(&done), 3, "uses its workers, never more");
+        for a in &done {
+            for b in done.iter().filter(|b| b.target == a.target) {
+                let same = a.start == b.start && a.end == b.end;
+                assert!(
+                    same || a.end <= b.start || b.end <= a.start,
+                    "target {} restarted twice at once: {a:?} {b:?}",
+                    a.target
+                );
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_target_is_never_restarted_twice_at_once_whatever_the_workers() {
+        let fake = FakeDriver::new(&[2]);
+        let (_, end) = run_fake(&fake, &scenario(3, 3, "0s", "abort"), 60, &[]).await;
+        let done = fake.done();
+        assert_eq!(done.len(), 3);
+        assert!(end.stopped.is_none());
+        assert_eq!(most_at_once(&done), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pause_separates_a_workers_restarts() {
+        let fake = FakeDriver::new(&[1, 1, 1]);
+        let (_, end) = run_fake(&fake, &scenario(1, 1, "5s", "abort"), 60, &[]).await;
+        let done = fake.done();
+        assert_eq!(done.len(), 3);
+        assert!(end.stopped.is_none());
+        for pair in done.windows(2) {
+            assert!(
+                pair[1].start - pair[0].end >= Duration::from_secs(5),
+                "no pause between {:?} and {:?}",
+                pair[0],
+                pair[1]
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_stops_dispatch_under_on_failure_abort() {
+        let mut fake = FakeDriver::new(&[1, 1, 1]);
+        fake.fails = vec![(1, 1)];
+        let (recorded, end) = run_fake(&fake, &scenario(2, 1, "0s", "abort"), 60, &[]).await;
+        let done = fake.done();
+        assert_eq!(
+            done.iter().map(|d| d.target).collect::<Vec<_>>(),
+            [0, 1],
+            "nothing after the failure"
+        );
+        assert_eq!(recorded, [Outcome::Ok, Outcome::Failed]);
+        assert_eq!(end.stopped, Some(StopReason::Failure));
+
+        // The same failure under `continue`: every restart is made.
+        let mut fake = FakeDriver::new(&[1, 1, 1]);
+        fake.fails = vec![(1, 1)];
+        let (recorded, end) = run_fake(&fake, &scenario(2, 1, "0s", "continue"), 60, &[]).await;
+        assert_eq!(recorded.len(), 6);
+        assert!(end.stopped.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_request_drains_what_is_in_flight_and_starts_nothing_new() {
+        let fake = FakeDriver::new(&[10, 10, 10, 10]);
+        let t0 = Instant::now();
+        let (recorded, end) = run_fake(&fake, &scenario(1, 2, "0s", "abort"), 60, &[1]).await;
+        let done = fake.done();
+        assert_eq!(done.len(), 2, "only the two in flight at the request");
+        assert!(done.iter().all(|d| d.start < t0 + Duration::from_secs(1)));
+        assert!(done.iter().all(|d| d.outcome == Outcome::Ok));
+        assert_eq!(recorded, [Outcome::Ok, Outcome::Ok], "drained to their end");
+        assert_eq!(end.stopped, Some(StopReason::Interrupted));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_drain_running_out_aborts_what_is_in_flight() {
+        let fake = FakeDriver::new(&[100, 100, 100]);
+        let t0 = Instant::now();
+        let (recorded, end) = run_fake(&fake, &scenario(1, 2, "0s", "abort"), 5, &[1]).await;
+        let done = fake.done();
+        assert_eq!(recorded, [Outcome::Aborted, Outcome::Aborted]);
+        assert!(done.iter().all(|d| d.outcome == Outcome::Aborted));
+        assert!(
+            done.iter()
+                .all(|d| d.end >= t0 + Duration::from_secs(6)
+                    && d.end < t0 + Duration::from_secs(100)),
+            "aborted when the drain ran out: {done:?}"
+        );
+        assert_eq!(end.stopped, Some(StopReason::Interrupted));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_second_stop_request_aborts_at_once() {
+        let fake = FakeDriver::new(&[100, 100]);
+        let t0 = Instant::now();
+        let (recorded, end) = run_fake(&fake, &scenario(1, 2, "0s", "abort"), 60, &[1, 2]).await;
+        let done = fake.done();
+        assert_eq!(recorded, [Outcome::Aborted, Outcome::Aborted]);
+        assert!(
+            done.iter().all(|d| d.end < t0 + Duration::from_secs(60)),
+            "aborted before the drain ran out: {done:?}"
+        );
+        assert_eq!(end.stopped, Some(StopReason::Interrupted));
     }
 }

@@ -1,4 +1,6 @@
-//! Ceph as a source of truth (issue: Ceph OSD restarts). Two ways to ask:
+//! Ceph as a source of truth: [`osd`] is the driver of `ceph_osd` targets
+//! (observer: the milestones; actor: gates and the restart), [`flags`] the
+//! flags bounce sets and unsets. The cluster is asked two ways:
 //!
 //! - [`asok`]: an OSD's admin socket, spoken natively: one JSON command per
 //!   connection, ~0.2 ms, no process start; it says what the OSD itself

@@ -2,14 +2,15 @@
 //!
 //! Every probe implements [`Probe`]: one try, success or a reason. The loop in
 //! [`poll_until_ready`] is shared, so all probes follow the same honesty rules
-//! (design.md): a probe never overlaps itself, its own cost is recorded, and
+//! (docs/design.md): a probe never overlaps itself, its own cost is recorded, and
 //! readiness is reported as a window — after the last failed try began, by the
 //! time the first successful try ended. (Not "by the time it began": a
 //! `docker exec` try runs its check tens of ms after it begins, and the
 //! benchmark saw services become ready after the successful try had begun.)
 //!
 //! Event-driven readiness (`docker_health`, `running`) needs no polling and
-//! lives with its source of truth (`docker.rs`).
+//! comes from the source of truth's observer (`docker/observe.rs`), through
+//! `readiness.rs`.
 
 mod exec_health;
 mod http;

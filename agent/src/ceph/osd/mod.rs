@@ -1,8 +1,8 @@
-//! `ceph_osd` targets: the OSDs of this node, restarted through their systemd
-//! units or containers, with Ceph's own milestones after the unit is running again and the
-//! operators' discipline around every restart: gates (health, ok-to-stop)
-//! before, `noout` for the run, and the next OSD only after the `wait_for`
-//! milestone.
+//! `ceph_osd` targets: the OSDs of this node, restarted through their
+//! systemd units or their containers, with Ceph's own milestones after the
+//! OSD runs again and the operators' discipline around every restart: gates
+//! (health, ok-to-stop) before, `noout`, and the next OSD only after the
+//! `wait_for` milestone.
 //!
 //! - [`observe`]: the observer, Ceph's milestones (admin socket state,
 //!   osdmap up, PG states) folded into boundaries;
