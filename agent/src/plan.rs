@@ -41,15 +41,7 @@ pub fn render(scenario: &Scenario, targets: &[ResolvedTarget], node: &str) -> St
             i + 1,
             t.name(),
             t.spec_index,
-            match &t.target {
-                bounce_wire::TargetRef::Docker { id, .. } =>
-                    format!("docker {}", &id[..id.len().min(12)]),
-                bounce_wire::TargetRef::Systemd { bus, .. } => format!("systemd unit, {bus} bus"),
-                bounce_wire::TargetRef::CephOsd {
-                    id, bus: Some(bus), ..
-                } => format!("ceph osd.{id}, unit on the {bus} bus"),
-                bounce_wire::TargetRef::CephOsd { id, .. } => format!("ceph osd.{id}, container"),
-            },
+            t.kind,
             t.action,
             t.timeout.as_secs(),
             ready.join(" and "),

@@ -9,7 +9,6 @@ use crate::docker::{Containers, DockerEngine};
 use crate::scenario::{Bus, Scenario, Selector, TargetSpec};
 use crate::systemd::{SystemdManager, Units};
 use crate::target::{Driver, PlanError, ResolvedTarget};
-use bounce_wire::TargetRef;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -71,7 +70,7 @@ impl Sources {
         let mut out = Vec::new();
         for (index, (spec, entry)) in specs.iter().zip(&self.entries).enumerate() {
             for t in entry.resolve(index, spec).await? {
-                if let Some(first) = seen.insert(overlap_key(&t.target), index) {
+                if let Some(first) = seen.insert(t.claim.clone(), index) {
                     return Err(PlanError::Overlap {
                         name: t.name().to_string(),
                         first,
@@ -82,23 +81,6 @@ impl Sources {
             }
         }
         Ok(out)
-    }
-}
-
-/// What two entries must not both select: a container, or a unit on a bus.
-fn overlap_key(target: &TargetRef) -> String {
-    match target {
-        TargetRef::Docker { name, .. }
-        | TargetRef::CephOsd {
-            container: Some(name),
-            ..
-        } => format!("docker {name}"),
-        TargetRef::Systemd { name, bus, .. } => format!("systemd {bus} {name}"),
-        TargetRef::CephOsd { unit, bus, id, .. } => format!(
-            "systemd {} {}",
-            bus.as_deref().unwrap_or("?"),
-            unit.clone().unwrap_or_else(|| format!("osd.{id}"))
-        ),
     }
 }
 

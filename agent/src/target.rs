@@ -31,6 +31,12 @@ pub struct ResolvedTarget {
     pub ready: Vec<ProbeSpec>,
     /// Per restart, request → ready.
     pub timeout: Duration,
+    /// For `plan`: the kind of target and where it is ("docker 0123abcd4567",
+    /// "systemd unit, user bus").
+    pub kind: String,
+    /// What no other target entry may select as well, named the same way by
+    /// every driver that can reach it ("docker NAME", "systemd BUS UNIT").
+    pub claim: String,
     /// One line for `plan`: what the source of truth says about the target.
     pub facts: String,
     /// Built by the driver that resolved the target: its engine and its own

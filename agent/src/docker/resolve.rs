@@ -191,6 +191,8 @@ async fn resolve_one(
         action: spec.action,
         ready,
         timeout: spec.timeout.0,
+        kind: format!("docker {}", &id[..id.len().min(12)]),
+        claim: format!("docker {name}"),
         facts,
         handle: Arc::new(ContainerTarget {
             engine: engine.clone(),

@@ -133,6 +133,8 @@ async fn resolve_one(
         action: spec.action,
         ready,
         timeout: spec.timeout.0,
+        kind: format!("systemd unit, {bus} bus"),
+        claim: format!("systemd {bus} {name}"),
         facts,
         handle: Arc::new(UnitTarget {
             manager: manager.clone(),

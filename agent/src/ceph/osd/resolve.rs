@@ -168,19 +168,29 @@ impl CephOsds {
                 },
                 self.cli.how(),
             );
-            let target = match (&sel.via, &restart) {
-                (OsdVia::Systemd { bus, .. }, _) => TargetRef::CephOsd {
-                    id,
-                    unit: Some(name.clone()),
-                    bus: Some(bus.to_string()),
-                    container: None,
-                },
-                (OsdVia::Docker { .. }, _) => TargetRef::CephOsd {
-                    id,
-                    unit: None,
-                    bus: None,
-                    container: Some(name.clone()),
-                },
+            // Claimed as the unit or container it is, so a `systemd:` or
+            // `docker:` entry selecting it too is refused.
+            let (target, kind, claim) = match &sel.via {
+                OsdVia::Systemd { bus, .. } => (
+                    TargetRef::CephOsd {
+                        id,
+                        unit: Some(name.clone()),
+                        bus: Some(bus.to_string()),
+                        container: None,
+                    },
+                    format!("ceph osd.{id}, unit on the {bus} bus"),
+                    format!("systemd {bus} {name}"),
+                ),
+                OsdVia::Docker { .. } => (
+                    TargetRef::CephOsd {
+                        id,
+                        unit: None,
+                        bus: None,
+                        container: Some(name.clone()),
+                    },
+                    format!("ceph osd.{id}, container"),
+                    format!("docker {name}"),
+                ),
             };
             out.push(ResolvedTarget {
                 spec_index: index,
@@ -189,6 +199,8 @@ impl CephOsds {
                 action: spec.action,
                 ready: Vec::new(),
                 timeout: spec.timeout.0,
+                kind,
+                claim,
                 facts,
                 handle: Arc::new(OsdTarget {
                     osds: self.clone(),
