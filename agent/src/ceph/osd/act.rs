@@ -15,6 +15,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 impl CephOsds {
+    /// One OSD restart: flags and gates, the stop and start through its
+    /// unit or container, then the milestones.
     pub(super) async fn restart_osd(
         &self,
         cx: RestartContext<'_>,
