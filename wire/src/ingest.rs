@@ -4,7 +4,7 @@
 //! it again, so an agent can resend until it hears back.
 
 use crate::hist::{self, HistError, PhaseHistograms};
-use crate::summary::NodeFacts;
+use crate::run::RunIdentity;
 use crate::timeline::{Phase, TimelineRecord};
 use serde::{Deserialize, Serialize};
 
@@ -30,10 +30,9 @@ pub struct Batch {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunHeader {
-    pub run_id: String,
-    pub deployment: String,
-    pub scenario: String,
-    pub node: NodeFacts,
+    /// `run_id`, `deployment`, `scenario`, `node`, as flat fields.
+    #[serde(flatten)]
+    pub identity: RunIdentity,
     pub started_unix_nanos: i64,
     pub planned: u64,
     /// The scenario as the agent read it (for reports), sent with the first batch.
@@ -87,4 +86,26 @@ pub fn histograms_of(timelines: &[TimelineRecord]) -> Result<Vec<EncodedHistogra
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch as agents have always sent it: flat `run` fields.
+    const BATCH: &str = r#"{"agent":"n1","run":{"run_id":"r1","deployment":"d","scenario":"s","node":{"hostname":"n1","kernel":null,"os":null,"cpus":2,"memory_bytes":1,"docker_version":null,"docker_api_version":null},"started_unix_nanos":5,"planned":3,"scenario_yaml":"x: 1"},"seq":1,"timelines":[],"histograms":[],"end":null}"#;
+
+    #[test]
+    fn the_header_keeps_its_flat_json_and_refuses_unknown_fields() {
+        let b: Batch = serde_json::from_str(BATCH).unwrap();
+        assert_eq!(b.run.identity.run_id, "r1");
+        assert_eq!(b.run.identity.node.hostname, "n1");
+        assert_eq!(serde_json::to_string(&b).unwrap(), BATCH);
+        let extra = BATCH.replace(r#""planned":3"#, r#""planned":3,"bogus":1"#);
+        let err = serde_json::from_str::<Batch>(&extra).unwrap_err().to_string();
+        assert!(err.contains("unknown field `bogus`"), "{err}");
+        let bad_id = BATCH.replace(r#""run_id":"r1""#, r#""run_id":"r 1""#);
+        let err = serde_json::from_str::<Batch>(&bad_id).unwrap_err().to_string();
+        assert!(err.contains("a run id is"), "{err}");
+    }
 }

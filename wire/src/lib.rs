@@ -1,15 +1,22 @@
 //! The vocabulary that the agent writes and the collector reads.
 //!
-//! Kept small on purpose: only types that cross the agent/collector boundary
-//! (files in an output folder today, the ingest API later) live here.
+//! Kept small on purpose: only what crosses the agent/collector boundary
+//! lives here: the run folder's files and their reader, the ingest API,
+//! the export format reports are made from.
 
 pub mod civil;
+pub mod export;
+pub mod folder;
 pub mod hist;
 pub mod ingest;
+pub mod run;
 pub mod summary;
 pub mod timeline;
 
+pub use export::RunData;
+pub use folder::{FolderError, RunFolder};
 pub use hist::{HistError, PhaseHistograms};
+pub use run::{RunId, RunIdError, RunIdentity};
 pub use summary::{NodeFacts, RunSummary, SummaryRow};
 pub use timeline::{
     Action, Boundary, BoundaryName, Clock, EngineEvent, Outcome, Phase, ProbeReport, Source,

@@ -43,10 +43,9 @@ pub struct NodeFacts {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
-    pub run_id: String,
-    pub deployment: String,
-    pub scenario: String,
-    pub node: NodeFacts,
+    /// `run_id`, `deployment`, `scenario`, `node`, as flat fields.
+    #[serde(flatten)]
+    pub identity: crate::run::RunIdentity,
     pub started_unix_nanos: i64,
     pub finished_unix_nanos: i64,
     /// Restarts the plan called for.
@@ -374,5 +373,38 @@ mod tests {
         assert_eq!(format_seconds(0.4123), "0.412s");
         assert_eq!(format_seconds(12.34), "12.3s");
         assert_eq!(format_seconds(125.0), "2m05s");
+    }
+
+    /// `summary.json` as agents have always written it (pretty, flat).
+    const SUMMARY: &str = r#"{
+  "run_id": "20261125T130000Z-1a2b",
+  "deployment": "lab",
+  "scenario": "s1",
+  "node": {
+    "hostname": "n1",
+    "kernel": "6.1",
+    "os": null,
+    "cpus": 2,
+    "memory_bytes": 1024,
+    "docker_version": null,
+    "docker_api_version": null
+  },
+  "started_unix_nanos": 1,
+  "finished_unix_nanos": 2,
+  "planned": 1,
+  "not_started": 0,
+  "outcomes": {
+    "ok": 1
+  },
+  "interrupted": false,
+  "rows": [],
+  "where_time_went": {}
+}"#;
+
+    #[test]
+    fn summary_json_is_byte_for_byte_what_it_was() {
+        let s: RunSummary = serde_json::from_str(SUMMARY).unwrap();
+        assert_eq!(s.identity.run_id, "20261125T130000Z-1a2b");
+        assert_eq!(serde_json::to_string_pretty(&s).unwrap(), SUMMARY);
     }
 }

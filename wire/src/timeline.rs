@@ -315,7 +315,7 @@ pub struct EngineEvent {
 /// One line of `timelines.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimelineRecord {
-    pub run_id: String,
+    pub run_id: crate::run::RunId,
     pub deployment: String,
     pub scenario: String,
     pub node: String,
@@ -410,7 +410,7 @@ mod tests {
     #[test]
     fn record_round_trips_through_json() {
         let rec = TimelineRecord {
-            run_id: "r".into(),
+            run_id: crate::RunId::parse("r").unwrap(),
             deployment: "lab".into(),
             scenario: "s".into(),
             node: "n".into(),

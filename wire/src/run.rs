@@ -1,0 +1,133 @@
+//! A run's identity: its id ([`RunId`], checked once, here) and the labels
+//! that say which run of which deployment and scenario, on which node
+//! ([`RunIdentity`]). The agent labels its timelines with it, sends it in
+//! every batch header and writes it into `summary.json`.
+
+use crate::summary::NodeFacts;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A run id: 1 to [`RunId::MAX_LEN`] letters, digits and `_ . - @ :`, so it
+/// is safe in a URL path, a file name and a Prometheus label. Every way in
+/// (the agent's `--run-id`, a batch, a timeline line, a URL) goes through
+/// [`RunId::parse`]; serde does too.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct RunId(String);
+
+/// Why a string is not a [`RunId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?}: a run id is 1-128 letters, digits and _ . - @ : (e.g. upgrade-2026-11-25)"
+)]
+pub struct RunIdError(pub String);
+
+impl RunId {
+    /// The agent has always refused longer ids (its `--run-id` and its own
+    /// ids, which are 20 characters), so no stored run has one; the
+    /// collector's older limit of 256 only let hand-made batches through.
+    pub const MAX_LEN: usize = 128;
+
+    pub fn parse(s: &str) -> Result<RunId, RunIdError> {
+        let ok = !s.is_empty()
+            && s.len() <= Self::MAX_LEN
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-@:".contains(c));
+        if ok {
+            Ok(RunId(s.to_string()))
+        } else {
+            Err(RunIdError(s.to_string()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for RunId {
+    type Error = RunIdError;
+    fn try_from(s: String) -> Result<RunId, RunIdError> {
+        RunId::parse(&s)
+    }
+}
+
+impl std::str::FromStr for RunId {
+    type Err = RunIdError;
+    fn from_str(s: &str) -> Result<RunId, RunIdError> {
+        RunId::parse(s)
+    }
+}
+
+impl Serialize for RunId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for RunId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for RunId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for RunId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+/// Which run this is and where it was measured: the same four fields at
+/// the head of every batch header (`RunHeader`) and `summary.json`
+/// (`RunSummary`), embedded there with `#[serde(flatten)]` so the JSON keeps
+/// its flat field names. Timelines carry the node's name only
+/// (`node.hostname`, which the agent sets to its `--node`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunIdentity {
+    pub run_id: RunId,
+    pub deployment: String,
+    pub scenario: String,
+    pub node: NodeFacts,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_are_checked_once_in_every_way_in() {
+        for ok in ["upgrade-2026-11-25", "20261125T130000Z-1a2b", "a@b:c.d_e", "x"] {
+            assert_eq!(RunId::parse(ok).unwrap().as_str(), ok);
+            let json = serde_json::to_string(ok).unwrap();
+            assert_eq!(serde_json::from_str::<RunId>(&json).unwrap(), ok);
+        }
+        let longest = "r".repeat(RunId::MAX_LEN);
+        assert!(RunId::parse(&longest).is_ok());
+        for bad in ["", "a b", "a/b", "ü", "a\n", &format!("{longest}r")] {
+            let err = RunId::parse(bad).unwrap_err().to_string();
+            assert!(err.contains("a run id is 1-128"), "{bad:?}: {err}");
+            let json = serde_json::to_string(bad).unwrap();
+            let err = serde_json::from_str::<RunId>(&json).unwrap_err().to_string();
+            assert!(err.contains("a run id is 1-128"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_run_id_serializes_as_its_text() {
+        let id = RunId::parse("r-1").unwrap();
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"r-1\"");
+        assert_eq!(id.to_string(), "r-1");
+    }
+}
