@@ -4,21 +4,20 @@
 //! a baseline (before/after an upgrade, cluster A vs cluster B).
 //!
 //! Input is a [`RunData`], read from an agent's output folder
-//! ([`RunData::from_dir`]) or from the collector's store; the report is
+//! (`bounce_wire::RunFolder`) or from the collector's store; the report is
 //! built from the timelines alone, so both give the same numbers.
 
 pub mod compare;
-pub mod input;
 pub mod markdown;
 pub mod redact;
 pub mod svg;
 
 pub use compare::{CompareOptions, Comparison, Verdict};
-pub use input::{InputError, RunData};
 
+use bounce_wire::folder::{HISTOGRAMS, SCENARIO, TIMELINES};
 use bounce_wire::hist::histogram_of;
 use bounce_wire::summary::{rows_from_timelines, where_time_went};
-use bounce_wire::{Phase, SummaryRow, TimelineRecord};
+use bounce_wire::{Phase, RunData, SummaryRow, TimelineRecord};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -34,7 +33,7 @@ pub enum ReportError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Input(#[from] InputError),
+    Redact(#[from] redact::RedactError),
     #[error("writing the histogram log: {0}")]
     Hist(#[from] bounce_wire::HistError),
 }
@@ -95,7 +94,8 @@ impl Out<'_> {
     }
 }
 
-/// The raw files of one run: timelines, histogram log (rebuilt from the
+/// The raw files of one run, named as in a run folder (so the report's
+/// folder reads as one): timelines, histogram log (rebuilt from the
 /// timelines: the values the agent recorded), scenario.
 fn raw_files(out: &mut Out<'_>, prefix: &str, run: &RunData) -> Result<(), ReportError> {
     let mut lines = String::new();
@@ -103,7 +103,7 @@ fn raw_files(out: &mut Out<'_>, prefix: &str, run: &RunData) -> Result<(), Repor
         lines.push_str(&serde_json::to_string(t).expect("timelines serialize"));
         lines.push('\n');
     }
-    out.write(&format!("{prefix}timelines.jsonl"), lines.as_bytes())?;
+    out.write(&format!("{prefix}{TIMELINES}"), lines.as_bytes())?;
     let mut hlog = Vec::new();
     let start = UNIX_EPOCH + Duration::from_nanos(run.started_unix_nanos.max(0) as u64);
     let length = Duration::from_nanos(
@@ -120,9 +120,9 @@ fn raw_files(out: &mut Out<'_>, prefix: &str, run: &RunData) -> Result<(), Repor
             run.run_id, run.scenario, run.deployment
         ),
     )?;
-    out.write(&format!("{prefix}histograms.hlog"), &hlog)?;
+    out.write(&format!("{prefix}{HISTOGRAMS}"), &hlog)?;
     if let Some(yaml) = &run.scenario_yaml {
-        out.write(&format!("{prefix}scenario.yaml"), yaml.as_bytes())?;
+        out.write(&format!("{prefix}{SCENARIO}"), yaml.as_bytes())?;
     }
     Ok(())
 }
@@ -162,8 +162,8 @@ pub fn write_report(
             .collect();
         let r = redact::Redactor::new(hosts);
         (
-            run.redacted(&r)?,
-            baseline.map(|b| b.redacted(&r)).transpose()?,
+            redact::run(run, &r)?,
+            baseline.map(|b| redact::run(b, &r)).transpose()?,
         )
     } else {
         (run.clone(), baseline.cloned())
@@ -268,13 +268,13 @@ pub fn write_report(
             continue;
         }
         let what = match f.rsplit('/').next().unwrap_or(f) {
-            "timelines.jsonl" => {
+            TIMELINES => {
                 "one JSON line per restart: every boundary with its source, phases, probes, events"
             }
-            "histograms.hlog" => {
+            HISTOGRAMS => {
                 "HdrHistogram interval log, one histogram per service/phase, values in µs (HdrHistogram's Java, Python or JS readers open it)"
             }
-            "scenario.yaml" => "the scenario as the agent read it",
+            SCENARIO => "the scenario as the agent read it",
             "comparison.json" => "the comparison, machine-readable",
             _ => "",
         };
@@ -379,7 +379,7 @@ mod tests {
             })
             .collect();
         let run = RunData {
-            run_id: "big".into(),
+            run_id: bounce_wire::RunId::parse("big").unwrap(),
             deployment: "d".into(),
             scenario: "s".into(),
             scenario_yaml: None,

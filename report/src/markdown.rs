@@ -3,7 +3,7 @@
 //! through the same HDR histograms the agent and collector use).
 
 use crate::compare::{Change, Comparison, Verdict};
-use crate::input::RunData;
+use bounce_wire::RunData;
 use bounce_wire::civil::utc;
 use bounce_wire::summary::{SummaryRow, format_seconds};
 use bounce_wire::{BoundaryName, NodeFacts, Outcome, Phase, Source, TimelineRecord};

@@ -2,7 +2,46 @@
 //! writes, replaced consistently (`node-01`, `ip-01`) so that the numbers
 //! still line up across files and between the run and its baseline.
 
+use bounce_wire::RunData;
 use std::collections::BTreeMap;
+
+/// A host name that is also a word of the timeline format (e.g. a host
+/// called `docker`): redacting it would break the files.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "--redact: a host name is also a word of the timeline format ({0}); report without --redact"
+)]
+pub struct RedactError(String);
+
+/// The run with host names and addresses replaced. Fails (rather than
+/// writing a broken file) when a host name is also a word the formats use.
+pub fn run(data: &RunData, r: &Redactor) -> Result<RunData, RedactError> {
+    fn through<T: serde::Serialize + serde::de::DeserializeOwned>(
+        r: &Redactor,
+        v: &T,
+    ) -> Result<T, RedactError> {
+        let value = serde_json::to_value(v).expect("bounce's own types serialize");
+        serde_json::from_value(r.json(&value)).map_err(|e| RedactError(e.to_string()))
+    }
+    Ok(RunData {
+        run_id: data.run_id.clone(),
+        deployment: r.text(&data.deployment),
+        scenario: r.text(&data.scenario),
+        scenario_yaml: data.scenario_yaml.as_deref().map(|s| r.text(s)),
+        nodes: data
+            .nodes
+            .iter()
+            .map(|n| through(r, n))
+            .collect::<Result<_, _>>()?,
+        timelines: data
+            .timelines
+            .iter()
+            .map(|t| through(r, t))
+            .collect::<Result<_, _>>()?,
+        origin: "(redacted)".into(),
+        ..data.clone()
+    })
+}
 
 #[derive(Debug, Default)]
 pub struct Redactor {
