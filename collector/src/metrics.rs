@@ -5,20 +5,28 @@
 //! `bounce_node_restarts_total` (a 1,000-node cloud would multiply every
 //! series by 1,000; per-node detail is in the read API).
 
-use crate::api::AppState;
-use crate::store::SeriesStats;
+use crate::series::{BUCKETS, QUANTILES, SeriesStats};
+use crate::store::Store;
 use bounce_wire::Outcome;
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
-use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Classic histogram buckets for restart phases: tens of ms to an hour.
-pub const BUCKETS: [f64; 18] = [
-    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
-    1800.0, 3600.0,
-];
-/// Quantiles taken from the exactly merged HDR histograms.
-pub const QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
+/// The only counters kept in memory: ingest requests that were not
+/// stored (a resent batch, a refused one). Restarts are counted in the store.
+#[derive(Default)]
+pub struct IngestCounters {
+    pub duplicates: AtomicU64,
+    pub rejected: AtomicU64,
+}
+
+/// What /metrics shows besides the store's numbers.
+pub struct Exposition<'a> {
+    pub counters: &'a IngestCounters,
+    /// Also export restart counts per node (off by default: cardinality).
+    pub per_node: bool,
+}
 
 fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
     pairs
@@ -57,16 +65,18 @@ fn counter(value: f64, l: Vec<LabelPair>) -> Metric {
     m
 }
 
-pub fn render(state: &AppState) -> Result<String, String> {
-    let store = state.reader.lock().unwrap();
+/// The exposition text. The store is locked only while it is read.
+pub fn render(store: &Mutex<Store>, what: &Exposition<'_>) -> Result<String, String> {
+    let store = store.lock().unwrap();
     let series = store.series_stats().map_err(|e| e.to_string())?;
     let outcomes = store.outcome_counts().map_err(|e| e.to_string())?;
     let (batches, agents, runs) = store.totals().map_err(|e| e.to_string())?;
-    let per_node = if state.per_node_metrics {
+    let per_node = if what.per_node {
         store.node_outcome_counts().map_err(|e| e.to_string())?
     } else {
         Vec::new()
     };
+    let store_bytes = store.size_on_disk();
     drop(store);
 
     // Every outcome of every service, zeros included: a failure panel then
@@ -97,14 +107,6 @@ pub fn render(state: &AppState) -> Result<String, String> {
             })
         })
         .collect();
-    let store_bytes: u64 = ["", "-wal"]
-        .iter()
-        .filter_map(|suffix| {
-            let mut p = state.store_path.clone().into_os_string();
-            p.push(suffix);
-            std::fs::metadata(p).ok().map(|m| m.len())
-        })
-        .sum();
     let node_metrics = per_node
         .iter()
         .map(|(o, node)| {
@@ -140,11 +142,11 @@ pub fn render(state: &AppState) -> Result<String, String> {
             vec![
                 counter(batches as f64, labels(&[("result", "stored")])),
                 counter(
-                    state.duplicates.load(Ordering::Relaxed) as f64,
+                    what.counters.duplicates.load(Ordering::Relaxed) as f64,
                     labels(&[("result", "duplicate")]),
                 ),
                 counter(
-                    state.rejected.load(Ordering::Relaxed) as f64,
+                    what.counters.rejected.load(Ordering::Relaxed) as f64,
                     labels(&[("result", "rejected")]),
                 ),
             ],
@@ -257,7 +259,7 @@ fn write_series(out: &mut String, series: &[SeriesStats]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::SeriesNumbers;
+    use crate::series::SeriesNumbers;
     use prometheus::proto::{Bucket, Histogram, Quantile, Summary};
 
     /// The same families through the `prometheus` crate's encoder.

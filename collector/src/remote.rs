@@ -3,7 +3,7 @@
 //! on the collector's host.
 
 use anyhow::{Context, Result, bail};
-use bounce_report::RunData;
+use bounce_wire::{RunData, RunId};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
@@ -69,18 +69,13 @@ impl Remote {
         }
     }
 
-    pub fn run(&self, run_id: &str) -> Result<RunData> {
-        if !run_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-@:".contains(c))
-        {
-            bail!("{run_id:?} is not a run id");
-        }
+    pub fn run(&self, run_id: &RunId) -> Result<RunData> {
         let url = format!("{}/api/v1/runs/{run_id}/export", self.base);
         let body = self.get(&url).map_err(|e| {
             if e.to_string().contains("not found") {
                 anyhow::anyhow!(
-                    "the collector has no run {run_id:?} (`bounce-collector runs` lists them)"
+                    "the collector has no run {:?} (`bounce-collector runs` lists them)",
+                    run_id.as_str()
                 )
             } else {
                 e

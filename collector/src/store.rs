@@ -6,15 +6,12 @@
 //! first, and a key already there means the batch was stored before: it is
 //! acknowledged as `duplicate` and nothing is counted again.
 
-use crate::metrics::{BUCKETS, QUANTILES};
+use crate::series::{SeriesNumbers, SeriesStats};
 use crate::sparse::SparseHistogram;
-use bounce_report::RunData;
-
 use bounce_wire::ingest::Batch;
-use bounce_wire::{Outcome, Phase, TimelineRecord};
-
+use bounce_wire::{Outcome, Phase, RunData, RunId, TimelineRecord};
 use rusqlite::{Connection, OptionalExtension, params};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -26,6 +23,7 @@ pub enum StoreError {
 
 pub struct Store {
     conn: Connection,
+    path: PathBuf,
 }
 
 /// A decoded histogram of one (service, phase) with its exact sum in seconds.
@@ -40,62 +38,6 @@ pub enum Stored {
     /// (another deployment under this run id, or a different batch under
     /// the same agent, run and seq: two agents sharing one name).
     Conflict(String),
-}
-
-/// What /metrics shows of one (deployment, scenario, service, phase).
-pub struct SeriesStats {
-    pub deployment: String,
-    pub scenario: String,
-    pub service: String,
-    pub phase: String,
-    pub numbers: SeriesNumbers,
-}
-
-/// Derived from a merged histogram when it changes: a scrape of 10,000
-/// series must not decode 10,000 histograms (each ~230 KiB in memory).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct SeriesNumbers {
-    pub count: u64,
-    pub sum_seconds: f64,
-    /// Cumulative counts at `metrics::BUCKETS`.
-    pub buckets: Vec<u64>,
-    /// Values at `metrics::QUANTILES`, seconds.
-    pub quantiles: Vec<f64>,
-    pub max_seconds: f64,
-}
-
-impl SeriesNumbers {
-    /// One pass over the recorded buckets, with HdrHistogram's semantics
-    /// (a bucket counts at its highest equivalent value).
-    pub fn of(h: &SparseHistogram, sum_seconds: f64) -> SeriesNumbers {
-        let total = h.len();
-        let mut buckets = vec![0u64; BUCKETS.len()];
-        let mut quantiles = vec![None; QUANTILES.len()];
-        let mut seen = 0u64;
-        let mut max = 0u64;
-        for (value, n) in h.iter() {
-            max = value;
-            // Values are µs; count those at or below each bound.
-            for (i, le) in BUCKETS.iter().enumerate() {
-                if value <= (le * 1e6) as u64 {
-                    buckets[i] += n;
-                }
-            }
-            seen += n;
-            for (i, q) in QUANTILES.iter().enumerate() {
-                if quantiles[i].is_none() && seen as f64 >= (q * total as f64).ceil().max(1.0) {
-                    quantiles[i] = Some(value as f64 / 1e6);
-                }
-            }
-        }
-        SeriesNumbers {
-            count: total,
-            sum_seconds,
-            buckets,
-            quantiles: quantiles.into_iter().map(|q| q.unwrap_or(0.0)).collect(),
-            max_seconds: max as f64 / 1e6,
-        }
-    }
 }
 
 pub struct OutcomeCount {
@@ -179,7 +121,22 @@ impl Store {
                 conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} TEXT"))?;
             }
         }
-        Ok(Store { conn })
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Bytes on disk: the database and its write-ahead log.
+    pub fn size_on_disk(&self) -> u64 {
+        ["", "-wal"]
+            .iter()
+            .filter_map(|suffix| {
+                let mut p = self.path.clone().into_os_string();
+                p.push(suffix);
+                std::fs::metadata(p).ok().map(|m| m.len())
+            })
+            .sum()
     }
 
     /// Stores validated batches in one transaction (one fsync for all: group
@@ -301,23 +258,27 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn run_exists(&self, run_id: &str) -> Result<bool, StoreError> {
+    pub fn run_exists(&self, run_id: &RunId) -> Result<bool, StoreError> {
         Ok(self
             .conn
-            .query_row("SELECT 1 FROM runs WHERE run_id = ?1", [run_id], |_| Ok(()))
+            .query_row(
+                "SELECT 1 FROM runs WHERE run_id = ?1",
+                [run_id.as_str()],
+                |_| Ok(()),
+            )
             .optional()?
             .is_some())
     }
 
     pub fn run_timelines(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         agent: Option<&str>,
     ) -> Result<Vec<TimelineRecord>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT record FROM timelines WHERE run_id = ?1 AND (?2 IS NULL OR agent = ?2) ORDER BY rowid",
         )?;
-        let rows = stmt.query_map(params![run_id, agent], |r| r.get::<_, String>(0))?;
+        let rows = stmt.query_map(params![run_id.as_str(), agent], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
         for row in rows {
             out.push(serde_json::from_str(&row?).map_err(|e| StoreError::Corrupt(e.to_string()))?);
@@ -325,10 +286,10 @@ impl Store {
         Ok(out)
     }
 
-    pub fn run_agent_count(&self, run_id: &str) -> Result<u64, StoreError> {
+    pub fn run_agent_count(&self, run_id: &RunId) -> Result<u64, StoreError> {
         Ok(self.conn.query_row(
             "SELECT count(*) FROM run_agents WHERE run_id = ?1",
-            [run_id],
+            [run_id.as_str()],
             |r| r.get::<_, i64>(0),
         )? as u64)
     }
@@ -372,12 +333,12 @@ impl Store {
 
     /// Everything a report needs about one run, all its agents together;
     /// None when the store does not know the run.
-    pub fn run_data(&self, run_id: &str) -> Result<Option<RunData>, StoreError> {
+    pub fn run_data(&self, run_id: &RunId) -> Result<Option<RunData>, StoreError> {
         let Some((deployment, scenario, started, scenario_yaml)) = self
             .conn
             .query_row(
                 "SELECT deployment, scenario, started_unix_nanos, scenario_yaml FROM runs WHERE run_id = ?1",
-                [run_id],
+                [run_id.as_str()],
                 |r| {
                     Ok((
                         r.get::<_, String>(0)?,
@@ -395,7 +356,7 @@ impl Store {
             "SELECT node_facts, planned, finished_unix_nanos, not_started, interrupted FROM run_agents WHERE run_id = ?1 ORDER BY agent",
         )?;
         let agents = stmt
-            .query_map([run_id], |r| {
+            .query_map([run_id.as_str()], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, i64>(1)?,
@@ -406,7 +367,7 @@ impl Store {
             })?
             .collect::<Result<Vec<_>, _>>()?;
         let mut data = RunData {
-            run_id: run_id.to_string(),
+            run_id: run_id.clone(),
             deployment,
             scenario,
             scenario_yaml,
@@ -435,11 +396,11 @@ impl Store {
     }
 
     /// Per agent (node) of a run: facts, planned, finished, outcomes.
-    pub fn run_agents(&self, run_id: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+    pub fn run_agents(&self, run_id: &RunId) -> Result<Vec<serde_json::Value>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT agent, node_facts, planned, finished_unix_nanos, not_started, interrupted FROM run_agents WHERE run_id = ?1 ORDER BY agent",
         )?;
-        let rows = stmt.query_map([run_id], |r| {
+        let rows = stmt.query_map([run_id.as_str()], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
@@ -490,11 +451,12 @@ fn apply(
     histograms: &[PhaseHistogram],
     pending: &mut Pending,
 ) -> Result<Stored, StoreError> {
-    let run = &batch.run;
+    let header = &batch.run;
+    let run = &header.identity;
     let known: Option<(String, String)> = tx
         .query_row(
             "SELECT deployment, scenario FROM runs WHERE run_id = ?1",
-            [&run.run_id],
+            [run.run_id.as_str()],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
@@ -509,12 +471,12 @@ fn apply(
     let digest = digest_of(batch);
     let inserted = tx.execute(
         "INSERT OR IGNORE INTO batches (agent, run_id, seq, digest) VALUES (?1, ?2, ?3, ?4)",
-        params![batch.agent, run.run_id, batch.seq as i64, digest],
+        params![batch.agent, run.run_id.as_str(), batch.seq as i64, digest],
     )?;
     if inserted == 0 {
         let stored: Option<String> = tx.query_row(
             "SELECT digest FROM batches WHERE agent = ?1 AND run_id = ?2 AND seq = ?3",
-            params![batch.agent, run.run_id, batch.seq as i64],
+            params![batch.agent, run.run_id.as_str(), batch.seq as i64],
             |r| r.get(0),
         )?;
         // Rows from before digests were kept count as the same batch.
@@ -528,28 +490,28 @@ fn apply(
     }
     tx.execute(
             "INSERT OR IGNORE INTO runs (run_id, deployment, scenario, started_unix_nanos) VALUES (?1, ?2, ?3, ?4)",
-            params![run.run_id, run.deployment, run.scenario, run.started_unix_nanos],
+            params![run.run_id.as_str(), run.deployment, run.scenario, header.started_unix_nanos],
         )?;
     tx.execute(
             "INSERT OR IGNORE INTO run_agents (run_id, agent, node_facts, planned) VALUES (?1, ?2, ?3, ?4)",
             params![
-                run.run_id,
+                run.run_id.as_str(),
                 batch.agent,
                 serde_json::to_string(&run.node).expect("node facts serialize"),
-                run.planned as i64
+                header.planned as i64
             ],
         )?;
-    if let Some(yaml) = &run.scenario_yaml {
+    if let Some(yaml) = &header.scenario_yaml {
         tx.execute(
             "UPDATE runs SET scenario_yaml = ?2 WHERE run_id = ?1 AND scenario_yaml IS NULL",
-            params![run.run_id, yaml],
+            params![run.run_id.as_str(), yaml],
         )?;
     }
     if let Some(end) = &batch.end {
         tx.execute(
                 "UPDATE run_agents SET finished_unix_nanos = ?3, not_started = ?4, interrupted = ?5 WHERE run_id = ?1 AND agent = ?2",
                 params![
-                    run.run_id,
+                    run.run_id.as_str(),
                     batch.agent,
                     end.finished_unix_nanos,
                     end.not_started as i64,
@@ -561,7 +523,7 @@ fn apply(
         tx.execute(
                 "INSERT INTO timelines (run_id, agent, service, outcome, record) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![
-                    run.run_id,
+                    run.run_id.as_str(),
                     batch.agent,
                     t.service,
                     t.outcome.as_str(),
@@ -662,37 +624,4 @@ fn merge_series(
         ],
     )?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    use bounce_wire::hist::new_histogram;
-
-    #[test]
-    fn one_pass_numbers_match_the_histograms_own() {
-        let mut h = new_histogram();
-        let mut x: u64 = 7;
-        for _ in 0..10_000 {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            h.record(1 + (x >> 40) % 50_000_000).unwrap();
-        }
-        let n = SeriesNumbers::of(&SparseHistogram::from_hdr(&h), 1.0);
-        for (i, q) in QUANTILES.iter().enumerate() {
-            assert_eq!(n.quantiles[i], h.value_at_quantile(*q) as f64 / 1e6, "q{q}");
-        }
-        for (i, le) in BUCKETS.iter().enumerate() {
-            let exact: u64 = h
-                .iter_recorded()
-                .filter(|v| h.highest_equivalent(v.value_iterated_to()) <= (le * 1e6) as u64)
-                .map(|v| v.count_at_value())
-                .sum();
-            assert_eq!(n.buckets[i], exact);
-        }
-        assert_eq!(n.count, 10_000);
-        assert_eq!(n.max_seconds, h.max() as f64 / 1e6);
-    }
 }

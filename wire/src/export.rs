@@ -2,8 +2,8 @@
 //! it at `/api/v1/runs/{id}/export` and builds it from its store; the run
 //! folder reader builds it from an agent's folder; reports are made from it.
 
+use crate::run::NodeFacts;
 use crate::run::RunId;
-use crate::summary::NodeFacts;
 use crate::timeline::TimelineRecord;
 use serde::{Deserialize, Serialize};
 

@@ -10,7 +10,8 @@
 
 use crate::export::RunData;
 use crate::hist::{PhaseHistograms, samples_by_key};
-use crate::summary::{NodeFacts, RunSummary};
+use crate::run::NodeFacts;
+use crate::summary::RunSummary;
 use crate::timeline::TimelineRecord;
 use std::path::{Path, PathBuf};
 
@@ -142,9 +143,7 @@ impl RunFolder {
         if !path.exists() {
             return Err(FolderError::Invalid {
                 path: self.dir.clone(),
-                reason: format!(
-                    "no {TIMELINES}: not the --output folder of a bounce-agent run"
-                ),
+                reason: format!("no {TIMELINES}: not the --output folder of a bounce-agent run"),
             });
         }
         read_timelines(&path)
@@ -166,14 +165,16 @@ impl RunFolder {
             reason,
         };
         let hists = PhaseHistograms::read_hlog(&bytes).map_err(|e| invalid(e.to_string()))?;
-        for (key, values) in samples_by_key(timelines) {
-            let in_hlog = hists.by_key.get(&key).map(|h| h.len()).unwrap_or(0);
-            if in_hlog != values.len() as u64 {
+        let samples = samples_by_key(timelines);
+        let keys: std::collections::BTreeSet<_> =
+            samples.keys().chain(hists.by_key.keys()).collect();
+        for key in keys {
+            let in_hlog = hists.by_key.get(key).map(|h| h.len()).unwrap_or(0);
+            let in_timelines = samples.get(key).map(Vec::len).unwrap_or(0);
+            if in_hlog != in_timelines as u64 {
                 return Err(invalid(format!(
-                    "{}/{} holds {in_hlog} values but {TIMELINES} has {}; the folder is inconsistent",
-                    key.0,
-                    key.1,
-                    values.len()
+                    "{}/{} holds {in_hlog} values but {TIMELINES} has {in_timelines}; the folder is inconsistent",
+                    key.0, key.1,
                 )));
             }
         }
@@ -298,10 +299,8 @@ mod tests {
     struct Dir(PathBuf);
     impl Dir {
         fn new(label: &str) -> Dir {
-            let d = std::env::temp_dir().join(format!(
-                "bounce-wire-folder-{label}-{}",
-                std::process::id()
-            ));
+            let d = std::env::temp_dir()
+                .join(format!("bounce-wire-folder-{label}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&d);
             std::fs::create_dir_all(&d).unwrap();
             Dir(d)
@@ -328,7 +327,10 @@ mod tests {
         let torn = tl.torn.expect("the torn line is reported");
         assert_eq!((torn.path.clone(), torn.line), (folder.path(TIMELINES), 3));
         let said = torn.to_string();
-        assert!(said.contains("timelines.jsonl:3: skipped a torn last line"), "{said}");
+        assert!(
+            said.contains("timelines.jsonl:3: skipped a torn last line"),
+            "{said}"
+        );
         // A killed run (no summary) still reads as a run, with the warning.
         let read = folder.read().unwrap();
         assert_eq!(read.run.timelines.len(), 2);
@@ -349,11 +351,19 @@ mod tests {
     fn a_bad_line_in_the_middle_fails_with_file_and_line() {
         let d = Dir::new("middle");
         let text = format!("{}\n{{\"run_id\": \"r1\"\n{}\n", line("a"), line("b"));
-        let err = d.timelines(text.as_bytes()).timelines().unwrap_err().to_string();
+        let err = d
+            .timelines(text.as_bytes())
+            .timelines()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("timelines.jsonl:2: not a timeline"), "{err}");
         // A finished bad last line (it has its newline) is not torn either.
         let text = format!("{}\nnot json\n", line("a"));
-        let err = d.timelines(text.as_bytes()).timelines().unwrap_err().to_string();
+        let err = d
+            .timelines(text.as_bytes())
+            .timelines()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("timelines.jsonl:2: not a timeline"), "{err}");
     }
 
@@ -363,6 +373,35 @@ mod tests {
         let tl = d.timelines(format!("{}\n\n{}", line("a"), line("b")).as_bytes());
         let tl = tl.timelines().unwrap();
         assert_eq!((tl.records.len(), tl.torn), (2, None));
+    }
+
+    #[test]
+    fn the_histogram_log_must_count_what_the_timelines_hold() {
+        let d = Dir::new("hlog");
+        let folder = d.timelines(format!("{}\n", line("a")).as_bytes());
+        let tls = folder.timelines().unwrap().records;
+        assert!(
+            folder.histograms(&tls).unwrap().is_none(),
+            "a killed run has none"
+        );
+        let write = |hists: &PhaseHistograms| {
+            let mut bytes = Vec::new();
+            let t0 = std::time::UNIX_EPOCH;
+            hists
+                .write_hlog(&mut bytes, t0, std::time::Duration::ZERO, "t")
+                .unwrap();
+            std::fs::write(folder.path(HISTOGRAMS), bytes).unwrap();
+        };
+        write(&PhaseHistograms::from_timelines(&tls));
+        assert!(folder.histograms(&tls).unwrap().is_some());
+        let mut more = PhaseHistograms::from_timelines(&tls);
+        more.record("b", crate::timeline::Phase::Stop, 1.0);
+        write(&more);
+        let err = folder.histograms(&tls).unwrap_err().to_string();
+        assert!(
+            err.contains("b/stop holds 1 values but timelines.jsonl has 0"),
+            "{err}"
+        );
     }
 
     #[test]

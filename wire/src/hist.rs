@@ -3,7 +3,7 @@
 //! encoding inside a standard interval log (`.hlog`) so that any HdrHistogram
 //! library (Java, Python, JS) reads what bounce writes.
 
-use crate::timeline::Phase;
+use crate::timeline::{Phase, TimelineRecord};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hdrhistogram::Histogram;
@@ -91,7 +91,7 @@ pub fn decode(text: &str) -> Result<Histogram<u64>, String> {
 }
 
 /// The observed durations (seconds) per (service, phase), in key order.
-pub fn samples_by_key(timelines: &[crate::TimelineRecord]) -> BTreeMap<(String, Phase), Vec<f64>> {
+pub fn samples_by_key(timelines: &[TimelineRecord]) -> BTreeMap<(String, Phase), Vec<f64>> {
     let mut out: BTreeMap<(String, Phase), Vec<f64>> = BTreeMap::new();
     for t in timelines {
         for (phase, secs) in &t.phases {
@@ -107,7 +107,7 @@ pub fn samples_by_key(timelines: &[crate::TimelineRecord]) -> BTreeMap<(String, 
 /// order, built one at a time in one reused histogram: memory for the
 /// values, not a dense ~230 KiB histogram per series.
 pub fn each_histogram(
-    timelines: &[crate::TimelineRecord],
+    timelines: &[TimelineRecord],
     mut f: impl FnMut(&(String, Phase), &Histogram<u64>),
 ) {
     let mut h = new_histogram();
@@ -121,11 +121,7 @@ pub fn each_histogram(
 }
 
 /// The histogram of one (service, phase) of these timelines.
-pub fn histogram_of(
-    timelines: &[crate::TimelineRecord],
-    service: &str,
-    phase: Phase,
-) -> Histogram<u64> {
+pub fn histogram_of(timelines: &[TimelineRecord], service: &str, phase: Phase) -> Histogram<u64> {
     let mut h = new_histogram();
     for t in timelines.iter().filter(|t| t.service == service) {
         if let Some(v) = t.phases.get(&phase) {
@@ -138,7 +134,7 @@ pub fn histogram_of(
 /// [`PhaseHistograms::write_hlog`] for the timelines' histograms, built one
 /// at a time (see [`each_histogram`]).
 pub fn write_hlog_from_timelines<W: Write>(
-    timelines: &[crate::TimelineRecord],
+    timelines: &[TimelineRecord],
     out: &mut W,
     start: SystemTime,
     length: Duration,
@@ -202,7 +198,7 @@ impl PhaseHistograms {
     }
 
     /// Every observed phase of these timelines, once each.
-    pub fn from_timelines(timelines: &[crate::TimelineRecord]) -> PhaseHistograms {
+    pub fn from_timelines(timelines: &[TimelineRecord]) -> PhaseHistograms {
         let mut hs = PhaseHistograms::default();
         for t in timelines {
             for (phase, secs) in &t.phases {

@@ -102,10 +102,14 @@ mod tests {
         assert_eq!(b.run.identity.node.hostname, "n1");
         assert_eq!(serde_json::to_string(&b).unwrap(), BATCH);
         let extra = BATCH.replace(r#""planned":3"#, r#""planned":3,"bogus":1"#);
-        let err = serde_json::from_str::<Batch>(&extra).unwrap_err().to_string();
+        let err = serde_json::from_str::<Batch>(&extra)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `bogus`"), "{err}");
         let bad_id = BATCH.replace(r#""run_id":"r1""#, r#""run_id":"r 1""#);
-        let err = serde_json::from_str::<Batch>(&bad_id).unwrap_err().to_string();
+        let err = serde_json::from_str::<Batch>(&bad_id)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("a run id is"), "{err}");
     }
 }

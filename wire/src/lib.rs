@@ -16,8 +16,8 @@ pub mod timeline;
 pub use export::RunData;
 pub use folder::{FolderError, RunFolder};
 pub use hist::{HistError, PhaseHistograms};
-pub use run::{RunId, RunIdError, RunIdentity};
-pub use summary::{NodeFacts, RunSummary, SummaryRow};
+pub use run::{NodeFacts, RunId, RunIdError, RunIdentity};
+pub use summary::{RunSummary, SummaryRow};
 pub use timeline::{
     Action, Boundary, BoundaryName, Clock, EngineEvent, Outcome, Phase, ProbeReport, Source,
     TargetRef, TimelineRecord, UnitReport,

@@ -1,10 +1,10 @@
 //! A run's identity: its id ([`RunId`], checked once, here) and the labels
 //! that say which run of which deployment and scenario, on which node
-//! ([`RunIdentity`]). The agent labels its timelines with it, sends it in
+//! ([`RunIdentity`]) with the node's facts ([`NodeFacts`]). The agent labels its timelines with it, sends it in
 //! every batch header and writes it into `summary.json`.
 
-use crate::summary::NodeFacts;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// A run id: 1 to [`RunId::MAX_LEN`] letters, digits and `_ . - @ :`, so it
@@ -17,9 +17,7 @@ pub struct RunId(String);
 
 /// Why a string is not a [`RunId`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{0:?}: a run id is 1-128 letters, digits and _ . - @ : (e.g. upgrade-2026-11-25)"
-)]
+#[error("{0:?}: a run id is 1-128 letters, digits and _ . - @ : (e.g. upgrade-2026-11-25)")]
 pub struct RunIdError(pub String);
 
 impl RunId {
@@ -102,13 +100,36 @@ pub struct RunIdentity {
     pub node: NodeFacts,
 }
 
+/// Facts about the node a run was measured on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeFacts {
+    pub hostname: String,
+    pub kernel: Option<String>,
+    pub os: Option<String>,
+    pub cpus: usize,
+    pub memory_bytes: u64,
+    pub docker_version: Option<String>,
+    pub docker_api_version: Option<String>,
+    /// Ceph's version, as the OSDs' admin sockets report it (Ceph targets only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ceph_version: Option<String>,
+    /// Image of each container target (kolla images carry the release in the tag).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn run_ids_are_checked_once_in_every_way_in() {
-        for ok in ["upgrade-2026-11-25", "20261125T130000Z-1a2b", "a@b:c.d_e", "x"] {
+        for ok in [
+            "upgrade-2026-11-25",
+            "20261125T130000Z-1a2b",
+            "a@b:c.d_e",
+            "x",
+        ] {
             assert_eq!(RunId::parse(ok).unwrap().as_str(), ok);
             let json = serde_json::to_string(ok).unwrap();
             assert_eq!(serde_json::from_str::<RunId>(&json).unwrap(), ok);
@@ -119,7 +140,9 @@ mod tests {
             let err = RunId::parse(bad).unwrap_err().to_string();
             assert!(err.contains("a run id is 1-128"), "{bad:?}: {err}");
             let json = serde_json::to_string(bad).unwrap();
-            let err = serde_json::from_str::<RunId>(&json).unwrap_err().to_string();
+            let err = serde_json::from_str::<RunId>(&json)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("a run id is 1-128"), "{bad:?}: {err}");
         }
     }

@@ -1,4 +1,4 @@
-//! `summary.json`: the run's table per (service, phase) and the node's facts.
+//! `summary.json`: the run's identity, its outcomes and its table per (service, phase).
 
 use crate::hist::PhaseHistograms;
 use crate::timeline::{Outcome, Phase, TimelineRecord};
@@ -21,24 +21,6 @@ pub struct SummaryRow {
     pub sum: f64,
     /// Restarts of this service that did not end `ok` and in which this phase was not observed.
     pub failures: u64,
-}
-
-/// Facts about the node a run was measured on.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct NodeFacts {
-    pub hostname: String,
-    pub kernel: Option<String>,
-    pub os: Option<String>,
-    pub cpus: usize,
-    pub memory_bytes: u64,
-    pub docker_version: Option<String>,
-    pub docker_api_version: Option<String>,
-    /// Ceph's version, as the OSDs' admin sockets report it (Ceph targets only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ceph_version: Option<String>,
-    /// Image of each container target (kolla images carry the release in the tag).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub images: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -410,7 +410,7 @@ mod tests {
     #[test]
     fn record_round_trips_through_json() {
         let rec = TimelineRecord {
-            run_id: crate::RunId::parse("r").unwrap(),
+            run_id: crate::run::RunId::parse("r").unwrap(),
             deployment: "lab".into(),
             scenario: "s".into(),
             node: "n".into(),

@@ -1,0 +1,213 @@
+//! Bearer tokens and what they may do: agent tokens may only ingest (as the
+//! agent names they are bound to, if any); admin tokens may do everything.
+//! Secrets are compared in constant time.
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+/// What a token may do; an admin may do what an agent may.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
+pub enum Role {
+    Agent,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// Who is asking, by the token it showed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    Admin,
+    /// The index of its token among the agent tokens.
+    Agent(usize),
+}
+
+impl Caller {
+    pub fn role(self) -> Role {
+        match self {
+            Caller::Admin => Role::Admin,
+            Caller::Agent(_) => Role::Agent,
+        }
+    }
+}
+
+/// An agent token, optionally bound to the agent names it may send as
+/// (token file line: `TOKEN node-*,ctl1`), so one node's token cannot
+/// write another node's results.
+pub struct AgentToken {
+    secret: String,
+    /// The patterns as written (for messages) and compiled; None: any agent.
+    agents: Option<(Vec<String>, GlobSet)>,
+}
+
+impl AgentToken {
+    pub fn parse(line: &str) -> Result<AgentToken, String> {
+        let mut words = line.split_whitespace();
+        let secret = words.next().unwrap_or_default().to_string();
+        let shown = || secret.chars().take(4).collect::<String>();
+        let agents = words.next().map(|list| {
+            list.split(',')
+                .filter(|p| !p.is_empty())
+                .map(String::from)
+                .collect::<Vec<_>>()
+        });
+        if words.next().is_some() || agents.as_ref().is_some_and(|a| a.is_empty()) {
+            return Err(format!(
+                "{}...: write TOKEN or TOKEN name,name-* (one space, names separated by commas)",
+                shown()
+            ));
+        }
+        let agents = match agents {
+            None => None,
+            Some(patterns) => {
+                let mut set = GlobSetBuilder::new();
+                for p in &patterns {
+                    set.add(Glob::new(p).map_err(|e| format!("{}...: {p:?}: {e}", shown()))?);
+                }
+                let set = set.build().map_err(|e| format!("{}...: {e}", shown()))?;
+                Some((patterns, set))
+            }
+        };
+        Ok(AgentToken { secret, agents })
+    }
+
+    /// Whether this token may send as `agent` (`*` in a pattern matches any
+    /// run of characters; agent names hold no other glob characters).
+    fn allows(&self, agent: &str) -> bool {
+        self.agents
+            .as_ref()
+            .is_none_or(|(_, set)| set.is_match(agent))
+    }
+}
+
+/// Every token the collector accepts.
+pub struct Tokens {
+    agent: Vec<AgentToken>,
+    admin: Vec<String>,
+}
+
+impl Tokens {
+    pub fn new(agent: Vec<AgentToken>, admin: Vec<String>) -> Tokens {
+        Tokens { agent, admin }
+    }
+
+    /// The caller a bearer token makes, if it is one of ours. Every token
+    /// is compared, each in time that depends only on the presented one.
+    pub fn caller(&self, bearer: &str) -> Option<Caller> {
+        let mut found = None;
+        for (i, t) in self.agent.iter().enumerate() {
+            if same_secret(&t.secret, bearer) {
+                found = found.or(Some(Caller::Agent(i)));
+            }
+        }
+        for t in &self.admin {
+            if same_secret(t, bearer) {
+                found = Some(Caller::Admin);
+            }
+        }
+        found
+    }
+
+    /// An agent token bound to names may only send as those agents (admin
+    /// tokens and unbound agent tokens may send as any); the refusal in words.
+    pub fn may_send_as(&self, caller: Caller, agent: &str) -> Result<(), String> {
+        let Caller::Agent(i) = caller else {
+            return Ok(());
+        };
+        let t = &self.agent[i];
+        if t.allows(agent) {
+            return Ok(());
+        }
+        let names = t.agents.as_ref().map(|(p, _)| p.join(", "));
+        Err(format!(
+            "this token may only send as {}, not as {agent:?}",
+            names.unwrap_or_default()
+        ))
+    }
+}
+
+/// Equal secrets, in time that depends only on the length of `given` (the
+/// caller's own): neither where the first difference is nor the secret's
+/// length shows in the answer's timing.
+fn same_secret(secret: &str, given: &str) -> bool {
+    let (s, g) = (secret.as_bytes(), given.as_bytes());
+    if s.is_empty() {
+        return false;
+    }
+    let mut diff = (s.len() ^ g.len()) as u64;
+    for (i, b) in g.iter().enumerate() {
+        diff |= u64::from(s[i % s.len()] ^ b);
+    }
+    std::hint::black_box(diff) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "secret-0123456789abcdef";
+
+    #[test]
+    fn agent_name_patterns() {
+        for (p, name, ok) in [
+            ("node-a", "node-a", true),
+            ("node-a", "node-ab", false),
+            ("node-*", "node-a", true),
+            ("node-*", "node-", true),
+            ("node-*", "nodes", false),
+            ("*-ctl", "eu1-ctl", true),
+            ("*-ctl", "eu1-ctl2", false),
+            ("eu*-cmp*", "eu1-cmp07", true),
+            ("eu*-cmp*", "eu1-ctl07", false),
+            ("a*a", "a", false),
+            ("*", "anything", true),
+            ("node.*", "node.eu:1@x", true),
+        ] {
+            let t = AgentToken::parse(&format!("{SECRET} {p}")).unwrap();
+            assert_eq!(t.allows(name), ok, "{p} vs {name}");
+        }
+    }
+
+    #[test]
+    fn token_lines() {
+        let t = AgentToken::parse(&format!("{SECRET} node-*,ctl1")).unwrap();
+        assert!(t.allows("node-7") && t.allows("ctl1") && !t.allows("ctl2"));
+        assert!(AgentToken::parse(SECRET).unwrap().allows("x"));
+        assert!(AgentToken::parse(&format!("{SECRET} a b")).is_err());
+        assert!(AgentToken::parse(&format!("{SECRET} ,")).is_err());
+        let err = AgentToken::parse(&format!("{SECRET} node-["))
+            .err()
+            .unwrap();
+        assert!(err.starts_with("secr...: \"node-[\""), "{err}");
+    }
+
+    #[test]
+    fn callers_by_token() {
+        let admin = "admin-0123456789abcdef".to_string();
+        let tokens = Tokens::new(
+            vec![AgentToken::parse(&format!("{SECRET} ctl1")).unwrap()],
+            vec![admin.clone()],
+        );
+        assert_eq!(tokens.caller(&admin), Some(Caller::Admin));
+        let agent = tokens.caller(SECRET).unwrap();
+        assert_eq!(agent, Caller::Agent(0));
+        for wrong in [
+            "",
+            "secret",
+            "secret-0123456789abcdeF",
+            "secret-0123456789abcdefsecret-",
+        ] {
+            assert_eq!(tokens.caller(wrong), None, "{wrong:?}");
+        }
+        assert!(tokens.may_send_as(agent, "ctl1").is_ok());
+        let err = tokens.may_send_as(agent, "ctl2").unwrap_err();
+        assert_eq!(err, "this token may only send as ctl1, not as \"ctl2\"");
+        assert!(tokens.may_send_as(Caller::Admin, "ctl2").is_ok());
+    }
+}

@@ -1,0 +1,24 @@
+//! What every request handler shares: the store (its single writer and a
+//! reading connection), the tokens, the flags `serve` was given and the
+//! in-memory ingest counters.
+
+use crate::api::auth::Tokens;
+use crate::metrics::IngestCounters;
+use crate::store::Store;
+use crate::writer::Writer;
+use std::sync::{Arc, Mutex};
+
+pub struct AppState {
+    /// The only writer: a thread that commits batches in groups.
+    pub writer: Writer,
+    /// A second connection for reads (WAL lets them run beside the writer).
+    pub reader: Mutex<Store>,
+    pub tokens: Tokens,
+    /// /metrics needs an admin token too.
+    pub protect_metrics: bool,
+    /// Also export restart counts per node (off by default: cardinality).
+    pub per_node_metrics: bool,
+    pub counters: IngestCounters,
+}
+
+pub type Shared = Arc<AppState>;

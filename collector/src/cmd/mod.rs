@@ -1,0 +1,9 @@
+//! The collector's commands, one module each; `main.rs` only parses and
+//! dispatches. `at` and `tokens` are what several commands share.
+
+pub mod at;
+pub mod report;
+pub mod runs;
+pub mod serve;
+pub mod summarize;
+pub mod tokens;

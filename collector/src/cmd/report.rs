@@ -1,0 +1,156 @@
+//! `report`: a report for an upstream issue from a run in the collector or
+//! an agent's folder, compared with a baseline when one is given; the exit
+//! status says whether something got significantly slower.
+
+use crate::cmd::at::RunsAt;
+use anyhow::{Context, Result, bail};
+use bounce_report::{CompareOptions, ReportOptions, Verdict, write_report};
+use bounce_wire::summary::{format_seconds, render_table};
+use bounce_wire::{RunData, RunFolder, RunId};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A run id from the collector (`bounce-collector runs` lists them).
+    run: Option<RunId>,
+    #[command(flatten)]
+    at: RunsAt,
+    /// An agent's --output folder instead of RUN.
+    #[arg(long, conflicts_with = "run")]
+    from: Option<PathBuf>,
+    /// Compare with this run from the collector.
+    #[arg(long)]
+    baseline: Option<RunId>,
+    /// Compare with the run in this agent --output folder.
+    #[arg(long, conflicts_with = "baseline")]
+    baseline_from: Option<PathBuf>,
+    /// Where to write (created; must not hold a report already).
+    #[arg(long)]
+    out: PathBuf,
+    /// Replace host names and IP addresses everywhere (node-01, ip-01).
+    #[arg(long)]
+    redact: bool,
+    /// Significance level of the Mann-Whitney U test.
+    #[arg(long, default_value_t = 0.01)]
+    alpha: f64,
+    /// A p50 change below this fraction of the baseline is no change (`10%` or `0.1`).
+    #[arg(long, default_value = "10%", value_parser = parse_fraction)]
+    threshold: f64,
+    /// ...and so is one below this duration.
+    #[arg(long, default_value = "50ms", value_parser = parse_seconds)]
+    min_change: f64,
+    /// How many of the slowest restarts to list.
+    #[arg(long, default_value_t = 10)]
+    slowest: usize,
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    let v = match s.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
+        None => s.trim().parse::<f64>(),
+    }
+    .map_err(|_| format!("{s:?} is not a fraction (write 10% or 0.1)"))?;
+    if !(0.0..10.0).contains(&v) {
+        return Err(format!("{s:?} is out of range (0% to 1000%)"));
+    }
+    Ok(v)
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let (num, unit) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        return Err(format!("{s:?}: give a unit (50ms, 1s)"));
+    };
+    num.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| *v >= 0.0 && v.is_finite())
+        .map(|v| v * unit)
+        .ok_or_else(|| format!("{s:?} is not a duration (50ms, 1s)"))
+}
+
+/// An agent's folder as a run; a torn last line is skipped and said.
+fn from_folder(dir: &std::path::Path) -> Result<RunData> {
+    let read = RunFolder::new(dir).read()?;
+    if let Some(torn) = &read.torn {
+        eprintln!("warning: {torn}");
+    }
+    Ok(read.run)
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let source = args.at.open()?;
+    if source.is_none() && (args.run.is_some() || args.baseline.is_some()) {
+        bail!("a run id needs --store (the collector's SQLite file) or --collector URL");
+    }
+    let load = |id: Option<RunId>, dir: Option<PathBuf>| -> Result<Option<RunData>> {
+        match (id, dir) {
+            (Some(id), _) => source.as_ref().expect("checked above").run(&id).map(Some),
+            (None, Some(dir)) => from_folder(&dir).map(Some),
+            (None, None) => Ok(None),
+        }
+    };
+    let run_data =
+        load(args.run, args.from)?.context("which run? give RUN (with --store) or --from DIR")?;
+    let base_data = load(args.baseline, args.baseline_from)?;
+    let alpha = args.alpha;
+    if !(0.0..1.0).contains(&alpha) || alpha == 0.0 {
+        bail!("--alpha {alpha} must be between 0 and 1");
+    }
+    let opts = ReportOptions {
+        redact: args.redact,
+        compare: CompareOptions {
+            alpha,
+            threshold: args.threshold,
+            min_change_seconds: args.min_change,
+            ..CompareOptions::default()
+        },
+        slowest: args.slowest,
+        ..ReportOptions::default()
+    };
+    let written = write_report(&run_data, base_data.as_ref(), &opts, &args.out)?;
+    print!("{}", render_table(&written.rows));
+    let mut code = ExitCode::SUCCESS;
+    if let Some(c) = &written.comparison {
+        println!();
+        for ch in c
+            .changes
+            .iter()
+            .filter(|ch| ch.verdict != Verdict::NoSignificantChange)
+        {
+            println!(
+                "{:<8} {}/{}: p50 {} -> {}{}",
+                match ch.verdict {
+                    Verdict::Slower => "SLOWER",
+                    Verdict::Faster => "faster",
+                    _ => "note",
+                },
+                ch.service,
+                ch.phase,
+                format_seconds(ch.baseline.p50),
+                format_seconds(ch.run.p50),
+                match (ch.p_adjusted, ch.verdict) {
+                    (Some(p), Verdict::Slower | Verdict::Faster) =>
+                        format!(" (p = {})", bounce_report::markdown::p_value(p)),
+                    _ => format!(" ({})", ch.verdict.as_str()),
+                }
+            );
+        }
+        println!("{}", bounce_report::markdown::verdict_line(c));
+        if c.regressed() {
+            code = ExitCode::from(1);
+        }
+    }
+    eprintln!(
+        "report: {} ({} files in {})",
+        written.report.display(),
+        written.files.len(),
+        args.out.display()
+    );
+    Ok(code)
+}
