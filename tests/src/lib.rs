@@ -289,11 +289,14 @@ pub fn at(t: &TimelineRecord, b: bounce_wire::BoundaryName) -> i64 {
         .unix_nanos
 }
 
+/// The timelines of a run folder (or a report's), through the one reader;
+/// a torn last line fails the test: the agent must not leave one.
 pub fn read_timelines(dir: &Path) -> Vec<TimelineRecord> {
-    let text = std::fs::read_to_string(dir.join("timelines.jsonl")).expect("timelines.jsonl");
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l}: {e}")))
-        .collect()
+    let read = bounce_wire::RunFolder::new(dir)
+        .timelines()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(read.torn, None, "a torn line in {}", dir.display());
+    read.records
 }
 
 /// A loopback port that was free a moment ago.
@@ -777,7 +780,7 @@ pub fn docker_record(
 ) -> TimelineRecord {
     let (run_id, deployment, scenario) = run;
     TimelineRecord {
-        run_id: run_id.into(),
+        run_id: bounce_wire::RunId::parse(run_id).expect("a valid run id"),
         deployment: deployment.into(),
         scenario: scenario.into(),
         node: node.into(),
@@ -814,10 +817,12 @@ pub fn batch_of(
     bounce_wire::ingest::Batch {
         agent: t.node.clone(),
         run: bounce_wire::ingest::RunHeader {
-            run_id: t.run_id.clone(),
-            deployment: t.deployment.clone(),
-            scenario: t.scenario.clone(),
-            node,
+            identity: bounce_wire::RunIdentity {
+                run_id: t.run_id.clone(),
+                deployment: t.deployment.clone(),
+                scenario: t.scenario.clone(),
+                node,
+            },
             started_unix_nanos,
             planned,
             scenario_yaml: None,

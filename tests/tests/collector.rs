@@ -82,7 +82,7 @@ fn totals_match_the_agents_exactly_across_collector_kill9s() {
     let col = collector.lock().unwrap();
     let (status, body) = col.http(
         "GET",
-        &format!("/api/v1/runs/{}", agent_summary.run_id),
+        &format!("/api/v1/runs/{}", agent_summary.identity.run_id),
         Some(ADMIN_TOKEN),
         None,
     );
@@ -109,7 +109,7 @@ fn totals_match_the_agents_exactly_across_collector_kill9s() {
     // The merged histograms are the agent's, value for value.
     let (status, hlog) = col.http(
         "GET",
-        &format!("/api/v1/runs/{}/histograms.hlog", agent_summary.run_id),
+        &format!("/api/v1/runs/{}/histograms.hlog", agent_summary.identity.run_id),
         Some(ADMIN_TOKEN),
         None,
     );
@@ -165,7 +165,7 @@ fn totals_match_the_agents_exactly_across_collector_kill9s() {
 
     let (status, nodes) = col.http(
         "GET",
-        &format!("/api/v1/runs/{}/nodes", agent_summary.run_id),
+        &format!("/api/v1/runs/{}/nodes", agent_summary.identity.run_id),
         Some(ADMIN_TOKEN),
         None,
     );
@@ -311,13 +311,17 @@ fn bad_requests_get_a_4xx_with_a_reason_and_write_nothing() {
     );
 }
 
+fn run_id(s: &str) -> bounce_wire::RunId {
+    bounce_wire::RunId::parse(s).unwrap()
+}
+
 /// A batch whose one timeline has a `stop` of `secs`.
 fn batch_with_stop(seq: u64, secs: f64) -> Batch {
     let mut b = sample_batch(seq);
-    b.run.run_id = "r-prom".into();
-    b.run.scenario = "prom".into();
+    b.run.identity.run_id = run_id("r-prom");
+    b.run.identity.scenario = "prom".into();
     let t = &mut b.timelines[0];
-    t.run_id = "r-prom".into();
+    t.run_id = run_id("r-prom");
     t.scenario = "prom".into();
     t.outcome = Outcome::Ok;
     t.timestamps[1].unix_nanos = t.timestamps[0].unix_nanos + (secs * 1e9) as i64;
@@ -675,9 +679,9 @@ fn a_fleet_run_is_one_run_at_the_collector_and_a_contradicting_agent_is_stopped_
 
     // A batch that contradicts the store is refused with 409 even without the check.
     let mut batch = batch_with_stop(1, 1.0);
-    batch.run.run_id = "upgrade-2026-11-25".into();
+    batch.run.identity.run_id = run_id("upgrade-2026-11-25");
     for t in &mut batch.timelines {
-        t.run_id = "upgrade-2026-11-25".into();
+        t.run_id = run_id("upgrade-2026-11-25");
     }
     let (s, body) = col.ingest(AGENT_TOKEN, &batch);
     assert_eq!(s, 409, "{body}");

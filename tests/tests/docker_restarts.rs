@@ -83,7 +83,7 @@ fn restart_of_a_container_exiting_143_matches_the_engine_record() {
         (stop.max.unwrap() - max_stop).abs() / max_stop < 0.001,
         "HDR keeps 3 digits"
     );
-    assert!(summary.node.docker_version.is_some());
+    assert!(summary.identity.node.docker_version.is_some());
     let hlog = std::fs::read(dir.path("out/histograms.hlog")).unwrap();
     let hists = bounce_wire::PhaseHistograms::read_hlog(&hlog).unwrap();
     assert_eq!(hists.get(&c.name, Phase::Total).unwrap().len(), 2);

@@ -241,7 +241,7 @@ fn a_report_holds_the_timelines_numbers_valid_svg_and_the_raw_files() {
     let summary: RunSummary =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("summary.json")).unwrap())
             .unwrap();
-    let host = summary.node.hostname.clone();
+    let host = summary.identity.node.hostname.clone();
     let red = dir.path("redacted");
     let out = report(&[
         "--from",
@@ -384,6 +384,7 @@ fn a_comparison_finds_no_change_in_the_same_workload_and_a_slowdown_made_on_purp
         &std::fs::read_to_string(base.join("summary.json")).unwrap(),
     )
     .unwrap()
+    .identity
     .run_id;
     let store = collector.store.to_str().unwrap().to_string();
     let from_store = dir.path("r-store");
