@@ -1,22 +1,18 @@
-//! A run's output folder: `timelines.jsonl` (appended and flushed as each
-//! restart ends, so a crash loses nothing already measured), then
-//! `histograms.hlog` and `summary.json` when the run ends, and the scenario
-//! as it was read.
+//! Writing a run's output folder (its layout and reader are wire's
+//! `folder`): `timelines.jsonl` (appended and flushed as each restart ends,
+//! so a crash loses nothing already measured), then `histograms.hlog` and
+//! `summary.json` when the run ends, and the scenario as it was read.
 
 use crate::stream::Streamer;
-use bounce_wire::civil::civil_from_days;
+use bounce_wire::folder::{HISTOGRAMS, SCENARIO, SUMMARY, TIMELINES};
+use bounce_wire::ingest::RunHeader;
 use bounce_wire::summary::{rows_from, where_time_went};
-use bounce_wire::{NodeFacts, Outcome, PhaseHistograms, RunSummary, TimelineRecord};
+use bounce_wire::{Outcome, PhaseHistograms, RunSummary, TimelineRecord};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-pub const TIMELINES: &str = "timelines.jsonl";
-pub const HISTOGRAMS: &str = "histograms.hlog";
-pub const SUMMARY: &str = "summary.json";
-pub const SCENARIO: &str = "scenario.yaml";
+use std::time::{Duration, UNIX_EPOCH};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
@@ -111,9 +107,15 @@ impl RunOutput {
         &self.records
     }
 
-    /// Writes the histograms and the summary; returns the summary, and the
-    /// stream (still to be finished) if there is one.
-    pub fn finish(mut self, run: RunInfo) -> Result<(RunSummary, Option<Streamer>), OutputError> {
+    /// Writes the histograms and the summary of the run `run` began, which
+    /// ended at `finished_unix_nanos`; returns the summary, and the stream
+    /// (still to be finished) if there is one.
+    pub fn finish(
+        mut self,
+        run: &RunHeader,
+        finished_unix_nanos: i64,
+        interrupted: bool,
+    ) -> Result<(RunSummary, Option<Streamer>), OutputError> {
         let streamer = self.streamer.take();
         let mut outcomes: BTreeMap<Outcome, u64> = BTreeMap::new();
         for r in &self.records {
@@ -123,16 +125,13 @@ impl RunOutput {
         let summary = RunSummary {
             where_time_went: where_time_went(&self.records, &rows),
             rows,
-            run_id: run.run_id,
-            deployment: run.deployment,
-            scenario: run.scenario,
-            node: run.node,
+            identity: run.identity.clone(),
             started_unix_nanos: run.started_unix_nanos,
-            finished_unix_nanos: run.finished_unix_nanos,
+            finished_unix_nanos,
             planned: run.planned,
             not_started: run.planned.saturating_sub(self.records.len() as u64),
             outcomes,
-            interrupted: run.interrupted,
+            interrupted,
         };
 
         let hlog = self.dir.join(HISTOGRAMS);
@@ -141,9 +140,10 @@ impl RunOutput {
         let length = Duration::from_nanos(
             (summary.finished_unix_nanos - summary.started_unix_nanos).max(0) as u64,
         );
+        let id = &summary.identity;
         let comment = format!(
             "bounce run {} deployment={} scenario={} node={}; values in microseconds; tags are service/phase",
-            summary.run_id, summary.deployment, summary.scenario, summary.node.hostname
+            id.run_id, id.deployment, id.scenario, id.node.hostname
         );
         self.histograms
             .write_hlog(&mut w, start, length, &comment)
@@ -158,35 +158,6 @@ impl RunOutput {
         std::fs::write(&sum_path, text + "\n").map_err(io_err(&sum_path))?;
         Ok((summary, streamer))
     }
-}
-
-/// What the summary says about the run besides the measurements.
-pub struct RunInfo {
-    pub run_id: String,
-    pub deployment: String,
-    pub scenario: String,
-    pub node: NodeFacts,
-    pub started_unix_nanos: i64,
-    pub finished_unix_nanos: i64,
-    pub planned: u64,
-    pub interrupted: bool,
-}
-
-/// `20261125T130000Z-1a2b`: sortable, unique enough per node and second.
-pub fn new_run_id() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs() as i64;
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-    let sod = secs.rem_euclid(86_400);
-    let salt = (now.subsec_nanos() ^ std::process::id().rotate_left(16)) & 0xffff;
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z-{salt:04x}",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60
-    )
 }
 
 #[cfg(test)]

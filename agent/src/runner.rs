@@ -8,9 +8,9 @@ use crate::abort::{Abort, AbortHandle, abort_pair};
 use crate::output::RunOutput;
 use crate::scenario::{OnFailure, Scenario};
 use crate::target::{BoxFuture, ResolvedTarget};
-use crate::timeline::{Ending, RunLabels, Timeline};
+use crate::timeline::{Ending, Timeline};
 use bounce_wire::summary::format_seconds;
-use bounce_wire::{Outcome, Phase, TimelineRecord};
+use bounce_wire::{Outcome, Phase, RunIdentity, TimelineRecord};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
@@ -78,7 +78,7 @@ struct Dispatch {
 
 struct Shared<'a, T> {
     targets: &'a [T],
-    labels: &'a RunLabels,
+    labels: &'a RunIdentity,
     on_failure: OnFailure,
     pause: Duration,
     dispatch: Mutex<Dispatch>,
@@ -100,7 +100,7 @@ pub struct RunOptions {
 pub async fn run<T: Restartable>(
     scenario: &Scenario,
     targets: &[T],
-    labels: &RunLabels,
+    labels: &RunIdentity,
     out: RunOutput,
     opts: &RunOptions,
     stop: StopRequests,
@@ -397,11 +397,14 @@ mod tests {
             RUNS.fetch_add(1, Ordering::Relaxed)
         ));
         let out = RunOutput::create(&dir, &scenario.text).expect("output folder");
-        let labels = RunLabels {
-            run_id: "r".into(),
+        let labels = RunIdentity {
+            run_id: bounce_wire::RunId::parse("r").unwrap(),
             deployment: "d".into(),
             scenario: "s".into(),
-            node: "n".into(),
+            node: bounce_wire::NodeFacts {
+                hostname: "n".into(),
+                ..Default::default()
+            },
         };
         let opts = RunOptions {
             drain: Duration::from_secs(drain),

@@ -8,7 +8,8 @@
 //! in the spool for `bounce-agent push`. The collector stores each
 //! (agent, run, seq) once, so resending is always safe.
 
-use bounce_wire::TimelineRecord;
+use bounce_wire::folder::{REFUSED, SPOOL};
+use bounce_wire::{RunId, TimelineRecord};
 use bounce_wire::ingest::{Ack, Batch, INGEST_PATH, RunEnd, RunHeader, histograms_of};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -79,7 +80,7 @@ impl Collector {
             if let Some(run_id) = &j.run_id {
                 url.push_str(&format!(
                     "&run_id={}&deployment={}&scenario={}",
-                    query_escape(run_id),
+                    query_escape(run_id.as_str()),
                     query_escape(&j.deployment),
                     query_escape(&j.scenario)
                 ));
@@ -163,7 +164,7 @@ async fn status_and_body(
 /// The run this agent is about to send: as which agent, and under which
 /// run id when it joins a fleet run (`run --run-id`).
 pub struct RunJoin {
-    pub run_id: Option<String>,
+    pub run_id: Option<RunId>,
     pub deployment: String,
     pub scenario: String,
     pub agent: String,
@@ -189,7 +190,7 @@ pub struct Spool {
 
 impl Spool {
     pub fn open(run_dir: &Path) -> Result<Spool, StreamError> {
-        let dir = run_dir.join("spool");
+        let dir = run_dir.join(SPOOL);
         std::fs::create_dir_all(&dir).map_err(|e| StreamError::Io(dir.clone(), e))?;
         Ok(Spool { dir })
     }
@@ -222,7 +223,7 @@ impl Spool {
     }
 
     fn refuse(&self, path: &Path) {
-        let dir = self.dir.join("refused");
+        let dir = self.dir.join(REFUSED);
         let _ = std::fs::create_dir_all(&dir);
         if let Some(name) = path.file_name() {
             let _ = std::fs::rename(path, dir.join(name));

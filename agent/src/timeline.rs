@@ -3,8 +3,8 @@
 
 use crate::abort::Interrupt;
 use bounce_wire::{
-    Action, Boundary, BoundaryName, Clock, EngineEvent, Outcome, ProbeReport, Source, TargetRef,
-    TimelineRecord, UnitReport, timeline::phases_from,
+    Action, Boundary, BoundaryName, Clock, EngineEvent, Outcome, ProbeReport, RunIdentity, Source,
+    TargetRef, TimelineRecord, UnitReport, timeline::phases_from,
 };
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -71,15 +71,6 @@ impl Ending {
     }
 }
 
-/// Labels every record of a run carries.
-#[derive(Debug, Clone)]
-pub struct RunLabels {
-    pub run_id: String,
-    pub deployment: String,
-    pub scenario: String,
-    pub node: String,
-}
-
 impl Timeline {
     pub fn new(target: TargetRef, service: String, iteration: u32, action: Action) -> Timeline {
         Timeline {
@@ -123,14 +114,15 @@ impl Timeline {
             .map(|b| b.unix_nanos)
     }
 
-    pub fn finish(mut self, labels: &RunLabels, ending: Ending) -> TimelineRecord {
+    /// The record, labelled with the run and the node's name.
+    pub fn finish(mut self, labels: &RunIdentity, ending: Ending) -> TimelineRecord {
         self.mark(BoundaryName::Finished, realtime_nanos(), Source::Agent);
         self.boundaries.sort_by_key(|b| (b.unix_nanos, b.name));
         TimelineRecord {
             run_id: labels.run_id.clone(),
             deployment: labels.deployment.clone(),
             scenario: labels.scenario.clone(),
-            node: labels.node.clone(),
+            node: labels.node.hostname.clone(),
             phases: phases_from(&self.boundaries),
             target: self.target,
             service: self.service,
@@ -220,11 +212,14 @@ mod tests {
         t.mark(BoundaryName::Requested, 1_000, Source::Agent);
         t.mark(BoundaryName::Exited, 2_000, Source::Agent);
         t.mark(BoundaryName::Exited, 9_000, Source::Agent);
-        let labels = RunLabels {
-            run_id: "r".into(),
+        let labels = RunIdentity {
+            run_id: bounce_wire::RunId::parse("r").unwrap(),
             deployment: "d".into(),
             scenario: "s".into(),
-            node: "n".into(),
+            node: bounce_wire::NodeFacts {
+                hostname: "n".into(),
+                ..Default::default()
+            },
         };
         let rec = t.finish(&labels, Ending::new(Outcome::Timeout, "x"));
         assert_eq!(rec.phases.get(&Phase::Stop), Some(&1e-6));

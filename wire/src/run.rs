@@ -21,8 +21,8 @@ pub struct RunId(String);
 pub struct RunIdError(pub String);
 
 impl RunId {
-    /// The agent has always refused longer ids (its `--run-id` and its own
-    /// ids, which are 20 characters), so no stored run has one; the
+    /// The agent has always refused longer ids (its `--run-id`; its own
+    /// ids are 21 characters), so no stored run has one; the
     /// collector's older limit of 256 only let hand-made batches through.
     pub const MAX_LEN: usize = 128;
 
@@ -36,6 +36,24 @@ impl RunId {
         } else {
             Err(RunIdError(s.to_string()))
         }
+    }
+
+    /// A new id, `20261125T130000Z-1a2b`: sortable, unique enough per node
+    /// and second (what an agent uses without `--run-id`).
+    pub fn fresh() -> RunId {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let secs = now.as_secs() as i64;
+        let (y, m, d) = crate::civil::civil_from_days(secs.div_euclid(86_400));
+        let sod = secs.rem_euclid(86_400);
+        let salt = (now.subsec_nanos() ^ std::process::id().rotate_left(16)) & 0xffff;
+        RunId(format!(
+            "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z-{salt:04x}",
+            sod / 3600,
+            (sod / 60) % 60,
+            sod % 60
+        ))
     }
 
     pub fn as_str(&self) -> &str {
@@ -145,6 +163,13 @@ mod tests {
                 .to_string();
             assert!(err.contains("a run id is 1-128"), "{bad:?}: {err}");
         }
+    }
+
+    #[test]
+    fn fresh_ids_are_valid_ids() {
+        let id = RunId::fresh();
+        assert_eq!(RunId::parse(id.as_str()), Ok(id.clone()));
+        assert_eq!(id.as_str().len(), 21, "{id}");
     }
 
     #[test]
