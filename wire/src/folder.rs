@@ -350,21 +350,15 @@ mod tests {
     #[test]
     fn a_bad_line_in_the_middle_fails_with_file_and_line() {
         let d = Dir::new("middle");
-        let text = format!("{}\n{{\"run_id\": \"r1\"\n{}\n", line("a"), line("b"));
-        let err = d
-            .timelines(text.as_bytes())
-            .timelines()
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("timelines.jsonl:2: not a timeline"), "{err}");
-        // A finished bad last line (it has its newline) is not torn either.
-        let text = format!("{}\nnot json\n", line("a"));
-        let err = d
-            .timelines(text.as_bytes())
-            .timelines()
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("timelines.jsonl:2: not a timeline"), "{err}");
+        for text in [
+            format!("{}\n{{\"run_id\": \"r1\"\n{}\n", line("a"), line("b")),
+            // A finished bad last line (it has its newline) is not torn either.
+            format!("{}\nnot json\n", line("a")),
+        ] {
+            let err = d.timelines(text.as_bytes()).timelines().unwrap_err();
+            let err = err.to_string();
+            assert!(err.contains("timelines.jsonl:2: not a timeline"), "{err}");
+        }
     }
 
     #[test]
