@@ -9,8 +9,8 @@
 //! (agent, run, seq) once, so resending is always safe.
 
 use bounce_wire::folder::{REFUSED, SPOOL};
-use bounce_wire::{RunId, TimelineRecord};
 use bounce_wire::ingest::{Ack, Batch, INGEST_PATH, RunEnd, RunHeader, histograms_of};
+use bounce_wire::{RunId, TimelineRecord};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};

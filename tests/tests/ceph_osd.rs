@@ -170,7 +170,12 @@ fn a_rolling_restart_times_ceph_milestones_one_osd_at_a_time_and_unsets_noout() 
     let summary: bounce_wire::RunSummary =
         serde_json::from_str(&std::fs::read_to_string(dir.path("out/summary.json")).unwrap())
             .unwrap();
-    let version = summary.identity.node.ceph_version.clone().unwrap_or_default();
+    let version = summary
+        .identity
+        .node
+        .ceph_version
+        .clone()
+        .unwrap_or_default();
     assert!(version.starts_with("16.2."), "{version:?}");
     let words = summary.where_time_went["ceph-osd"].join("\n");
     assert!(words.contains("up in the osdmap at"), "{words}");

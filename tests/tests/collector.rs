@@ -109,7 +109,10 @@ fn totals_match_the_agents_exactly_across_collector_kill9s() {
     // The merged histograms are the agent's, value for value.
     let (status, hlog) = col.http(
         "GET",
-        &format!("/api/v1/runs/{}/histograms.hlog", agent_summary.identity.run_id),
+        &format!(
+            "/api/v1/runs/{}/histograms.hlog",
+            agent_summary.identity.run_id
+        ),
         Some(ADMIN_TOKEN),
         None,
     );

@@ -1,5 +1,5 @@
 //! What several commands take the same way: the collector token, and the
-//! parsers of durations and run ids given as flags.
+//! parser of durations given as flags (run ids parse as `RunId`).
 
 use anyhow::{Context, Result};
 use bounce_agent::scenario::duration;
@@ -31,19 +31,4 @@ impl Auth {
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     duration::parse(s)
-}
-
-/// A run id the collector accepts: letters, digits and `_ . - @ :`.
-pub fn parse_run_id(s: &str) -> Result<String, String> {
-    if s.is_empty()
-        || s.len() > 128
-        || !s
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-@:".contains(c))
-    {
-        return Err(format!(
-            "{s:?}: a run id is 1-128 letters, digits and _ . - @ : (e.g. upgrade-2026-11-25)"
-        ));
-    }
-    Ok(s.to_string())
 }

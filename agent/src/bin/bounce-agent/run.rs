@@ -3,20 +3,20 @@
 //! open the run folder (and the stream), run, undo what the run set, write
 //! the summary, print it, flush the stream, and say how the run ended.
 
-use crate::args::{Auth, parse_duration, parse_run_id};
+use crate::args::{Auth, parse_duration};
 use crate::plan::resolve;
 use anyhow::Result;
-use bounce_agent::output::{RunInfo, RunOutput, new_run_id};
+use bounce_agent::output::RunOutput;
 use bounce_agent::runner::{self, RunEnd, RunOptions, StopReason};
 use bounce_agent::scenario::Scenario;
 use bounce_agent::sources::Sources;
 use bounce_agent::stream::{Collector, RunJoin, Streamer};
 use bounce_agent::target::ResolvedTarget;
-use bounce_agent::timeline::{RunLabels, realtime_nanos};
+use bounce_agent::timeline::realtime_nanos;
 use bounce_agent::{ceph, facts};
 use bounce_wire::ingest::RunHeader;
 use bounce_wire::summary::render_table;
-use bounce_wire::{NodeFacts, Outcome, RunSummary};
+use bounce_wire::{NodeFacts, Outcome, RunId, RunIdentity, RunSummary};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -34,8 +34,8 @@ pub struct Args {
     /// Join a fleet run: agents given the same id (one per node, each
     /// with its own --node name) land in one run at the collector, and
     /// one report covers them all. Default: a new id for this node.
-    #[arg(long, value_parser = parse_run_id)]
-    run_id: Option<String>,
+    #[arg(long)]
+    run_id: Option<RunId>,
     /// After Ctrl-C, how long restarts in flight may take to finish.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     drain: Duration,
@@ -68,14 +68,10 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     // Everything is resolved and checked before the first restart.
     let (sources, targets) = resolve(&scenario, &args.state_dir).await?;
     let mut out = RunOutput::create(&args.output, &scenario.text)?;
-    let this = ThisRun::begin(&args, &scenario, &sources, &targets).await;
+    let this = begin(&args, &scenario, &sources, &targets).await;
     if let Some(c) = collector {
-        out.stream_to(Streamer::start(
-            c,
-            &args.output,
-            this.labels.node.clone(),
-            this.header(&scenario),
-        )?);
+        let agent = this.identity.node.hostname.clone();
+        out.stream_to(Streamer::start(c, &args.output, agent, this.clone())?);
     }
     let opts = RunOptions {
         drain: args.drain,
@@ -86,13 +82,13 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     tokio::spawn(async move {
         while tokio::signal::ctrl_c().await.is_ok() && stop_tx.send(()).is_ok() {}
     });
-    let (out, end) = runner::run(&scenario, &targets, &this.labels, out, &opts, stop).await;
+    let (out, end) = runner::run(&scenario, &targets, &this.identity, out, &opts, stop).await;
     // Whatever ended the run: undo what it set, before anything else.
     for line in sources.end_run().await {
         eprintln!("{line}");
     }
     let interrupted = end.stopped == Some(StopReason::Interrupted);
-    let (summary, streamer) = out.finish(this.info(interrupted))?;
+    let (summary, streamer) = out.finish(&this, realtime_nanos(), interrupted)?;
     let not_ok = print_summary(&summary, &args.output);
     if let Some(s) = streamer {
         flush_stream(s, &summary, args.flush, &args.output).await?;
@@ -142,87 +138,50 @@ async fn recover_flags(state_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// What this run is, fixed before its first restart: its labels, the node's
-/// facts (under the node name recorded), when it started, how many restarts
-/// it plans.
-struct ThisRun {
-    labels: RunLabels,
-    node: NodeFacts,
-    started_unix_nanos: i64,
-    planned: u64,
-}
-
-impl ThisRun {
-    /// Gathers the node's facts, names the run, says what is about to
-    /// happen and starts the run's clock.
-    async fn begin(
-        args: &Args,
-        scenario: &Scenario,
-        sources: &Sources,
-        targets: &[ResolvedTarget],
-    ) -> ThisRun {
-        let docker_version = match sources.docker() {
-            Some(d) => d.version().await,
-            None => None,
-        };
-        let mut node_facts = facts::gather(docker_version);
-        facts::of_targets(&mut node_facts, targets).await;
-        let node = args
-            .node
-            .clone()
-            .unwrap_or_else(|| node_facts.hostname.clone());
-        let labels = RunLabels {
-            run_id: args.run_id.clone().unwrap_or_else(new_run_id),
-            deployment: scenario.deployment.to_string(),
-            scenario: scenario.name.to_string(),
-            node: node.clone(),
-        };
-        let planned = targets.len() as u64 * scenario.repeat as u64;
-        eprintln!(
-            "run {}: {} restart(s) of {} target(s) on {}, at most {} at once; results in {}",
-            labels.run_id,
-            planned,
-            targets.len(),
-            node,
-            scenario.concurrency,
-            args.output.display()
-        );
-        ThisRun {
-            labels,
-            node: NodeFacts {
-                hostname: node,
-                ..node_facts
-            },
-            started_unix_nanos: realtime_nanos(),
-            planned,
-        }
-    }
-
-    /// The first batch the collector receives.
-    fn header(&self, scenario: &Scenario) -> RunHeader {
-        RunHeader {
-            run_id: self.labels.run_id.clone(),
-            deployment: self.labels.deployment.clone(),
-            scenario: self.labels.scenario.clone(),
-            node: self.node.clone(),
-            started_unix_nanos: self.started_unix_nanos,
-            planned: self.planned,
-            scenario_yaml: Some(scenario.text.clone()),
-        }
-    }
-
-    /// What the summary records, once the run has stopped.
-    fn info(self, interrupted: bool) -> RunInfo {
-        RunInfo {
-            run_id: self.labels.run_id,
-            deployment: self.labels.deployment,
-            scenario: self.labels.scenario,
-            node: self.node,
-            started_unix_nanos: self.started_unix_nanos,
-            finished_unix_nanos: realtime_nanos(),
-            planned: self.planned,
-            interrupted,
-        }
+/// What this run is, fixed before its first restart: its identity (with
+/// the node's facts under the node name recorded), when it started, how
+/// many restarts it plans, the scenario's text. Gathers the node's facts,
+/// names the run, says what is about to happen and starts the run's clock.
+async fn begin(
+    args: &Args,
+    scenario: &Scenario,
+    sources: &Sources,
+    targets: &[ResolvedTarget],
+) -> RunHeader {
+    let docker_version = match sources.docker() {
+        Some(d) => d.version().await,
+        None => None,
+    };
+    let mut node_facts = facts::gather(docker_version);
+    facts::of_targets(&mut node_facts, targets).await;
+    let node = args
+        .node
+        .clone()
+        .unwrap_or_else(|| node_facts.hostname.clone());
+    let identity = RunIdentity {
+        run_id: args.run_id.clone().unwrap_or_else(RunId::fresh),
+        deployment: scenario.deployment.to_string(),
+        scenario: scenario.name.to_string(),
+        node: NodeFacts {
+            hostname: node,
+            ..node_facts
+        },
+    };
+    let planned = targets.len() as u64 * scenario.repeat as u64;
+    eprintln!(
+        "run {}: {} restart(s) of {} target(s) on {}, at most {} at once; results in {}",
+        identity.run_id,
+        planned,
+        targets.len(),
+        identity.node.hostname,
+        scenario.concurrency,
+        args.output.display()
+    );
+    RunHeader {
+        identity,
+        started_unix_nanos: realtime_nanos(),
+        planned,
+        scenario_yaml: Some(scenario.text.clone()),
     }
 }
 
