@@ -389,7 +389,7 @@ fn a_comparison_finds_no_change_in_the_same_workload_and_a_slowdown_made_on_purp
     let store = collector.store.to_str().unwrap().to_string();
     let from_store = dir.path("r-store");
     let out = report(&[
-        &run_id,
+        run_id.as_str(),
         "--store",
         &store,
         "--baseline-from",
