@@ -10,6 +10,7 @@
 # Engines run like the main one: --bridge=none --iptables=false; containers
 # use --network host or none.
 set -euo pipefail
+. "$(dirname "$0")/detach.sh"
 BASE=${BOUNCE_NODES_DIR:-/run/bounce-nodes}
 DATA=${BOUNCE_NODES_DATA:-/var/lib/bounce-nodes}
 IMAGE=${BOUNCE_TEST_IMAGE:-bounce-test/busybox:1}
@@ -48,10 +49,9 @@ for node in "$@"; do
   if ! answers "$node"; then
     mkdir -p "$dir/exec" "$DATA/$node"
     rm -f "$(socket "$node")" "$dir/dockerd.pid"
-    setsid dockerd --host "unix://$(socket "$node")" \
+    detached dockerd --host "unix://$(socket "$node")" \
       --data-root "$DATA/$node" --exec-root "$dir/exec" --pidfile "$dir/dockerd.pid" \
-      --bridge=none --iptables=false \
-      >>"$dir/dockerd.log" 2>&1 < /dev/null 9>&- &
+      --bridge=none --iptables=false >>"$dir/dockerd.log" 2>&1 < /dev/null
     for _ in $(seq 1 120); do answers "$node" && break; sleep 0.25; done
     answers "$node" || { echo "docker-nodes: the engine of $node did not answer within 30 s; see $dir/dockerd.log" >&2; tail -20 "$dir/dockerd.log" >&2; exit 1; }
   fi

@@ -7,10 +7,9 @@
 #     --network host, as kolla does, or --network none);
 #   - builds bounce-test/busybox:1 with `docker import` (no registry is reachable).
 set -euo pipefail
+. "$(dirname "$0")/detach.sh"
 IMAGE=${BOUNCE_TEST_IMAGE:-bounce-test/busybox:1}
 LOG=${BOUNCE_DOCKERD_LOG:-/var/log/bounce-dockerd.log}
-# The lock fd (9) is closed for the daemons started below, or they would
-# hold the lock for as long as they live.
 LOCK=/tmp/bounce-docker-up.lock
 
 exec 9>"$LOCK"
@@ -29,8 +28,8 @@ fi
 if ! docker version >/dev/null 2>&1; then
   echo "docker-up: starting dockerd (log: $LOG)" >&2
   mkdir -p "$(dirname "$LOG")"
-  setsid dockerd --host unix:///var/run/docker.sock --bridge=none --iptables=false \
-    >>"$LOG" 2>&1 < /dev/null 9>&- &
+  detached dockerd --host unix:///var/run/docker.sock --bridge=none --iptables=false \
+    >>"$LOG" 2>&1 < /dev/null
   for _ in $(seq 1 120); do
     docker version >/dev/null 2>&1 && break
     sleep 0.25

@@ -7,6 +7,7 @@
 #   XDG_RUNTIME_DIR, XDG_CONFIG_HOME (unit files go to $XDG_CONFIG_HOME/systemd/user),
 #   DBUS_SESSION_BUS_ADDRESS.
 set -euo pipefail
+. "$(dirname "$0")/detach.sh"
 BASE=${BOUNCE_SYSTEMD_DIR:-/tmp/bounce-systemd}
 exec 9>/tmp/bounce-systemd-up.lock
 flock 9
@@ -43,7 +44,7 @@ if ! on_bus; then
   rm -f "$BASE"/*.pid "$XDG_RUNTIME_DIR/bus"
   # systemd --user listens on $XDG_RUNTIME_DIR/bus itself (dbus.socket, from
   # dbus-user-session) and starts the bus on the first connection.
-  setsid /lib/systemd/systemd --user >>"$BASE/systemd.log" 2>&1 </dev/null 9>&- &
+  detached /lib/systemd/systemd --user >>"$BASE/systemd.log" 2>&1 </dev/null
   echo $! > "$BASE/systemd.pid"
   for _ in $(seq 1 200); do
     on_bus && break
