@@ -3,7 +3,8 @@
 
 use crate::abort::Interrupt;
 use bounce_wire::{
-    Action, Boundary, BoundaryName, Clock, EngineEvent, Outcome, ProbeReport, RunIdentity, Source,
+    Action, Boundary, BoundaryName, Clock, EngineEvent, Origin, Outcome, ProbeReport, RunIdentity,
+    Source,
     TargetRef, TimelineRecord, UnitReport, timeline::phases_from,
 };
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -139,6 +140,10 @@ impl Timeline {
             attribution: self.attribution,
             events: self.events,
             notes: self.notes,
+            // An observer that is not a run (watch) sets these on the record.
+            origin: Origin::Run,
+            cause: None,
+            recreated: None,
         }
     }
 }

@@ -803,6 +803,9 @@ pub fn docker_record(
         attribution: None,
         events: vec![],
         notes: vec![],
+        origin: Default::default(),
+        cause: None,
+        recreated: None,
     }
 }
 

@@ -19,6 +19,6 @@ pub use hist::{HistError, PhaseHistograms};
 pub use run::{NodeFacts, RunId, RunIdError, RunIdentity};
 pub use summary::{RunSummary, SummaryRow};
 pub use timeline::{
-    Action, Boundary, BoundaryName, Clock, EngineEvent, Outcome, Phase, ProbeReport, Source,
-    TargetRef, TimelineRecord, UnitReport,
+    Action, Boundary, BoundaryName, Cause, Clock, EngineEvent, Origin, Outcome, Phase, ProbeReport,
+    Recreated, Source, TargetRef, TimelineRecord, UnitReport,
 };

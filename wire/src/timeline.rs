@@ -118,6 +118,10 @@ pub enum BoundaryName {
     PgsActive,
     /// Every PG active+clean, in PG stats reported at or after the OSD's new epoch.
     PgsClean,
+    /// A recreate (watch): the old container was removed (Docker `destroy`).
+    Removed,
+    /// A recreate (watch): the new container was created (Docker `create`).
+    Created,
 }
 
 /// Where a timestamp came from.
@@ -204,14 +208,18 @@ pub enum Outcome {
     Failed,
     /// Interrupted by the operator (Ctrl-C) before it finished.
     Aborted,
+    /// Observed (watch), not seen to its end: stopped and not started again
+    /// within watch's bound; the boundaries seen are kept.
+    Incomplete,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 4] = [
+    pub const ALL: [Outcome; 5] = [
         Outcome::Ok,
         Outcome::Timeout,
         Outcome::Failed,
         Outcome::Aborted,
+        Outcome::Incomplete,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -219,6 +227,7 @@ impl Outcome {
             Outcome::Timeout => "timeout",
             Outcome::Failed => "failed",
             Outcome::Aborted => "aborted",
+            Outcome::Incomplete => "incomplete",
         }
     }
 }
@@ -312,6 +321,71 @@ pub struct EngineEvent {
     pub unix_nanos: i64,
 }
 
+/// Who made a restart happen: bounce itself (`run`), or someone else and
+/// bounce observed it (`watch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// Restarted by `bounce-agent run` (what a record without `origin` means).
+    #[default]
+    Run,
+    /// Observed by `bounce-agent watch`.
+    Watch,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Run => "run",
+            Origin::Watch => "watch",
+        }
+    }
+    fn is_run(&self) -> bool {
+        *self == Origin::Run
+    }
+}
+
+/// What brought an observed restart about, told from the engine's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cause {
+    /// `docker restart` (kill, die, stop, start, then the engine's `restart` event).
+    Restart,
+    /// A stop, later a start of the same container (kolla-ansible's handlers).
+    StopStart,
+    /// An exit nobody asked for (`die` with no `kill` before it), brought
+    /// back by the restart policy.
+    Crash,
+    /// The container removed and another created under the same name
+    /// (kolla-ansible upgrades and reconfigures).
+    Recreate,
+}
+
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Restart => "restart",
+            Cause::StopStart => "stop-start",
+            Cause::Crash => "crash",
+            Cause::Recreate => "recreate",
+        }
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A recreate: the container replaced and the images before and after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recreated {
+    pub old_id: String,
+    pub old_image: String,
+    pub new_image: String,
+}
+
 /// One line of `timelines.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimelineRecord {
@@ -349,6 +423,15 @@ pub struct TimelineRecord {
     /// Things worth knowing that are not phases (e.g. the target died again while being probed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// `watch` for an observed restart; absent (`run`) for bounce's own.
+    #[serde(default, skip_serializing_if = "Origin::is_run")]
+    pub origin: Origin,
+    /// What brought an observed restart about (watch only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
+    /// A recreate's old container and images (watch only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recreated: Option<Recreated>,
 }
 
 impl TimelineRecord {
@@ -433,6 +516,9 @@ mod tests {
             attribution: None,
             events: vec![],
             notes: vec![],
+            origin: Origin::Run,
+            cause: None,
+            recreated: None,
         };
         let line = serde_json::to_string(&rec).unwrap();
         assert!(

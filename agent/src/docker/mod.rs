@@ -15,6 +15,7 @@
 mod act;
 pub mod observe;
 mod resolve;
+pub mod restarts;
 
 pub use observe::{ContainerObserver, Observed};
 
