@@ -24,3 +24,4 @@ pub mod stream;
 pub mod systemd;
 pub mod target;
 pub mod timeline;
+pub mod watch;

@@ -34,6 +34,19 @@ pub enum OutputError {
     },
 }
 
+/// Appends one timeline line to `timelines.jsonl` (at `path`) and fsyncs it
+/// before returning: what is measured survives a crash of the agent.
+pub fn append_timeline(
+    file: &mut BufWriter<File>,
+    path: &Path,
+    rec: &TimelineRecord,
+) -> Result<(), OutputError> {
+    let line = serde_json::to_string(rec).expect("timeline records always serialize");
+    writeln!(file, "{line}").map_err(io_err(path))?;
+    file.flush().map_err(io_err(path))?;
+    file.get_ref().sync_data().map_err(io_err(path))
+}
+
 pub struct RunOutput {
     dir: PathBuf,
     timelines: BufWriter<File>,
@@ -85,14 +98,7 @@ impl RunOutput {
 
     /// Appends one timeline and folds its observed phases into the histograms.
     pub fn record(&mut self, rec: TimelineRecord) -> Result<(), OutputError> {
-        let path = self.dir.join(TIMELINES);
-        let line = serde_json::to_string(&rec).expect("timeline records always serialize");
-        writeln!(self.timelines, "{line}").map_err(io_err(&path))?;
-        self.timelines.flush().map_err(io_err(&path))?;
-        self.timelines
-            .get_ref()
-            .sync_data()
-            .map_err(io_err(&path))?;
+        append_timeline(&mut self.timelines, &self.dir.join(TIMELINES), &rec)?;
         for (phase, secs) in &rec.phases {
             self.histograms.record(&rec.service, *phase, *secs);
         }

@@ -75,17 +75,44 @@ fn unavailable(label: String, why: &str) -> ProbeEnd {
     }
 }
 
-/// Runs every readiness probe at once; marks `ready` when the last one first
-/// succeeds, and says which did not otherwise.
+/// What readiness needs of a restart, whoever made it (a run's target, or a
+/// restart `watch` observed): the probes, the timeout they are bounded by
+/// (for messages), the deadline and the abort.
+#[derive(Clone, Copy)]
+pub struct ReadyWait<'a> {
+    pub ready: &'a [ProbeSpec],
+    pub timeout: Duration,
+    pub deadline: Instant,
+    pub abort: &'a Abort,
+}
+
+/// Runs every readiness probe of a run's target at once; marks `ready` when
+/// the last one first succeeds, and says which did not otherwise.
 pub async fn wait_ready(
     cx: &RestartContext<'_>,
     started: &Boundary,
     container: Option<&dyn ContainerHealth>,
     tl: &mut Timeline,
 ) -> Ending {
-    let (deadline, abort) = (cx.deadline, cx.abort);
+    let wait = ReadyWait {
+        ready: &cx.target.ready,
+        timeout: cx.target.timeout,
+        deadline: cx.deadline,
+        abort: cx.abort,
+    };
+    wait_probes(wait, started, container, tl).await
+}
+
+/// [`wait_ready`] for any restart.
+pub async fn wait_probes(
+    w: ReadyWait<'_>,
+    started: &Boundary,
+    container: Option<&dyn ContainerHealth>,
+    tl: &mut Timeline,
+) -> Ending {
+    let (deadline, abort) = (w.deadline, w.abort);
     let mut waits: Vec<BoxFuture<'_, ProbeEnd>> = Vec::new();
-    for spec in &cx.target.ready {
+    for spec in w.ready {
         let label = spec.label();
         match spec {
             ProbeSpec::Running(_) => waits.push(Box::pin(async move {
@@ -164,7 +191,7 @@ pub async fn wait_ready(
             Outcome::Timeout,
             format!(
                 "not ready within {}s: {} did not succeed",
-                cx.target.timeout.as_secs(),
+                w.timeout.as_secs(),
                 missing.join(", ")
             ),
         );

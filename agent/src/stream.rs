@@ -339,14 +339,23 @@ impl Streamer {
         end: Option<RunEnd>,
     ) -> Result<(), StreamError> {
         self.seq += 1;
+        self.batch_as(self.seq, timelines, end)
+    }
+
+    fn batch_as(
+        &mut self,
+        seq: u64,
+        timelines: Vec<TimelineRecord>,
+        end: Option<RunEnd>,
+    ) -> Result<(), StreamError> {
         let batch = Batch {
             agent: self.agent.clone(),
             // The scenario text travels once, with the first batch.
             run: RunHeader {
-                scenario_yaml: self.header.scenario_yaml.clone().filter(|_| self.seq == 1),
+                scenario_yaml: self.header.scenario_yaml.clone().filter(|_| seq == 1),
                 ..self.header.clone()
             },
-            seq: self.seq,
+            seq,
             histograms: histograms_of(&timelines).map_err(|e| {
                 StreamError::Io(self.spool.dir.clone(), std::io::Error::other(e.to_string()))
             })?,
@@ -363,6 +372,13 @@ impl Streamer {
         self.batch(vec![rec.clone()], None)
     }
 
+    /// One restart's timeline as batch `seq`, for a run without a fixed
+    /// order (watch names each batch by its restart's first engine stamp,
+    /// so a batch resent after the agent's own restart is stored once).
+    pub fn timeline_as(&mut self, seq: u64, rec: &TimelineRecord) -> Result<(), StreamError> {
+        self.batch_as(seq.max(1), vec![rec.clone()], None)
+    }
+
     /// The last batch, then up to `flush` for the spool to drain.
     pub async fn finish(
         mut self,
@@ -370,17 +386,24 @@ impl Streamer {
         flush: Duration,
     ) -> Result<StreamReport, StreamError> {
         self.batch(Vec::new(), Some(end))?;
+        Ok(self.stop(flush).await)
+    }
+
+    /// Up to `flush` for the spool to drain, then stop sending, without an
+    /// end (a watcher's day goes on after the watcher's own restart); what
+    /// is left stays in the spool.
+    pub async fn stop(self, flush: Duration) -> StreamReport {
         let deadline = tokio::time::Instant::now() + flush;
         while !self.spool.pending().is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.done.notify_one();
         let (sent, refused) = self.task.await.unwrap_or((0, 0));
-        Ok(StreamReport {
+        StreamReport {
             sent,
             refused,
             pending: self.spool.pending().len(),
             spool: self.spool.dir.clone(),
-        })
+        }
     }
 }

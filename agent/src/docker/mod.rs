@@ -16,6 +16,7 @@ mod act;
 pub mod observe;
 mod resolve;
 pub mod restarts;
+pub mod follow;
 
 pub use observe::{ContainerObserver, Observed};
 

@@ -135,12 +135,16 @@ pub struct ContainerObserver {
     docker: Docker,
     id: String,
     seen: watch::Receiver<Observed>,
-    task: tokio::task::JoinHandle<()>,
+    /// The stream task, when this observer reads its own stream (not when
+    /// it is fed by watch's tracker of every container).
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for ContainerObserver {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(t) = &self.task {
+            t.abort();
+        }
     }
 }
 
@@ -178,7 +182,18 @@ impl DockerEngine {
             docker: self.client().clone(),
             id: id.to_string(),
             seen: rx,
-            task,
+            task: Some(task),
+        }
+    }
+
+    /// An observer of one container whose events someone else folds (watch
+    /// reads one stream for every container: `restarts.rs`).
+    pub fn observer_fed(&self, id: &str, seen: watch::Receiver<Observed>) -> ContainerObserver {
+        ContainerObserver {
+            docker: self.client().clone(),
+            id: id.to_string(),
+            seen,
+            task: None,
         }
     }
 }
@@ -213,10 +228,18 @@ impl ContainerObserver {
     /// the engine's clean-up. Falls back to the event times otherwise (e.g. the
     /// container restarted again before we looked).
     pub async fn stamp_from_state(&self, tl: &mut Timeline) {
+        if let Some(requested) = tl.at(BoundaryName::Requested) {
+            self.stamp_from_state_after(tl, requested).await;
+        }
+    }
+
+    /// [`Self::stamp_from_state`] with the instant no exit of this restart
+    /// can precede (the request; for a restart nobody requested, e.g. a
+    /// crash watch observed, `i64::MIN`: the state read after this start
+    /// holds this exit or a later one, and a later one is after `die`).
+    pub async fn stamp_from_state_after(&self, tl: &mut Timeline, requested: i64) {
         let o = self.seen();
-        let (Some(requested), Some(die), Some(start)) =
-            (tl.at(BoundaryName::Requested), o.exited, o.started)
-        else {
+        let (Some(die), Some(start)) = (o.exited, o.started) else {
             return;
         };
         let Ok(info) = self.docker.inspect_container(&self.id, None).await else {

@@ -128,30 +128,14 @@ impl Scenario {
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
-        let file = path.display().to_string();
-        let invalid = |path: String, loc: Option<yaml_serde::Location>, message: String| {
-            let (line, column) = loc.map(|l| (l.line(), l.column())).unwrap_or((1, 1));
-            ScenarioError::Invalid {
-                file: file.clone(),
-                line,
-                column,
-                path,
-                message,
-            }
+        let raw: RawScenario = read_checked(path, text)?;
+        let invalid = |key: String, message: String| ScenarioError::Invalid {
+            file: path.display().to_string(),
+            line: 1,
+            column: 1,
+            path: key,
+            message,
         };
-        let de = yaml_serde::Deserializer::from_str(text);
-        let raw: RawScenario = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let loc = inner.location();
-            let message = strip_position(&inner.to_string());
-            // yaml_serde may lead with (part of) the path; it is already in front.
-            let message = match message.split_once(": ") {
-                Some((lead, rest)) if path.starts_with(lead) => rest.to_string(),
-                _ => message,
-            };
-            invalid(path, loc, message)
-        })?;
         let name = match raw.scenario {
             Some(n) => n,
             None => {
@@ -159,7 +143,6 @@ impl Scenario {
                 Name::parse(stem).map_err(|m| {
                     invalid(
                         "scenario".into(),
-                        None,
                         format!("no `scenario:` given and the file name cannot stand in: {m}"),
                     )
                 })?
@@ -177,6 +160,37 @@ impl Scenario {
             targets: raw.targets.0,
         })
     }
+}
+
+/// Reads a YAML document into `T`, every check made inside deserialization:
+/// an error names the file, line, column and key path (scenarios, and
+/// `watch`'s configuration).
+pub fn read_checked<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    text: &str,
+) -> Result<T, ScenarioError> {
+    let de = yaml_serde::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key_path = e.path().to_string();
+        let inner = e.into_inner();
+        let (line, column) = inner
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((1, 1));
+        let message = strip_position(&inner.to_string());
+        // yaml_serde may lead with (part of) the path; it is already in front.
+        let message = match message.split_once(": ") {
+            Some((lead, rest)) if key_path.starts_with(lead) => rest.to_string(),
+            _ => message,
+        };
+        ScenarioError::Invalid {
+            file: path.display().to_string(),
+            line,
+            column,
+            path: key_path,
+            message,
+        }
+    })
 }
 
 /// yaml_serde appends " at line L column C" to messages; the position is

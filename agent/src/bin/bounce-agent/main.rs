@@ -1,12 +1,13 @@
 //! The `bounce-agent` command line: its commands, and which module carries
 //! out each. Thin on purpose: each command is one function in its own module
-//! (`check`, `plan`, `run`, `push`), and the work is in the library.
+//! (`check`, `plan`, `run`, `push`, `watch`), and the work is in the library.
 
 mod args;
 mod check;
 mod plan;
 mod push;
 mod run;
+mod watch;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -41,6 +42,15 @@ enum Command {
     /// collector was away during the run). Safe to repeat: the collector
     /// stores each batch once.
     Push(push::Args),
+    /// Time every container restart on this node that bounce did not make
+    /// (docker restart, stop then start, a crash the restart policy undoes,
+    /// a recreate under the same name), until SIGINT or SIGTERM.
+    ///
+    /// Follows the engine's events (read-only: it never restarts, stops or
+    /// execs anything but exec probes from --config) and writes one run per
+    /// node and UTC day into --output (watch-NODE-DATE/timelines.jsonl),
+    /// each restart with `origin: watch` and its `cause`.
+    Watch(watch::Args),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +65,7 @@ fn main() -> ExitCode {
             Command::Plan(a) => plan::plan(a).await,
             Command::Run(a) => run::run(a).await,
             Command::Push(a) => push::push(a).await,
+            Command::Watch(a) => watch::watch(a).await,
         }
     });
     match done {

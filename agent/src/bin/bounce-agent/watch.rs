@@ -1,0 +1,99 @@
+//! `bounce-agent watch`: time every container restart on this node that
+//! bounce did not make, until SIGINT or SIGTERM. Reads the configuration,
+//! connects to the engine (and checks the collector), then hands over to
+//! the library's `watch`.
+
+use crate::args::{Auth, parse_duration};
+use anyhow::Result;
+use bounce_agent::docker::DockerEngine;
+use bounce_agent::facts;
+use bounce_agent::stream::Collector;
+use bounce_agent::watch::config::WatchConfig;
+use bounce_agent::watch::days::{WatchIdentity, WatchRuns};
+use bounce_wire::NodeFacts;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Folder for the runs (one per node and UTC day: watch-NODE-DATE/)
+    /// and the cursor the watcher resumes from.
+    #[arg(long, short, default_value = "/var/lib/bounce/watch")]
+    output: PathBuf,
+    /// Readiness probes by container name, timeouts, the bound on open
+    /// restarts (YAML; see scenarios/README.md, "watch").
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Node name recorded with the results (default: the host name).
+    #[arg(long)]
+    node: Option<String>,
+    /// Deployment the restarts are filed under (default: the
+    /// configuration's `deployment:`, else `default`).
+    #[arg(long)]
+    deployment: Option<String>,
+    /// Also send the results to a bounce-collector (http://HOST:PORT).
+    #[arg(long)]
+    collector: Option<String>,
+    #[command(flatten)]
+    auth: Auth,
+    /// At exit, how long to wait for the collector to acknowledge the spool.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    flush: Duration,
+}
+
+pub async fn watch(args: Args) -> Result<ExitCode> {
+    let config = match &args.config {
+        Some(path) => WatchConfig::load(path)?,
+        None => WatchConfig::default(),
+    };
+    let collector = match &args.collector {
+        Some(url) => {
+            let c = Collector::new(url, args.auth.token()?)?;
+            // Watching never depends on the collector: batches wait in the spool.
+            if let Err(e) = c.check(None).await {
+                eprintln!("warning: {e}; watching anyway, batches wait in the spool");
+            }
+            Some(c)
+        }
+        None => None,
+    };
+    let engine = DockerEngine::connect().await?;
+    let node_facts = facts::gather(engine.version().await);
+    let node = args
+        .node
+        .clone()
+        .unwrap_or_else(|| node_facts.hostname.clone());
+    let deployment = args
+        .deployment
+        .clone()
+        .or_else(|| config.deployment.as_ref().map(|d| d.to_string()))
+        .unwrap_or_else(|| "default".into());
+    std::fs::create_dir_all(&args.output)?;
+    let identity = WatchIdentity {
+        deployment,
+        node: NodeFacts {
+            hostname: node.clone(),
+            ..node_facts
+        },
+        config_text: config.text.clone(),
+    };
+    let runs = WatchRuns::new(&args.output, identity, collector);
+    eprintln!(
+        "watch: every container restart on {node}, into {}",
+        args.output.display()
+    );
+    let mut term = signal(SignalKind::terminate())?;
+    let stop = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    let runs =
+        bounce_agent::watch::watch(&engine, &config, runs, &args.output, stop).await?;
+    runs.flush(args.flush).await;
+    eprintln!("watch: stopped");
+    Ok(ExitCode::SUCCESS)
+}

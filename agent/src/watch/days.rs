@@ -1,0 +1,221 @@
+//! Where watched restarts go: one run per node and UTC day, in a folder of
+//! the same name under the watch folder (`watch-NODE-2026-11-30/`), each
+//! written like `run`'s (`timelines.jsonl`, one fsynced line per restart)
+//! and, with a collector, sent from its `spool/` through the same ingest
+//! path. A restart belongs to the day of the event that opened it.
+
+use crate::docker::restarts::RestartKey;
+use crate::output::{OutputError, append_timeline};
+use crate::stream::{Collector, Streamer};
+use crate::timeline::RunLabels;
+use bounce_wire::ingest::{RunEnd, RunHeader};
+use bounce_wire::{NodeFacts, TimelineRecord};
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Every run a watcher writes is this scenario.
+pub const WATCH_SCENARIO: &str = "watch";
+/// Days kept open at once (today, and yesterday for restarts that opened
+/// before midnight); older ones are closed, their stream finished.
+const OPEN_DAYS: usize = 2;
+const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
+
+/// `2026-11-30` for an instant (UTC).
+pub fn day_of(unix_nanos: i64) -> String {
+    let (y, m, d) = bounce_wire::civil::civil_from_days(unix_nanos.div_euclid(NANOS_PER_DAY));
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The run (and folder) of a node's day: `watch-NODE-2026-11-30`.
+pub fn run_id(node: &str, day: &str) -> String {
+    format!("watch-{node}-{day}")
+}
+
+/// A restart's key, read back from its record: the container's name and
+/// the first engine event (the one that opened it).
+pub fn key_of(rec: &TimelineRecord) -> Option<RestartKey> {
+    Some(RestartKey {
+        name: rec.service.clone(),
+        opened_at: rec.events.first()?.unix_nanos,
+    })
+}
+
+/// What every run of this watcher shares.
+pub struct WatchIdentity {
+    pub deployment: String,
+    pub node: NodeFacts,
+    /// The configuration's text, sent with the run.
+    pub config_text: Option<String>,
+}
+
+struct DayRun {
+    labels: RunLabels,
+    path: PathBuf,
+    file: BufWriter<File>,
+    streamer: Option<Streamer>,
+    end_unix_nanos: i64,
+}
+
+pub struct WatchRuns {
+    root: PathBuf,
+    identity: WatchIdentity,
+    collector: Option<Collector>,
+    open: BTreeMap<String, DayRun>,
+}
+
+impl WatchRuns {
+    pub fn new(root: &Path, identity: WatchIdentity, collector: Option<Collector>) -> WatchRuns {
+        WatchRuns {
+            root: root.to_path_buf(),
+            identity,
+            collector,
+            open: BTreeMap::new(),
+        }
+    }
+
+    /// The keys of the restarts already recorded from `since` on (read back
+    /// from the day folders), so replayed events do not record them twice.
+    pub fn recorded_since(&self, since: i64) -> HashSet<RestartKey> {
+        let node = &self.identity.node.hostname;
+        let mut keys = HashSet::new();
+        let mut at = since;
+        let today = crate::timeline::realtime_nanos();
+        while at <= today + NANOS_PER_DAY {
+            let path = self
+                .root
+                .join(run_id(node, &day_of(at)))
+                .join(crate::output::TIMELINES);
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                // A torn last line (killed mid-write) is no record.
+                keys.extend(
+                    text.lines()
+                        .filter_map(|l| serde_json::from_str::<TimelineRecord>(l).ok())
+                        .filter_map(|r| key_of(&r)),
+                );
+            }
+            at += NANOS_PER_DAY;
+        }
+        keys
+    }
+
+    /// The labels a restart opened at `opened_at` is recorded under.
+    pub fn labels(&mut self, opened_at: i64) -> Result<RunLabels, OutputError> {
+        Ok(self.day(opened_at)?.labels.clone())
+    }
+
+    /// Appends a restart to its day's run (fsynced), and spools it for the
+    /// collector as batch `seq`.
+    pub fn record(&mut self, rec: &TimelineRecord, seq: u64) -> Result<(), OutputError> {
+        let opened_at = key_of(rec).map(|k| k.opened_at).unwrap_or(0);
+        let day = self.day(opened_at)?;
+        append_timeline(&mut day.file, &day.path, rec)?;
+        if let Some(s) = &mut day.streamer {
+            s.timeline_as(seq, rec)?;
+        }
+        Ok(())
+    }
+
+    fn day(&mut self, at: i64) -> Result<&mut DayRun, OutputError> {
+        let day = day_of(at);
+        if !self.open.contains_key(&day) {
+            let run = self.open_day(&day, at)?;
+            self.open.insert(day.clone(), run);
+            while self.open.len() > OPEN_DAYS {
+                let (_, old) = self.open.pop_first().expect("more than one open");
+                close(old);
+            }
+        }
+        Ok(self.open.get_mut(&day).expect("opened above"))
+    }
+
+    fn open_day(&self, day: &str, at: i64) -> Result<DayRun, OutputError> {
+        let id = &self.identity;
+        let run_id = run_id(&id.node.hostname, day);
+        let dir = self.root.join(&run_id);
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| OutputError::Io { path, source }
+        };
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let path = dir.join(crate::output::TIMELINES);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        let start = at - at.rem_euclid(NANOS_PER_DAY);
+        let labels = RunLabels {
+            run_id: run_id.clone(),
+            deployment: id.deployment.clone(),
+            scenario: WATCH_SCENARIO.into(),
+            node: id.node.hostname.clone(),
+        };
+        let streamer = match &self.collector {
+            Some(c) => {
+                let header = RunHeader {
+                    run_id,
+                    deployment: id.deployment.clone(),
+                    scenario: WATCH_SCENARIO.into(),
+                    node: id.node.clone(),
+                    started_unix_nanos: start,
+                    planned: 0,
+                    scenario_yaml: id.config_text.clone(),
+                };
+                Some(Streamer::start(
+                    c.clone(),
+                    &dir,
+                    id.node.hostname.clone(),
+                    header,
+                )?)
+            }
+            None => None,
+        };
+        Ok(DayRun {
+            labels,
+            path,
+            file: BufWriter::new(file),
+            streamer,
+            end_unix_nanos: start + NANOS_PER_DAY,
+        })
+    }
+
+    /// Gives each open day's stream up to `flush` to send its spool (what is
+    /// left stays there for the next watcher or `push`).
+    pub async fn flush(self, flush: Duration) {
+        for (_, day) in self.open {
+            if let Some(s) = day.streamer {
+                s.stop(flush).await;
+            }
+        }
+    }
+}
+
+/// A day that is over: its stream sends the run's end in the background.
+fn close(day: DayRun) {
+    if let Some(s) = day.streamer {
+        let end = RunEnd {
+            finished_unix_nanos: day.end_unix_nanos,
+            not_started: 0,
+            interrupted: false,
+        };
+        tokio::spawn(async move {
+            let _ = s.finish(end, Duration::from_secs(600)).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restart_belongs_to_the_utc_day_it_opened() {
+        let at = 1_796_031_378_829_826_926; // 2026-11-30T09:36:18Z
+        assert_eq!(day_of(at), "2026-11-30");
+        assert_eq!(day_of(at - at.rem_euclid(NANOS_PER_DAY) - 1), "2026-11-29");
+        assert_eq!(run_id("node-1", "2026-11-30"), "watch-node-1-2026-11-30");
+    }
+}
