@@ -13,10 +13,10 @@
 //! [`Restart`] for a container).
 
 mod act;
+pub mod follow;
 pub mod observe;
 mod resolve;
 pub mod restarts;
-pub mod follow;
 
 pub use observe::{ContainerObserver, Observed};
 

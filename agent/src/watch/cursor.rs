@@ -16,6 +16,9 @@ struct Saved {
 pub struct Cursor {
     path: PathBuf,
     saved: Option<i64>,
+    /// What this process last wrote (the first save always writes: it
+    /// says the watcher follows the engine).
+    written: Option<i64>,
 }
 
 impl Cursor {
@@ -25,7 +28,11 @@ impl Cursor {
             .ok()
             .and_then(|b| serde_json::from_slice::<Saved>(&b).ok())
             .map(|s| s.since_unix_nanos);
-        Cursor { path, saved }
+        Cursor {
+            path,
+            saved,
+            written: None,
+        }
     }
 
     /// Where to resume from, if a previous watcher left a cursor.
@@ -35,7 +42,7 @@ impl Cursor {
 
     /// Saves `since` (written to a temporary file, fsynced, renamed into place).
     pub fn save(&mut self, since: i64) -> std::io::Result<()> {
-        if self.saved == Some(since) {
+        if self.written == Some(since) {
             return Ok(());
         }
         let tmp = self.path.with_extension("tmp");
@@ -50,7 +57,7 @@ impl Cursor {
             f.sync_all()?;
         }
         std::fs::rename(&tmp, &self.path)?;
-        self.saved = Some(since);
+        self.written = Some(since);
         Ok(())
     }
 }

@@ -91,8 +91,7 @@ pub async fn watch(args: Args) -> Result<ExitCode> {
             _ = term.recv() => {}
         }
     };
-    let runs =
-        bounce_agent::watch::watch(&engine, &config, runs, &args.output, stop).await?;
+    let runs = bounce_agent::watch::watch(&engine, &config, runs, &args.output, stop).await?;
     runs.flush(args.flush).await;
     eprintln!("watch: stopped");
     Ok(ExitCode::SUCCESS)
