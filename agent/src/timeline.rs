@@ -4,8 +4,7 @@
 use crate::abort::Interrupt;
 use bounce_wire::{
     Action, Boundary, BoundaryName, Clock, EngineEvent, Origin, Outcome, ProbeReport, RunIdentity,
-    Source,
-    TargetRef, TimelineRecord, UnitReport, timeline::phases_from,
+    Source, TargetRef, TimelineRecord, UnitReport, timeline::phases_from,
 };
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

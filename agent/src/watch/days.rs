@@ -7,9 +7,9 @@
 use crate::docker::restarts::RestartKey;
 use crate::output::{OutputError, append_timeline};
 use crate::stream::{Collector, Streamer};
-use crate::timeline::RunLabels;
+use bounce_wire::folder::TIMELINES;
 use bounce_wire::ingest::{RunEnd, RunHeader};
-use bounce_wire::{NodeFacts, TimelineRecord};
+use bounce_wire::{NodeFacts, RunId, RunIdentity, TimelineRecord};
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::BufWriter;
@@ -30,8 +30,12 @@ pub fn day_of(unix_nanos: i64) -> String {
 }
 
 /// The run (and folder) of a node's day: `watch-NODE-2026-11-30`.
-pub fn run_id(node: &str, day: &str) -> String {
-    format!("watch-{node}-{day}")
+pub fn run_id(node: &str, day: &str) -> Result<RunId, OutputError> {
+    let id = format!("watch-{node}-{day}");
+    RunId::parse(&id).map_err(|e| OutputError::Io {
+        path: PathBuf::from(&id),
+        source: std::io::Error::other(format!("--node: {e}")),
+    })
 }
 
 /// A restart's key, read back from its record: the container's name and
@@ -52,7 +56,7 @@ pub struct WatchIdentity {
 }
 
 struct DayRun {
-    labels: RunLabels,
+    labels: RunIdentity,
     path: PathBuf,
     file: BufWriter<File>,
     streamer: Option<Streamer>,
@@ -86,8 +90,8 @@ impl WatchRuns {
         while at <= today + NANOS_PER_DAY {
             let path = self
                 .root
-                .join(run_id(node, &day_of(at)))
-                .join(crate::output::TIMELINES);
+                .join(format!("watch-{node}-{}", day_of(at)))
+                .join(TIMELINES);
             if let Ok(text) = std::fs::read_to_string(&path) {
                 // A torn last line (killed mid-write) is no record.
                 keys.extend(
@@ -102,7 +106,7 @@ impl WatchRuns {
     }
 
     /// The labels a restart opened at `opened_at` is recorded under.
-    pub fn labels(&mut self, opened_at: i64) -> Result<RunLabels, OutputError> {
+    pub fn labels(&mut self, opened_at: i64) -> Result<RunIdentity, OutputError> {
         Ok(self.day(opened_at)?.labels.clone())
     }
 
@@ -133,33 +137,30 @@ impl WatchRuns {
 
     fn open_day(&self, day: &str, at: i64) -> Result<DayRun, OutputError> {
         let id = &self.identity;
-        let run_id = run_id(&id.node.hostname, day);
-        let dir = self.root.join(&run_id);
+        let run_id = run_id(&id.node.hostname, day)?;
+        let dir = self.root.join(run_id.as_str());
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| OutputError::Io { path, source }
         };
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let path = dir.join(crate::output::TIMELINES);
+        let path = dir.join(TIMELINES);
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .map_err(io(&path))?;
         let start = at - at.rem_euclid(NANOS_PER_DAY);
-        let labels = RunLabels {
-            run_id: run_id.clone(),
+        let labels = RunIdentity {
+            run_id,
             deployment: id.deployment.clone(),
             scenario: WATCH_SCENARIO.into(),
-            node: id.node.hostname.clone(),
+            node: id.node.clone(),
         };
         let streamer = match &self.collector {
             Some(c) => {
                 let header = RunHeader {
-                    run_id,
-                    deployment: id.deployment.clone(),
-                    scenario: WATCH_SCENARIO.into(),
-                    node: id.node.clone(),
+                    identity: labels.clone(),
                     started_unix_nanos: start,
                     planned: 0,
                     scenario_yaml: id.config_text.clone(),
@@ -216,6 +217,10 @@ mod tests {
         let at = 1_796_031_378_829_826_926; // 2026-11-30T09:36:18Z
         assert_eq!(day_of(at), "2026-11-30");
         assert_eq!(day_of(at - at.rem_euclid(NANOS_PER_DAY) - 1), "2026-11-29");
-        assert_eq!(run_id("node-1", "2026-11-30"), "watch-node-1-2026-11-30");
+        assert_eq!(
+            run_id("node-1", "2026-11-30").unwrap(),
+            "watch-node-1-2026-11-30"
+        );
+        assert!(run_id("node 1", "2026-11-30").is_err());
     }
 }

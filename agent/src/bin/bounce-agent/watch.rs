@@ -9,7 +9,8 @@ use bounce_agent::docker::DockerEngine;
 use bounce_agent::facts;
 use bounce_agent::stream::Collector;
 use bounce_agent::watch::config::WatchConfig;
-use bounce_agent::watch::days::{WatchIdentity, WatchRuns};
+use bounce_agent::timeline::realtime_nanos;
+use bounce_agent::watch::days::{self, WatchIdentity, WatchRuns};
 use bounce_wire::NodeFacts;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,6 +71,8 @@ pub async fn watch(args: Args) -> Result<ExitCode> {
         .clone()
         .or_else(|| config.deployment.as_ref().map(|d| d.to_string()))
         .unwrap_or_else(|| "default".into());
+    // The node names every day's run: refused now, not at the first restart.
+    days::run_id(&node, &days::day_of(realtime_nanos()))?;
     std::fs::create_dir_all(&args.output)?;
     let identity = WatchIdentity {
         deployment,
