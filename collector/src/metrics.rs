@@ -125,7 +125,7 @@ pub fn render(store: &Mutex<Store>, what: &Exposition<'_>) -> Result<String, Str
     let families = vec![
         family(
             "bounce_restarts_total",
-            "Restarts measured, by outcome (ok, timeout, failed, aborted).",
+            "Restarts measured, by outcome (ok, timeout, failed, aborted, incomplete).",
             MetricType::COUNTER,
             outcome_metrics,
         ),

@@ -29,6 +29,10 @@ impl Watcher {
     /// Starts `bounce-agent watch` and waits until it follows the engine
     /// (it saves its cursor once it has opened the stream).
     fn start(dir: &Path, config: Option<&Path>) -> Watcher {
+        Watcher::start_with(dir, config, &[])
+    }
+
+    fn start_with(dir: &Path, config: Option<&Path>, extra: &[&str]) -> Watcher {
         let mut args: Vec<std::ffi::OsString> = vec![
             "watch".into(),
             "-o".into(),
@@ -39,6 +43,7 @@ impl Watcher {
         if let Some(c) = config {
             args.extend(["--config".into(), c.into()]);
         }
+        args.extend(extra.iter().map(|e| e.into()));
         let cursor = dir.join("watch-cursor.json");
         let before = std::fs::metadata(&cursor).and_then(|m| m.modified()).ok();
         let child = spawn_agent(&args);
@@ -311,9 +316,18 @@ fn run_and_watch_on_the_same_restart_agree_to_the_nanosecond() {
 fn a_watcher_killed_mid_restart_loses_nothing_and_repeats_nothing() {
     let dir = Scratch::new("watch-kill9");
     let out = dir.path("watch");
+    let col = CollectorProcess::start(&dir.0);
+    let token = dir.write("token", AGENT_TOKEN);
+    let url = col.url();
+    let to_collector = [
+        "--collector",
+        url.as_str(),
+        "--token-file",
+        token.to_str().unwrap(),
+    ];
     let a = policy_container("watch-k9a", &[]);
     let b = policy_container("watch-k9b", &[]);
-    let mut w = Watcher::start(&out, None);
+    let mut w = Watcher::start_with(&out, None, &to_collector);
     // a is stopped (its restart open), b restarted and recorded meanwhile.
     docker(&["stop", "-t", "5", &a.name]).unwrap();
     docker(&["restart", "-t", "5", &b.name]).unwrap();
@@ -321,7 +335,7 @@ fn a_watcher_killed_mid_restart_loses_nothing_and_repeats_nothing() {
     std::thread::sleep(Duration::from_millis(1500)); // the cursor is saved every second
     w.kill9();
     docker(&["start", &a.name]).unwrap();
-    let _w2 = Watcher::start(&out, None);
+    let _w2 = Watcher::start_with(&out, None, &to_collector);
     let got_a = wait_for(&out, &a.name, 1);
     std::thread::sleep(Duration::from_millis(1500));
     let got_b = records_of(&out, &b.name);
@@ -337,4 +351,33 @@ fn a_watcher_killed_mid_restart_loses_nothing_and_repeats_nothing() {
     for p in [Phase::Stop, Phase::Start, Phase::Total] {
         assert!(a_rec.phases.contains_key(&p), "{p:?} missing: {a_rec:?}");
     }
+
+    // The collector got both through the spool, once each, as watched restarts.
+    let export = format!("/api/v1/runs/{}/export", a_rec.run_id);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let stored = loop {
+        let (status, body) = col.http("GET", &export, Some(ADMIN_TOKEN), None);
+        let data: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let tls: Vec<TimelineRecord> =
+            serde_json::from_value(data["timelines"].clone()).unwrap_or_default();
+        let ours = tls
+            .iter()
+            .filter(|t| t.service == a.name || t.service == b.name)
+            .count();
+        if (status == 200 && ours >= 2) || Instant::now() > deadline {
+            break tls;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut names: Vec<(&str, Origin)> = stored
+        .iter()
+        .map(|t| (t.service.as_str(), t.origin))
+        .collect();
+    names.sort();
+    let mut want = vec![
+        (a.name.as_str(), Origin::Watch),
+        (b.name.as_str(), Origin::Watch),
+    ];
+    want.sort();
+    assert_eq!(names, want);
 }

@@ -323,7 +323,9 @@ pub struct EngineEvent {
 
 /// Who made a restart happen: bounce itself (`run`), or someone else and
 /// bounce observed it (`watch`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Origin {
     /// Restarted by `bounce-agent run` (what a record without `origin` means).
@@ -346,7 +348,7 @@ impl Origin {
 }
 
 /// What brought an observed restart about, told from the engine's events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Cause {
     /// `docker restart` (kill, die, stop, start, then the engine's `restart` event).
