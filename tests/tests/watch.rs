@@ -369,8 +369,10 @@ fn a_watcher_killed_mid_restart_loses_nothing_and_repeats_nothing() {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    // (Watchers see every container: the other tests' too.)
     let mut names: Vec<(&str, Origin)> = stored
         .iter()
+        .filter(|t| t.service == a.name || t.service == b.name)
         .map(|t| (t.service.as_str(), t.origin))
         .collect();
     names.sort();
