@@ -7,16 +7,19 @@
 //! observer and an actor; `readiness` and `probes` say when a target is
 //! ready; `timeline` is the one record they all fill; `runner` dispatches
 //! restarts within the scenario's limits; `output` and `stream` write and
-//! send the run; `plan` prints what a run would do.
+//! send the run; `plan` prints what a run would do; `intent` is the journal of steps
+//! that leave a target down, `recover` undoes what a killed agent left.
 
 pub mod abort;
 pub mod ceph;
 pub mod docker;
 pub mod facts;
+pub mod intent;
 pub mod output;
 pub mod plan;
 pub mod probes;
 pub mod readiness;
+pub mod recover;
 pub mod runner;
 pub mod scenario;
 pub mod sources;

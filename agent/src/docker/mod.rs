@@ -6,7 +6,8 @@
 //!   into boundaries; usable alone, whoever restarted the container;
 //! - [`act`]: the actor, one restart (restart, stop-start, kill) handed to
 //!   the observer to follow;
-//! - [`resolve`]: `docker:` selectors to checked targets.
+//! - [`resolve`]: `docker:` selectors to checked targets;
+//! - [`undo`]: a container's state and start, for undoing an intent.
 //!
 //! This file: the engine connection, what a target keeps ([`ContainerDetail`]),
 //! and the two seams it implements ([`Driver`] for a `docker:` entry,
@@ -17,6 +18,7 @@ pub mod follow;
 pub mod observe;
 mod resolve;
 pub mod restarts;
+pub mod undo;
 
 pub use observe::{ContainerObserver, Observed};
 

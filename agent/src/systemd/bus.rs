@@ -1,5 +1,5 @@
 //! The D-Bus side of a systemd manager: the agent's own small proxies for the
-//! Manager and Properties interfaces (six methods, two signals), connecting
+//! Manager and Properties interfaces (seven methods, two signals), connecting
 //! to a bus, and reading D-Bus values.
 
 use crate::scenario::Bus;
@@ -22,6 +22,7 @@ pub(super) trait Manager {
     fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn kill_unit(&self, name: &str, whom: &str, signal: i32) -> zbus::Result<()>;
+    fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     #[allow(clippy::type_complexity)]
     fn list_units_by_patterns(
         &self,

@@ -8,7 +8,8 @@
 //!   clock pair;
 //! - [`act`]: the actor, jobs queued and followed to their result;
 //! - [`attribution`]: where the time went, in words;
-//! - [`resolve`]: `systemd:` selectors to checked targets.
+//! - [`resolve`]: `systemd:` selectors to checked targets;
+//! - [`undo`]: a unit's state and start, for undoing an intent.
 //!
 //! This file: the manager connection, what a target keeps ([`UnitDetail`]),
 //! and the two seams it implements ([`Driver`] for a `systemd:` entry,
@@ -19,6 +20,7 @@ mod attribution;
 mod bus;
 mod observe;
 mod resolve;
+pub mod undo;
 
 pub use attribution::attribute;
 
