@@ -5,6 +5,7 @@
 //! scenario's order and refuses a target selected twice.
 
 use crate::ceph::osd::CephOsds;
+use crate::intent::Journal;
 use crate::docker::{Containers, DockerEngine};
 use crate::scenario::{Bus, Scenario, Selector, TargetSpec};
 use crate::systemd::{SystemdManager, Units};
@@ -20,11 +21,17 @@ pub struct Sources {
 }
 
 impl Sources {
-    /// `state_dir` keeps what must survive a crash (Ceph flags bounce set).
-    pub async fn connect(scenario: &Scenario, state_dir: &Path) -> Result<Sources, PlanError> {
+    /// `state_dir` keeps what must survive a crash (Ceph flags bounce set);
+    /// restarts write their intents in `journal` (`None`: `plan`, which
+    /// restarts nothing).
+    pub async fn connect(
+        scenario: &Scenario,
+        state_dir: &Path,
+        journal: Option<Arc<Journal>>,
+    ) -> Result<Sources, PlanError> {
         // Units may wrap containers: the engine is then welcome, not required.
         let (docker, docker_error) = match DockerEngine::connect().await {
-            Ok(d) => (Some(Arc::new(d)), None),
+            Ok(d) => (Some(Arc::new(d.with_journal(journal.clone()))), None),
             Err(e) => (None, Some(e.to_string())),
         };
         let engine = || {
@@ -39,11 +46,21 @@ impl Sources {
             entries.push(match &spec.selector {
                 Selector::Docker(sel) => Box::new(Containers::new(engine()?, sel.clone())),
                 Selector::Systemd(sel) => {
-                    let manager = managers.on(&sel.bus, &docker).await?;
+                    let manager = managers.on(&sel.bus, &docker, &journal).await?;
                     Box::new(Units::new(manager, sel.clone()))
                 }
                 Selector::CephOsd(sel) => {
-                    Box::new(CephOsds::connect(index, spec, sel, state_dir, docker.clone()).await?)
+                    Box::new(
+                        CephOsds::connect(
+                            index,
+                            spec,
+                            sel,
+                            state_dir,
+                            docker.clone(),
+                            journal.clone(),
+                        )
+                        .await?,
+                    )
                 }
             });
         }
@@ -93,11 +110,16 @@ impl Managers {
         &mut self,
         bus: &Bus,
         docker: &Option<Arc<DockerEngine>>,
+        journal: &Option<Arc<Journal>>,
     ) -> Result<Arc<SystemdManager>, PlanError> {
         if let Some(m) = self.0.iter().find(|m| m.bus() == bus) {
             return Ok(m.clone());
         }
-        let m = Arc::new(SystemdManager::connect(bus, docker.clone()).await?);
+        let m = Arc::new(
+            SystemdManager::connect(bus, docker.clone())
+                .await?
+                .with_journal(journal.clone()),
+        );
         self.0.push(m.clone());
         Ok(m)
     }

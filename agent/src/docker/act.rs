@@ -1,11 +1,13 @@
 //! The actor: makes one restart of a container (`restart`, `stop_start`, or
 //! `kill` for a crash the restart policy undoes), after opening the observer
-//! from the request on; then follows the observer to the start and hands
-//! the started container to readiness.
+//! from the request on (and, before a step that leaves the container down,
+//! its intent: `intent.rs`, closed once it runs again); then follows the
+//! observer to the start and hands the started container to readiness.
 
 use super::observe::ContainerObserver;
-use super::{ContainerDetail, DockerEngine};
+use super::{ContainerDetail, DockerEngine, docker_host};
 use crate::abort::{Interrupt, bounded};
+use crate::intent::{IntentId, Undo};
 use crate::readiness;
 use crate::target::{Action, RestartContext};
 use crate::timeline::{Ending, Timeline, realtime_nanos};
@@ -13,6 +15,11 @@ use bollard::query_parameters::{
     RestartContainerOptions, StartContainerOptions, StopContainerOptions,
 };
 use bounce_wire::{BoundaryName, Outcome, Source};
+use std::time::Duration;
+
+/// After a step's own bound (a stop's timeout), how long the engine may
+/// still take to finish it (the SIGKILL, the restart policy's delay).
+const SETTLE_MARGIN: Duration = Duration::from_secs(10);
 
 impl DockerEngine {
     /// Restarts one container and times it (readiness: the target's probes).
@@ -37,12 +44,18 @@ impl DockerEngine {
             );
         }
         let pid = state.pid.unwrap_or(0);
+        let intent = match self.intend(&cx, d) {
+            Ok(i) => i,
+            Err(e) => return (tl, e),
+        };
 
         let requested = realtime_nanos();
         cx.request();
         let observer = self.observe(&d.id, requested);
         tl.mark(BoundaryName::Requested, requested, Source::Agent);
-        let ending = self.act_and_follow(&cx, d, pid, &observer, &mut tl).await;
+        let ending = self
+            .act_and_follow(&cx, d, pid, intent, &observer, &mut tl)
+            .await;
         (tl, ending)
     }
 
@@ -51,6 +64,7 @@ impl DockerEngine {
         cx: &RestartContext<'_>,
         d: &ContainerDetail,
         pid: i64,
+        intent: Option<IntentId>,
         observer: &ContainerObserver,
         tl: &mut Timeline,
     ) -> Ending {
@@ -63,6 +77,12 @@ impl DockerEngine {
             ending = Some(cx.interrupted(i, "waiting for the container to start again"));
         }
         if ending.is_none() {
+            // Running again: what bounce wrote down before the stop is done.
+            if let (Some(id), Some(j)) = (intent, &self.journal)
+                && let Err(e) = j.close(id)
+            {
+                tl.notes.push(format!("could not close the intent: {e}"));
+            }
             observer.stamp_from_state(tl).await;
         }
         observer.seen().to_timeline(tl);
@@ -76,6 +96,40 @@ impl DockerEngine {
         let ending = readiness::wait_ready(cx, &started, Some(&health), tl).await;
         observer.seen().to_timeline(tl);
         ending
+    }
+
+    /// Writes down, before an action that leaves the container down, how
+    /// to bring it back, with by when the step has surely ended (a stop's
+    /// timeout). Before the request: the fsync is not timed as the stop.
+    fn intend(
+        &self,
+        cx: &RestartContext<'_>,
+        d: &ContainerDetail,
+    ) -> Result<Option<IntentId>, Ending> {
+        let settle = match cx.target.action {
+            Action::Restart => return Ok(None),
+            Action::StopStart => {
+                Duration::from_secs(d.effective_stop_timeout.into()) + SETTLE_MARGIN
+            }
+            Action::Kill => SETTLE_MARGIN,
+        };
+        let Some(journal) = &self.journal else {
+            return Ok(None);
+        };
+        let undo = Undo::StartContainer {
+            name: cx.target.name().to_string(),
+            id: d.id.clone(),
+            docker_host: docker_host(),
+        };
+        journal
+            .record(cx.target.name(), cx.target.action, undo, settle)
+            .map(Some)
+            .map_err(|e| {
+                Ending::new(
+                    Outcome::Failed,
+                    format!("could not record the intent, so did not act: {e}"),
+                )
+            })
     }
 
     /// The action itself; `Err` is how the restart ended when acting failed.

@@ -22,6 +22,7 @@ pub mod undo;
 
 pub use observe::{ContainerObserver, Observed};
 
+use crate::intent::Journal;
 use crate::probes;
 use crate::scenario::{DockerSelector, TargetSpec};
 use crate::target::{BoxFuture, Driver, PlanError, ResolvedTarget, Restart, RestartContext};
@@ -62,9 +63,11 @@ pub struct ContainerDetail {
 
 pub struct DockerEngine {
     docker: Docker,
+    /// Where the actor writes its intents (none: `plan`, which restarts nothing).
+    journal: Option<Arc<Journal>>,
 }
 
-fn docker_host() -> String {
+pub(crate) fn docker_host() -> String {
     std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
 }
 
@@ -81,7 +84,15 @@ impl DockerEngine {
             .map_err(connect_err)?
             .with_timeout(Duration::from_secs(2 * 3600));
         docker.ping().await.map_err(connect_err)?;
-        Ok(DockerEngine { docker })
+        Ok(DockerEngine {
+            docker,
+            journal: None,
+        })
+    }
+
+    /// Restarts through this engine record their intents in `journal`.
+    pub fn with_journal(self, journal: Option<Arc<Journal>>) -> DockerEngine {
+        DockerEngine { journal, ..self }
     }
 
     pub fn client(&self) -> &Docker {

@@ -1,19 +1,27 @@
 //! The actor: queues a unit's jobs (RestartUnit, or StopUnit then
 //! StartUnit, or KillUnit for a crash its `Restart=` undoes) and follows
 //! each job to its result; every signal stream is opened before the request,
-//! so nothing is missed. Then the observers' boundaries, the wrapped
+//! so nothing is missed. Before a stop or kill, its intent (`intent.rs`),
+//! closed once the unit is active again. Then the observers' boundaries, the wrapped
 //! container running, and readiness.
 
 use super::bus::{self, JobRemovedStream, SERVICE_IFACE, UNIT_IFACE, string};
 use super::observe::{ClockPair, UnitObserver, wrapped_to_timeline};
+use super::undo::recorded_bus;
 use super::{SystemdManager, UnitDetail, attribute};
 use crate::abort::bounded;
+use crate::intent::{IntentId, Undo};
 use crate::readiness::{self, ContainerHealth};
 use crate::target::{Action, RestartContext};
 use crate::timeline::{Ending, Timeline};
 use bounce_wire::{BoundaryName, Outcome, Source, UnitReport};
 use futures_util::StreamExt;
+use std::time::Duration;
 use zbus::zvariant::OwnedObjectPath;
+
+/// By when a stop or kill bounce asked for has surely taken effect: the
+/// manager queues the job (or sends the signal) when asked.
+const SETTLE: Duration = Duration::from_secs(10);
 
 impl SystemdManager {
     /// Restarts one unit and times it (readiness: the target's probes).
@@ -58,6 +66,10 @@ impl SystemdManager {
             Ok(s) => s,
             Err(e) => return failed(format!("D-Bus: {e}")),
         };
+        let intent = match self.intend(&cx, u) {
+            Ok(i) => i,
+            Err(why) => return failed(why),
+        };
         let (clock, requested) = ClockPair::now();
         let unit = UnitObserver::follow(changes, clock);
         let wrapped = u
@@ -71,6 +83,14 @@ impl SystemdManager {
         let mut report = UnitReport::default();
 
         let acted = self.act(&cx, u, &mut jobs, &unit, &mut report, tl).await;
+        // Active again (the start job done, or Restart= brought it back):
+        // what bounce wrote down before the stop or kill is done.
+        if acted.is_ok()
+            && let (Some(id), Some(j)) = (intent, &self.journal)
+            && let Err(e) = j.close(id)
+        {
+            tl.notes.push(format!("could not close the intent: {e}"));
+        }
 
         // What systemd recorded about this restart.
         let unit_props = props.get_all(UNIT_IFACE).await.unwrap_or_default();
@@ -120,6 +140,26 @@ impl SystemdManager {
             wrapped_to_timeline(&c.seen(), tl);
         }
         ending
+    }
+
+    /// Writes down, before an action that leaves the unit down, how to
+    /// bring it back. Before the request: the fsync is not timed as the stop.
+    fn intend(&self, cx: &RestartContext<'_>, u: &UnitDetail) -> Result<Option<IntentId>, String> {
+        if cx.target.action == Action::Restart {
+            return Ok(None);
+        }
+        let Some(journal) = &self.journal else {
+            return Ok(None);
+        };
+        let undo = Undo::StartUnit {
+            unit: u.name.clone(),
+            bus: recorded_bus(&u.bus),
+        };
+        // The manager queues the job at once; after that, the stop is its own.
+        journal
+            .record(cx.target.name(), cx.target.action, undo, SETTLE)
+            .map(Some)
+            .map_err(|e| format!("could not record the intent, so did not act: {e}"))
     }
 
     /// Queues the action's job(s) and follows them to their result.

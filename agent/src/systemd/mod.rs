@@ -25,6 +25,7 @@ pub mod undo;
 pub use attribution::attribute;
 
 use crate::docker::{ContainerDetail, DockerEngine};
+use crate::intent::Journal;
 use crate::scenario::{Bus, SystemdSelector, TargetSpec};
 use crate::target::{BoxFuture, Driver, PlanError, ResolvedTarget, Restart, RestartContext};
 use crate::timeline::{Ending, Timeline};
@@ -38,6 +39,8 @@ pub struct SystemdManager {
     manager: bus::ManagerProxy<'static>,
     /// The engine that runs the containers kolla's units wrap, when reachable.
     docker: Option<Arc<DockerEngine>>,
+    /// Where the actor writes its intents (none: `plan`, `recover`).
+    journal: Option<Arc<Journal>>,
 }
 
 /// What `plan` and `restart` need to know about one unit.
@@ -70,7 +73,13 @@ impl SystemdManager {
             conn,
             manager,
             docker,
+            journal: None,
         })
+    }
+
+    /// Restarts through this manager record their intents in `journal`.
+    pub fn with_journal(self, journal: Option<Arc<Journal>>) -> SystemdManager {
+        SystemdManager { journal, ..self }
     }
 
     pub fn bus(&self) -> &Bus {

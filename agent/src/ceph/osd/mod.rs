@@ -23,6 +23,7 @@ mod resolve;
 
 use super::flags::FlagGuard;
 use super::mon::MonClient;
+use crate::intent::Journal;
 use crate::docker::{ContainerDetail, DockerEngine};
 use crate::scenario::{CephOsdSelector, Gates, OsdVia, TargetSpec};
 use crate::systemd::{SystemdManager, UnitDetail};
@@ -71,9 +72,17 @@ impl CephOsds {
         selector: &CephOsdSelector,
         state_dir: &std::path::Path,
         docker: Option<Arc<DockerEngine>>,
+        journal: Option<Arc<Journal>>,
     ) -> Result<Arc<CephOsds>, PlanError> {
         let (manager, docker) = match &selector.via {
-            OsdVia::Systemd { bus, .. } => (Some(SystemdManager::connect(bus, None).await?), None),
+            OsdVia::Systemd { bus, .. } => (
+                Some(
+                    SystemdManager::connect(bus, None)
+                        .await?
+                        .with_journal(journal),
+                ),
+                None,
+            ),
             OsdVia::Docker { .. } => match docker {
                 Some(d) => (None, Some(d)),
                 None => {
