@@ -159,7 +159,6 @@ pub struct Journal {
     dir: PathBuf,
     run_id: String,
     me: Holder,
-    seq: AtomicU64,
     /// Open intents: the file (locked while open) and what it says.
     open: Mutex<BTreeMap<IntentId, (PathBuf, File, Intent)>>,
 }
@@ -172,7 +171,6 @@ impl Journal {
             dir: state_dir.join(INTENTS_DIR),
             run_id: run_id.to_string(),
             me: Holder::me(),
-            seq: AtomicU64::new(0),
             open: Mutex::new(BTreeMap::new()),
         }
     }
@@ -212,7 +210,9 @@ impl Journal {
             holder: self.me.clone(),
         };
         std::fs::create_dir_all(&self.dir).map_err(|e| err(&self.dir, e))?;
-        let n = self.seq.fetch_add(1, Ordering::SeqCst);
+        // One counter per process: journals of one process never share a name.
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
         let stem = format!("{}-{}-{n}", self.me.pid, self.me.start_ticks);
         let tmp = self.dir.join(format!(".{stem}.tmp"));
         let path = self.dir.join(format!("{stem}.json"));
@@ -229,7 +229,9 @@ impl Journal {
             .map_err(|e| err(&tmp, e))?;
         // Locked before it has its name: nobody can take it for an orphan.
         lock(&file, false).map_err(|e| err(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| err(&path, e))?;
+        // A link, not a rename: it never replaces another intent's file.
+        std::fs::hard_link(&tmp, &path).map_err(|e| err(&path, e))?;
+        std::fs::remove_file(&tmp).map_err(|e| err(&tmp, e))?;
         sync_dir(&self.dir)?;
         let id = IntentId(n);
         self.open

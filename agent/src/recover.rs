@@ -120,10 +120,8 @@ pub async fn recover(
     for found in crate::intent::scan(state_dir)? {
         let i = &found.intent;
         if !found.orphaned() {
-            r.lines.push(format!(
-                "{}: that agent still runs; left to it",
-                i.did()
-            ));
+            r.lines
+                .push(format!("{}: that agent still runs; left to it", i.did()));
             continue;
         }
         if mode == Mode::Report {
@@ -156,7 +154,8 @@ pub async fn recover(
 fn clear(found: Found, r: &mut Recovery) {
     let path = found.path.clone();
     if let Err(e) = found.clear() {
-        r.lines.push(format!("could not remove {}: {e}", path.display()));
+        r.lines
+            .push(format!("could not remove {}: {e}", path.display()));
         r.left_open += 1;
     }
 }
@@ -262,8 +261,19 @@ mod tests {
             (Ok(Undone::Started), 1)
         );
         assert_eq!(
-            run(&i, vec![Seen::Up { since_unix_nanos: now + 1 }]).await,
-            (Ok(Undone::AlreadyUp { since_unix_nanos: now + 1 }), 0)
+            run(
+                &i,
+                vec![Seen::Up {
+                    since_unix_nanos: now + 1
+                }]
+            )
+            .await,
+            (
+                Ok(Undone::AlreadyUp {
+                    since_unix_nanos: now + 1
+                }),
+                0
+            )
         );
         assert_eq!(run(&i, vec![Seen::Gone]).await, (Ok(Undone::Gone), 0));
     }

@@ -34,7 +34,7 @@ impl Restartable for ResolvedTarget {
     }
 }
 
-/// Requests to stop, in the order they arrive (Ctrl-C today; the caller
+/// Requests to stop, in the order they arrive (SIGINT, SIGTERM, SIGHUP; the caller
 /// decides which signals send one). The first is a soft stop: nothing new
 /// starts and what is in flight gets the drain time; the second ends the
 /// drain at once.
@@ -59,7 +59,7 @@ pub fn schedule(targets: usize, repeat: u32) -> Vec<Job> {
 pub enum StopReason {
     /// A restart did not end `ok` and the scenario says `on_failure: abort`.
     Failure,
-    /// A stop request came (the operator pressed Ctrl-C).
+    /// A stop request came (Ctrl-C, SIGTERM or SIGHUP).
     Interrupted,
     /// The output could not be written: measuring on would lose data.
     OutputError,
@@ -168,7 +168,7 @@ async fn watch_stop(mut stop: StopRequests, soft: AbortHandle, hard: AbortHandle
         return std::future::pending().await;
     }
     eprintln!(
-        "\ninterrupted: starting no new restart; waiting up to {}s for those in flight (Ctrl-C again to stop waiting)",
+        "\ninterrupted: starting no new restart; waiting up to {}s for those in flight (a second Ctrl-C, SIGTERM or SIGHUP stops waiting)",
         drain.as_secs()
     );
     soft.fire();

@@ -5,8 +5,8 @@
 //! scenario's order and refuses a target selected twice.
 
 use crate::ceph::osd::CephOsds;
-use crate::intent::Journal;
 use crate::docker::{Containers, DockerEngine};
+use crate::intent::Journal;
 use crate::scenario::{Bus, Scenario, Selector, TargetSpec};
 use crate::systemd::{SystemdManager, Units};
 use crate::target::{Driver, PlanError, ResolvedTarget};
@@ -49,19 +49,10 @@ impl Sources {
                     let manager = managers.on(&sel.bus, &docker, &journal).await?;
                     Box::new(Units::new(manager, sel.clone()))
                 }
-                Selector::CephOsd(sel) => {
-                    Box::new(
-                        CephOsds::connect(
-                            index,
-                            spec,
-                            sel,
-                            state_dir,
-                            docker.clone(),
-                            journal.clone(),
-                        )
+                Selector::CephOsd(sel) => Box::new(
+                    CephOsds::connect(index, spec, sel, state_dir, docker.clone(), journal.clone())
                         .await?,
-                    )
-                }
+                ),
             });
         }
         Ok(Sources { docker, entries })

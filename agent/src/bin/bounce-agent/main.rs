@@ -1,12 +1,15 @@
 //! The `bounce-agent` command line: its commands, and which module carries
 //! out each. Thin on purpose: each command is one function in its own module
-//! (`check`, `plan`, `run`, `push`, `watch`), and the work is in the library.
+//! (`check`, `plan`, `run`, `push`, `recover`, `watch`), and the work is in
+//! the library.
 
 mod args;
 mod check;
 mod plan;
 mod push;
+mod recover;
 mod run;
+mod signals;
 mod watch;
 
 use clap::{Parser, Subcommand};
@@ -35,9 +38,24 @@ enum Command {
     ///
     /// Writes timelines.jsonl (as each restart ends), histograms.hlog and
     /// summary.json into the output folder. Exit status 1 when any restart did
-    /// not end `ok` or the run was interrupted. Ctrl-C starts no new restart and
-    /// waits up to --drain for those in flight; a second Ctrl-C stops waiting.
+    /// not end `ok` or the run was interrupted.
+    ///
+    /// Ctrl-C, SIGTERM and SIGHUP start no new restart and wait up to --drain
+    /// for those in flight; a second one stops waiting. Either way the run
+    /// writes what it measured, unsets the Ceph flags it set, and starts
+    /// again what its restarts left stopped.
+    ///
+    /// Before a step that leaves a target down (the stop of stop-start, a
+    /// kill), the run writes its intent into --state-dir; if the agent is
+    /// killed, the next `run` (or `recover`) starts that target again before
+    /// anything else.
     Run(run::Args),
+    /// Undo what a killed agent left: start again the targets it stopped
+    /// or killed and did not see running again (its intents in --state-dir),
+    /// and unset the Ceph flags it set. `run` does the same first;
+    /// `--dry-run` (and `plan`) only say it. Exit status 1 when something
+    /// is still open.
+    Recover(recover::Args),
     /// Send what is left in a run folder's spool to a collector (after the
     /// collector was away during the run). Safe to repeat: the collector
     /// stores each batch once.
@@ -65,6 +83,7 @@ fn main() -> ExitCode {
             Command::Plan(a) => plan::plan(a).await,
             Command::Run(a) => run::run(a).await,
             Command::Push(a) => push::push(a).await,
+            Command::Recover(a) => recover::recover(a).await,
             Command::Watch(a) => watch::watch(a).await,
         }
     });

@@ -1,17 +1,23 @@
 //! `bounce-agent run`: carry out a scenario, one step after the other:
-//! check the collector, undo flags a killed run left, resolve every target,
-//! open the run folder (and the stream), run, undo what the run set, write
-//! the summary, print it, flush the stream, and say how the run ended.
+//! take the stop signals, check the collector, undo what a killed run left
+//! (targets down, then flags), resolve every target, open the run folder
+//! (and the stream), run, start what the run left down and undo what it
+//! set, write the summary, print it, flush the stream, and say how the run
+//! ended.
 
 use crate::args::{Auth, parse_duration};
 use crate::plan::resolve;
+use crate::recover::UNDO_TIMEOUT;
+use crate::signals;
 use anyhow::Result;
+use bounce_agent::intent::Journal;
 use bounce_agent::output::RunOutput;
+use bounce_agent::recover::{self, Mode};
 use bounce_agent::runner::{self, RunEnd, RunOptions, StopReason};
 use bounce_agent::scenario::Scenario;
 use bounce_agent::sources::Sources;
 use bounce_agent::stream::{Collector, RunJoin, Streamer};
-use bounce_agent::target::ResolvedTarget;
+use bounce_agent::target::{Action, ResolvedTarget};
 use bounce_agent::timeline::realtime_nanos;
 use bounce_agent::{ceph, facts};
 use bounce_wire::ingest::RunHeader;
@@ -20,6 +26,7 @@ use bounce_wire::{NodeFacts, Outcome, RunId, RunIdentity, RunSummary};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(clap::Args)]
@@ -36,14 +43,15 @@ pub struct Args {
     /// one report covers them all. Default: a new id for this node.
     #[arg(long)]
     run_id: Option<RunId>,
-    /// After Ctrl-C, how long restarts in flight may take to finish.
+    /// After Ctrl-C, SIGTERM or SIGHUP, how long restarts in flight may take to finish.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     drain: Duration,
     /// Print one line per restart instead of a progress bar.
     #[arg(long)]
     no_progress: bool,
-    /// Where bounce keeps what must survive a crash (Ceph flags it set,
-    /// to unset on the next start if this run is killed).
+    /// Where bounce keeps what must survive a crash: Ceph flags it set, and
+    /// intents (targets it is about to leave down), undone by the next
+    /// start if this run is killed.
     #[arg(long, default_value = "/var/lib/bounce")]
     state_dir: PathBuf,
     /// Also send the results to a bounce-collector (http://HOST:PORT).
@@ -62,13 +70,27 @@ pub struct Args {
 
 /// Exit status 1 when any restart did not end `ok` or the run stopped early.
 pub async fn run(args: Args) -> Result<ExitCode> {
+    // From here on Ctrl-C, SIGTERM and SIGHUP ask the runner to stop
+    // (first: drain, second: abort) instead of ending the process.
+    let stop = signals::stop_requests()?;
     let scenario = Scenario::load(&args.scenario)?;
     let collector = check_collector(&args, &scenario).await?;
+    // What a killed agent left down comes back before anything else.
+    recover_intents(&args.state_dir).await?;
     recover_flags(&args.state_dir).await?;
+    let run_id = args.run_id.clone().unwrap_or_else(RunId::fresh);
+    let journal = Arc::new(Journal::new(&args.state_dir, run_id.as_str()));
     // Everything is resolved and checked before the first restart.
-    let (sources, targets) = resolve(&scenario, &args.state_dir).await?;
+    let (sources, targets) = resolve(&scenario, &args.state_dir, Some(journal.clone())).await?;
+    // Only stops and kills leave a target down (a restart request does not):
+    // then the intents must be writable before the first one.
+    if targets.iter().any(|t| t.action != Action::Restart) {
+        journal
+            .check_writable()
+            .map_err(|e| anyhow::anyhow!("{e} (nothing was restarted)"))?;
+    }
     let mut out = RunOutput::create(&args.output, &scenario.text)?;
-    let this = begin(&args, &scenario, &sources, &targets).await;
+    let this = begin(&args, run_id, &scenario, &sources, &targets).await;
     if let Some(c) = collector {
         let agent = this.identity.node.hostname.clone();
         out.stream_to(Streamer::start(c, &args.output, agent, this.clone())?);
@@ -77,13 +99,13 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         drain: args.drain,
         show_progress: !args.no_progress && std::io::stderr().is_terminal(),
     };
-    // Ctrl-C asks the runner to stop (first: drain, second: abort).
-    let (stop_tx, stop) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while tokio::signal::ctrl_c().await.is_ok() && stop_tx.send(()).is_ok() {}
-    });
     let (out, end) = runner::run(&scenario, &targets, &this.identity, out, &opts, stop).await;
-    // Whatever ended the run: undo what it set, before anything else.
+    // Whatever ended the run: start what its restarts left down (a restart
+    // aborted between stop and start), then undo what it set.
+    let left = recover::undo_own(&journal, UNDO_TIMEOUT).await;
+    for line in &left.lines {
+        eprintln!("{line}");
+    }
     for line in sources.end_run().await {
         eprintln!("{line}");
     }
@@ -94,7 +116,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         flush_stream(s, &summary, args.flush, &args.output).await?;
     }
     print_stop(&end);
-    Ok(if not_ok == 0 && end.stopped.is_none() {
+    Ok(if not_ok == 0 && end.stopped.is_none() && left.left_open == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -127,6 +149,20 @@ async fn check_collector(args: &Args, scenario: &Scenario) -> Result<Option<Coll
     Ok(Some(c))
 }
 
+/// A run that was killed may have left targets down: start them again
+/// first; one that cannot be started (its engine or bus is away) stops
+/// this run before it restarts anything.
+async fn recover_intents(state_dir: &Path) -> Result<()> {
+    let open = crate::recover::intents(state_dir, Mode::Undo, UNDO_TIMEOUT).await?;
+    if open > 0 {
+        anyhow::bail!(
+            "{open} target(s) an earlier run left down could not be started again (above); nothing was restarted (`bounce-agent recover --state-dir {}` tries again)",
+            state_dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// A run that was killed may have left flags set: undo that first.
 async fn recover_flags(state_dir: &Path) -> Result<()> {
     for line in ceph::flags::recover(state_dir)
@@ -144,6 +180,7 @@ async fn recover_flags(state_dir: &Path) -> Result<()> {
 /// names the run, says what is about to happen and starts the run's clock.
 async fn begin(
     args: &Args,
+    run_id: RunId,
     scenario: &Scenario,
     sources: &Sources,
     targets: &[ResolvedTarget],
@@ -159,7 +196,7 @@ async fn begin(
         .clone()
         .unwrap_or_else(|| node_facts.hostname.clone());
     let identity = RunIdentity {
-        run_id: args.run_id.clone().unwrap_or_else(RunId::fresh),
+        run_id,
         deployment: scenario.deployment.to_string(),
         scenario: scenario.name.to_string(),
         node: NodeFacts {

@@ -23,8 +23,8 @@ mod resolve;
 
 use super::flags::FlagGuard;
 use super::mon::MonClient;
-use crate::intent::Journal;
 use crate::docker::{ContainerDetail, DockerEngine};
+use crate::intent::Journal;
 use crate::scenario::{CephOsdSelector, Gates, OsdVia, TargetSpec};
 use crate::systemd::{SystemdManager, UnitDetail};
 use crate::target::{BoxFuture, Driver, PlanError, ResolvedTarget, Restart, RestartContext};
