@@ -299,7 +299,8 @@ pub fn scan(state_dir: &Path) -> Result<Vec<Found>, IntentError> {
         if path.extension().and_then(|e| e.to_str()) != Some("json") {
             continue;
         }
-        let mut file = match OpenOptions::new().read(true).write(true).open(&path) {
+        // flock needs no write access: a reader that may not undo still sees.
+        let mut file = match File::open(&path) {
             Ok(f) => f,
             // Closed meanwhile by its writer.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,

@@ -474,3 +474,123 @@ fn no_signal_at_any_phase_leaves_a_service_down_or_an_intent_open() {
     assert!(failed.is_empty(), "{}", failed.join("\n\n"));
     assert_eq!((down, open), (0, 0));
 }
+
+/// An intent file as an agent writes it, for `pid` started at `start_ticks`.
+fn intent_file(state_dir: &Path, name: &str, undo: &str, pid: u32, start_ticks: u64) {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let now = now_nanos();
+    let dir = state_dir.join("intents");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(format!("{name}.json")),
+        format!(
+            r#"{{"target":"{name}","action":"stop-start","undo":{undo},"at_unix_nanos":{now},"settle_by_unix_nanos":{now},"run_id":"r-{name}","holder":{{"pid":{pid},"start_ticks":{start_ticks},"boot_id":"{}"}}}}"#,
+            boot.trim()
+        ),
+    )
+    .unwrap();
+}
+
+/// Field 22 of /proc/self/stat: when this process started.
+fn my_start_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 1..];
+    after.split_whitespace().nth(19).unwrap().parse().unwrap()
+}
+
+#[test]
+fn an_unreachable_engine_keeps_the_intent_a_live_writer_keeps_its_own_and_sighup_drains() {
+    let c = TestContainer::start(
+        "fault-hup",
+        &["--network", "none"],
+        "trap 'sleep 1; exit 0' TERM; while true; do sleep 0.1; done",
+    );
+    let dir = Scratch::new("fault-hup");
+    let state = dir.path("state");
+    let state_arg = state.to_str().unwrap();
+    // A writer that is gone (pid of a finished process) whose engine is away,
+    // and a writer that runs (this test process, no lock: its pid and start time say it).
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    gone.wait().unwrap();
+    intent_file(
+        &state,
+        "away",
+        r#"{"start_container":{"name":"away","id":"0123","docker_host":"unix:///nonexistent/docker.sock"}}"#,
+        gone_pid,
+        1,
+    );
+    intent_file(
+        &state,
+        "live",
+        &format!(
+            r#"{{"start_container":{{"name":"live","id":"{}","docker_host":"unix:///var/run/docker.sock"}}}}"#,
+            c.id
+        ),
+        std::process::id(),
+        my_start_ticks(),
+    );
+    let recover = agent(&["recover", "--state-dir", state_arg]);
+    assert_eq!(recover.status.code(), Some(1), "{}", text(&recover));
+    assert!(
+        text(&recover).contains("could NOT start container away"),
+        "{}",
+        text(&recover)
+    );
+    assert!(
+        text(&recover).contains("stopped live at "),
+        "{}",
+        text(&recover)
+    );
+    assert!(
+        text(&recover).contains("that agent still runs; left to it"),
+        "{}",
+        text(&recover)
+    );
+    assert_eq!(open_intents(&state), 2, "both kept");
+
+    // `run` restarts nothing while a target an earlier run left down cannot
+    // be started.
+    let scenario = dir.write(
+        "s.yaml",
+        &format!(
+            "deployment: lab\nrepeat: 5\ntargets:\n  - docker: {{names: [{}]}}\n    stop_timeout: 5s\n    timeout: 30s\n",
+            c.name
+        ),
+    );
+    let started_at = c.inspect()["State"]["StartedAt"].clone();
+    let refused = agent(&run_args(
+        &scenario,
+        &dir.path("refused"),
+        &["--state-dir", state_arg],
+    ));
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("nothing was restarted"),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(c.inspect()["State"]["StartedAt"], started_at);
+
+    // SIGHUP drains like Ctrl-C, and says which signal it was.
+    std::fs::remove_dir_all(state.join("intents")).unwrap();
+    let out_dir = dir.path("out");
+    let began = now_nanos();
+    let child = spawn_agent(&run_args(&scenario, &out_dir, &["--state-dir", state_arg]));
+    assert!(until(20, || c
+        .events(began, now_nanos())
+        .iter()
+        .any(|(a, _)| a == "kill")));
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("SIGHUP received"), "{}", text(&out));
+    assert!(out_dir.join("summary.json").exists() && out_dir.join("histograms.hlog").exists());
+    let tls = read_timelines(&out_dir);
+    assert!(
+        !tls.is_empty() && tls.len() < 5,
+        "drained, then stopped: {}",
+        tls.len()
+    );
+    assert_eq!(c.inspect()["State"]["Running"], true);
+}

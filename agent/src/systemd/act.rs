@@ -2,8 +2,8 @@
 //! StartUnit, or KillUnit for a crash its `Restart=` undoes) and follows
 //! each job to its result; every signal stream is opened before the request,
 //! so nothing is missed. Before a stop or kill, its intent (`intent.rs`),
-//! closed once the unit is active again. Then the observers' boundaries, the wrapped
-//! container running, and readiness.
+//! closed once the unit is active again. Then the observers' boundaries,
+//! the wrapped container running, and readiness.
 
 use super::bus::{self, JobRemovedStream, SERVICE_IFACE, UNIT_IFACE, string};
 use super::observe::{ClockPair, UnitObserver, wrapped_to_timeline};
