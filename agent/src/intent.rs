@@ -14,6 +14,7 @@
 //! `/proc` start time are checked too: a reused pid is not the writer).
 
 use crate::target::{Action, BoxFuture};
+use bounce_wire::RunId;
 use bounce_wire::civil::utc;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -119,7 +120,7 @@ pub struct Intent {
     /// By when the step has surely ended (a stop's timeout, and a margin):
     /// a target still up from before `at` then was never taken down.
     pub settle_by_unix_nanos: i64,
-    pub run_id: String,
+    pub run_id: RunId,
     pub holder: Holder,
 }
 
@@ -157,7 +158,7 @@ pub struct IntentId(u64);
 pub struct Journal {
     state_dir: PathBuf,
     dir: PathBuf,
-    run_id: String,
+    run_id: RunId,
     me: Holder,
     /// Open intents: the file (locked while open) and what it says.
     open: Mutex<BTreeMap<IntentId, (PathBuf, File, Intent)>>,
@@ -165,11 +166,11 @@ pub struct Journal {
 
 impl Journal {
     /// The journal of one run (`run_id`) in `state_dir`; touches nothing.
-    pub fn new(state_dir: &Path, run_id: &str) -> Journal {
+    pub fn new(state_dir: &Path, run_id: RunId) -> Journal {
         Journal {
             state_dir: state_dir.to_path_buf(),
             dir: state_dir.join(INTENTS_DIR),
-            run_id: run_id.to_string(),
+            run_id,
             me: Holder::me(),
             open: Mutex::new(BTreeMap::new()),
         }
@@ -406,7 +407,7 @@ mod tests {
     #[test]
     fn an_intent_is_on_disk_until_closed_and_a_live_writer_keeps_it() {
         let dir = scratch("live");
-        let j = Journal::new(&dir, "r1");
+        let j = Journal::new(&dir, RunId::parse("r1").unwrap());
         j.check_writable().unwrap();
         let id = j
             .record(
@@ -434,8 +435,8 @@ mod tests {
     #[test]
     fn an_intent_of_a_dead_writer_is_an_orphan_and_two_writers_do_not_clobber() {
         let dir = scratch("dead");
-        let a = Journal::new(&dir, "ra");
-        let b = Journal::new(&dir, "rb");
+        let a = Journal::new(&dir, RunId::parse("ra").unwrap());
+        let b = Journal::new(&dir, RunId::parse("rb").unwrap());
         a.record("a", Action::Kill, undo(), Default::default())
             .unwrap();
         b.record("b", Action::StopStart, undo(), Default::default())

@@ -240,7 +240,7 @@ mod tests {
             },
             at_unix_nanos: at,
             settle_by_unix_nanos: settle_by,
-            run_id: "r".into(),
+            run_id: bounce_wire::RunId::parse("r").unwrap(),
             holder: Holder::me(),
         }
     }

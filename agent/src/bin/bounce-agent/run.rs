@@ -79,7 +79,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     recover_intents(&args.state_dir).await?;
     recover_flags(&args.state_dir).await?;
     let run_id = args.run_id.clone().unwrap_or_else(RunId::fresh);
-    let journal = Arc::new(Journal::new(&args.state_dir, run_id.as_str()));
+    let journal = Arc::new(Journal::new(&args.state_dir, run_id.clone()));
     // Everything is resolved and checked before the first restart.
     let (sources, targets) = resolve(&scenario, &args.state_dir, Some(journal.clone())).await?;
     // Only stops and kills leave a target down (a restart request does not):
@@ -116,11 +116,13 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         flush_stream(s, &summary, args.flush, &args.output).await?;
     }
     print_stop(&end);
-    Ok(if not_ok == 0 && end.stopped.is_none() && left.left_open == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(
+        if not_ok == 0 && end.stopped.is_none() && left.left_open == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        },
+    )
 }
 
 /// Checked before anything restarts: the URL, the token, that the collector
