@@ -8,13 +8,10 @@
 //! in the spool for `bounce-agent push`. The collector stores each
 //! (agent, run, seq) once, so resending is always safe.
 
+use bounce_client::{Answer, ClientError, CollectorClient, Trust};
 use bounce_wire::folder::{REFUSED, SPOOL};
 use bounce_wire::ingest::{Ack, Batch, INGEST_PATH, RunEnd, RunHeader, histograms_of};
 use bounce_wire::{RunId, TimelineRecord};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use hyper_util::rt::TokioExecutor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,61 +21,47 @@ use tokio::sync::Notify;
 pub enum StreamError {
     #[error("{0}: {1}")]
     Io(PathBuf, std::io::Error),
-    #[error("collector URL {0:?}: {1}")]
-    Url(String, String),
+    #[error("{0}")]
+    Client(#[from] ClientError),
+    #[error("{0}: {1}")]
+    Refused(String, String),
 }
 
-/// Where and how to reach the collector.
+/// Where and how to reach the collector (the one client every command
+/// that talks to it shares: TLS, credential, timeouts).
 #[derive(Clone)]
 pub struct Collector {
-    ingest: hyper::Uri,
-    whoami: hyper::Uri,
-    token: String,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: CollectorClient,
 }
 
 /// How sending one batch went.
 enum Sent {
     Acked,
-    /// The collector refused it (4xx): resending would not help.
+    /// The collector refused it (4xx, or TLS): resending would not help.
     Refused(String),
     /// Not reached, or a 5xx: try again later.
     Retry(String),
 }
 
 impl Collector {
-    pub fn new(url: &str, token: String) -> Result<Collector, StreamError> {
-        let base = url.trim_end_matches('/');
-        if !base.starts_with("http://") {
-            return Err(StreamError::Url(
-                url.into(),
-                "only http:// is supported (put TLS in front of the collector)".into(),
-            ));
-        }
-        let parse = |path: &str| {
-            format!("{base}{path}")
-                .parse::<hyper::Uri>()
-                .map_err(|e| StreamError::Url(url.into(), e.to_string()))
-        };
+    /// `token` None: the node certificate in `trust` is the credential.
+    pub fn new(url: &str, trust: &Trust, token: Option<String>) -> Result<Collector, StreamError> {
         Ok(Collector {
-            ingest: parse(INGEST_PATH)?,
-            whoami: parse("/api/v1/whoami")?,
-            token,
-            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            client: CollectorClient::new(url, trust, token)?,
         })
     }
 
     /// Checks, before anything restarts, that the collector answers and
-    /// takes the token (a wrong token would otherwise only show as refused
-    /// batches at the end).
+    /// takes the credential (a wrong token would otherwise only show as
+    /// refused batches at the end).
     pub async fn check(&self, joining: Option<&RunJoin>) -> Result<(), StreamError> {
-        let mut url = self.whoami.to_string();
+        let mut path = "/api/v1/whoami".to_string();
         if let Some(j) = joining {
             // The collector also says whether it would take this agent's
-            // batches (a token bound to other names, a fleet run it contradicts).
-            url.push_str(&format!("?agent={}", query_escape(&j.agent)));
+            // batches (a credential bound to other names, a fleet run it contradicts).
+            path.push_str(&format!("?agent={}", query_escape(&j.agent)));
             if let Some(run_id) = &j.run_id {
-                url.push_str(&format!(
+                path.push_str(&format!(
                     "&run_id={}&deployment={}&scenario={}",
                     query_escape(run_id.as_str()),
                     query_escape(&j.deployment),
@@ -86,79 +69,50 @@ impl Collector {
                 ));
             }
         }
-        let uri: hyper::Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| {
-            StreamError::Url(url.clone(), e.to_string())
-        })?;
-        let req = hyper::Request::get(uri)
-            .header("authorization", format!("Bearer {}", self.token))
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| StreamError::Url(url.clone(), e.to_string()))?;
-        let resp = tokio::time::timeout(Duration::from_secs(10), self.client.request(req))
-            .await
-            .map_err(|_| StreamError::Url(url.clone(), "no answer within 10 s".into()))?
-            .map_err(|e| StreamError::Url(url.clone(), format!("not reachable: {e}")))?;
-        let (status, body) = status_and_body(resp).await;
-        let status = status.as_u16();
-        let reason = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(String::from))
-            .unwrap_or_default();
-        match status {
+        let answer = self.client.get(&path, Duration::from_secs(10)).await?;
+        let url = format!("{}{path}", self.client.base());
+        let reason = answer.reason();
+        match answer.status.as_u16() {
             200 => Ok(()),
-            403 if !reason.is_empty() => Err(StreamError::Url(
+            403 if !reason.is_empty() => Err(StreamError::Refused(
                 url,
-                format!("the collector refused the token: {reason}"),
+                format!("the collector refused the credential: {reason}"),
             )),
-            401 | 403 => Err(StreamError::Url(
+            401 | 403 => Err(StreamError::Refused(
                 url,
-                "the collector refused the token".into(),
+                "the collector refused the credential".into(),
             )),
-            409 => Err(StreamError::Url(
+            409 => Err(StreamError::Refused(
                 url,
                 format!("the collector would refuse this run's results: {reason}"),
             )),
-            other => Err(StreamError::Url(url, format!("answered {other} {reason}"))),
+            other => Err(StreamError::Refused(
+                url,
+                format!("answered {other} {reason}"),
+            )),
         }
     }
 
     async fn send(&self, body: Vec<u8>) -> Sent {
-        let req = match hyper::Request::post(self.ingest.clone())
-            .header("content-type", "application/json")
-            .header("authorization", format!("Bearer {}", self.token))
-            .body(Full::new(Bytes::from(body)))
+        let answer = match self
+            .client
+            .post_json(INGEST_PATH, body, Duration::from_secs(15))
+            .await
         {
-            Ok(r) => r,
-            Err(e) => return Sent::Refused(e.to_string()),
+            Ok(a) => a,
+            // TLS refusals too: the batch stays in the spool (a certificate
+            // being rotated), and `run` checked the collector before starting.
+            Err(e) => return Sent::Retry(e.to_string()),
         };
-        let resp =
-            match tokio::time::timeout(Duration::from_secs(15), self.client.request(req)).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => return Sent::Retry(e.to_string()),
-                Err(_) => return Sent::Retry("no answer within 15 s".into()),
-            };
-        let (status, body) = status_and_body(resp).await;
-        if status.is_success() && serde_json::from_slice::<Ack>(&body).is_ok() {
+        let Answer { status, body } = &answer;
+        if status.is_success() && serde_json::from_slice::<Ack>(body).is_ok() {
             Sent::Acked
         } else if status.is_client_error() && status.as_u16() != 408 && status.as_u16() != 429 {
-            Sent::Refused(format!("{status}: {}", String::from_utf8_lossy(&body)))
+            Sent::Refused(format!("{status}: {}", answer.reason()))
         } else {
-            Sent::Retry(format!("{status}: {}", String::from_utf8_lossy(&body)))
+            Sent::Retry(format!("{status}: {}", answer.reason()))
         }
     }
-}
-
-/// An answer's status and whole body (empty if the body breaks off).
-async fn status_and_body(
-    resp: hyper::Response<hyper::body::Incoming>,
-) -> (hyper::StatusCode, Bytes) {
-    let status = resp.status();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    (status, body)
 }
 
 /// The run this agent is about to send: as which agent, and under which

@@ -1,77 +1,61 @@
 //! `report --collector URL`: a run read from a running collector's read API
 //! (`/api/v1/runs/{id}/export`, admin token), for operators without a shell
-//! on the collector's host.
+//! on the collector's host; through the same client (TLS, trust flags) the
+//! agents use.
 
 use anyhow::{Context, Result, bail};
+use bounce_client::{CollectorClient, Trust};
 use bounce_wire::{RunData, RunId};
-use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
 
 pub struct Remote {
-    base: String,
-    token: String,
+    client: CollectorClient,
     rt: tokio::runtime::Runtime,
 }
 
 impl Remote {
-    pub fn new(url: &str, tokens: &[String]) -> Result<Remote> {
-        let base = url.trim_end_matches('/').to_string();
-        if !base.starts_with("http://") {
-            bail!("{url}: only http:// is supported (put TLS in front of the collector)");
-        }
+    pub fn new(url: &str, trust: &Trust, tokens: &[String]) -> Result<Remote> {
         let token = tokens
             .first()
             .cloned()
             .context("--collector needs an admin token: --token-file FILE or BOUNCE_ADMIN_TOKEN")?;
+        let client = CollectorClient::new(url, trust, Some(token))?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        Ok(Remote { base, token, rt })
+        Ok(Remote { client, rt })
     }
 
     /// `/api/v1/runs`: every run the collector holds.
     pub fn runs(&self) -> Result<Vec<serde_json::Value>> {
-        let url = format!("{}/api/v1/runs", self.base);
-        let body = self.get(&url)?;
-        let v: serde_json::Value =
-            serde_json::from_slice(&body).with_context(|| format!("{url}: not a run list"))?;
+        let path = "/api/v1/runs";
+        let body = self.get(path)?;
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .with_context(|| format!("{}{path}: not a run list", self.client.base()))?;
         Ok(v["runs"].as_array().cloned().unwrap_or_default())
     }
 
     /// GET with the admin token; the body of a 200, a clear error otherwise.
-    fn get(&self, url: &str) -> Result<Bytes> {
-        let (status, body) = self.rt.block_on(async {
-            let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-            let req = hyper::Request::get(url)
-                .header("authorization", format!("Bearer {}", self.token))
-                .body(Empty::new())?;
-            let resp = tokio::time::timeout(Duration::from_secs(60), client.request(req))
-                .await
-                .map_err(|_| anyhow::anyhow!("{url}: no answer within 60 s"))?
-                .with_context(|| format!("{url}: not reachable"))?;
-            let status = resp.status();
-            let body = resp.into_body().collect().await?.to_bytes();
-            anyhow::Ok((status, body))
-        })?;
-        match status.as_u16() {
-            200 => Ok(body),
-            401 | 403 => {
-                bail!("{url}: the collector refused the token (this needs an admin token)")
-            }
-            404 => bail!("{url}: not found: {}", String::from_utf8_lossy(&body)),
-            other => bail!(
-                "{url}: answered {other}: {}",
-                String::from_utf8_lossy(&body)
+    fn get(&self, path: &str) -> Result<Bytes> {
+        let url = format!("{}{path}", self.client.base());
+        let answer = self
+            .rt
+            .block_on(self.client.get(path, Duration::from_secs(60)))?;
+        match answer.status.as_u16() {
+            200 => Ok(answer.body),
+            401 | 403 => bail!(
+                "{url}: the collector refused the token (this needs an admin token): {}",
+                answer.reason()
             ),
+            404 => bail!("{url}: not found: {}", answer.reason()),
+            other => bail!("{url}: answered {other}: {}", answer.reason()),
         }
     }
 
     pub fn run(&self, run_id: &RunId) -> Result<RunData> {
-        let url = format!("{}/api/v1/runs/{run_id}/export", self.base);
-        let body = self.get(&url).map_err(|e| {
+        let path = format!("/api/v1/runs/{run_id}/export");
+        let body = self.get(&path).map_err(|e| {
             if e.to_string().contains("not found") {
                 anyhow::anyhow!(
                     "the collector has no run {:?} (`bounce-collector runs` lists them)",
@@ -81,9 +65,9 @@ impl Remote {
                 e
             }
         })?;
-        let mut data: RunData =
-            serde_json::from_slice(&body).with_context(|| format!("{url}: not a run export"))?;
-        data.origin = format!("collector {}, run {run_id}", self.base);
+        let mut data: RunData = serde_json::from_slice(&body)
+            .with_context(|| format!("{}{path}: not a run export", self.client.base()))?;
+        data.origin = format!("collector {}, run {run_id}", self.client.base());
         Ok(data)
     }
 }

@@ -13,13 +13,15 @@ pub struct RunsAt {
     /// The collector's store (the SQLite file `serve --store` uses; read only).
     #[arg(long, conflicts_with = "collector")]
     store: Option<PathBuf>,
-    /// Or a running collector (http://HOST:PORT), read with an admin token
+    /// Or a running collector (https://HOST:PORT with --ca-file), read with an admin token
     /// from --token-file or BOUNCE_ADMIN_TOKEN.
     #[arg(long)]
     collector: Option<String>,
     /// A file holding the admin token.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    #[command(flatten)]
+    trust: bounce_client::Trust,
 }
 
 /// A store or a collector, opened.
@@ -35,6 +37,7 @@ impl RunsAt {
             (Some(path), _) => Some(Source::Store(open_store_for_reading(path)?)),
             (None, Some(url)) => Some(Source::Remote(Remote::new(
                 url,
+                &self.trust,
                 &tokens(self.token_file.as_deref(), "BOUNCE_ADMIN_TOKEN")?,
             )?)),
             (None, None) => None,

@@ -3,7 +3,7 @@
 
 use crate::args::{Auth, parse_duration};
 use anyhow::Result;
-use bounce_agent::stream::{Collector, Spool, drain};
+use bounce_agent::stream::{Spool, drain};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -23,7 +23,7 @@ pub struct Args {
 
 /// Exit status 1 unless every batch was acknowledged.
 pub async fn push(args: Args) -> Result<ExitCode> {
-    let collector = Collector::new(&args.collector, args.auth.token()?)?;
+    let collector = args.auth.collector(&args.collector)?;
     let spool = Spool::open(&args.dir)?;
     let before = spool.pending().len();
     let wake = tokio::sync::Notify::new();

@@ -54,7 +54,8 @@ pub struct Args {
     /// start if this run is killed.
     #[arg(long, default_value = "/var/lib/bounce")]
     state_dir: PathBuf,
-    /// Also send the results to a bounce-collector (http://HOST:PORT).
+    /// Also send the results to a bounce-collector (https://HOST:PORT with
+    /// --ca-file; http:// only to loopback or with --insecure-plain-http).
     /// Batches wait in DIR/spool until acknowledged; the run never depends on the collector.
     #[arg(long)]
     collector: Option<String>,
@@ -132,7 +133,7 @@ async fn check_collector(args: &Args, scenario: &Scenario) -> Result<Option<Coll
     let Some(url) = &args.collector else {
         return Ok(None);
     };
-    let c = Collector::new(url, args.auth.token()?)?;
+    let c = args.auth.collector(url)?;
     let joining = RunJoin {
         run_id: args.run_id.clone(),
         deployment: scenario.deployment.to_string(),
