@@ -9,6 +9,7 @@
 mod api;
 mod cmd;
 mod metrics;
+mod net;
 mod remote;
 mod series;
 mod sparse;

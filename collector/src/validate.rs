@@ -10,6 +10,39 @@ use bounce_wire::Phase;
 use bounce_wire::ingest::Batch;
 use std::collections::BTreeMap;
 
+/// Deepest JSON nesting a batch may have: a real one nests about 6 deep;
+/// the limit refuses a crafted body before the decoder recurses into it.
+pub const MAX_JSON_DEPTH: usize = 32;
+
+/// Whether `body`'s JSON nests `[` and `{` at most `max` deep, read in one
+/// pass over the bytes (strings skipped) before anything decodes it.
+pub fn json_depth(body: &[u8], max: usize) -> Result<(), String> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Err(format!("body nests deeper than {max} levels"));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Most timelines, and most histograms, in one batch.
 const MAX_ITEMS: usize = 10_000;
 
@@ -143,5 +176,14 @@ mod tests {
         let mut b = batch_of(&["a/b"]);
         b.histograms.clear();
         assert!(batch(&b).unwrap_err().contains("is not a valid name"));
+    }
+
+    #[test]
+    fn json_depth_counts_outside_strings() {
+        assert!(json_depth(br#"{"a":[{"b":1}]}"#, 3).is_ok());
+        assert!(json_depth(br#"{"a":[{"b":1}]}"#, 2).is_err());
+        assert!(json_depth(br#"{"a":"[[[[\"[[["}"#, 1).is_ok());
+        let deep = "[".repeat(10_000);
+        assert!(json_depth(deep.as_bytes(), MAX_JSON_DEPTH).is_err());
     }
 }

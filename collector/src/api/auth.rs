@@ -1,10 +1,14 @@
-//! Bearer tokens and what they may do: agent tokens may only ingest (as the
-//! agent names they are bound to, if any); admin tokens may do everything.
-//! Secrets are compared in constant time.
+//! Credentials and what they may do: agent tokens and node certificates may
+//! only ingest (as the agent names they are bound to: a token's patterns, a
+//! certificate's DNS names); admin tokens may read and manage, never ingest.
+//! Secrets are compared in constant time and never shown.
 
+use crate::api::peer::NodeCert;
 use globset::{Glob, GlobSet, GlobSetBuilder};
+use std::sync::Arc;
 
-/// What a token may do; an admin may do what an agent may.
+/// What a credential may do: the roles never mix (an agent cannot read,
+/// an admin cannot ingest).
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
 pub enum Role {
     Agent,
@@ -20,19 +24,21 @@ impl Role {
     }
 }
 
-/// Who is asking, by the token it showed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Who is asking, by the token or the node certificate it showed.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
     Admin,
     /// The index of its token among the agent tokens.
     Agent(usize),
+    /// A node certificate verified against `serve --client-ca`.
+    Node(Arc<NodeCert>),
 }
 
 impl Caller {
-    pub fn role(self) -> Role {
+    pub fn role(&self) -> Role {
         match self {
             Caller::Admin => Role::Admin,
-            Caller::Agent(_) => Role::Agent,
+            Caller::Agent(_) | Caller::Node(_) => Role::Agent,
         }
     }
 }
@@ -97,28 +103,38 @@ impl Tokens {
         Tokens { agent, admin }
     }
 
-    /// The caller a bearer token makes, if it is one of ours. Every token
-    /// is compared, each in time that depends only on the presented one.
-    pub fn caller(&self, bearer: &str) -> Option<Caller> {
+    /// The caller a bearer token makes, if it is one of ours, and its label for the audit log (`admin token 2`: its
+    /// place among the admin tokens, never the secret). Every token is
+    /// compared, each in time that depends only on the presented one.
+    pub fn identify(&self, bearer: &str) -> Option<(Caller, String)> {
         let mut found = None;
         for (i, t) in self.agent.iter().enumerate() {
             if same_secret(&t.secret, bearer) {
-                found = found.or(Some(Caller::Agent(i)));
+                found = found.or(Some((Caller::Agent(i), format!("agent token {}", i + 1))));
             }
         }
-        for t in &self.admin {
+        for (i, t) in self.admin.iter().enumerate() {
             if same_secret(t, bearer) {
-                found = Some(Caller::Admin);
+                found = Some((Caller::Admin, format!("admin token {}", i + 1)));
             }
         }
         found
     }
 
-    /// An agent token bound to names may only send as those agents (admin
-    /// tokens and unbound agent tokens may send as any); the refusal in words.
-    pub fn may_send_as(&self, caller: Caller, agent: &str) -> Result<(), String> {
-        let Caller::Agent(i) = caller else {
-            return Ok(());
+    /// An agent credential bound to names may only send as those agents
+    /// (unbound agent tokens may send as any); the refusal in words. Admins
+    /// never reach this: ingest needs the agent role.
+    pub fn may_send_as(&self, caller: &Caller, agent: &str) -> Result<(), String> {
+        let i = match caller {
+            Caller::Agent(i) => *i,
+            Caller::Node(cert) if cert.allows(agent) => return Ok(()),
+            Caller::Node(cert) => {
+                return Err(format!(
+                    "this node certificate may only send as {}, not as {agent:?}",
+                    cert.names.join(", ")
+                ));
+            }
+            Caller::Admin => return Err("an admin token cannot send results".into()),
         };
         let t = &self.agent[i];
         if t.allows(agent) {
@@ -194,8 +210,8 @@ mod tests {
             vec![AgentToken::parse(&format!("{SECRET} ctl1")).unwrap()],
             vec![admin.clone()],
         );
-        assert_eq!(tokens.caller(&admin), Some(Caller::Admin));
-        let agent = tokens.caller(SECRET).unwrap();
+        assert_eq!(tokens.identify(&admin).unwrap().0, Caller::Admin);
+        let agent = tokens.identify(SECRET).unwrap().0;
         assert_eq!(agent, Caller::Agent(0));
         for wrong in [
             "",
@@ -203,11 +219,29 @@ mod tests {
             "secret-0123456789abcdeF",
             "secret-0123456789abcdefsecret-",
         ] {
-            assert_eq!(tokens.caller(wrong), None, "{wrong:?}");
+            assert!(tokens.identify(wrong).is_none(), "{wrong:?}");
         }
-        assert!(tokens.may_send_as(agent, "ctl1").is_ok());
-        let err = tokens.may_send_as(agent, "ctl2").unwrap_err();
+        assert!(tokens.may_send_as(&agent, "ctl1").is_ok());
+        let err = tokens.may_send_as(&agent, "ctl2").unwrap_err();
         assert_eq!(err, "this token may only send as ctl1, not as \"ctl2\"");
-        assert!(tokens.may_send_as(Caller::Admin, "ctl2").is_ok());
+        assert!(tokens.may_send_as(&Caller::Admin, "ctl2").is_err());
+        assert_eq!(tokens.identify(&admin).unwrap().1, "admin token 1");
+        assert_eq!(tokens.identify(SECRET).unwrap().1, "agent token 1");
+    }
+
+    #[test]
+    fn node_certificates_send_only_as_their_names() {
+        let tokens = Tokens::new(vec![], vec![]);
+        let node = Caller::Node(Arc::new(NodeCert {
+            names: vec!["ctl9".into(), "ctl9.example".into()],
+        }));
+        assert_eq!(node.role(), Role::Agent);
+        assert!(tokens.may_send_as(&node, "ctl9").is_ok());
+        assert!(tokens.may_send_as(&node, "ctl9.example").is_ok());
+        let err = tokens.may_send_as(&node, "ctl1").unwrap_err();
+        assert_eq!(
+            err,
+            "this node certificate may only send as ctl9, ctl9.example, not as \"ctl1\""
+        );
     }
 }

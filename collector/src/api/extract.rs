@@ -1,10 +1,14 @@
-//! The prologue of every handler, as axum extractors: who is asking (by
-//! bearer token), whether it may, and for a run's read API the run id and
-//! whether the store knows it. A handler that takes one of these runs only
-//! when its checks passed.
+//! The prologue of every handler, as axum extractors: who is asking (a
+//! bearer token, else the node certificate of the connection), whether
+//! that role may do this, and for a run's read API the run id and whether
+//! the store knows it. A handler that takes one of these runs only when its
+//! checks passed. Failures count against the client's address
+//! (`limit`), and every admin request is written to the audit log.
 
+use crate::api::audit::Entry;
 use crate::api::auth::{Caller, Role};
 use crate::api::error::{ApiError, internal, no_run};
+use crate::api::peer::Peer;
 use crate::api::state::Shared;
 use crate::store::Store;
 use axum::extract::{FromRequestParts, Path};
@@ -13,14 +17,18 @@ use axum::http::{StatusCode, header};
 use bounce_wire::RunId;
 use std::sync::MutexGuard;
 
-/// A caller with any known token (agent or admin); 401 otherwise.
+/// A caller with any known credential (agent or admin); 401 otherwise.
 pub struct Authenticated(pub Caller);
 
-/// A caller with an admin token; 401 or 403 otherwise.
+/// A caller with an agent credential (token or node certificate): the only
+/// role that may send results (and take leases); 401 or 403 otherwise.
+pub struct AgentCaller(pub Caller);
+
+/// A caller with an admin token; 401 or 403 otherwise. Audited.
 pub struct Admin;
 
 /// A read of one run: an admin token, and a run id the store knows (404
-/// otherwise, as for an id that cannot be one).
+/// otherwise, as for an id that cannot be one). Audited.
 pub struct RunRead {
     pub run_id: RunId,
     state: Shared,
@@ -29,39 +37,99 @@ pub struct RunRead {
 /// `/metrics`: open, or only for admins with `serve --protect-metrics`.
 pub struct MetricsReader;
 
-fn caller(parts: &Parts, state: &Shared, need: Role) -> Result<Caller, ApiError> {
-    let caller = parts
+/// Who is asking, with the label the audit log uses.
+fn identify(parts: &Parts, state: &Shared) -> Option<(Caller, String)> {
+    let bearer = parts
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .and_then(|token| state.tokens.caller(token))
-        .ok_or_else(|| {
-            ApiError(
-                StatusCode::UNAUTHORIZED,
-                "missing or unknown bearer token".into(),
-            )
-        })?;
-    if caller.role() < need {
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match bearer {
+        // A token decides when one is shown, even over a certified connection.
+        Some(token) => state.tokens.identify(token),
+        None => peer(parts).and_then(|p| p.node.clone()).map(|cert| {
+            let label = cert.label();
+            (Caller::Node(cert), label)
+        }),
+    }
+}
+
+fn peer(parts: &Parts) -> Option<&Peer> {
+    parts.extensions.get::<Peer>()
+}
+
+/// The caller, if its role is `need` (roles never mix). Refusals count
+/// against the address; admin requests, allowed or not, are audited.
+fn caller(parts: &Parts, state: &Shared, need: Option<Role>) -> Result<Caller, ApiError> {
+    let addr = peer(parts).map(|p| p.addr);
+    if let Some(a) = addr
+        && let Err(wait) = state.failures.check(a.ip())
+    {
         return Err(ApiError(
-            StatusCode::FORBIDDEN,
-            "this token may only ingest".into(),
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many failed authentications from {}: try again in {} s",
+                a.ip(),
+                wait.as_secs() + 1
+            ),
         ));
     }
-    Ok(caller)
+    let found = identify(parts, state);
+    let result = match &found {
+        None => Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing or unknown bearer token (and no node certificate)".into(),
+        )),
+        Some((c, _)) => match (need, c.role()) {
+            (None, _) => Ok(c.clone()),
+            (Some(n), r) if n == r => Ok(c.clone()),
+            (Some(Role::Admin), _) => Err(ApiError(
+                StatusCode::FORBIDDEN,
+                "an agent credential may only send results; this needs an admin token".into(),
+            )),
+            (Some(Role::Agent), _) => Err(ApiError(
+                StatusCode::FORBIDDEN,
+                "an admin token may read and manage, not send results (agents send with agent tokens or node certificates)".into(),
+            )),
+        },
+    };
+    if result.is_err()
+        && let Some(a) = addr
+    {
+        state.failures.failed(a.ip());
+    }
+    if need == Some(Role::Admin) {
+        state.audit.record(&Entry {
+            who: found
+                .as_ref()
+                .map_or("unknown", |(_, label)| label.as_str()),
+            from: addr,
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            allowed: result.is_ok(),
+        });
+    }
+    result
 }
 
 impl FromRequestParts<Shared> for Authenticated {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
-        caller(parts, state, Role::Agent).map(Authenticated)
+        caller(parts, state, None).map(Authenticated)
+    }
+}
+
+impl FromRequestParts<Shared> for AgentCaller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
+        caller(parts, state, Some(Role::Agent)).map(AgentCaller)
     }
 }
 
 impl FromRequestParts<Shared> for Admin {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
-        caller(parts, state, Role::Admin).map(|_| Admin)
+        caller(parts, state, Some(Role::Admin)).map(|_| Admin)
     }
 }
 
@@ -69,7 +137,7 @@ impl FromRequestParts<Shared> for MetricsReader {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
         if state.protect_metrics {
-            caller(parts, state, Role::Admin)?;
+            caller(parts, state, Some(Role::Admin))?;
         }
         Ok(MetricsReader)
     }
@@ -78,7 +146,7 @@ impl FromRequestParts<Shared> for MetricsReader {
 impl FromRequestParts<Shared> for RunRead {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
-        caller(parts, state, Role::Admin)?;
+        caller(parts, state, Some(Role::Admin))?;
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|e| ApiError(e.status(), e.body_text()))?;

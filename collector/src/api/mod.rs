@@ -1,12 +1,15 @@
 //! The collector's HTTP API: ingest for agents, reads for admins, /metrics
-//! for Prometheus. Every request is authenticated by a bearer token
-//! (`auth`), checked by the extractors in `extract` before a handler runs;
+//! for Prometheus. Every request is authenticated by a bearer token or the
+//! node certificate of its connection (`auth`, `peer`), checked by the extractors in `extract` before a handler runs;
 //! the handlers (`routes`) are thin. A bad request gets a 4xx with its
 //! reason (`error`) and writes nothing.
 
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod limit;
+pub mod peer;
 pub mod query;
 pub mod routes;
 pub mod state;

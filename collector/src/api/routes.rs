@@ -3,7 +3,7 @@
 //! and shapes the answer.
 
 use crate::api::error::{ApiError, bad, internal, no_run};
-use crate::api::extract::{Admin, Authenticated, MetricsReader, RunRead};
+use crate::api::extract::{Admin, AgentCaller, Authenticated, MetricsReader, RunRead};
 use crate::api::query;
 use crate::api::state::Shared;
 use crate::metrics::{self, Exposition};
@@ -40,7 +40,7 @@ pub fn router(state: Shared) -> Router {
 /// a bad token included, so the token is checked inside.
 async fn ingest(
     State(state): State<Shared>,
-    caller: Result<Authenticated, ApiError>,
+    caller: Result<AgentCaller, ApiError>,
     body: Bytes,
 ) -> Result<Json<Ack>, ApiError> {
     let result = store_batch(&state, caller, &body).await;
@@ -52,15 +52,16 @@ async fn ingest(
 
 async fn store_batch(
     state: &Shared,
-    caller: Result<Authenticated, ApiError>,
+    caller: Result<AgentCaller, ApiError>,
     body: &[u8],
 ) -> Result<Ack, ApiError> {
-    let Authenticated(caller) = caller?;
+    let AgentCaller(caller) = caller?;
+    validate::json_depth(body, validate::MAX_JSON_DEPTH).map_err(bad)?;
     let batch: Batch =
         serde_json::from_slice(body).map_err(|e| bad(format!("body is not a batch: {e}")))?;
     state
         .tokens
-        .may_send_as(caller, &batch.agent)
+        .may_send_as(&caller, &batch.agent)
         .map_err(|why| ApiError(StatusCode::FORBIDDEN, why))?;
     let histograms = validate::batch(&batch).map_err(bad)?;
     let seq = batch.seq;
@@ -97,7 +98,7 @@ async fn whoami(
     if let Some(agent) = q.get("agent") {
         state
             .tokens
-            .may_send_as(caller, agent)
+            .may_send_as(&caller, agent)
             .map_err(|why| ApiError(StatusCode::FORBIDDEN, why))?;
     }
     if let Some(run_id) = q.get("run_id") {

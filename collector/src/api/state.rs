@@ -1,8 +1,10 @@
 //! What every request handler shares: the store (its single writer and a
-//! reading connection), the tokens, the flags `serve` was given and the
+//! reading connection), the tokens, the failure limit and audit log, the flags `serve` was given and the
 //! in-memory ingest counters.
 
+use crate::api::audit::Audit;
 use crate::api::auth::Tokens;
+use crate::api::limit::FailureLimit;
 use crate::metrics::IngestCounters;
 use crate::store::Store;
 use crate::writer::Writer;
@@ -19,6 +21,10 @@ pub struct AppState {
     /// Also export restart counts per node (off by default: cardinality).
     pub per_node_metrics: bool,
     pub counters: IngestCounters,
+    /// Failed authentications per client address.
+    pub failures: FailureLimit,
+    /// Where admin requests are recorded.
+    pub audit: Audit,
 }
 
 pub type Shared = Arc<AppState>;

@@ -1,15 +1,23 @@
 //! `serve`: the ingest API, the read API and /metrics over one store,
-//! with the tokens from files or the environment.
+//! with the tokens from files or the environment, over TLS (the
+//! certificate reloaded on SIGHUP) or, on loopback or when told it is
+//! insecure, plain HTTP.
 
+use crate::api::audit::Audit;
 use crate::api::auth::{AgentToken, Tokens};
+use crate::api::limit::FailureLimit;
 use crate::api::routes::router;
 use crate::api::state::AppState;
 use crate::cmd::tokens::tokens;
+use crate::net::listen::{self, Deadlines};
+use crate::net::tls::{ServerCert, server_config};
 use crate::store::Store;
 use crate::writer::Writer;
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -30,6 +38,34 @@ pub struct Args {
     /// series per node, service and outcome: mind the cardinality).
     #[arg(long)]
     per_node_metrics: bool,
+    /// Serve HTTPS with this certificate (PEM, chain first); reloaded,
+    /// with --tls-key, on SIGHUP (open connections are kept).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Accept node certificates signed by this CA (PEM) as agent
+    /// credentials: the agent may send only as a DNS name of its certificate.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+    /// Serve plain HTTP on an address that is not loopback: tokens and
+    /// results then cross the network readable by anyone on it.
+    #[arg(long)]
+    insecure_plain_http: bool,
+    /// Where admin requests are recorded, one JSON line each (`-`: stderr).
+    #[arg(long, value_name = "FILE|-", default_value = "-")]
+    audit_log: PathBuf,
+    /// Failed authentications from one address per minute before it gets
+    /// 429 for the rest of the minute (0: no limit).
+    #[arg(long, default_value_t = 10)]
+    auth_failures_per_minute: u32,
+    /// Seconds a client may take for a request's head (and the TLS handshake).
+    #[arg(long, default_value_t = 10)]
+    header_timeout_secs: u64,
+    /// Seconds a whole request may take, body and answer included.
+    #[arg(long, default_value_t = 60)]
+    request_timeout_secs: u64,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -42,8 +78,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Agent tokens (possibly bound to names) and admin tokens; at least one.
-fn read_tokens(args: &Args) -> Result<Tokens> {
+/// Agent tokens (possibly bound to names) and admin tokens; at least one,
+/// unless node certificates can ingest.
+fn read_tokens(args: &Args, node_certs: bool) -> Result<Tokens> {
     let agent = tokens(args.agent_token_file.as_deref(), "BOUNCE_AGENT_TOKEN")?
         .iter()
         .map(|line| AgentToken::parse(line))
@@ -56,40 +93,86 @@ fn read_tokens(args: &Args) -> Result<Tokens> {
             bound.chars().take(4).collect::<String>()
         );
     }
-    if agent.is_empty() && admin.is_empty() {
+    if agent.is_empty() && admin.is_empty() && !node_certs {
         bail!(
-            "no tokens: give --agent-token-file/--admin-token-file or BOUNCE_AGENT_TOKEN/BOUNCE_ADMIN_TOKEN (nothing could ingest)"
+            "no tokens: give --agent-token-file/--admin-token-file or BOUNCE_AGENT_TOKEN/BOUNCE_ADMIN_TOKEN, or --client-ca (nothing could ingest)"
         );
     }
     Ok(Tokens::new(agent, admin))
 }
 
 async fn serve(args: Args) -> Result<()> {
-    let tokens = read_tokens(&args)?;
+    let tls = tls(&args)?;
+    if tls.is_none() && !args.listen.ip().is_loopback() && !args.insecure_plain_http {
+        bail!(
+            "refusing to serve plain HTTP on {} (not loopback: tokens and results would cross the network in clear): give --tls-cert/--tls-key, or say --insecure-plain-http",
+            args.listen
+        );
+    }
+    let tokens = read_tokens(&args, tls.as_ref().is_some_and(|t| t.1))?;
     let open = || {
         Store::open(&args.store)
             .with_context(|| format!("{}: cannot open the store", args.store.display()))
     };
-    let state = std::sync::Arc::new(AppState {
+    let audit = Audit::open(&args.audit_log)
+        .with_context(|| format!("{}: cannot open the audit log", args.audit_log.display()))?;
+    let state = Arc::new(AppState {
         writer: Writer::start(open()?),
         reader: std::sync::Mutex::new(open()?),
         tokens,
         protect_metrics: args.protect_metrics,
         per_node_metrics: args.per_node_metrics,
         counters: Default::default(),
+        failures: FailureLimit::new(args.auth_failures_per_minute),
+        audit,
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     eprintln!(
-        "bounce-collector: listening on http://{}, store {}",
+        "bounce-collector: listening on {}://{}{}, store {}",
+        if tls.is_some() { "https" } else { "http" },
         listener.local_addr()?,
+        if args.client_ca.is_some() {
+            " (node certificates accepted)"
+        } else {
+            ""
+        },
         args.store.display()
     );
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    let deadlines = Deadlines {
+        handshake: Duration::from_secs(args.header_timeout_secs),
+        header: Duration::from_secs(args.header_timeout_secs),
+        request: Duration::from_secs(args.request_timeout_secs),
+    };
+    let acceptor = tls.map(|(acceptor, _)| acceptor);
+    listen::serve(listener, acceptor, router(state), deadlines, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await;
     Ok(())
+}
+
+/// The TLS acceptor (and whether node certificates are accepted), with a
+/// task that reloads the certificate on SIGHUP.
+fn tls(args: &Args) -> Result<Option<(tokio_rustls::TlsAcceptor, bool)>> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let served = Arc::new(ServerCert::load(cert, key)?);
+    let config = server_config(served.clone(), args.client_ca.as_deref())?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot watch SIGHUP")?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match served.reload() {
+                Ok(()) => eprintln!("bounce-collector: SIGHUP: certificate reloaded"),
+                Err(e) => eprintln!("bounce-collector: SIGHUP: kept the old certificate: {e}"),
+            }
+        }
+    });
+    Ok(Some((
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        args.client_ca.is_some(),
+    )))
 }
