@@ -8,6 +8,8 @@
 
 mod api;
 mod cmd;
+#[cfg(test)]
+mod fuzz;
 mod metrics;
 mod net;
 mod remote;

@@ -22,10 +22,6 @@ pub struct SparseHistogram {
     counts: BTreeMap<u64, u64>,
 }
 
-const V2_COOKIE: u32 = 0x1c84_9303 | 0x10;
-const V2_COMPRESSED_COOKIE: u32 = 0x1c84_9304 | 0x10;
-/// cookie, payload length, normalizing offset, digits, low, high, ratio.
-const HEADER: usize = 40;
 /// Bucketing of bounce's shape (1 µs lowest: unit magnitude 0; 3 digits:
 /// 2,048 sub-buckets, half of them 1,024 = 2^10).
 const HALF_MAGNITUDE: u32 = 10;
@@ -40,11 +36,6 @@ fn value_for(index: usize) -> u64 {
     } else {
         (sub as u64) << bucket
     }
-}
-
-fn split_u32(b: &[u8]) -> Option<(u32, &[u8])> {
-    let (head, rest) = b.split_first_chunk::<4>()?;
-    Some((u32::from_be_bytes(*head), rest))
 }
 
 /// LEB128, at most 9 bytes (HdrHistogram's variant: the 9th byte is whole).
@@ -82,51 +73,12 @@ impl SparseHistogram {
     }
 
     /// Straight from the V2-deflate base64 an agent sends (`wire::hist::encode`),
-    /// without the dense histogram in between: the same checks as
-    /// `wire::hist::decode` (bounce's shape, nothing else), the same buckets
+    /// without the dense histogram in between: the same reading as
+    /// `wire::hist::decode` up to the counts (`inflate_v2`), the same buckets
     /// as decoding and [`from_hdr`](Self::from_hdr).
     pub fn from_v2_deflate(text: &str) -> Result<SparseHistogram, String> {
-        use base64::Engine;
-        use std::io::Read;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .map_err(|e| format!("not base64: {e}"))?;
-        let not_v2 = || "not an HdrHistogram V2 compressed encoding".to_string();
-        let (cookie, rest) = split_u32(&bytes).ok_or_else(not_v2)?;
-        let (len, rest) = split_u32(rest).ok_or_else(not_v2)?;
-        if cookie != V2_COMPRESSED_COOKIE || len as usize > rest.len() {
-            return Err(not_v2());
-        }
-        // Never more than the largest honest encoding: a header and a
-        // varint per bucket (a bomb stops here).
-        let limit = (HEADER + 9 * shape().distinct_values()) as u64;
-        let mut inner = Vec::new();
-        flate2::read::ZlibDecoder::new(&rest[..len as usize])
-            .take(limit + 1)
-            .read_to_end(&mut inner)
-            .map_err(|e| format!("not an HdrHistogram V2 encoding: {e}"))?;
-        if inner.len() as u64 > limit {
-            return Err("the encoding inflates beyond any histogram of bounce's shape".into());
-        }
-        let header = inner.get(..HEADER).ok_or_else(not_v2)?;
-        let u32_at = |i: usize| u32::from_be_bytes(header[i..i + 4].try_into().expect("4 bytes"));
-        let u64_at = |i: usize| u64::from_be_bytes(header[i..i + 8].try_into().expect("8 bytes"));
-        let (payload_len, offset, digits) = (u32_at(4) as usize, u32_at(8), u32_at(12));
-        let (low, high, ratio) = (u64_at(16), u64_at(24), f64::from_bits(u64_at(32)));
-        if u32_at(0) != V2_COOKIE || offset != 0 || ratio != 1.0 {
-            return Err(not_v2());
-        }
-        if digits != u32::from(hist::SIGFIG) || low != hist::LOWEST_US || high > hist::HIGHEST_US {
-            return Err(format!(
-                "histogram shape ({low}..{high} µs, {digits} digits) is not bounce's ({}..{} µs, {} digits)",
-                hist::LOWEST_US,
-                hist::HIGHEST_US,
-                hist::SIGFIG
-            ));
-        }
-        let payload = inner
-            .get(HEADER..HEADER + payload_len)
-            .ok_or("the payload is shorter than its header says")?;
+        let v2 = hist::inflate_v2(text)?;
+        let payload = v2.payload();
         let mut counts = BTreeMap::new();
         let (mut index, mut at) = (0usize, 0usize);
         let buckets = shape().distinct_values();

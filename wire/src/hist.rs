@@ -70,24 +70,92 @@ pub fn encode(h: &Histogram<u64>) -> Result<String, HistError> {
 
 /// Decodes [`encode`]'s output, refusing histograms of another shape (their
 /// values would not merge exactly) and anything that is not a histogram.
+/// The shape is checked on the inflated header ([`inflate_v2`]) before
+/// HdrHistogram sizes anything by it: a crafted header cannot make it
+/// allocate a histogram of any range.
 pub fn decode(text: &str) -> Result<Histogram<u64>, String> {
-    let bytes = BASE64
-        .decode(text)
-        .map_err(|e| format!("not base64: {e}"))?;
+    let v2 = inflate_v2(text)?;
     let h: Histogram<u64> = Deserializer::new()
-        .deserialize(&mut bytes.as_slice())
+        .deserialize(&mut v2.uncompressed())
         .map_err(|e| format!("not an HdrHistogram V2 encoding: {e:?}"))?;
-    if h.sigfig() != SIGFIG || h.low() != LOWEST_US || h.high() > HIGHEST_US {
-        return Err(format!(
-            "histogram shape ({}..{} µs, {} digits) is not bounce's ({LOWEST_US}..{HIGHEST_US} µs, {SIGFIG} digits)",
-            h.low(),
-            h.high(),
-            h.sigfig()
-        ));
-    }
     let mut out = new_histogram();
     out.add(&h).map_err(|e| format!("{e:?}"))?;
     Ok(out)
+}
+
+const V2_COOKIE: u32 = 0x1c84_9303 | 0x10;
+const V2_COMPRESSED_COOKIE: u32 = 0x1c84_9304 | 0x10;
+/// cookie, payload length, normalizing offset, digits, low, high, ratio.
+const V2_HEADER: usize = 40;
+
+/// An inflated V2 encoding whose header says bounce's shape.
+pub struct V2Inflated {
+    /// The uncompressed V2 encoding: header, then the counts payload.
+    bytes: Vec<u8>,
+    payload_len: usize,
+}
+
+impl V2Inflated {
+    /// The counts: ZigZag LEB128 varints, a negative one a run of empty buckets.
+    pub fn payload(&self) -> &[u8] {
+        &self.bytes[V2_HEADER..V2_HEADER + self.payload_len]
+    }
+
+    /// The uncompressed V2 encoding, which HdrHistogram's deserializer reads.
+    fn uncompressed(&self) -> &[u8] {
+        &self.bytes[..V2_HEADER + self.payload_len]
+    }
+}
+
+/// The one reading of an agent's V2-deflate base64 up to its counts, shared
+/// by [`decode`] and the collector's sparse decoder: base64, the compressed
+/// cookie, inflation bounded by the largest honest encoding (a header and a
+/// varint per bucket: a deflate bomb stops there), the header's cookie and
+/// bounce's shape.
+pub fn inflate_v2(text: &str) -> Result<V2Inflated, String> {
+    use std::io::Read;
+    let bytes = BASE64
+        .decode(text)
+        .map_err(|e| format!("not base64: {e}"))?;
+    let not_v2 = || "not an HdrHistogram V2 compressed encoding".to_string();
+    let u32_in = |b: &[u8], i: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(b.get(i..i + 4)?.try_into().ok()?))
+    };
+    let (cookie, len) = (u32_in(&bytes, 0), u32_in(&bytes, 4));
+    let (Some(V2_COMPRESSED_COOKIE), Some(len)) = (cookie, len) else {
+        return Err(not_v2());
+    };
+    let deflated = bytes.get(8..8 + len as usize).ok_or_else(not_v2)?;
+    static LIMIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let limit = *LIMIT.get_or_init(|| (V2_HEADER + 9 * new_histogram().distinct_values()) as u64);
+    let mut inner = Vec::new();
+    flate2::read::ZlibDecoder::new(deflated)
+        .take(limit + 1)
+        .read_to_end(&mut inner)
+        .map_err(|e| format!("not an HdrHistogram V2 encoding: {e}"))?;
+    if inner.len() as u64 > limit {
+        return Err("the encoding inflates beyond any histogram of bounce's shape".into());
+    }
+    let header = inner.get(..V2_HEADER).ok_or_else(not_v2)?;
+    let u32_at = |i: usize| u32::from_be_bytes(header[i..i + 4].try_into().expect("4 bytes"));
+    let u64_at = |i: usize| u64::from_be_bytes(header[i..i + 8].try_into().expect("8 bytes"));
+    let (payload_len, offset, digits) = (u32_at(4) as usize, u32_at(8), u32_at(12));
+    let (low, high, ratio) = (u64_at(16), u64_at(24), f64::from_bits(u64_at(32)));
+    if u32_at(0) != V2_COOKIE || offset != 0 || ratio != 1.0 {
+        return Err(not_v2());
+    }
+    if digits != u32::from(SIGFIG) || low != LOWEST_US || high > HIGHEST_US || high < 2 * low {
+        return Err(format!(
+            "histogram shape ({low}..{high} µs, {digits} digits) is not bounce's ({LOWEST_US}..{HIGHEST_US} µs, {SIGFIG} digits)"
+        ));
+    }
+    if inner.len() < V2_HEADER + payload_len {
+        return Err("the payload is shorter than its header says".into());
+    }
+    Ok(V2Inflated {
+        bytes: inner,
+        payload_len,
+    })
 }
 
 /// The observed durations (seconds) per (service, phase), in key order.
