@@ -72,15 +72,16 @@ impl Collector {
         let answer = self.client.get(&path, Duration::from_secs(10)).await?;
         let url = format!("{}{path}", self.client.base());
         let reason = answer.reason();
+        let credential = self.client.credential_name();
         match answer.status.as_u16() {
             200 => Ok(()),
             403 if !reason.is_empty() => Err(StreamError::Refused(
                 url,
-                format!("the collector refused the credential: {reason}"),
+                format!("the collector refused the {credential}: {reason}"),
             )),
             401 | 403 => Err(StreamError::Refused(
                 url,
-                "the collector refused the credential".into(),
+                format!("the collector refused the {credential}"),
             )),
             409 => Err(StreamError::Refused(
                 url,

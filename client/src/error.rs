@@ -134,7 +134,24 @@ fn quoted(names: &[String]) -> String {
     }
     names
         .iter()
-        .map(|n| format!("'{n}'"))
+        .map(|n| format!("'{}'", bare_name(n)))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// rustls shows presented names in Debug form (`DnsName("ctl9")`); the
+/// operator wants `ctl9`.
+fn bare_name(presented: &str) -> &str {
+    presented
+        .split_once("(\"")
+        .and_then(|(_, rest)| rest.strip_suffix("\")"))
+        .unwrap_or(presented)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn presented_names_bare() {
+        assert_eq!(super::quoted(&["DnsName(\"ctl9\")".into(), "x".into()]), "'ctl9', 'x'");
+    }
 }

@@ -110,6 +110,14 @@ impl CollectorClient {
         })
     }
 
+    /// What the credential is, in words for refusals.
+    pub fn credential_name(&self) -> &'static str {
+        match self.credential {
+            Credential::Token(_) => "token",
+            Credential::Certificate => "node certificate",
+        }
+    }
+
     /// The base URL, as given (without a trailing slash).
     pub fn base(&self) -> &str {
         &self.base

@@ -6,6 +6,8 @@
 //! drops; they run with `--network none` or `--network host` (never Docker's
 //! bridge: dockerd runs with `--bridge=none`).
 
+pub mod pki;
+
 use anyhow::{Context, Result, bail};
 use bounce_wire::TimelineRecord;
 use serde_json::Value;
@@ -471,8 +473,13 @@ impl CollectorProcess {
         c
     }
 
+    /// `https://localhost:PORT` when started with `--tls-cert`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        if self.extra.iter().any(|a| a == "--tls-cert") {
+            format!("https://localhost:{}", self.port)
+        } else {
+            format!("http://127.0.0.1:{}", self.port)
+        }
     }
 
     fn spawn(&mut self) {
@@ -499,6 +506,11 @@ impl CollectorProcess {
         panic!("bounce-collector did not listen on {}", self.port);
     }
 
+    /// The process id (to signal it: SIGHUP reloads the certificate).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// SIGKILL, no goodbye.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -520,8 +532,21 @@ impl CollectorProcess {
         token: Option<&str>,
         body: Option<&[u8]>,
     ) -> (u16, String) {
+        self.curl(&[], method, path, token, body)
+    }
+
+    /// `curl` with extra options (`--cacert`, `--cert`, `--key`).
+    pub fn curl(
+        &self,
+        options: &[&str],
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&[u8]>,
+    ) -> (u16, String) {
         let mut cmd = Command::new("curl");
         cmd.args(["-s", "-S", "-o", "-", "-w", "\n%{http_code}", "-X", method]);
+        cmd.args(options);
         if let Some(t) = token {
             cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
         }

@@ -1,0 +1,393 @@
+//! TLS, node identity and the hardened API, against the real binaries: a
+//! private CA made here (rcgen), a collector serving HTTPS, the agent
+//! restarting a real container. Every wrong trust is refused before
+//! anything restarts and with words that say what is wrong; a node
+//! certificate sends only as its own name and never reads; SIGHUP serves a
+//! new certificate without dropping an open connection; slow clients,
+//! guessed tokens and deep bodies are cut off.
+
+use bounce_tests::pki::{Issued, TestCa};
+use bounce_tests::{
+    ADMIN_TOKEN, AGENT_TOKEN, CollectorProcess, Scratch, TestContainer, agent, batch_of, bin,
+    docker_record, run_args, text,
+};
+use bounce_wire::{Boundary, BoundaryName, Clock, NodeFacts, Source};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SLEEPER: &str = "trap 'exit 0' TERM; while true; do sleep 1 & wait; done";
+
+fn tls_collector(dir: &Path, sub: &str, cert: &Issued, extra: &[&str]) -> CollectorProcess {
+    let d = dir.join(sub);
+    std::fs::create_dir_all(&d).unwrap();
+    let mut args = vec![
+        "--tls-cert",
+        cert.cert.to_str().unwrap(),
+        "--tls-key",
+        cert.key.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    CollectorProcess::start_with(&d, &args)
+}
+
+/// Batches the collector stored, from its own counters (read without
+/// checking its certificate: this only counts).
+fn stored(col: &CollectorProcess) -> String {
+    let (_, metrics) = col.curl(&["-k"], "GET", "/metrics", None, None);
+    metrics
+        .lines()
+        .find(|l| l.starts_with("bounce_collector_batches_total{result=\"stored\"}"))
+        .unwrap_or("no counter")
+        .to_string()
+}
+
+fn scenario(dir: &Scratch, container: &str) -> std::path::PathBuf {
+    dir.write(
+        "tls.yaml",
+        &format!(
+            "deployment: lab\nscenario: tls\ntargets:\n  - docker: {{names: [{container}]}}\n    stop_timeout: 5s\n    timeout: 30s\n"
+        ),
+    )
+}
+
+#[test]
+fn an_agent_with_the_right_ca_streams_a_run_and_every_wrong_trust_is_refused_before_restarting() {
+    let c = TestContainer::start("tls-trust", &["--network", "none"], SLEEPER);
+    let dir = Scratch::new("tls-trust");
+    let ca = TestCa::new(&dir.0, "ca");
+    let other = TestCa::new(&dir.0, "other");
+    let good = tls_collector(&dir.0, "good", &ca.issue("server", &["localhost"]), &[]);
+    let expired = tls_collector(
+        &dir.0,
+        "expired",
+        &ca.issue_expired("expired", &["localhost"]),
+        &[],
+    );
+    let ctl9 = tls_collector(&dir.0, "ctl9", &ca.issue("ctl9", &["ctl9"]), &[]);
+    let file = scenario(&dir, &c.name);
+    let token = dir.write("agent.token", AGENT_TOKEN);
+    let run = |out: &str, url: &str, ca_file: &Path| {
+        agent(&run_args(
+            &file,
+            &dir.path(out),
+            &[
+                "--collector",
+                url,
+                "--token-file",
+                token.to_str().unwrap(),
+                "--ca-file",
+                ca_file.to_str().unwrap(),
+            ],
+        ))
+    };
+    let before = c.inspect()["State"]["StartedAt"].clone();
+    for (out, col, ca_file, words) in [
+        ("o-wrong-ca", &good, &other.pem, "signed by an unknown CA"),
+        ("o-expired", &expired, &ca.pem, "the collector's certificate expired"),
+        (
+            "o-name",
+            &ctl9,
+            &ca.pem,
+            "the collector's certificate for 'ctl9' is not valid for 'localhost'",
+        ),
+    ] {
+        let o = run(out, &col.url(), ca_file);
+        assert_eq!(o.status.code(), Some(2), "{out}: {}", text(&o));
+        assert!(text(&o).contains(words), "{out}: {}", text(&o));
+        assert!(text(&o).contains("nothing was restarted"), "{out}: {}", text(&o));
+        assert!(stored(col).ends_with(" 0"), "{out}: {}", stored(col));
+    }
+    // Plain http:// to a collector off loopback, without saying it is insecure.
+    let o = run("o-plain", "http://ctl9.invalid:9465", &ca.pem);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("refusing plain http://"), "{}", text(&o));
+    assert_eq!(c.inspect()["State"]["StartedAt"], before, "nothing was restarted");
+
+    // The right CA: the run is measured and stored over TLS.
+    let o = run("o-good", &good.url(), &ca.pem);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_ne!(c.inspect()["State"]["StartedAt"], before, "restarted");
+    assert!(!stored(&good).ends_with(" 0"), "{}", stored(&good));
+    // And read back through the same client by an admin (`runs --collector`).
+    let admin = dir.write("admin.token", ADMIN_TOKEN);
+    let runs = std::process::Command::new(bin("bounce-collector"))
+        .args(["runs", "--collector", &good.url(), "--ca-file"])
+        .arg(&ca.pem)
+        .arg("--token-file")
+        .arg(&admin)
+        .output()
+        .unwrap();
+    assert!(runs.status.success(), "{}", text(&runs));
+    assert!(String::from_utf8_lossy(&runs.stdout).contains("lab"), "{}", text(&runs));
+}
+
+fn batch_as(agent: &str) -> Vec<u8> {
+    let b = |name, unix_nanos| Boundary {
+        name,
+        unix_nanos,
+        source: Source::Agent,
+        clock: Clock::Realtime,
+    };
+    let timestamps = vec![
+        b(BoundaryName::Requested, 1_000_000_000),
+        b(BoundaryName::Exited, 1_400_000_000),
+    ];
+    let t = docker_record(("r-mtls", "lab", "mtls"), agent, "nova_api", timestamps);
+    serde_json::to_vec(&batch_of(t, NodeFacts::default(), 1, 1, 1)).unwrap()
+}
+
+#[test]
+fn a_node_certificate_sends_only_as_its_name_and_never_reads_and_admins_never_ingest() {
+    let c = TestContainer::start("tls-node", &["--network", "none"], SLEEPER);
+    let dir = Scratch::new("tls-node");
+    let ca = TestCa::new(&dir.0, "ca");
+    let other = TestCa::new(&dir.0, "other");
+    let node_a = ca.issue("node-a", &["node-a"]);
+    let stranger = other.issue("stranger", &["node-a"]);
+    let audit = dir.path("audit.jsonl");
+    let col = tls_collector(
+        &dir.0,
+        "col",
+        &ca.issue("server", &["localhost"]),
+        &[
+            "--client-ca",
+            ca.pem.to_str().unwrap(),
+            "--audit-log",
+            audit.to_str().unwrap(),
+        ],
+    );
+    let cacert = ["--cacert", ca.pem.to_str().unwrap()];
+    let as_node = [
+        &cacert[..],
+        &[
+            "--cert",
+            node_a.cert.to_str().unwrap(),
+            "--key",
+            node_a.key.to_str().unwrap(),
+        ],
+    ]
+    .concat();
+    let ingest = "/api/v1/ingest";
+
+    let (s, body) = col.curl(&as_node, "POST", ingest, None, Some(&batch_as("node-b")));
+    assert_eq!(s, 403, "another node's results: {body}");
+    assert!(body.contains("may only send as node-a"), "{body}");
+    let (s, body) = col.curl(&as_node, "POST", ingest, None, Some(&batch_as("node-a")));
+    assert_eq!(s, 200, "its own: {body}");
+    let (s, body) = col.curl(&as_node, "GET", "/api/v1/runs", None, None);
+    assert_eq!(s, 403, "a node certificate cannot read: {body}");
+    let (s, body) = col.curl(&as_node, "GET", "/api/v1/runs/r-mtls/export", None, None);
+    assert_eq!(s, 403, "nor export a run: {body}");
+    let (s, body) = col.curl(&cacert, "GET", "/api/v1/runs/r-mtls/export", Some(AGENT_TOKEN), None);
+    assert_eq!(s, 403, "nor can an agent token: {body}");
+    let (s, body) = col.curl(&cacert, "POST", ingest, Some(ADMIN_TOKEN), Some(&batch_as("node-c")));
+    assert_eq!(s, 403, "an admin token cannot ingest: {body}");
+    let (s, body) = col.curl(&cacert, "GET", "/api/v1/runs/r-mtls/export", Some(ADMIN_TOKEN), None);
+    assert_eq!(s, 200, "an admin reads: {body}");
+    // A certificate from another CA does not get through the handshake.
+    let from_other = [
+        &cacert[..],
+        &[
+            "--cert",
+            stranger.cert.to_str().unwrap(),
+            "--key",
+            stranger.key.to_str().unwrap(),
+        ],
+    ]
+    .concat();
+    let (s, _) = col.curl(&from_other, "POST", ingest, None, Some(&batch_as("node-a")));
+    assert_eq!(s, 0, "no HTTP answer without a trusted certificate");
+
+    // The real agent with the node certificate: another node's name is
+    // refused before anything restarts; its own is measured and stored.
+    let file = scenario(&dir, &c.name);
+    let run = |node: &str, out: &str| {
+        agent(&run_args(
+            &file,
+            &dir.path(out),
+            &[
+                "--node",
+                node,
+                "--collector",
+                &col.url(),
+                "--ca-file",
+                ca.pem.to_str().unwrap(),
+                "--client-cert",
+                node_a.cert.to_str().unwrap(),
+                "--client-key",
+                node_a.key.to_str().unwrap(),
+            ],
+        ))
+    };
+    let before = c.inspect()["State"]["StartedAt"].clone();
+    let o = run("node-b", "o1");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("refused the node certificate: this node certificate may only send as node-a"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(c.inspect()["State"]["StartedAt"], before, "not restarted");
+    let o = run("node-a", "o2");
+    assert!(o.status.success(), "{}", text(&o));
+
+    // The audit log: who read which run, who was refused; never a secret.
+    let log = std::fs::read_to_string(&audit).unwrap();
+    let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        lines.iter().any(|l| l["who"] == "admin token 1"
+            && l["run_id"] == "r-mtls"
+            && l["allowed"] == true),
+        "{log}"
+    );
+    assert!(
+        lines.iter().any(|l| l["who"] == "node node-a" && l["allowed"] == false),
+        "{log}"
+    );
+    assert!(!log.contains(ADMIN_TOKEN) && !log.contains(AGENT_TOKEN), "{log}");
+}
+
+/// A TLS connection of our own, kept open across the reload.
+fn connect(port: u16, ca: &Path) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in bounce_client::read_certs(ca).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    s.flush().unwrap(); // the handshake
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock).unwrap();
+    }
+    s
+}
+
+fn served_cert(s: &rustls::StreamOwned<rustls::ClientConnection, TcpStream>) -> Vec<u8> {
+    s.conn.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// One keep-alive request on the connection: the status.
+fn whoami(s: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>) -> u16 {
+    write!(
+        s,
+        "GET /api/v1/whoami HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    s.read_exact(&mut body).unwrap();
+    head[9..12].parse().unwrap()
+}
+
+#[test]
+fn sighup_serves_a_new_certificate_and_keeps_open_connections() {
+    let dir = Scratch::new("tls-sighup");
+    let ca = TestCa::new(&dir.0, "ca");
+    let first = ca.issue("first", &["localhost"]);
+    let served = Issued {
+        cert: dir.path("served.crt"),
+        key: dir.path("served.key"),
+        der: vec![],
+    };
+    let install = |i: &Issued| {
+        // Renamed into place, as a deployment tool would.
+        for (from, to) in [(&i.cert, &served.cert), (&i.key, &served.key)] {
+            std::fs::copy(from, dir.path("tmp")).unwrap();
+            std::fs::rename(dir.path("tmp"), to).unwrap();
+        }
+    };
+    install(&first);
+    let col = tls_collector(&dir.0, "col", &served, &[]);
+    let mut open = connect(col.port, &ca.pem);
+    assert_eq!(served_cert(&open), first.der);
+    assert_eq!(whoami(&mut open), 200);
+
+    // A garbled file and SIGHUP: the old certificate stays.
+    std::fs::write(&served.cert, "not a certificate").unwrap();
+    unsafe { libc::kill(col.pid() as i32, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(served_cert(&connect(col.port, &ca.pem)), first.der);
+
+    let second = ca.issue("second", &["localhost"]);
+    install(&second);
+    unsafe { libc::kill(col.pid() as i32, libc::SIGHUP) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while served_cert(&connect(col.port, &ca.pem)) != second.der {
+        assert!(Instant::now() < deadline, "the new certificate was never served");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(whoami(&mut open), 200, "the open connection was kept");
+    assert_eq!(served_cert(&open), first.der, "on its old handshake");
+}
+
+#[test]
+fn slow_clients_guessed_tokens_deep_bodies_and_open_plain_http_are_refused() {
+    let dir = Scratch::new("tls-hardened");
+    let col = CollectorProcess::start_with(&dir.0, &["--header-timeout-secs", "1"]);
+
+    // Slowloris: a request head that never ends is cut off, not waited for.
+    let mut slow = TcpStream::connect(("127.0.0.1", col.port)).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let mut buf = [0u8; 512];
+    let read = slow.read(&mut buf);
+    assert!(
+        matches!(read, Ok(_)) || read.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the server closed the connection: {read:?}"
+    );
+    let answered = String::from_utf8_lossy(&buf[..*read.as_ref().unwrap_or(&0)]).to_string();
+    assert!(!answered.contains("200 OK"), "{answered}");
+
+    // A body nested deeper than any batch: 400 before decoding.
+    let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+    let (s, body) = col.http("POST", "/api/v1/ingest", Some(AGENT_TOKEN), Some(deep.as_bytes()));
+    assert_eq!(s, 400, "{body}");
+    assert!(body.contains("nests deeper than 32"), "{body}");
+
+    // Guessing tokens: after 10 failures in a minute, even the right one waits.
+    for i in 0..10 {
+        let (s, _) = col.http("GET", "/api/v1/runs", Some(&format!("guess-{i:016}")), None);
+        assert_eq!(s, 401);
+    }
+    let (s, body) = col.http("GET", "/api/v1/runs", Some(ADMIN_TOKEN), None);
+    assert_eq!(s, 429, "{body}");
+    assert!(body.contains("too many failed authentications"), "{body}");
+
+    // Plain HTTP off loopback only when told it is insecure.
+    let out = std::process::Command::new(bin("bounce-collector"))
+        .args(["serve", "--listen", "0.0.0.0:1", "--store"])
+        .arg(dir.path("other.db"))
+        .env("BOUNCE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("refusing to serve plain HTTP on 0.0.0.0:1"),
+        "{}",
+        text(&out)
+    );
+}
