@@ -152,6 +152,9 @@ fn bare_name(presented: &str) -> &str {
 mod tests {
     #[test]
     fn presented_names_bare() {
-        assert_eq!(super::quoted(&["DnsName(\"ctl9\")".into(), "x".into()]), "'ctl9', 'x'");
+        assert_eq!(
+            super::quoted(&["DnsName(\"ctl9\")".into(), "x".into()]),
+            "'ctl9', 'x'"
+        );
     }
 }

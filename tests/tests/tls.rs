@@ -86,7 +86,12 @@ fn an_agent_with_the_right_ca_streams_a_run_and_every_wrong_trust_is_refused_bef
     let before = c.inspect()["State"]["StartedAt"].clone();
     for (out, col, ca_file, words) in [
         ("o-wrong-ca", &good, &other.pem, "signed by an unknown CA"),
-        ("o-expired", &expired, &ca.pem, "the collector's certificate expired"),
+        (
+            "o-expired",
+            &expired,
+            &ca.pem,
+            "the collector's certificate expired",
+        ),
         (
             "o-name",
             &ctl9,
@@ -97,14 +102,22 @@ fn an_agent_with_the_right_ca_streams_a_run_and_every_wrong_trust_is_refused_bef
         let o = run(out, &col.url(), ca_file);
         assert_eq!(o.status.code(), Some(2), "{out}: {}", text(&o));
         assert!(text(&o).contains(words), "{out}: {}", text(&o));
-        assert!(text(&o).contains("nothing was restarted"), "{out}: {}", text(&o));
+        assert!(
+            text(&o).contains("nothing was restarted"),
+            "{out}: {}",
+            text(&o)
+        );
         assert!(stored(col).ends_with(" 0"), "{out}: {}", stored(col));
     }
     // Plain http:// to a collector off loopback, without saying it is insecure.
     let o = run("o-plain", "http://ctl9.invalid:9465", &ca.pem);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("refusing plain http://"), "{}", text(&o));
-    assert_eq!(c.inspect()["State"]["StartedAt"], before, "nothing was restarted");
+    assert_eq!(
+        c.inspect()["State"]["StartedAt"],
+        before,
+        "nothing was restarted"
+    );
 
     // The right CA: the run is measured and stored over TLS.
     let o = run("o-good", &good.url(), &ca.pem);
@@ -121,7 +134,11 @@ fn an_agent_with_the_right_ca_streams_a_run_and_every_wrong_trust_is_refused_bef
         .output()
         .unwrap();
     assert!(runs.status.success(), "{}", text(&runs));
-    assert!(String::from_utf8_lossy(&runs.stdout).contains("lab"), "{}", text(&runs));
+    assert!(
+        String::from_utf8_lossy(&runs.stdout).contains("lab"),
+        "{}",
+        text(&runs)
+    );
 }
 
 fn batch_as(agent: &str) -> Vec<u8> {
@@ -181,11 +198,29 @@ fn a_node_certificate_sends_only_as_its_name_and_never_reads_and_admins_never_in
     assert_eq!(s, 403, "a node certificate cannot read: {body}");
     let (s, body) = col.curl(&as_node, "GET", "/api/v1/runs/r-mtls/export", None, None);
     assert_eq!(s, 403, "nor export a run: {body}");
-    let (s, body) = col.curl(&cacert, "GET", "/api/v1/runs/r-mtls/export", Some(AGENT_TOKEN), None);
+    let (s, body) = col.curl(
+        &cacert,
+        "GET",
+        "/api/v1/runs/r-mtls/export",
+        Some(AGENT_TOKEN),
+        None,
+    );
     assert_eq!(s, 403, "nor can an agent token: {body}");
-    let (s, body) = col.curl(&cacert, "POST", ingest, Some(ADMIN_TOKEN), Some(&batch_as("node-c")));
+    let (s, body) = col.curl(
+        &cacert,
+        "POST",
+        ingest,
+        Some(ADMIN_TOKEN),
+        Some(&batch_as("node-c")),
+    );
     assert_eq!(s, 403, "an admin token cannot ingest: {body}");
-    let (s, body) = col.curl(&cacert, "GET", "/api/v1/runs/r-mtls/export", Some(ADMIN_TOKEN), None);
+    let (s, body) = col.curl(
+        &cacert,
+        "GET",
+        "/api/v1/runs/r-mtls/export",
+        Some(ADMIN_TOKEN),
+        None,
+    );
     assert_eq!(s, 200, "an admin reads: {body}");
     // A certificate from another CA does not get through the handshake.
     let from_other = [
@@ -226,7 +261,9 @@ fn a_node_certificate_sends_only_as_its_name_and_never_reads_and_admins_never_in
     let o = run("node-b", "o1");
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
-        text(&o).contains("refused the node certificate: this node certificate may only send as node-a"),
+        text(&o).contains(
+            "refused the node certificate: this node certificate may only send as node-a"
+        ),
         "{}",
         text(&o)
     );
@@ -236,7 +273,10 @@ fn a_node_certificate_sends_only_as_its_name_and_never_reads_and_admins_never_in
 
     // The audit log: who read which run, who was refused; never a secret.
     let log = std::fs::read_to_string(&audit).unwrap();
-    let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert!(
         lines.iter().any(|l| l["who"] == "admin token 1"
             && l["run_id"] == "r-mtls"
@@ -244,10 +284,15 @@ fn a_node_certificate_sends_only_as_its_name_and_never_reads_and_admins_never_in
         "{log}"
     );
     assert!(
-        lines.iter().any(|l| l["who"] == "node node-a" && l["allowed"] == false),
+        lines
+            .iter()
+            .any(|l| l["who"] == "node node-a" && l["allowed"] == false),
         "{log}"
     );
-    assert!(!log.contains(ADMIN_TOKEN) && !log.contains(AGENT_TOKEN), "{log}");
+    assert!(
+        !log.contains(ADMIN_TOKEN) && !log.contains(AGENT_TOKEN),
+        "{log}"
+    );
 }
 
 /// A TLS connection of our own, kept open across the reload.
@@ -337,7 +382,10 @@ fn sighup_serves_a_new_certificate_and_keeps_open_connections() {
     unsafe { libc::kill(col.pid() as i32, libc::SIGHUP) };
     let deadline = Instant::now() + Duration::from_secs(20);
     while served_cert(&connect(col.port, &ca.pem)) != second.der {
-        assert!(Instant::now() < deadline, "the new certificate was never served");
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was never served"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(whoami(&mut open), 200, "the open connection was kept");
@@ -351,12 +399,17 @@ fn slow_clients_guessed_tokens_deep_bodies_and_open_plain_http_are_refused() {
 
     // Slowloris: a request head that never ends is cut off, not waited for.
     let mut slow = TcpStream::connect(("127.0.0.1", col.port)).unwrap();
-    slow.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     let mut buf = [0u8; 512];
     let read = slow.read(&mut buf);
     assert!(
-        matches!(read, Ok(_)) || read.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        read.is_ok()
+            || read
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
         "the server closed the connection: {read:?}"
     );
     let answered = String::from_utf8_lossy(&buf[..*read.as_ref().unwrap_or(&0)]).to_string();
@@ -364,7 +417,12 @@ fn slow_clients_guessed_tokens_deep_bodies_and_open_plain_http_are_refused() {
 
     // A body nested deeper than any batch: 400 before decoding.
     let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
-    let (s, body) = col.http("POST", "/api/v1/ingest", Some(AGENT_TOKEN), Some(deep.as_bytes()));
+    let (s, body) = col.http(
+        "POST",
+        "/api/v1/ingest",
+        Some(AGENT_TOKEN),
+        Some(deep.as_bytes()),
+    );
     assert_eq!(s, 400, "{body}");
     assert!(body.contains("nests deeper than 32"), "{body}");
 
