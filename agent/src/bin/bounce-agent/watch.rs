@@ -7,7 +7,6 @@ use crate::args::{Auth, parse_duration};
 use anyhow::Result;
 use bounce_agent::docker::DockerEngine;
 use bounce_agent::facts;
-use bounce_agent::stream::Collector;
 use bounce_agent::timeline::realtime_nanos;
 use bounce_agent::watch::config::WatchConfig;
 use bounce_agent::watch::days::{self, WatchIdentity, WatchRuns};
@@ -51,7 +50,7 @@ pub async fn watch(args: Args) -> Result<ExitCode> {
     };
     let collector = match &args.collector {
         Some(url) => {
-            let c = Collector::new(url, args.auth.token()?)?;
+            let c = args.auth.collector(url)?;
             // Watching never depends on the collector: batches wait in the spool.
             if let Err(e) = c.check(None).await {
                 eprintln!("warning: {e}; watching anyway, batches wait in the spool");
