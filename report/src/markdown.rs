@@ -416,7 +416,7 @@ pub fn render(i: &Input<'_>) -> String {
     } else {
         table(&mut out, i.rows.iter().collect());
     }
-    out.push_str("\nPhases: `stop` requested → exited, `start` exited → running, `ready` running → first readiness success, `total` requested → ready; Ceph OSDs: `osd_boot`, `osd_up`, `pgs_active`, `pgs_clean` from running. Quantiles from HDR histograms (3 significant digits); `failures` counts restarts that did not end `ok` and in which the phase was not observed.\n");
+    out.push_str("\nPhases: `stop` requested → exited, `start` exited → running, `ready` running → first readiness success, `total` requested → ready; Ceph OSDs: `osd_boot`, `osd_up`, `pgs_active`, `pgs_clean` from running. Quantiles from HDR histograms (3 significant digits); `failures` counts restarts that did not end `ok` and in which the phase was not observed, among the phases their kind of target goes through (a container has no `osd_boot`; an OSD's `pgs_*` only count in `total`).\n");
     if let Some(chart) = &i.links.services_chart {
         let _ = writeln!(out, "\n![p50 per service and phase]({chart})");
     }

@@ -19,7 +19,9 @@ pub struct SummaryRow {
     pub max: Option<f64>,
     /// Exact sum of the observed durations, seconds.
     pub sum: f64,
-    /// Restarts of this service that did not end `ok` and in which this phase was not observed.
+    /// Restarts of this service that did not end `ok` and in which this
+    /// phase was not observed, among the phases their kind of target goes
+    /// through ([`crate::TargetRef::phases`]).
     pub failures: u64,
 }
 
@@ -88,16 +90,17 @@ fn assemble(
     let mut sums: BTreeMap<(String, Phase), (u64, f64)> = BTreeMap::new();
     let mut failures: BTreeMap<(String, Phase), u64> = BTreeMap::new();
     for t in timelines {
-        for phase in Phase::ALL {
-            let key = (t.service.clone(), phase);
-            match t.phases.get(&phase) {
-                Some(secs) => {
-                    let e = sums.entry(key).or_default();
-                    e.0 += 1;
-                    e.1 += secs;
+        for (phase, secs) in &t.phases {
+            let e = sums.entry((t.service.clone(), *phase)).or_default();
+            e.0 += 1;
+            e.1 += secs;
+        }
+        if t.outcome != Outcome::Ok {
+            // Only where its kind of target would have been measured.
+            for phase in t.target.phases() {
+                if !t.phases.contains_key(phase) {
+                    *failures.entry((t.service.clone(), *phase)).or_default() += 1;
                 }
-                None if t.outcome != Outcome::Ok => *failures.entry(key).or_default() += 1,
-                None => {}
             }
         }
     }
@@ -348,6 +351,56 @@ mod tests {
             crate::hist::histogram_of(&tls, "b", Phase::Stop),
             *dense.get("b", Phase::Stop).unwrap()
         );
+    }
+
+    #[test]
+    fn a_failed_restart_counts_only_in_the_phases_of_its_kind_of_target() {
+        let failed = |target: serde_json::Value, service: &str| {
+            let mut t = record(service, 1);
+            t.target = serde_json::from_value(target).unwrap();
+            t.outcome = Outcome::Failed;
+            t.phases.retain(|p, _| *p == Phase::Stop);
+            t
+        };
+        let tls = [
+            // The engine went away after the container's stop was seen.
+            failed(
+                serde_json::json!({"kind": "docker", "name": "nova_api", "id": "x"}),
+                "nova_api",
+            ),
+            failed(
+                serde_json::json!({"kind": "systemd", "name": "kolla-nova_api.service",
+                    "bus": "system", "container": "nova_api"}),
+                "kolla-nova_api.service",
+            ),
+            failed(
+                serde_json::json!({"kind": "ceph_osd", "id": 3, "unit": "ceph-osd@3.service"}),
+                "ceph-osd",
+            ),
+        ];
+        let rows = rows_from_timelines(&tls);
+        let failed_in = |service: &str| -> Vec<&str> {
+            rows.iter()
+                .filter(|r| r.service == service && r.failures > 0)
+                .map(|r| r.phase.as_str())
+                .collect()
+        };
+        assert_eq!(failed_in("nova_api"), ["start", "ready", "total"]);
+        assert_eq!(
+            failed_in("kolla-nova_api.service"),
+            ["start", "ready", "total", "container_stop", "unit_settle"]
+        );
+        assert_eq!(
+            failed_in("ceph-osd"),
+            ["start", "ready", "total", "osd_boot", "osd_up"]
+        );
+        // What was observed still counts, with no failure.
+        let stop = rows
+            .iter()
+            .find(|r| r.service == "nova_api" && r.phase == Phase::Stop)
+            .unwrap();
+        assert_eq!((stop.count, stop.failures), (1, 0));
+        assert_eq!(rows.len(), 4 + 6 + 6, "{rows:#?}");
     }
 
     #[test]

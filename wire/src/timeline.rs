@@ -267,6 +267,37 @@ pub enum TargetRef {
 }
 
 impl TargetRef {
+    /// The phases every successful restart of this kind of target goes
+    /// through: a restart that did not end `ok` counts as a failure in
+    /// those of them it did not observe, and in no other (a Docker
+    /// container has no `osd_boot`). An OSD's PG phases are left out: they
+    /// apply only when the gates' `wait_for` asks for them, which a record
+    /// does not carry, so its `total` row tells those failures.
+    pub fn phases(&self) -> &'static [Phase] {
+        const RESTART: [Phase; 4] = [Phase::Stop, Phase::Start, Phase::Ready, Phase::Total];
+        match self {
+            TargetRef::Docker { .. } | TargetRef::Systemd { container: None, .. } => &RESTART,
+            TargetRef::Systemd {
+                container: Some(_), ..
+            } => &[
+                Phase::Stop,
+                Phase::Start,
+                Phase::Ready,
+                Phase::Total,
+                Phase::ContainerStop,
+                Phase::UnitSettle,
+            ],
+            TargetRef::CephOsd { .. } => &[
+                Phase::Stop,
+                Phase::Start,
+                Phase::Ready,
+                Phase::Total,
+                Phase::OsdBoot,
+                Phase::OsdUp,
+            ],
+        }
+    }
+
     pub fn name(&self) -> &str {
         match self {
             TargetRef::Docker { name, .. } | TargetRef::Systemd { name, .. } => name,
