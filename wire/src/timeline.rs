@@ -276,7 +276,10 @@ impl TargetRef {
     pub fn phases(&self) -> &'static [Phase] {
         const RESTART: [Phase; 4] = [Phase::Stop, Phase::Start, Phase::Ready, Phase::Total];
         match self {
-            TargetRef::Docker { .. } | TargetRef::Systemd { container: None, .. } => &RESTART,
+            TargetRef::Docker { .. }
+            | TargetRef::Systemd {
+                container: None, ..
+            } => &RESTART,
             TargetRef::Systemd {
                 container: Some(_), ..
             } => &[
