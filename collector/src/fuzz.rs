@@ -4,11 +4,11 @@
 //! histogram decoders. No input may panic or hang; where both histogram
 //! decoders take an input, they must agree bucket for bucket.
 
-use crate::sparse::SparseHistogram;
 use crate::validate;
 use base64::Engine;
 use bounce_fuzz::{Target, fuzz};
 use bounce_wire::ingest::Batch;
+use bounce_wire::sparse::SparseHistogram;
 use std::time::Duration;
 
 #[test]

@@ -14,7 +14,6 @@ mod metrics;
 mod net;
 mod remote;
 mod series;
-mod sparse;
 mod store;
 mod validate;
 mod writer;

@@ -3,7 +3,7 @@
 //! the numbers the store keeps beside each merged histogram so that a
 //! scrape decodes nothing. The store computes them, /metrics prints them.
 
-use crate::sparse::SparseHistogram;
+use bounce_wire::sparse::SparseHistogram;
 
 /// Classic histogram buckets for restart phases: tens of ms to an hour.
 pub const BUCKETS: [f64; 18] = [

@@ -7,8 +7,8 @@
 //! acknowledged as `duplicate` and nothing is counted again.
 
 use crate::series::{SeriesNumbers, SeriesStats};
-use crate::sparse::SparseHistogram;
 use bounce_wire::ingest::Batch;
+use bounce_wire::sparse::SparseHistogram;
 use bounce_wire::{Outcome, Phase, RunData, RunId, TimelineRecord};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};

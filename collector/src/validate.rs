@@ -4,10 +4,10 @@
 //! decoded (sparse) for the store. The run id was checked when the batch
 //! was read (`RunId`).
 
-use crate::sparse::SparseHistogram;
 use crate::store::PhaseHistogram;
 use bounce_wire::Phase;
 use bounce_wire::ingest::Batch;
+use bounce_wire::sparse::SparseHistogram;
 use std::collections::BTreeMap;
 
 /// Deepest JSON nesting a batch may have: a real one nests about 6 deep;

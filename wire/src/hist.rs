@@ -172,20 +172,14 @@ pub fn samples_by_key(timelines: &[TimelineRecord]) -> BTreeMap<(String, Phase),
 }
 
 /// Each (service, phase) of these timelines with its histogram, in key
-/// order, built one at a time in one reused histogram: memory for the
-/// values, not a dense ~230 KiB histogram per series.
+/// order, built one at a time in one reused histogram (see
+/// [`RunTally`](crate::tally::RunTally)): not a dense ~230 KiB histogram
+/// per series.
 pub fn each_histogram(
     timelines: &[TimelineRecord],
     mut f: impl FnMut(&(String, Phase), &Histogram<u64>),
 ) {
-    let mut h = new_histogram();
-    for (key, values) in samples_by_key(timelines) {
-        h.reset();
-        for v in values {
-            h.saturating_record(to_micros(v));
-        }
-        f(&key, &h);
-    }
+    crate::tally::RunTally::of(timelines).each_histogram(|key, _, h| f(key, h));
 }
 
 /// The histogram of one (service, phase) of these timelines.
@@ -220,10 +214,11 @@ pub fn write_hlog_from_timelines<W: Write>(
 }
 
 /// Emits one tagged histogram into the log being written.
-type Emit<'e> = dyn FnMut(&(String, Phase), &Histogram<u64>) -> Result<(), HistError> + 'e;
+pub(crate) type Emit<'e> =
+    dyn FnMut(&(String, Phase), &Histogram<u64>) -> Result<(), HistError> + 'e;
 
 /// The interval log's header, then whatever `body` emits.
-fn write_log<W: Write>(
+pub(crate) fn write_log<W: Write>(
     out: &mut W,
     start: SystemTime,
     length: Duration,

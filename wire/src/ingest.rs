@@ -3,8 +3,9 @@
 //! collector stores each once and acknowledges a resent one without counting
 //! it again, so an agent can resend until it hears back.
 
-use crate::hist::{self, HistError, PhaseHistograms};
+use crate::hist::{self, HistError};
 use crate::run::RunIdentity;
+use crate::tally::RunTally;
 use crate::timeline::{Phase, TimelineRecord};
 use serde::{Deserialize, Serialize};
 
@@ -66,26 +67,23 @@ pub struct Ack {
     pub status: String,
 }
 
-/// The histograms of a batch's timelines (every observed phase, once each).
+/// The histograms of a batch's timelines (every observed phase, once
+/// each), built one at a time.
 pub fn histograms_of(timelines: &[TimelineRecord]) -> Result<Vec<EncodedHistogram>, HistError> {
-    let hs = PhaseHistograms::from_timelines(timelines);
-    let mut sums = std::collections::BTreeMap::new();
-    for t in timelines {
-        for (phase, secs) in &t.phases {
-            *sums.entry((t.service.clone(), *phase)).or_insert(0.0) += secs;
+    let mut out = Vec::new();
+    let mut failed = None;
+    RunTally::of(timelines).each_histogram(|(service, phase), series, h| match hist::encode(h) {
+        Ok(v2_deflate) => out.push(EncodedHistogram {
+            service: service.clone(),
+            phase: *phase,
+            sum_seconds: series.sum,
+            v2_deflate,
+        }),
+        Err(e) => {
+            failed.get_or_insert(e);
         }
-    }
-    hs.by_key
-        .iter()
-        .map(|(key, h)| {
-            Ok(EncodedHistogram {
-                service: key.0.clone(),
-                phase: key.1,
-                sum_seconds: sums[key],
-                v2_deflate: hist::encode(h)?,
-            })
-        })
-        .collect()
+    });
+    failed.map_or(Ok(out), Err)
 }
 
 #[cfg(test)]
@@ -111,5 +109,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("a run id is"), "{err}");
+    }
+
+    #[test]
+    fn a_batch_carries_what_dense_histograms_encode() {
+        let tls = crate::summary::tests::sample_run(50);
+        let dense = hist::PhaseHistograms::from_timelines(&tls);
+        let sent = histograms_of(&tls).unwrap();
+        assert_eq!(sent.len(), dense.by_key.len());
+        for e in &sent {
+            let h = dense.get(&e.service, e.phase).unwrap();
+            assert_eq!(e.v2_deflate, hist::encode(h).unwrap());
+        }
+        let a_stop: f64 = (0..50)
+            .filter(|i| i % 3 == 0)
+            .map(|i| tls[i].phases[&Phase::Stop])
+            .sum();
+        assert_eq!(sent[0].sum_seconds, a_stop);
     }
 }

@@ -10,7 +10,9 @@ pub mod folder;
 pub mod hist;
 pub mod ingest;
 pub mod run;
+pub mod sparse;
 pub mod summary;
+pub mod tally;
 pub mod timeline;
 
 pub use export::RunData;

@@ -1,6 +1,7 @@
 //! `summary.json`: the run's identity, its outcomes and its table per (service, phase).
 
 use crate::hist::PhaseHistograms;
+use crate::tally::{RunTally, ServiceNotes};
 use crate::timeline::{Outcome, Phase, TimelineRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -67,60 +68,44 @@ pub fn rows_from(timelines: &[TimelineRecord], hists: &PhaseHistograms) -> Vec<S
         .iter()
         .filter_map(|(k, h)| Some((k.clone(), quantiles_of(h)?)))
         .collect();
-    assemble(timelines, &quantiles)
+    assemble(&RunTally::of(timelines), &quantiles)
 }
 
 /// The same table from the timelines alone, one histogram in memory at a
 /// time: for a fleet run of thousands of (service, phase) series, where one
 /// dense histogram per series would take gigabytes.
 pub fn rows_from_timelines(timelines: &[TimelineRecord]) -> Vec<SummaryRow> {
+    rows_of(&RunTally::of(timelines))
+}
+
+/// The table of a run tallied as it went (the agent's way), one dense
+/// histogram at a time.
+pub fn rows_of(tally: &RunTally) -> Vec<SummaryRow> {
     let mut quantiles = BTreeMap::new();
-    crate::hist::each_histogram(timelines, |key, h| {
+    tally.each_histogram(|key, _, h| {
         if let Some(q) = quantiles_of(h) {
             quantiles.insert(key.clone(), q);
         }
     });
-    assemble(timelines, &quantiles)
+    assemble(tally, &quantiles)
 }
 
-fn assemble(
-    timelines: &[TimelineRecord],
-    quantiles: &BTreeMap<(String, Phase), Quantiles>,
-) -> Vec<SummaryRow> {
-    let mut sums: BTreeMap<(String, Phase), (u64, f64)> = BTreeMap::new();
-    let mut failures: BTreeMap<(String, Phase), u64> = BTreeMap::new();
-    for t in timelines {
-        for (phase, secs) in &t.phases {
-            let e = sums.entry((t.service.clone(), *phase)).or_default();
-            e.0 += 1;
-            e.1 += secs;
-        }
-        if t.outcome != Outcome::Ok {
-            // Only where its kind of target would have been measured.
-            for phase in t.target.phases() {
-                if !t.phases.contains_key(phase) {
-                    *failures.entry((t.service.clone(), *phase)).or_default() += 1;
-                }
-            }
-        }
-    }
-    let mut keys: Vec<(String, Phase)> = sums.keys().chain(failures.keys()).cloned().collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter()
-        .map(|key| {
-            let q = quantiles.get(&key);
-            let (count, sum) = sums.get(&key).copied().unwrap_or_default();
+fn assemble(tally: &RunTally, quantiles: &BTreeMap<(String, Phase), Quantiles>) -> Vec<SummaryRow> {
+    tally
+        .series()
+        .iter()
+        .map(|(key, s)| {
+            let q = quantiles.get(key);
             SummaryRow {
-                count,
+                service: key.0.clone(),
+                phase: key.1,
+                count: s.count,
                 p50: q.map(|q| q[0]),
                 p90: q.map(|q| q[1]),
                 p99: q.map(|q| q[2]),
                 max: q.map(|q| q[3]),
-                sum,
-                failures: failures.get(&key).copied().unwrap_or_default(),
-                service: key.0,
-                phase: key.1,
+                sum: s.sum,
+                failures: s.failures,
             }
         })
         .collect()
@@ -148,110 +133,98 @@ pub fn where_time_went(
     timelines: &[TimelineRecord],
     rows: &[SummaryRow],
 ) -> BTreeMap<String, Vec<String>> {
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let p50 = |service: &str, phase: Phase| p50_of(rows, service, phase);
-    for service in services(timelines) {
-        let mine: Vec<&TimelineRecord> =
-            timelines.iter().filter(|t| t.service == service).collect();
-        let n = mine.len();
-        let mut lines = Vec::new();
-        if let (Some(stop), Some(c), Some(u)) = (
-            p50(service, Phase::Stop),
-            p50(service, Phase::ContainerStop),
-            p50(service, Phase::UnitSettle),
-        ) {
-            lines.push(format!(
-                "stop p50 {}: the container took {}, the unit {} more after it was gone",
-                format_seconds(stop),
-                format_seconds(c),
-                format_seconds(u)
-            ));
-        }
-        let failed: Vec<&str> = mine
-            .iter()
-            .filter_map(|t| t.unit.as_ref())
-            .filter(|u| u.stopped_as.as_deref() == Some("failed"))
-            .map(|u| u.stop_result.as_deref().unwrap_or("?"))
-            .collect();
-        if !failed.is_empty() {
-            lines.push(format!(
-                "the unit was left `failed` instead of `dead` in {} of {n} restarts (Result={})",
-                failed.len(),
-                failed[0]
-            ));
-        }
-        let killed: Vec<f64> = mine
-            .iter()
-            .filter(|t| t.signals.len() > 1 && t.signals.last().is_some_and(|s| s == "SIGKILL"))
-            .filter_map(|t| t.phases.get(&Phase::Stop).copied())
-            .collect();
-        if !killed.is_empty() {
-            lines.push(format!(
-                "stop waited for SIGKILL after the stop timeout in {} of {n} restarts of {service} (those stops took {})",
-                killed.len(),
-                format_seconds(median(&killed))
-            ));
-        }
-        let oom = mine.iter().filter(|t| t.oom_killed).count();
-        if oom > 0 {
-            lines.push(format!(
-                "{service} was killed by the OOM killer in {oom} of {n} restarts"
-            ));
-        }
-        for outcome in [Outcome::Timeout, Outcome::Failed, Outcome::Aborted] {
-            let bad: Vec<&&TimelineRecord> = mine.iter().filter(|t| t.outcome == outcome).collect();
-            if let Some(first) = bad.first() {
-                let what = match outcome {
-                    Outcome::Timeout => {
-                        "did not get through its phases within the target's timeout"
-                    }
-                    Outcome::Failed => "failed",
-                    _ => "was interrupted",
-                };
-                lines.push(format!(
-                    "{service} {what} in {} of {n} restarts{}",
-                    bad.len(),
-                    first
-                        .error
-                        .as_deref()
-                        .map(|e| format!(" (first: {e})"))
-                        .unwrap_or_default()
-                ));
-            }
-        }
-        if let (Some(stop), Some(start), Some(ready)) = (
-            p50(service, Phase::Stop),
-            p50(service, Phase::Start),
-            p50(service, Phase::Ready),
-        ) {
-            let (name, longest) = [("stop", stop), ("start", start), ("ready", ready)]
-                .into_iter()
-                .fold(("stop", f64::MIN), |a, b| if b.1 > a.1 { b } else { a });
-            lines.push(format!(
-                "most of a restart is {name} (p50 {} of stop {} + start {} + ready {})",
-                format_seconds(longest),
-                format_seconds(stop),
-                format_seconds(start),
-                format_seconds(ready)
-            ));
-        }
-        if let (Some(boot), Some(up)) = (p50(service, Phase::OsdBoot), p50(service, Phase::OsdUp)) {
-            let mut line = format!(
-                "after its start (p50): the OSD was active {} later, up in the osdmap at {}",
-                format_seconds(boot),
-                format_seconds(up)
-            );
-            if let Some(active) = p50(service, Phase::PgsActive) {
-                line.push_str(&format!(", its PGs active at {}", format_seconds(active)));
-            }
-            if let Some(clean) = p50(service, Phase::PgsClean) {
-                line.push_str(&format!(", clean at {}", format_seconds(clean)));
-            }
-            lines.push(line);
-        }
-        out.insert(service.to_string(), lines);
+    where_time_went_of(&RunTally::of(timelines), rows)
+}
+
+/// [`where_time_went`] of a run tallied as it went.
+pub fn where_time_went_of(tally: &RunTally, rows: &[SummaryRow]) -> BTreeMap<String, Vec<String>> {
+    tally
+        .services()
+        .iter()
+        .map(|(service, notes)| (service.clone(), words(service, notes, rows)))
+        .collect()
+}
+
+fn words(service: &str, notes: &ServiceNotes, rows: &[SummaryRow]) -> Vec<String> {
+    let p50 = |phase: Phase| p50_of(rows, service, phase);
+    let n = notes.restarts;
+    let mut lines = Vec::new();
+    if let (Some(stop), Some(c), Some(u)) = (
+        p50(Phase::Stop),
+        p50(Phase::ContainerStop),
+        p50(Phase::UnitSettle),
+    ) {
+        lines.push(format!(
+            "stop p50 {}: the container took {}, the unit {} more after it was gone",
+            format_seconds(stop),
+            format_seconds(c),
+            format_seconds(u)
+        ));
     }
-    out
+    if let Some(result) = &notes.first_failed_result {
+        lines.push(format!(
+            "the unit was left `failed` instead of `dead` in {} of {n} restarts (Result={result})",
+            notes.failed_units,
+        ));
+    }
+    if !notes.killed_stops.is_empty() {
+        lines.push(format!(
+            "stop waited for SIGKILL after the stop timeout in {} of {n} restarts of {service} (those stops took {})",
+            notes.killed_stops.len(),
+            format_seconds(median(&notes.killed_stops))
+        ));
+    }
+    if notes.oom_killed > 0 {
+        lines.push(format!(
+            "{service} was killed by the OOM killer in {} of {n} restarts",
+            notes.oom_killed
+        ));
+    }
+    for outcome in [Outcome::Timeout, Outcome::Failed, Outcome::Aborted] {
+        if let Some((count, first_error)) = notes.not_ok.get(&outcome) {
+            let what = match outcome {
+                Outcome::Timeout => "did not get through its phases within the target's timeout",
+                Outcome::Failed => "failed",
+                _ => "was interrupted",
+            };
+            lines.push(format!(
+                "{service} {what} in {count} of {n} restarts{}",
+                first_error
+                    .as_deref()
+                    .map(|e| format!(" (first: {e})"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    if let (Some(stop), Some(start), Some(ready)) =
+        (p50(Phase::Stop), p50(Phase::Start), p50(Phase::Ready))
+    {
+        let (name, longest) = [("stop", stop), ("start", start), ("ready", ready)]
+            .into_iter()
+            .fold(("stop", f64::MIN), |a, b| if b.1 > a.1 { b } else { a });
+        lines.push(format!(
+            "most of a restart is {name} (p50 {} of stop {} + start {} + ready {})",
+            format_seconds(longest),
+            format_seconds(stop),
+            format_seconds(start),
+            format_seconds(ready)
+        ));
+    }
+    if let (Some(boot), Some(up)) = (p50(Phase::OsdBoot), p50(Phase::OsdUp)) {
+        let mut line = format!(
+            "after its start (p50): the OSD was active {} later, up in the osdmap at {}",
+            format_seconds(boot),
+            format_seconds(up)
+        );
+        if let Some(active) = p50(Phase::PgsActive) {
+            line.push_str(&format!(", its PGs active at {}", format_seconds(active)));
+        }
+        if let Some(clean) = p50(Phase::PgsClean) {
+            line.push_str(&format!(", clean at {}", format_seconds(clean)));
+        }
+        lines.push(line);
+    }
+    lines
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -313,8 +286,15 @@ pub fn format_seconds(s: f64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// `n` timelines of services a, b, c; every 7th timed out before its start.
+    pub(crate) fn sample_run(n: u64) -> Vec<TimelineRecord> {
+        (0..n)
+            .map(|i| record(["a", "b", "c"][(i % 3) as usize], i))
+            .collect()
+    }
 
     fn record(service: &str, i: u64) -> TimelineRecord {
         let mut t: TimelineRecord = serde_json::from_value(serde_json::json!({
@@ -335,9 +315,7 @@ mod tests {
 
     #[test]
     fn one_histogram_at_a_time_gives_the_same_table_and_log() {
-        let tls: Vec<TimelineRecord> = (0..200)
-            .map(|i| record(["a", "b", "c"][(i % 3) as usize], i))
-            .collect();
+        let tls = sample_run(200);
         let dense = PhaseHistograms::from_timelines(&tls);
         assert_eq!(rows_from_timelines(&tls), rows_from(&tls, &dense));
         let start = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
@@ -401,6 +379,35 @@ mod tests {
             .unwrap();
         assert_eq!((stop.count, stop.failures), (1, 0));
         assert_eq!(rows.len(), 4 + 6 + 6, "{rows:#?}");
+    }
+
+    #[test]
+    fn where_the_time_went_counts_per_service() {
+        let mut tls = sample_run(21);
+        tls[3].signals = vec!["SIGTERM".into(), "SIGKILL".into()];
+        tls[3].oom_killed = true;
+        tls[7].error = Some("no start within 30s".into());
+        let rows = rows_from_timelines(&tls);
+        let words = where_time_went(&tls, &rows);
+        assert_eq!(words.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
+        let a = words["a"].join("\n");
+        // a is timelines 0, 3, ... 18: 0 and 7*3=21 (not here) time out.
+        assert!(a.contains("stop waited for SIGKILL after the stop timeout in 1 of 7 restarts of a (those stops took 1.210s)"), "{a}");
+        assert!(
+            a.contains("a was killed by the OOM killer in 1 of 7 restarts"),
+            "{a}"
+        );
+        assert!(
+            a.contains(
+                "a did not get through its phases within the target's timeout in 1 of 7 restarts"
+            ),
+            "{a}"
+        );
+        let b = words["b"].join("\n");
+        assert!(
+            b.contains("in 1 of 7 restarts (first: no start within 30s)"),
+            "{b}"
+        );
     }
 
     #[test]

@@ -6,9 +6,10 @@
 //! Why: a dense histogram of this shape is a ~230 KiB counts array, and a
 //! merge that decodes, adds and re-encodes it costs that much whatever the
 //! handful of values it adds. A series of restart times holds a few hundred
-//! distinct buckets; merging them sparse costs those.
+//! distinct buckets; merging them sparse costs those. The collector keeps
+//! its series in this form; the agent tallies a run's phases in it.
 
-use bounce_wire::hist::{self, new_histogram};
+use crate::hist::{self, new_histogram};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -72,9 +73,9 @@ impl SparseHistogram {
         SparseHistogram { counts }
     }
 
-    /// Straight from the V2-deflate base64 an agent sends (`wire::hist::encode`),
+    /// Straight from the V2-deflate base64 an agent sends (`hist::encode`),
     /// without the dense histogram in between: the same reading as
-    /// `wire::hist::decode` up to the counts (`inflate_v2`), the same buckets
+    /// `hist::decode` up to the counts (`inflate_v2`), the same buckets
     /// as decoding and [`from_hdr`](Self::from_hdr).
     pub fn from_v2_deflate(text: &str) -> Result<SparseHistogram, String> {
         let v2 = hist::inflate_v2(text)?;
@@ -100,6 +101,17 @@ impl SparseHistogram {
             index += 1;
         }
         Ok(SparseHistogram { counts })
+    }
+
+    /// Counts one value (µs, saturating at the shape's range), as
+    /// `Histogram::saturating_record` would.
+    pub fn record(&mut self, micros: u64) {
+        let v = micros.min(hist::HIGHEST_US);
+        *self.counts.entry(shape().lowest_equivalent(v)).or_default() += 1;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
     }
 
     pub fn len(&self) -> u64 {
@@ -154,8 +166,8 @@ impl SparseHistogram {
             .map(|(k, n)| (shape().highest_equivalent(*k), *n))
     }
 
-    /// The dense histogram (for export; the numbers need not).
-    #[cfg(test)]
+    /// The dense histogram (for an export, a log, quantiles): one at a
+    /// time, ~230 KiB each.
     pub fn to_hdr(&self) -> Histogram<u64> {
         let mut h = new_histogram();
         for (k, n) in &self.counts {
