@@ -13,6 +13,7 @@
 pub mod abort;
 pub mod ceph;
 pub mod docker;
+pub mod durable;
 pub mod facts;
 pub mod intent;
 pub mod output;

@@ -1,16 +1,19 @@
 //! Writing a run's output folder (its layout and reader are wire's
-//! `folder`): `timelines.jsonl` (appended and flushed as each restart ends,
-//! so a crash loses nothing already measured), then `histograms.hlog` and
-//! `summary.json` when the run ends, and the scenario as it was read.
+//! `folder`): `timelines.jsonl` (a whole line appended and fsynced as each
+//! restart ends, so a crash loses nothing already measured), then
+//! `histograms.hlog` and `summary.json` when the run ends, each written
+//! whole or not at all (`durable`), and the scenario as it was read.
+//!
+//! Memory stays flat whatever the run's length: a timeline is written,
+//! folded into the run's tally (sparse histograms, counts) and dropped.
 
+use crate::durable::{LineFile, WriteError, write_whole};
 use crate::stream::Streamer;
 use bounce_wire::folder::{HISTOGRAMS, SCENARIO, SUMMARY, TIMELINES};
 use bounce_wire::ingest::RunHeader;
-use bounce_wire::summary::{rows_from, where_time_went};
-use bounce_wire::{Outcome, PhaseHistograms, RunSummary, TimelineRecord};
-use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use bounce_wire::summary::{rows_of, where_time_went_of};
+use bounce_wire::tally::RunTally;
+use bounce_wire::{RunSummary, TimelineRecord};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -20,12 +23,17 @@ pub enum OutputError {
         "{0} already holds a run ({TIMELINES}); choose a new --output folder, nothing was overwritten"
     )]
     NotEmpty(PathBuf),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
+    #[error("{0}")]
+    Write(#[from] WriteError),
+    #[error(
+        "{source}; the timeline of {target} (iteration {iteration}) is lost, every one before it is in the file"
+    )]
+    Timeline {
+        source: WriteError,
+        target: String,
+        iteration: u32,
     },
-    #[error(transparent)]
+    #[error("{0}")]
     Stream(#[from] crate::stream::StreamError),
     #[error("{path}: {source}")]
     Hist {
@@ -34,55 +42,48 @@ pub enum OutputError {
     },
 }
 
-/// Appends one timeline line to `timelines.jsonl` (at `path`) and fsyncs it
-/// before returning: what is measured survives a crash of the agent.
-pub fn append_timeline(
-    file: &mut BufWriter<File>,
-    path: &Path,
-    rec: &TimelineRecord,
-) -> Result<(), OutputError> {
-    let line = serde_json::to_string(rec).expect("timeline records always serialize");
-    writeln!(file, "{line}").map_err(io_err(path))?;
-    file.flush().map_err(io_err(path))?;
-    file.get_ref().sync_data().map_err(io_err(path))
+/// Appends one timeline to a `timelines.jsonl` as one whole line, fsynced
+/// before returning (what is measured survives a crash of the agent), or
+/// not at all (a full or read-only disk leaves no half line).
+pub fn append_timeline(file: &mut LineFile, rec: &TimelineRecord) -> Result<(), OutputError> {
+    let mut line = serde_json::to_vec(rec).expect("timeline records always serialize");
+    line.push(b'\n');
+    file.append(&line).map_err(|source| OutputError::Timeline {
+        source,
+        target: rec.target.name().to_string(),
+        iteration: rec.iteration,
+    })
 }
 
 pub struct RunOutput {
     dir: PathBuf,
-    timelines: BufWriter<File>,
-    histograms: PhaseHistograms,
-    records: Vec<TimelineRecord>,
+    timelines: LineFile,
+    tally: RunTally,
     /// The collector stream, when the run has one.
     streamer: Option<Streamer>,
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OutputError + '_ {
-    move |source| OutputError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+/// A run's end: its summary (made whether or not it could be written),
+/// whether the folder got it, and the stream, still to be finished.
+pub struct Finished {
+    pub summary: RunSummary,
+    pub written: Result<(), OutputError>,
+    pub streamer: Option<Streamer>,
 }
 
 impl RunOutput {
     /// Creates the folder (or uses an empty one) and writes the scenario into it.
     pub fn create(dir: &Path, scenario_text: &str) -> Result<RunOutput, OutputError> {
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        std::fs::create_dir_all(dir).map_err(|e| WriteError::new(dir, e))?;
         let tl_path = dir.join(TIMELINES);
         if tl_path.exists() {
             return Err(OutputError::NotEmpty(dir.to_path_buf()));
         }
-        let sc_path = dir.join(SCENARIO);
-        std::fs::write(&sc_path, scenario_text).map_err(io_err(&sc_path))?;
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&tl_path)
-            .map_err(io_err(&tl_path))?;
+        write_whole(&dir.join(SCENARIO), scenario_text.as_bytes())?;
         Ok(RunOutput {
             dir: dir.to_path_buf(),
-            timelines: BufWriter::new(file),
-            histograms: PhaseHistograms::default(),
-            records: Vec::new(),
+            timelines: LineFile::create(&tl_path)?,
+            tally: RunTally::default(),
             streamer: None,
         })
     }
@@ -96,52 +97,54 @@ impl RunOutput {
         &self.dir
     }
 
-    /// Appends one timeline and folds its observed phases into the histograms.
+    /// Appends one timeline, folds it into the tally and streams it. A
+    /// timeline that could not be written is neither tallied nor streamed,
+    /// so the folder, its summary and the collector agree; one written but
+    /// not spooled waits in memory for the end of the run (see `stream`).
     pub fn record(&mut self, rec: TimelineRecord) -> Result<(), OutputError> {
-        append_timeline(&mut self.timelines, &self.dir.join(TIMELINES), &rec)?;
-        for (phase, secs) in &rec.phases {
-            self.histograms.record(&rec.service, *phase, *secs);
-        }
+        append_timeline(&mut self.timelines, &rec)?;
+        self.tally.add(&rec);
         if let Some(s) = &mut self.streamer {
             s.timeline(&rec)?;
         }
-        self.records.push(rec);
         Ok(())
     }
 
-    pub fn records(&self) -> &[TimelineRecord] {
-        &self.records
+    /// The run so far.
+    pub fn tally(&self) -> &RunTally {
+        &self.tally
     }
 
-    /// Writes the histograms and the summary of the run `run` began, which
-    /// ended at `finished_unix_nanos`; returns the summary, and the stream
-    /// (still to be finished) if there is one.
+    /// Makes the summary of the run `run` began, which ended at
+    /// `finished_unix_nanos`, and writes it and the histograms; a folder
+    /// that cannot take them (full, read-only) keeps what it had.
     pub fn finish(
         mut self,
         run: &RunHeader,
         finished_unix_nanos: i64,
         interrupted: bool,
-    ) -> Result<(RunSummary, Option<Streamer>), OutputError> {
-        let streamer = self.streamer.take();
-        let mut outcomes: BTreeMap<Outcome, u64> = BTreeMap::new();
-        for r in &self.records {
-            *outcomes.entry(r.outcome).or_default() += 1;
-        }
-        let rows = rows_from(&self.records, &self.histograms);
+    ) -> Finished {
+        let rows = rows_of(&self.tally);
         let summary = RunSummary {
-            where_time_went: where_time_went(&self.records, &rows),
+            where_time_went: where_time_went_of(&self.tally, &rows),
             rows,
             identity: run.identity.clone(),
             started_unix_nanos: run.started_unix_nanos,
             finished_unix_nanos,
             planned: run.planned,
-            not_started: run.planned.saturating_sub(self.records.len() as u64),
-            outcomes,
+            not_started: run.planned.saturating_sub(self.tally.restarts()),
+            outcomes: self.tally.outcomes().clone(),
             interrupted,
         };
+        Finished {
+            written: self.write_end(&summary),
+            summary,
+            streamer: self.streamer.take(),
+        }
+    }
 
+    fn write_end(&self, summary: &RunSummary) -> Result<(), OutputError> {
         let hlog = self.dir.join(HISTOGRAMS);
-        let mut w = BufWriter::new(File::create(&hlog).map_err(io_err(&hlog))?);
         let start = UNIX_EPOCH + Duration::from_nanos(summary.started_unix_nanos.max(0) as u64);
         let length = Duration::from_nanos(
             (summary.finished_unix_nanos - summary.started_unix_nanos).max(0) as u64,
@@ -151,18 +154,17 @@ impl RunOutput {
             "bounce run {} deployment={} scenario={} node={}; values in microseconds; tags are service/phase",
             id.run_id, id.deployment, id.scenario, id.node.hostname
         );
-        self.histograms
-            .write_hlog(&mut w, start, length, &comment)
+        let mut bytes = Vec::new();
+        self.tally
+            .write_hlog(&mut bytes, start, length, &comment)
             .map_err(|source| OutputError::Hist {
                 path: hlog.clone(),
                 source,
             })?;
-        w.flush().map_err(io_err(&hlog))?;
-
-        let sum_path = self.dir.join(SUMMARY);
-        let text = serde_json::to_string_pretty(&summary).expect("summaries always serialize");
-        std::fs::write(&sum_path, text + "\n").map_err(io_err(&sum_path))?;
-        Ok((summary, streamer))
+        write_whole(&hlog, &bytes)?;
+        let text = serde_json::to_string_pretty(summary).expect("summaries always serialize");
+        write_whole(&self.dir.join(SUMMARY), (text + "\n").as_bytes())?;
+        Ok(())
     }
 }
 

@@ -150,18 +150,12 @@ impl Spool {
         Ok(Spool { dir })
     }
 
+    /// Writes one batch whole (`durable`): a crash or a full disk leaves
+    /// no half batch.
     fn write(&self, batch: &Batch) -> Result<(), StreamError> {
         let path = self.dir.join(format!("{:08}.json", batch.seq));
-        let tmp = path.with_extension("tmp");
-        let io = |e| StreamError::Io(tmp.clone(), e);
         let text = serde_json::to_vec(batch).expect("batches serialize");
-        let f = std::fs::File::create(&tmp).map_err(io)?;
-        use std::io::Write;
-        (&f).write_all(&text).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        // Renamed into place only once complete: a crash leaves no half batch.
-        std::fs::rename(&tmp, &path).map_err(|e| StreamError::Io(path.clone(), e))?;
-        Ok(())
+        crate::durable::write_whole(&path, &text).map_err(|e| StreamError::Io(e.path, e.source))
     }
 
     /// Pending batch files, oldest first.
@@ -245,11 +239,18 @@ pub async fn drain(
 }
 
 /// A run's stream: batches go to the spool at once and to the collector in the background.
+///
+/// A batch the spool cannot take (the disk is full or read-only) is held
+/// in memory and the run is told (it stops: see `runner`); at the end the
+/// held batches go to the spool if it has room again, else straight to the
+/// collector. What neither took is in `timelines.jsonl` only, and said.
 pub struct Streamer {
     agent: String,
     header: RunHeader,
     seq: u64,
     spool: Arc<Spool>,
+    collector: Collector,
+    held: Vec<Batch>,
     wake: Arc<Notify>,
     done: Arc<Notify>,
     task: tokio::task::JoinHandle<(u64, u64)>,
@@ -260,6 +261,9 @@ pub struct StreamReport {
     pub sent: u64,
     pub refused: u64,
     pub pending: usize,
+    /// Batches neither spooled nor acknowledged: their timelines are in
+    /// the folder's `timelines.jsonl` only.
+    pub unsent: usize,
     pub spool: PathBuf,
 }
 
@@ -274,7 +278,8 @@ impl Streamer {
         let wake = Arc::new(Notify::new());
         let done = Arc::new(Notify::new());
         let task = {
-            let (spool, wake, done) = (spool.clone(), wake.clone(), done.clone());
+            let (spool, wake, done, collector) =
+                (spool.clone(), wake.clone(), done.clone(), collector.clone());
             tokio::spawn(async move { drain(&spool, &collector, &wake, done.notified()).await })
         };
         Ok(Streamer {
@@ -282,6 +287,8 @@ impl Streamer {
             header,
             seq: 0,
             spool,
+            collector,
+            held: Vec::new(),
             wake,
             done,
             task,
@@ -317,7 +324,10 @@ impl Streamer {
             timelines,
             end,
         };
-        self.spool.write(&batch)?;
+        if let Err(e) = self.spool.write(&batch) {
+            self.held.push(batch);
+            return Err(e);
+        }
         self.wake.notify_one();
         Ok(())
     }
@@ -334,30 +344,46 @@ impl Streamer {
         self.batch_as(seq.max(1), vec![rec.clone()], None)
     }
 
-    /// The last batch, then up to `flush` for the spool to drain.
-    pub async fn finish(
-        mut self,
-        end: RunEnd,
-        flush: Duration,
-    ) -> Result<StreamReport, StreamError> {
-        self.batch(Vec::new(), Some(end))?;
-        Ok(self.stop(flush).await)
+    /// The last batch, then [`stop`](Self::stop).
+    pub async fn finish(mut self, end: RunEnd, flush: Duration) -> StreamReport {
+        // A last batch the spool cannot take is held like any other.
+        let _ = self.batch(Vec::new(), Some(end));
+        self.stop(flush).await
     }
 
-    /// Up to `flush` for the spool to drain, then stop sending, without an
-    /// end (a watcher's day goes on after the watcher's own restart); what
-    /// is left stays in the spool.
-    pub async fn stop(self, flush: Duration) -> StreamReport {
+    /// Up to `flush` for the spool to drain, then the batches held in
+    /// memory straight to the collector, then stop sending, without an end
+    /// (a watcher's day goes on after the watcher's own restart); what is
+    /// left stays in the spool.
+    pub async fn stop(mut self, flush: Duration) -> StreamReport {
+        // Held batches go to the spool if it has room again.
+        let spool = self.spool.clone();
+        self.held.retain(|b| spool.write(b).is_err());
+        self.wake.notify_one();
         let deadline = tokio::time::Instant::now() + flush;
         while !self.spool.pending().is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.done.notify_one();
-        let (sent, refused) = self.task.await.unwrap_or((0, 0));
+        let (mut sent, mut refused) = self.task.await.unwrap_or((0, 0));
+        let mut unsent = 0;
+        for b in std::mem::take(&mut self.held) {
+            let body = serde_json::to_vec(&b).expect("batches serialize");
+            let answer = tokio::time::timeout_at(deadline, self.collector.send(body)).await;
+            match answer {
+                Ok(Sent::Acked) => sent += 1,
+                Ok(Sent::Refused(why)) => {
+                    eprintln!("collector refused batch {} (not spooled): {why}", b.seq);
+                    refused += 1;
+                }
+                Ok(Sent::Retry(_)) | Err(_) => unsent += 1,
+            }
+        }
         StreamReport {
             sent,
             refused,
             pending: self.spool.pending().len(),
+            unsent,
             spool: self.spool.dir.clone(),
         }
     }

@@ -5,14 +5,13 @@
 //! path. A restart belongs to the day of the event that opened it.
 
 use crate::docker::restarts::RestartKey;
+use crate::durable::{LineFile, WriteError};
 use crate::output::{OutputError, append_timeline};
 use crate::stream::{Collector, Streamer};
 use bounce_wire::folder::TIMELINES;
 use bounce_wire::ingest::{RunEnd, RunHeader};
 use bounce_wire::{NodeFacts, RunId, RunIdentity, TimelineRecord};
 use std::collections::{BTreeMap, HashSet};
-use std::fs::{File, OpenOptions};
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,9 +31,9 @@ pub fn day_of(unix_nanos: i64) -> String {
 /// The run (and folder) of a node's day: `watch-NODE-2026-11-30`.
 pub fn run_id(node: &str, day: &str) -> Result<RunId, OutputError> {
     let id = format!("watch-{node}-{day}");
-    RunId::parse(&id).map_err(|e| OutputError::Io {
-        path: PathBuf::from(&id),
-        source: std::io::Error::other(format!("--node: {e}")),
+    RunId::parse(&id).map_err(|e| {
+        let source = std::io::Error::other(format!("--node: {e}"));
+        OutputError::Write(WriteError::new(Path::new(&id), source))
     })
 }
 
@@ -57,8 +56,7 @@ pub struct WatchIdentity {
 
 struct DayRun {
     labels: RunIdentity,
-    path: PathBuf,
-    file: BufWriter<File>,
+    file: LineFile,
     streamer: Option<Streamer>,
     end_unix_nanos: i64,
 }
@@ -115,7 +113,7 @@ impl WatchRuns {
     pub fn record(&mut self, rec: &TimelineRecord, seq: u64) -> Result<(), OutputError> {
         let opened_at = key_of(rec).map(|k| k.opened_at).unwrap_or(0);
         let day = self.day(opened_at)?;
-        append_timeline(&mut day.file, &day.path, rec)?;
+        append_timeline(&mut day.file, rec)?;
         if let Some(s) = &mut day.streamer {
             s.timeline_as(seq, rec)?;
         }
@@ -141,15 +139,10 @@ impl WatchRuns {
         let dir = self.root.join(run_id.as_str());
         let io = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| OutputError::Io { path, source }
+            move |source| OutputError::Write(WriteError::new(&path, source))
         };
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let path = dir.join(TIMELINES);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?;
+        let file = LineFile::open(&dir.join(TIMELINES))?;
         let start = at - at.rem_euclid(NANOS_PER_DAY);
         let labels = RunIdentity {
             run_id,
@@ -176,8 +169,7 @@ impl WatchRuns {
         };
         Ok(DayRun {
             labels,
-            path,
-            file: BufWriter::new(file),
+            file,
             streamer,
             end_unix_nanos: start + NANOS_PER_DAY,
         })

@@ -20,6 +20,7 @@ use bounce_agent::stream::{Collector, RunJoin, Streamer};
 use bounce_agent::target::{Action, ResolvedTarget};
 use bounce_agent::timeline::realtime_nanos;
 use bounce_agent::{ceph, facts};
+use bounce_wire::folder::TIMELINES;
 use bounce_wire::ingest::RunHeader;
 use bounce_wire::summary::render_table;
 use bounce_wire::{NodeFacts, Outcome, RunId, RunIdentity, RunSummary};
@@ -111,19 +112,26 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         eprintln!("{line}");
     }
     let interrupted = end.stopped == Some(StopReason::Interrupted);
-    let (summary, streamer) = out.finish(&this, realtime_nanos(), interrupted)?;
-    let not_ok = print_summary(&summary, &args.output);
-    if let Some(s) = streamer {
-        flush_stream(s, &summary, args.flush, &args.output).await?;
+    // The summary is made, printed and sent even when the folder cannot take it.
+    let finished = out.finish(&this, realtime_nanos(), interrupted);
+    let summary = &finished.summary;
+    let not_ok = print_summary(summary, &args.output);
+    if let Some(s) = finished.streamer {
+        flush_stream(s, summary, args.flush, &args.output).await;
     }
     print_stop(&end);
-    Ok(
-        if not_ok == 0 && end.stopped.is_none() && left.left_open == 0 {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
-        },
-    )
+    if let Err(e) = &finished.written {
+        eprintln!(
+            "error: the run's summary and histograms could not be written: {e}; {TIMELINES} holds every timeline written (`bounce-collector summarize {}` reads it)",
+            args.output.display()
+        );
+    }
+    let clean = end.stopped.is_none() && left.left_open == 0 && finished.written.is_ok();
+    Ok(if not_ok == 0 && clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Checked before anything restarts: the URL, the token, that the collector
@@ -251,12 +259,7 @@ fn print_summary(summary: &RunSummary, output: &Path) -> u64 {
 
 /// Sends the run's end and waits up to `flush` for the collector to
 /// acknowledge the spool; says what is left and how to send it.
-async fn flush_stream(
-    streamer: Streamer,
-    summary: &RunSummary,
-    flush: Duration,
-    output: &Path,
-) -> Result<()> {
+async fn flush_stream(streamer: Streamer, summary: &RunSummary, flush: Duration, output: &Path) {
     let report = streamer
         .finish(
             bounce_wire::ingest::RunEnd {
@@ -266,8 +269,8 @@ async fn flush_stream(
             },
             flush,
         )
-        .await?;
-    if report.pending == 0 && report.refused == 0 {
+        .await;
+    if report.pending == 0 && report.refused == 0 && report.unsent == 0 {
         println!("collector: all {} batch(es) acknowledged", report.sent);
     } else {
         println!(
@@ -279,7 +282,13 @@ async fn flush_stream(
             output.display()
         );
     }
-    Ok(())
+    if report.unsent > 0 {
+        println!(
+            "collector: {} batch(es) could be neither spooled nor sent: their timelines are in {} only",
+            report.unsent,
+            output.join(TIMELINES).display()
+        );
+    }
 }
 
 /// Why the run stopped early, if it did.
