@@ -9,10 +9,14 @@
 //! a bad line anywhere else is an error naming the file and line.
 
 use crate::export::RunData;
-use crate::hist::{PhaseHistograms, samples_by_key};
+use crate::hist::each_logged;
 use crate::run::NodeFacts;
+use crate::sparse::SparseHistogram;
 use crate::summary::RunSummary;
+use crate::tally::RunTally;
+use crate::timeline::Phase;
 use crate::timeline::TimelineRecord;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// One JSON line per restart, appended and fsynced as each ends.
@@ -149,36 +153,51 @@ impl RunFolder {
         read_timelines(&path)
     }
 
-    /// `histograms.hlog` (None if the run did not finish), checked against
-    /// the timelines: each (service, phase) holds as many values as the
-    /// timelines observed it.
-    pub fn histograms(
-        &self,
-        timelines: &[TimelineRecord],
-    ) -> Result<Option<PhaseHistograms>, FolderError> {
+    /// Checks `histograms.hlog` against the timelines' tally: each
+    /// (service, phase) holds the values the timelines observed, bucket for
+    /// bucket. Read one histogram at a time; false if the run did not
+    /// finish (no log).
+    pub fn check_histograms(&self, tally: &RunTally) -> Result<bool, FolderError> {
         let path = self.path(HISTOGRAMS);
         let Some(bytes) = read_if_there(&path, |p| std::fs::read(p))? else {
-            return Ok(None);
+            return Ok(false);
         };
         let invalid = |reason: String| FolderError::Invalid {
             path: path.clone(),
             reason,
         };
-        let hists = PhaseHistograms::read_hlog(&bytes).map_err(|e| invalid(e.to_string()))?;
-        let samples = samples_by_key(timelines);
-        let keys: std::collections::BTreeSet<_> =
-            samples.keys().chain(hists.by_key.keys()).collect();
+        let mut logged: BTreeMap<(String, Phase), SparseHistogram> = BTreeMap::new();
+        each_logged(&bytes, |_, key, h| {
+            logged
+                .entry(key)
+                .or_default()
+                .add(&SparseHistogram::from_hdr(h));
+            Ok(())
+        })
+        .map_err(|e| invalid(e.to_string()))?;
+        let empty = SparseHistogram::default();
+        let observed = tally.series().iter().filter(|(_, s)| s.count > 0);
+        let keys: BTreeSet<&(String, Phase)> =
+            observed.map(|(k, _)| k).chain(logged.keys()).collect();
         for key in keys {
-            let in_hlog = hists.by_key.get(key).map(|h| h.len()).unwrap_or(0);
-            let in_timelines = samples.get(key).map(Vec::len).unwrap_or(0);
-            if in_hlog != in_timelines as u64 {
+            let in_log = logged.get(key).unwrap_or(&empty);
+            let mine = tally.series().get(key).map(|s| &s.hist).unwrap_or(&empty);
+            if in_log != mine {
                 return Err(invalid(format!(
-                    "{}/{} holds {in_hlog} values but {TIMELINES} has {in_timelines}; the folder is inconsistent",
-                    key.0, key.1,
+                    "{}/{} holds {} values but {TIMELINES} has {}{}; the folder is inconsistent",
+                    key.0,
+                    key.1,
+                    in_log.len(),
+                    mine.len(),
+                    if in_log.len() == mine.len() {
+                        " (other values)"
+                    } else {
+                        ""
+                    }
                 )));
             }
         }
-        Ok(Some(hists))
+        Ok(true)
     }
 
     /// `summary.json` (None if the run did not finish).
@@ -218,7 +237,7 @@ impl RunFolder {
                 ),
             });
         }
-        self.histograms(&records)?;
+        self.check_histograms(&RunTally::of(&records))?;
         let scenario_yaml = self.scenario()?;
         let origin = format!("agent output folder {}", self.dir.display());
         let run = match self.summary()? {
@@ -284,6 +303,7 @@ fn read_if_there<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hist::PhaseHistograms;
 
     fn line(service: &str) -> String {
         serde_json::json!({
@@ -374,8 +394,9 @@ mod tests {
         let d = Dir::new("hlog");
         let folder = d.timelines(format!("{}\n", line("a")).as_bytes());
         let tls = folder.timelines().unwrap().records;
+        let tally = RunTally::of(&tls);
         assert!(
-            folder.histograms(&tls).unwrap().is_none(),
+            !folder.check_histograms(&tally).unwrap(),
             "a killed run has none"
         );
         let write = |hists: &PhaseHistograms| {
@@ -387,11 +408,11 @@ mod tests {
             std::fs::write(folder.path(HISTOGRAMS), bytes).unwrap();
         };
         write(&PhaseHistograms::from_timelines(&tls));
-        assert!(folder.histograms(&tls).unwrap().is_some());
+        assert!(folder.check_histograms(&tally).unwrap());
         let mut more = PhaseHistograms::from_timelines(&tls);
         more.record("b", crate::timeline::Phase::Stop, 1.0);
         write(&more);
-        let err = folder.histograms(&tls).unwrap_err().to_string();
+        let err = folder.check_histograms(&tally).unwrap_err().to_string();
         assert!(
             err.contains("b/stop holds 1 values but timelines.jsonl has 0"),
             "{err}"

@@ -296,44 +296,54 @@ impl PhaseHistograms {
     /// tool that tags histograms `service/phase`); histograms with the same tag merge.
     pub fn read_hlog(bytes: &[u8]) -> Result<PhaseHistograms, HistError> {
         let mut out = PhaseHistograms::default();
-        let mut deserializer = Deserializer::new();
-        for (i, entry) in IntervalLogIterator::new(bytes).enumerate() {
-            let entry = entry.map_err(|e| HistError::Read {
-                line: i + 1,
+        each_logged(bytes, |line, key, h| {
+            let slot = out.by_key.entry(key).or_insert_with(new_histogram);
+            slot.add(h).map_err(|e| HistError::Read {
+                line,
                 reason: format!("{e:?}"),
-            })?;
-            let LogEntry::Interval(ih) = entry else {
-                continue;
-            };
-            let Some(tag) = ih.tag() else { continue };
-            let (service, phase) = parse_tag(&tag).ok_or_else(|| HistError::Read {
-                line: i + 1,
-                reason: format!("tag {:?} is not service/phase", tag.as_str()),
-            })?;
-            let decoded = BASE64
-                .decode(ih.encoded_histogram())
-                .map_err(|e| HistError::Read {
-                    line: i + 1,
-                    reason: e.to_string(),
-                })?;
-            let h: Histogram<u64> =
-                deserializer
-                    .deserialize(&mut decoded.as_slice())
-                    .map_err(|e| HistError::Read {
-                        line: i + 1,
-                        reason: format!("{e:?}"),
-                    })?;
-            let slot = out
-                .by_key
-                .entry((service, phase))
-                .or_insert_with(new_histogram);
-            slot.add(&h).map_err(|e| HistError::Read {
-                line: i + 1,
-                reason: format!("{e:?}"),
-            })?;
-        }
+            })
+        })?;
         Ok(out)
     }
+}
+
+/// Each tagged histogram of an interval log with its line and
+/// (service, phase), one at a time: a log of many series read back
+/// without holding a dense histogram per series.
+pub fn each_logged(
+    bytes: &[u8],
+    mut f: impl FnMut(usize, (String, Phase), &Histogram<u64>) -> Result<(), HistError>,
+) -> Result<(), HistError> {
+    let mut deserializer = Deserializer::new();
+    for (i, entry) in IntervalLogIterator::new(bytes).enumerate() {
+        let line = i + 1;
+        let entry = entry.map_err(|e| HistError::Read {
+            line,
+            reason: format!("{e:?}"),
+        })?;
+        let LogEntry::Interval(ih) = entry else {
+            continue;
+        };
+        let Some(tag) = ih.tag() else { continue };
+        let key = parse_tag(&tag).ok_or_else(|| HistError::Read {
+            line,
+            reason: format!("tag {:?} is not service/phase", tag.as_str()),
+        })?;
+        let decoded = BASE64
+            .decode(ih.encoded_histogram())
+            .map_err(|e| HistError::Read {
+                line,
+                reason: e.to_string(),
+            })?;
+        let h: Histogram<u64> = deserializer
+            .deserialize(&mut decoded.as_slice())
+            .map_err(|e| HistError::Read {
+                line,
+                reason: format!("{e:?}"),
+            })?;
+        f(line, key, &h)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

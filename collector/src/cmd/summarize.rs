@@ -1,10 +1,13 @@
 //! `summarize`: an agent's output folder read back, independently of the
-//! agent's own summary: the timelines and the histogram log must agree.
+//! agent's own summary: the timelines and the histogram log must agree. A
+//! run that did not finish (killed, its disk full) has no log: its table
+//! comes from the timelines alone, and says so.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use bounce_wire::RunFolder;
 use bounce_wire::folder::HISTOGRAMS;
-use bounce_wire::summary::{render_table, rows_from};
+use bounce_wire::summary::{render_table, rows_of};
+use bounce_wire::tally::RunTally;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -24,13 +27,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
         eprintln!("warning: {torn}");
     }
     let timelines = read.records;
-    let hists = folder.histograms(&timelines)?.with_context(|| {
-        format!(
-            "{}: cannot read (did the run finish?)",
+    let tally = RunTally::of(&timelines);
+    if !folder.check_histograms(&tally)? {
+        eprintln!(
+            "note: no {} (the run did not finish): the table is the timelines' alone",
             folder.path(HISTOGRAMS).display()
-        )
-    })?;
-    let rows = rows_from(&timelines, &hists);
+        );
+    }
+    let rows = rows_of(&tally);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
