@@ -207,7 +207,8 @@ async fn worker<T: Restartable>(sh: &Shared<'_, T>) {
             let mut d = sh.dispatch.lock().unwrap();
             d.busy.remove(&job.target);
             if let Err(e) = written {
-                *sh.output_error.lock().unwrap() = Some(e.to_string());
+                // The first error is the cause; later ones follow from it.
+                sh.output_error.lock().unwrap().get_or_insert(e.to_string());
                 d.stopped = Some(StopReason::OutputError);
             } else if sh.soft_stop.is_set() {
                 d.stopped.get_or_insert(StopReason::Interrupted);
@@ -424,7 +425,9 @@ mod tests {
         let targets = fake.targets();
         let (out, end) = run(scenario, &targets, &labels, out, &opts, stop).await;
         sender.abort();
-        let recorded = out.records().iter().map(|r| r.outcome).collect();
+        drop(out);
+        let written = bounce_wire::RunFolder::new(&dir).timelines().unwrap();
+        let recorded = written.records.iter().map(|r| r.outcome).collect();
         let _ = std::fs::remove_dir_all(&dir);
         (recorded, end)
     }
