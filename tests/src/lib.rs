@@ -771,8 +771,6 @@ pub struct Measured {
 
 /// Runs `bounce-agent run SCENARIO -o OUT --no-progress EXTRA` (the binary
 /// at `agent`, output discarded) and measures it.
-// wait4 reaps the child itself, which std cannot do with rusage.
-#[allow(clippy::zombie_processes)]
 pub fn run_measured(agent: &str, scenario: &Path, out: &Path, extra: &[&str]) -> Measured {
     let child = Command::new(agent)
         .args(run_args(scenario, out, extra))
@@ -780,6 +778,13 @@ pub fn run_measured(agent: &str, scenario: &Path, out: &Path, extra: &[&str]) ->
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn agent");
+    measure(child)
+}
+
+/// Waits for a child and says what it used (wait4).
+// wait4 reaps the child itself, which std cannot do with rusage.
+#[allow(clippy::zombie_processes)]
+pub fn measure(child: std::process::Child) -> Measured {
     let mut status = 0;
     // SAFETY: wait4 on our own child, with a zeroed rusage to fill.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
