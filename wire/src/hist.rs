@@ -172,14 +172,20 @@ pub fn samples_by_key(timelines: &[TimelineRecord]) -> BTreeMap<(String, Phase),
 }
 
 /// Each (service, phase) of these timelines with its histogram, in key
-/// order, built one at a time in one reused histogram (see
-/// [`RunTally`](crate::tally::RunTally)): not a dense ~230 KiB histogram
-/// per series.
+/// order, built one at a time in one reused histogram: memory for the
+/// values, not a dense ~230 KiB histogram per series.
 pub fn each_histogram(
     timelines: &[TimelineRecord],
     mut f: impl FnMut(&(String, Phase), &Histogram<u64>),
 ) {
-    crate::tally::RunTally::of(timelines).each_histogram(|key, _, h| f(key, h));
+    let mut h = new_histogram();
+    for (key, values) in samples_by_key(timelines) {
+        h.reset();
+        for v in values {
+            h.saturating_record(to_micros(v));
+        }
+        f(&key, &h);
+    }
 }
 
 /// The histogram of one (service, phase) of these timelines.
