@@ -4,11 +4,10 @@
 //! live calls decide (grants, expiries, pauses), and what they decide is
 //! recorded as events, so a replay re-decides nothing.
 
-use crate::event::{
-    Event, FleetSpec, Key, LeaseId, Millis, NodeSpec, PauseReason, Restart, Withdrawal,
-};
-use crate::limits::{Facts, MissingLabel};
+use crate::event::{Event, FleetSpec, Key, Millis, NodeSpec, PauseReason, Withdrawal};
 use bounce_wire::Outcome;
+use bounce_wire::lease::{LeaseId, Restart};
+use bounce_wire::limits::{Facts, MissingLabel};
 use std::collections::{BTreeSet, HashMap};
 
 /// Why a fleet cannot open.

@@ -2,11 +2,11 @@
 //! [`Event`], appended by the collector in the same transaction as its
 //! answer, and replayed after a restart (`LeaseBook::replay`).
 
-use crate::limits::{Kind, Limits};
 use bounce_wire::Outcome;
+use bounce_wire::lease::{LeaseId, Restart};
+use bounce_wire::limits::Limits;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fmt;
 
 /// Milliseconds on the collector's clock (passed in; the book reads no clock).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -16,42 +16,6 @@ pub struct Millis(pub u64);
 impl Millis {
     pub fn plus(self, ms: u64) -> Millis {
         Millis(self.0.saturating_add(ms))
-    }
-}
-
-/// One request, and the lease it becomes when granted: numbered in the order
-/// asked, which is the order served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct LeaseId(pub u64);
-
-impl fmt::Display for LeaseId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "lease {}", self.0)
-    }
-}
-
-/// One restart as the agent names it; (node, restart) is asked for once.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Restart {
-    pub kind: Kind,
-    /// The name histograms are grouped by (kolla: the container name).
-    pub service: String,
-    /// The target's own name (container, unit).
-    pub target: String,
-    /// 1-based round of the scenario's `repeat`.
-    pub iteration: u32,
-}
-
-impl fmt::Display for Restart {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {} #{}",
-            self.kind.as_str(),
-            self.target,
-            self.iteration
-        )
     }
 }
 

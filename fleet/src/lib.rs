@@ -42,16 +42,14 @@
 
 mod book;
 mod event;
-mod limits;
 mod status;
 #[cfg(test)]
 mod tests;
 
 pub use book::{LeaseBook, LeaseRequest, OpenError, Refusal, ReplayError, Step, Ticket};
-pub use event::{
-    Event, FleetSpec, Key, LeaseId, Millis, NodeSpec, PauseReason, Restart, Withdrawal,
-};
-pub use limits::{
+pub use bounce_wire::lease::{LeaseId, Restart};
+pub use bounce_wire::limits::{
     FIELDS, Facts, InFlight, KeyLimit, Kind, LimitError, Limits, Max, MissingLabel, Template,
 };
+pub use event::{Event, FleetSpec, Key, Millis, NodeSpec, PauseReason, Withdrawal};
 pub use status::{Failures, FleetState, FleetStatus, LimitUse, NodeState, NodeStatus, Queued};

@@ -2,7 +2,8 @@
 //! each limit's use and the failures, read from a lease book.
 
 use crate::book::{Check, LeaseBook, ReqState};
-use crate::event::{LeaseId, Millis, PauseReason, Restart};
+use crate::event::{Millis, PauseReason};
+use bounce_wire::lease::{LeaseId, Restart};
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

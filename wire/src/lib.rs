@@ -2,13 +2,16 @@
 //!
 //! Kept small on purpose: only what crosses the agent/collector boundary
 //! lives here: the run folder's files and their reader, the ingest API,
-//! the export format reports are made from.
+//! the export format reports are made from, a fleet run's limits and the
+//! lease protocol.
 
 pub mod civil;
 pub mod export;
 pub mod folder;
 pub mod hist;
 pub mod ingest;
+pub mod lease;
+pub mod limits;
 pub mod run;
 pub mod sparse;
 pub mod summary;

@@ -2,7 +2,8 @@
 //! `max_failures` and keyed limits whose key is a template over what a
 //! restart is. Parsing is typed and every check runs inside deserialization,
 //! so the agent's YAML layer stamps each error with the offending value's
-//! file:line.
+//! file:line. Here in wire because the agent declares them (its scenario's
+//! `fleet:`) and sends them when it joins; the collector holds them.
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
@@ -42,7 +43,7 @@ pub enum LimitError {
 }
 
 /// What a node lacks to render a key: the fleet refuses to open (see
-/// `LeaseBook::open`), so a failure-domain limit is never silently dropped.
+/// bounce-fleet's `LeaseBook::open`), so a failure-domain limit is never silently dropped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("key {template:?} needs label {label:?}, which node {node:?} does not have")]
 pub struct MissingLabel {
