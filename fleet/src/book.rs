@@ -64,8 +64,6 @@ pub enum Refusal {
     AlreadyReturned { lease: LeaseId, outcome: Outcome },
     #[error("{0} was withdrawn")]
     Withdrawn(LeaseId),
-    #[error("{0} is granted: give it back with the restart's outcome")]
-    Granted(LeaseId),
     #[error("{0} was lost and an operator resolved it")]
     Resolved(LeaseId),
     #[error("{0}")]
@@ -389,17 +387,31 @@ impl LeaseBook {
         })
     }
 
-    /// The agent no longer wants a request it made (it is not granted yet).
+    /// The agent no longer wants a request it made: still waiting, or
+    /// granted and never started (its run stopped before it took the
+    /// lease up: an agent that started the restart gives it back with the
+    /// outcome instead).
     pub fn withdraw(&mut self, run: &str, node: &str, lease: LeaseId, now: Millis) -> Step<()> {
         self.step(now, |b, ev| {
             b.core.owned(run, node, lease)?;
             match b.core.reqs[lease.0 as usize].state {
-                ReqState::Waiting => {}
-                ReqState::Withdrawn(_) => return Ok(()),
-                ReqState::Granted { .. } => return Err(Refusal::Granted(lease)),
+                ReqState::Waiting => b.withdraw_one(lease.0, Withdrawal::Agent, ev, now),
+                ReqState::Withdrawn(_) => {}
+                ReqState::Granted { .. } => {
+                    let keys = b.core.reqs[lease.0 as usize].keys.clone();
+                    b.commit(
+                        ev,
+                        Event::Withdrawn {
+                            lease,
+                            why: Withdrawal::Agent,
+                        },
+                    );
+                    let n = b.core.node_of(node);
+                    let cand = b.freed(n, &keys);
+                    b.settle(cand, ev, now);
+                }
                 _ => return b.core.ticket(lease.0).map(|_| ()),
             }
-            b.withdraw_one(lease.0, Withdrawal::Agent, ev, now);
             Ok(())
         })
     }
@@ -899,6 +911,13 @@ impl Core {
             }
             Event::Withdrawn { lease, why } => {
                 let r = self.req_mut(*lease)?;
+                if let ReqState::Granted { until } = r.state {
+                    // Granted and never started: its slots are free again.
+                    r.state = ReqState::Withdrawn(*why);
+                    self.deadlines.remove(&(until, lease.0));
+                    self.release(lease.0);
+                    return Ok(());
+                }
                 if r.state != ReqState::Waiting {
                     return Err(format!("{lease} withdrawn but not waiting"));
                 }

@@ -502,7 +502,10 @@ proptest! {
                     }
                 }
                 Op::Withdraw(i) => {
-                    if let Some(l) = pick(&f.book, i, |s| s == ReqState::Waiting) {
+                    // Waiting, or granted and never started.
+                    if let Some(l) = pick(&f.book, i, |s| {
+                        matches!(s, ReqState::Waiting | ReqState::Granted { .. })
+                    }) {
                         let s = f.book.withdraw(RUN, &node_of(&f.book, l), l, now);
                         let _ = f.keep(s);
                     }
