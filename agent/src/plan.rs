@@ -29,6 +29,15 @@ pub fn render(scenario: &Scenario, targets: &[ResolvedTarget], node: &str) -> St
             crate::scenario::OnFailure::Continue => "continue",
         }
     );
+    if let Some(f) = &scenario.fleet {
+        let _ = writeln!(
+            s,
+            "a fleet run: each restart waits for a lease from the collector, within the fleet's limits:"
+        );
+        for line in f.describe() {
+            let _ = writeln!(s, "  {line}");
+        }
+    }
     let _ = writeln!(s, "\ntargets:");
     for (i, t) in targets.iter().enumerate() {
         let mut ready: Vec<String> = t.ready.iter().map(|p| p.label()).collect();

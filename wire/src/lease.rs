@@ -6,7 +6,7 @@
 //! agent's own scenario. Every list and string is bounded ([`FleetCall::check`]).
 
 use crate::limits::{Kind, Limits};
-use crate::timeline::Outcome;
+use crate::timeline::{Outcome, TargetRef};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -61,6 +61,22 @@ impl fmt::Display for Restart {
             self.target,
             self.iteration
         )
+    }
+}
+
+impl Restart {
+    /// Round `iteration` of a target as the agent resolved it.
+    pub fn of(target: &TargetRef, service: &str, iteration: u32) -> Restart {
+        Restart {
+            kind: match target {
+                TargetRef::Docker { .. } => Kind::Docker,
+                TargetRef::Systemd { .. } => Kind::Systemd,
+                TargetRef::CephOsd { .. } => Kind::CephOsd,
+            },
+            service: service.into(),
+            target: target.name().into(),
+            iteration,
+        }
     }
 }
 

@@ -6,12 +6,13 @@
 //! path. `scenarios/README.md` documents the format. This file reads the
 //! document and its top-level keys; each part of a target has its own file
 //! (`target`, a selector kind each: `docker`, `systemd`, `ceph`; `probes`;
-//! `values`), all re-exported here.
+//! `values`; the run-wide `fleet` limits), all re-exported here.
 
 mod ceph;
 mod checked;
 mod docker;
 pub mod duration;
+mod fleet;
 mod probes;
 mod systemd;
 mod target;
@@ -22,6 +23,7 @@ pub use ceph::{
     OsdVia, Via, WaitFor,
 };
 pub use docker::{DockerSelector, StopTimeout};
+pub use fleet::{AskOrder, FleetSection};
 pub use probes::{
     Empty, ExecHealthSpec, Host, HttpSpec, HttpUrl, Interval, Port, ProbeSpec, StatusMatch, TcpSpec,
 };
@@ -48,6 +50,8 @@ pub struct Scenario {
     pub pause: Span,
     pub on_failure: OnFailure,
     pub targets: Vec<TargetSpec>,
+    /// Cluster-wide limits: present, this is a fleet run (leases from the collector).
+    pub fleet: Option<FleetSection>,
 }
 
 /// A bad scenario: where, and what is wrong.
@@ -97,6 +101,8 @@ struct RawScenario {
     #[serde(default)]
     on_failure: OnFailure,
     targets: NonEmpty<TargetSpec>,
+    #[serde(default)]
+    fleet: Option<FleetSection>,
 }
 
 fn one() -> u32 {
@@ -158,6 +164,7 @@ impl Scenario {
             pause: raw.pause.unwrap_or(Span::secs(0)),
             on_failure: raw.on_failure,
             targets: raw.targets.0,
+            fleet: raw.fleet,
         })
     }
 }
