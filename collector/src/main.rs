@@ -10,6 +10,7 @@ mod api;
 mod cmd;
 #[cfg(test)]
 mod fuzz;
+mod fleet;
 mod metrics;
 mod net;
 mod remote;

@@ -291,6 +291,25 @@ impl LeaseBook {
         &self.core.spec.run
     }
 
+    /// The fleet run as it opened.
+    pub fn spec(&self) -> &FleetSpec {
+        &self.core.spec
+    }
+
+    /// Why grants are stopped, if they are (abort aside).
+    pub fn paused(&self) -> Option<&PauseReason> {
+        self.core.paused.as_ref()
+    }
+
+    pub fn aborted(&self) -> bool {
+        self.core.aborted
+    }
+
+    /// Leases granted and not given back, lost ones included.
+    pub fn in_flight(&self) -> u32 {
+        self.core.in_flight
+    }
+
     /// Ask for a lease for one restart; asking again for the same restart
     /// answers what it is now (a lost answer is asked again, never doubled).
     pub fn request(&mut self, req: &LeaseRequest, now: Millis) -> Step<Ticket> {
