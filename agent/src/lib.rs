@@ -15,6 +15,7 @@ pub mod ceph;
 pub mod docker;
 pub mod durable;
 pub mod facts;
+pub mod fleet;
 pub mod intent;
 pub mod output;
 pub mod plan;

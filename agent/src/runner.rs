@@ -1,18 +1,21 @@
 //! Carries out a planned run: hands restarts to at most `concurrency`
 //! workers, never two at once on the same target, with `pause` between a
-//! worker's restarts; stops dispatching on a failure (`on_failure: abort`) or
-//! on a stop request, and lets what is in flight finish within a bounded
-//! drain time.
+//! worker's restarts, each only once its [`Gate`] lets it (in a fleet run, a
+//! lease from the collector; alone, at once); stops dispatching on a failure
+//! (`on_failure: abort`), a stop request or the gate's stop, and lets what
+//! is in flight finish within a bounded drain time.
 
 use crate::abort::{Abort, AbortHandle, abort_pair};
 use crate::output::RunOutput;
 use crate::scenario::{OnFailure, Scenario};
 use crate::target::{BoxFuture, ResolvedTarget};
 use crate::timeline::{Ending, Timeline};
+use bounce_wire::lease::{LeaseId, MAX_ASKED};
 use bounce_wire::summary::format_seconds;
 use bounce_wire::{Outcome, Phase, RunIdentity, TimelineRecord};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::{HashSet, VecDeque};
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -34,6 +37,64 @@ impl Restartable for ResolvedTarget {
     }
 }
 
+/// What lets a restart start. In a fleet run the collector's lease
+/// (`fleet::FleetClient`): asked for, held (renewed) while the restart
+/// lasts, given back with its outcome; alone, nothing ([`Unleased`]).
+pub trait Gate: Sync {
+    /// Offer every startable job at once (else only the next in scenario order).
+    fn ask_all(&self) -> bool;
+    /// A permit for one of `wanted` (jobs that could start now). Cancelling
+    /// it is safe: what was granted meanwhile is taken back at the end.
+    fn acquire(&self, wanted: &[Job]) -> impl Future<Output = Result<(Job, Permit), GateStop>>;
+    /// Runs the restart under the permit.
+    fn hold<F: Future>(&self, permit: &Permit, work: F) -> impl Future<Output = F::Output>;
+    fn give_back(&self, permit: Permit, outcome: Outcome) -> impl Future<Output = ()>;
+    /// A permit the run stopped before using.
+    fn unused(&self, permit: Permit) -> impl Future<Output = ()>;
+}
+
+/// Leave to start one restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permit {
+    pub lease: Option<LeaseId>,
+    /// Renew within this.
+    pub ttl: Duration,
+}
+
+/// Why a gate gives no permit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateStop {
+    /// Ask again with a fresh list (another worker took what was wanted).
+    Retry,
+    /// The fleet run was aborted by an operator.
+    Aborted,
+    /// The collector refused (a scenario that differs, a wrong token).
+    Refused(String),
+    /// The collector did not answer for longer than the agent waits.
+    Away(String),
+}
+
+/// The gate of a run alone: every restart may start at once.
+pub struct Unleased;
+
+impl Gate for Unleased {
+    fn ask_all(&self) -> bool {
+        false
+    }
+    async fn acquire(&self, wanted: &[Job]) -> Result<(Job, Permit), GateStop> {
+        let permit = Permit {
+            lease: None,
+            ttl: Duration::ZERO,
+        };
+        Ok((wanted[0], permit))
+    }
+    async fn hold<F: Future>(&self, _: &Permit, work: F) -> F::Output {
+        work.await
+    }
+    async fn give_back(&self, _: Permit, _: Outcome) {}
+    async fn unused(&self, _: Permit) {}
+}
+
 /// Requests to stop, in the order they arrive (SIGINT, SIGTERM, SIGHUP; the caller
 /// decides which signals send one). The first is a soft stop: nothing new
 /// starts and what is in flight gets the drain time; the second ends the
@@ -41,7 +102,7 @@ impl Restartable for ResolvedTarget {
 pub type StopRequests = UnboundedReceiver<()>;
 
 /// One restart to do: which target, which round of `repeat`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Job {
     pub target: usize,
     pub iteration: u32,
@@ -63,11 +124,16 @@ pub enum StopReason {
     Interrupted,
     /// The output could not be written: measuring on would lose data.
     OutputError,
+    /// An operator aborted the fleet run.
+    FleetAborted,
+    /// The fleet gave no more leases: refused, or the collector away too long.
+    FleetError,
 }
 
 pub struct RunEnd {
     pub stopped: Option<StopReason>,
     pub output_error: Option<String>,
+    pub fleet_error: Option<String>,
 }
 
 struct Dispatch {
@@ -76,8 +142,9 @@ struct Dispatch {
     stopped: Option<StopReason>,
 }
 
-struct Shared<'a, T> {
+struct Shared<'a, T, G> {
     targets: &'a [T],
+    gate: &'a G,
     labels: &'a RunIdentity,
     on_failure: OnFailure,
     pause: Duration,
@@ -85,8 +152,11 @@ struct Shared<'a, T> {
     wake: Notify,
     soft_stop: Abort,
     hard_abort: Abort,
+    /// Fires when dispatch stops, whatever the reason: a worker waiting at the gate stops waiting.
+    halt: (AbortHandle, Abort),
     out: Mutex<RunOutput>,
     output_error: Mutex<Option<String>>,
+    fleet_error: Mutex<Option<String>>,
     progress: ProgressBar,
 }
 
@@ -97,13 +167,14 @@ pub struct RunOptions {
 }
 
 /// Runs the scenario; returns the output (to be finished by the caller) and why it stopped early, if it did.
-pub async fn run<T: Restartable>(
+pub async fn run<T: Restartable, G: Gate>(
     scenario: &Scenario,
     targets: &[T],
     labels: &RunIdentity,
     out: RunOutput,
     opts: &RunOptions,
     stop: StopRequests,
+    gate: &G,
 ) -> (RunOutput, RunEnd) {
     let jobs = schedule(targets.len(), scenario.repeat);
     let progress = if opts.show_progress {
@@ -119,6 +190,7 @@ pub async fn run<T: Restartable>(
     let (hard_handle, hard_abort) = abort_pair();
     let shared = Shared {
         targets,
+        gate,
         labels,
         on_failure: scenario.on_failure,
         pause: scenario.pause.0,
@@ -130,8 +202,10 @@ pub async fn run<T: Restartable>(
         wake: Notify::new(),
         soft_stop,
         hard_abort,
+        halt: abort_pair(),
         out: Mutex::new(out),
         output_error: Mutex::new(None),
+        fleet_error: Mutex::new(None),
         progress,
     };
     {
@@ -151,11 +225,13 @@ pub async fn run<T: Restartable>(
         stopped = Some(StopReason::Interrupted);
     }
     let output_error = shared.output_error.lock().unwrap().take();
+    let fleet_error = shared.fleet_error.lock().unwrap().take();
     (
         shared.out.into_inner().unwrap(),
         RunEnd {
             stopped,
             output_error,
+            fleet_error,
         },
     )
 }
@@ -180,29 +256,32 @@ async fn watch_stop(mut stop: StopRequests, soft: AbortHandle, hard: AbortHandle
     hard.fire();
 }
 
-async fn worker<T: Restartable>(sh: &Shared<'_, T>) {
+async fn worker<T: Restartable, G: Gate>(sh: &Shared<'_, T, G>) {
     let mut first = true;
-    while let Some(job) = next_job(sh).await {
-        if !first && !sh.pause.is_zero() {
-            // A stopping run skips the pause; the job goes back unstarted.
+    loop {
+        if !first && !sh.pause.is_zero() && !sh.dispatch.lock().unwrap().queue.is_empty() {
+            // Paused before asking, so no lease is held idle; a stopping run skips it.
             tokio::select! {
                 _ = tokio::time::sleep(sh.pause) => {}
-                _ = sh.soft_stop.wait() => {
-                    let mut d = sh.dispatch.lock().unwrap();
-                    d.busy.remove(&job.target);
-                    d.queue.push_front(job);
-                    return;
-                }
+                _ = sh.soft_stop.wait() => return,
             }
         }
         first = false;
-        let (timeline, ending) = sh.targets[job.target]
-            .restart(job.iteration, &sh.hard_abort)
+        let Some((job, permit)) = next_job(sh).await else {
+            return;
+        };
+        let (timeline, ending) = sh
+            .gate
+            .hold(
+                &permit,
+                sh.targets[job.target].restart(job.iteration, &sh.hard_abort),
+            )
             .await;
         let rec = timeline.finish(sh.labels, ending);
         report_progress(&sh.progress, &rec);
-        let ok = rec.outcome == Outcome::Ok;
+        let outcome = rec.outcome;
         let written = sh.out.lock().unwrap().record(rec);
+        sh.gate.give_back(permit, outcome).await;
         {
             let mut d = sh.dispatch.lock().unwrap();
             d.busy.remove(&job.target);
@@ -210,41 +289,91 @@ async fn worker<T: Restartable>(sh: &Shared<'_, T>) {
                 // The first error is the cause; later ones follow from it.
                 sh.output_error.lock().unwrap().get_or_insert(e.to_string());
                 d.stopped = Some(StopReason::OutputError);
+                sh.halt.0.fire();
             } else if sh.soft_stop.is_set() {
-                d.stopped.get_or_insert(StopReason::Interrupted);
-            } else if !ok && sh.on_failure == OnFailure::Abort {
-                d.stopped.get_or_insert(StopReason::Failure);
+                stop_dispatch(sh, &mut d, StopReason::Interrupted);
+            } else if outcome != Outcome::Ok && sh.on_failure == OnFailure::Abort {
+                stop_dispatch(sh, &mut d, StopReason::Failure);
             }
         }
         sh.wake.notify_waiters();
     }
 }
 
-/// The next job whose target is not already being restarted; `None` when the
-/// run is over or stopping.
-async fn next_job<T>(sh: &Shared<'_, T>) -> Option<Job> {
+/// No new restart: the first reason is kept; workers at the gate stop waiting.
+fn stop_dispatch<T, G>(sh: &Shared<'_, T, G>, d: &mut Dispatch, why: StopReason) {
+    d.stopped.get_or_insert(why);
+    sh.halt.0.fire();
+}
+
+/// The next job whose target is not already being restarted, with the
+/// gate's permit; `None` when the run is over or stopping.
+async fn next_job<T, G: Gate>(sh: &Shared<'_, T, G>) -> Option<(Job, Permit)> {
     loop {
         let woken = sh.wake.notified();
-        {
+        let wanted: Vec<Job> = {
             let mut d = sh.dispatch.lock().unwrap();
             if sh.soft_stop.is_set() && d.stopped.is_none() {
-                d.stopped = Some(StopReason::Interrupted);
+                stop_dispatch(sh, &mut d, StopReason::Interrupted);
             }
-            if d.stopped.is_some() {
+            if d.stopped.is_some() || d.queue.is_empty() {
                 return None;
             }
-            if let Some(pos) = d.queue.iter().position(|j| !d.busy.contains(&j.target)) {
-                let job = d.queue.remove(pos).expect("position is in range");
-                d.busy.insert(job.target);
-                return Some(job);
+            // The first pending round of each target that is not busy.
+            let mut seen = HashSet::new();
+            let most = if sh.gate.ask_all() { MAX_ASKED } else { 1 };
+            d.queue
+                .iter()
+                .filter(|j| !d.busy.contains(&j.target) && seen.insert(j.target))
+                .take(most)
+                .copied()
+                .collect()
+        };
+        if wanted.is_empty() {
+            tokio::select! {
+                _ = woken => {}
+                _ = sh.soft_stop.wait() => {}
             }
-            if d.queue.is_empty() {
-                return None;
-            }
+            continue;
         }
-        tokio::select! {
-            _ = woken => {}
-            _ = sh.soft_stop.wait() => {}
+        let got = tokio::select! {
+            got = sh.gate.acquire(&wanted) => got,
+            _ = sh.halt.1.wait() => continue,
+            _ = sh.soft_stop.wait() => continue,
+        };
+        match got {
+            Ok((job, permit)) => {
+                {
+                    let mut d = sh.dispatch.lock().unwrap();
+                    let pos = d.queue.iter().position(|j| *j == job);
+                    if d.stopped.is_none()
+                        && !sh.soft_stop.is_set()
+                        && !d.busy.contains(&job.target)
+                        && let Some(pos) = pos
+                    {
+                        d.queue.remove(pos);
+                        d.busy.insert(job.target);
+                        return Some((job, permit));
+                    }
+                }
+                sh.gate.unused(permit).await;
+            }
+            Err(GateStop::Retry) => {}
+            Err(GateStop::Aborted) => {
+                stop_dispatch(
+                    sh,
+                    &mut sh.dispatch.lock().unwrap(),
+                    StopReason::FleetAborted,
+                );
+                sh.wake.notify_waiters();
+                return None;
+            }
+            Err(GateStop::Refused(why) | GateStop::Away(why)) => {
+                *sh.fleet_error.lock().unwrap() = Some(why);
+                stop_dispatch(sh, &mut sh.dispatch.lock().unwrap(), StopReason::FleetError);
+                sh.wake.notify_waiters();
+                return None;
+            }
         }
     }
 }
@@ -423,7 +552,7 @@ mod tests {
             std::future::pending::<()>().await;
         });
         let targets = fake.targets();
-        let (out, end) = run(scenario, &targets, &labels, out, &opts, stop).await;
+        let (out, end) = run(scenario, &targets, &labels, out, &opts, stop, &Unleased).await;
         sender.abort();
         drop(out);
         let written = bounce_wire::RunFolder::new(&dir).timelines().unwrap();

@@ -94,6 +94,20 @@ impl Collector {
         }
     }
 
+    /// POSTs JSON to `path` through the shared client: the answer, or why
+    /// the collector was not reached within `within`.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        within: Duration,
+    ) -> Result<Answer, String> {
+        self.client
+            .post_json(path, body, within)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     async fn send(&self, body: Vec<u8>) -> Sent {
         let answer = match self
             .client

@@ -23,8 +23,8 @@
 pub mod log;
 
 use bounce_fleet::{
-    Event, FleetSpec, FleetStatus, LeaseBook, LeaseRequest, Millis, NodeSpec, PauseReason,
-    Refusal, Step,
+    Event, FleetSpec, FleetStatus, LeaseBook, LeaseRequest, Millis, NodeSpec, PauseReason, Refusal,
+    Step,
 };
 use bounce_wire::lease::{
     AgentCall, Control, FleetAnswer, FleetCall, FleetTerms, Join, MAX_WAIT_MS, Ticket,
@@ -39,7 +39,8 @@ use tokio::sync::{oneshot, watch};
 /// Where a fleet run's records go: queued in call order, committed in that
 /// order; the receiver answers once they are on disk.
 pub trait Journal: Send + Sync {
-    fn append(&self, run: &str, records: Vec<FleetRecord>) -> oneshot::Receiver<Result<(), String>>;
+    fn append(&self, run: &str, records: Vec<FleetRecord>)
+    -> oneshot::Receiver<Result<(), String>>;
 }
 
 /// Why a call was not carried out, as the API answers it.
@@ -138,7 +139,9 @@ fn control(book: &LeaseBook) -> Control {
     if book.aborted() {
         Control::Aborted
     } else if let Some(p) = book.paused() {
-        Control::Paused { why: pause_words(p) }
+        Control::Paused {
+            why: pause_words(p),
+        }
     } else {
         Control::Running
     }
@@ -295,8 +298,8 @@ impl Fleets {
         match call.call {
             AgentCall::Join(j) => self.join(run, &node, j).await,
             AgentCall::Ask { restarts, wait_ms } => {
-                let deadline = tokio::time::Instant::now()
-                    + Duration::from_millis(wait_ms.min(MAX_WAIT_MS));
+                let deadline =
+                    tokio::time::Instant::now() + Duration::from_millis(wait_ms.min(MAX_WAIT_MS));
                 loop {
                     // Subscribed before looking: a change after the look wakes us.
                     let mut changed = self.get(run)?.changed.subscribe();
@@ -305,12 +308,8 @@ impl Fleets {
                         .await?
                         .map_err(refused)?;
                     let settled = control == Control::Aborted
-                        || tickets
-                            .iter()
-                            .any(|t| matches!(t, Ticket::Granted { .. }))
-                        || tickets
-                            .iter()
-                            .all(|t| matches!(t, Ticket::Refused { .. }));
+                        || tickets.iter().any(|t| matches!(t, Ticket::Granted { .. }))
+                        || tickets.iter().all(|t| matches!(t, Ticket::Refused { .. }));
                     if settled || tokio::time::Instant::now() >= deadline {
                         return Ok(FleetAnswer::Tickets { control, tickets });
                     }

@@ -12,7 +12,11 @@ use bounce_wire::limits::{Kind, Limits};
 struct MemJournal(Arc<Mutex<Vec<(String, FleetRecord)>>>);
 
 impl Journal for MemJournal {
-    fn append(&self, run: &str, records: Vec<FleetRecord>) -> oneshot::Receiver<Result<(), String>> {
+    fn append(
+        &self,
+        run: &str,
+        records: Vec<FleetRecord>,
+    ) -> oneshot::Receiver<Result<(), String>> {
         let mut rows = self.0.lock().unwrap();
         rows.extend(records.into_iter().map(|r| (run.to_string(), r)));
         let (tx, rx) = oneshot::channel();
@@ -102,9 +106,22 @@ async fn a_fleet_opens_when_every_node_joined_and_survives_a_restart() {
 
     let (c, t) = tickets(f.agent("r", ask("ctl1", vec![nova(1)])).await.unwrap());
     assert_eq!(c, Control::Running);
-    assert!(matches!(t[0], Ticket::Granted { lease: LeaseId(0), .. }), "{t:?}");
+    assert!(
+        matches!(
+            t[0],
+            Ticket::Granted {
+                lease: LeaseId(0),
+                ..
+            }
+        ),
+        "{t:?}"
+    );
     let (_, t) = tickets(f.agent("r", ask("ctl2", vec![nova(1)])).await.unwrap());
-    assert_eq!(t, vec![Ticket::Waiting { lease: LeaseId(1) }], "one nova_api at a time");
+    assert_eq!(
+        t,
+        vec![Ticket::Waiting { lease: LeaseId(1) }],
+        "one nova_api at a time"
+    );
     let e = f.agent("r", join("ctl3", terms(2))).await.unwrap_err();
     assert!(e.to_string().contains("ctl1, ctl2"), "{e}");
 
@@ -126,7 +143,16 @@ async fn a_fleet_opens_when_every_node_joined_and_survives_a_restart() {
     .await
     .unwrap();
     let (_, t) = tickets(g.agent("r", ask("ctl2", vec![nova(1)])).await.unwrap());
-    assert!(matches!(t[0], Ticket::Granted { lease: LeaseId(1), .. }), "{t:?}");
+    assert!(
+        matches!(
+            t[0],
+            Ticket::Granted {
+                lease: LeaseId(1),
+                ..
+            }
+        ),
+        "{t:?}"
+    );
     let e = g
         .agent(
             "r",
@@ -182,7 +208,16 @@ async fn abort_answers_every_ask_and_a_waiting_ask_wakes_on_a_grant() {
     .await
     .unwrap();
     let (_, t) = tickets(waiter.await.unwrap().unwrap());
-    assert!(matches!(t[0], Ticket::Granted { lease: LeaseId(1), .. }), "{t:?}");
+    assert!(
+        matches!(
+            t[0],
+            Ticket::Granted {
+                lease: LeaseId(1),
+                ..
+            }
+        ),
+        "{t:?}"
+    );
 
     f.admin("r", AdminCall::Abort).await.unwrap();
     let (c, t) = tickets(f.agent("r", ask("a", vec![nova(2)])).await.unwrap());
@@ -196,10 +231,9 @@ async fn abort_answers_every_ask_and_a_waiting_ask_wakes_on_a_grant() {
 async fn a_key_needing_a_label_refuses_the_node_without_it() {
     let f = Fleets::new(Box::new(MemJournal::default()));
     let mut t = terms(1);
-    t.limits = serde_json::from_str(
-        r#"{"max_in_flight":1,"limits":[{"key":"{label.rack}","max":1}]}"#,
-    )
-    .unwrap();
+    t.limits =
+        serde_json::from_str(r#"{"max_in_flight":1,"limits":[{"key":"{label.rack}","max":1}]}"#)
+            .unwrap();
     let e = f.agent("r", join("a", t)).await.unwrap_err();
     assert!(e.to_string().contains("--label rack=VALUE"), "{e}");
 }

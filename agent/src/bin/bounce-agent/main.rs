@@ -5,6 +5,7 @@
 
 mod args;
 mod check;
+mod fleet;
 mod plan;
 mod push;
 mod recover;

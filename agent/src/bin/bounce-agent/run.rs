@@ -6,6 +6,7 @@
 //! ended.
 
 use crate::args::{Auth, parse_duration};
+use crate::fleet::FleetArgs;
 use crate::plan::resolve;
 use crate::recover::UNDO_TIMEOUT;
 use crate::signals;
@@ -13,7 +14,7 @@ use anyhow::Result;
 use bounce_agent::intent::Journal;
 use bounce_agent::output::RunOutput;
 use bounce_agent::recover::{self, Mode};
-use bounce_agent::runner::{self, RunEnd, RunOptions, StopReason};
+use bounce_agent::runner::{self, RunEnd, RunOptions, StopReason, Unleased};
 use bounce_agent::scenario::Scenario;
 use bounce_agent::sources::Sources;
 use bounce_agent::stream::{Collector, RunJoin, Streamer};
@@ -68,15 +69,20 @@ pub struct Args {
     /// Start even if the collector does not answer now (batches wait in the spool).
     #[arg(long)]
     collector_may_be_away: bool,
+    #[command(flatten)]
+    fleet: FleetArgs,
 }
 
 /// Exit status 1 when any restart did not end `ok` or the run stopped early.
 pub async fn run(args: Args) -> Result<ExitCode> {
     // From here on Ctrl-C, SIGTERM and SIGHUP ask the runner to stop
     // (first: drain, second: abort) instead of ending the process.
-    let stop = signals::stop_requests()?;
+    let mut stop = signals::stop_requests()?;
     let scenario = Scenario::load(&args.scenario)?;
     let collector = check_collector(&args, &scenario).await?;
+    let fleet = args
+        .fleet
+        .plan(&scenario, collector.as_ref(), args.run_id.as_ref().map(RunId::as_str))?;
     // What a killed agent left down comes back before anything else.
     recover_intents(&args.state_dir).await?;
     recover_flags(&args.state_dir).await?;
@@ -91,6 +97,15 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             .check_writable()
             .map_err(|e| anyhow::anyhow!("{e} (nothing was restarted)"))?;
     }
+    // A fleet run starts once every node joined (a stop request meanwhile ends it).
+    let node = args.node.clone().unwrap_or_else(facts::node_hostname);
+    let gate = match fleet {
+        Some(plan) => tokio::select! {
+            joined = plan.join(&args.fleet, &scenario, &node, &targets) => Some(joined?),
+            _ = stop.recv() => anyhow::bail!("stopped while joining the fleet run (nothing was restarted)"),
+        },
+        None => None,
+    };
     let mut out = RunOutput::create(&args.output, &scenario.text)?;
     let this = begin(&args, run_id, &scenario, &sources, &targets).await;
     if let Some(c) = collector {
@@ -101,7 +116,17 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         drain: args.drain,
         show_progress: !args.no_progress && std::io::stderr().is_terminal(),
     };
-    let (out, end) = runner::run(&scenario, &targets, &this.identity, out, &opts, stop).await;
+    let labels = &this.identity;
+    let (out, end) = match &gate {
+        Some(g) => runner::run(&scenario, &targets, labels, out, &opts, stop, g).await,
+        None => runner::run(&scenario, &targets, labels, out, &opts, stop, &Unleased).await,
+    };
+    // Nothing more to ask: what was granted and not started goes back.
+    if let Some(g) = &gate
+        && let Err(e) = g.finish().await
+    {
+        eprintln!("fleet: could not tell the collector this node is done: {e}");
+    }
     // Whatever ended the run: start what its restarts left down (a restart
     // aborted between stop and start), then undo what it set.
     let left = recover::undo_own(&journal, UNDO_TIMEOUT).await;
@@ -300,6 +325,13 @@ fn print_stop(end: &RunEnd) {
         Some(StopReason::Failure) => {
             println!("stopped after a failed restart (on_failure: abort)")
         }
+        Some(StopReason::FleetAborted) => {
+            println!("the fleet run was aborted by an operator: nothing new was started")
+        }
+        Some(StopReason::FleetError) => eprintln!(
+            "error: the fleet gave no more leases: {}",
+            end.fleet_error.as_deref().unwrap_or_default()
+        ),
         Some(StopReason::OutputError) => eprintln!(
             "error: stopped because the results could not be written: {}",
             end.output_error.as_deref().unwrap_or_default()
