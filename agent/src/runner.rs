@@ -520,6 +520,16 @@ mod tests {
         drain: u64,
         stops: &[u64],
     ) -> (Vec<Outcome>, RunEnd) {
+        run_gated(fake, scenario, drain, stops, &Unleased).await
+    }
+
+    async fn run_gated<G: Gate>(
+        fake: &FakeDriver,
+        scenario: &Scenario,
+        drain: u64,
+        stops: &[u64],
+        gate: &G,
+    ) -> (Vec<Outcome>, RunEnd) {
         static RUNS: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "bounce-runner-test-{}-{}",
@@ -552,7 +562,7 @@ mod tests {
             std::future::pending::<()>().await;
         });
         let targets = fake.targets();
-        let (out, end) = run(scenario, &targets, &labels, out, &opts, stop, &Unleased).await;
+        let (out, end) = run(scenario, &targets, &labels, out, &opts, stop, gate).await;
         sender.abort();
         drop(out);
         let written = bounce_wire::RunFolder::new(&dir).timelines().unwrap();
@@ -685,5 +695,79 @@ mod tests {
             "aborted before the drain ran out: {done:?}"
         );
         assert_eq!(end.stopped, Some(StopReason::Interrupted));
+    }
+
+    /// A FAKE gate, for the runner's tests only: grants the last of the
+    /// jobs it is offered (so "whichever is granted first" is not the
+    /// scenario's first), answers "aborted" after `grants` grants, and
+    /// records what it was offered and given back.
+    struct FakeGate {
+        grants: usize,
+        offered: Mutex<Vec<Vec<Job>>>,
+        back: Mutex<Vec<(u64, Outcome)>>,
+    }
+
+    impl FakeGate {
+        fn new(grants: usize) -> FakeGate {
+            FakeGate {
+                grants,
+                offered: Mutex::new(Vec::new()),
+                back: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    impl Gate for FakeGate {
+        fn ask_all(&self) -> bool {
+            true
+        }
+        async fn acquire(&self, wanted: &[Job]) -> Result<(Job, Permit), GateStop> {
+            let mut offered = self.offered.lock().unwrap();
+            if offered.len() == self.grants {
+                return Err(GateStop::Aborted);
+            }
+            offered.push(wanted.to_vec());
+            let permit = Permit {
+                lease: Some(LeaseId(offered.len() as u64)),
+                ttl: Duration::from_secs(30),
+            };
+            Ok((*wanted.last().unwrap(), permit))
+        }
+        async fn hold<F: Future>(&self, _: &Permit, work: F) -> F::Output {
+            work.await
+        }
+        async fn give_back(&self, permit: Permit, outcome: Outcome) {
+            let lease = permit.lease.unwrap().0;
+            self.back.lock().unwrap().push((lease, outcome));
+        }
+        async fn unused(&self, _: Permit) {}
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_runner_restarts_whichever_the_gate_grants_and_gives_each_back() {
+        let fake = FakeDriver::new(&[1, 1, 1]);
+        let gate = FakeGate::new(10);
+        let (recorded, end) =
+            run_gated(&fake, &scenario(1, 1, "0s", "abort"), 60, &[], &gate).await;
+        assert!(end.stopped.is_none());
+        assert_eq!(recorded.len(), 3);
+        let order: Vec<usize> = fake.done().iter().map(|d| d.target).collect();
+        assert_eq!(order, [2, 1, 0], "granted last first");
+        let offered = gate.offered.lock().unwrap();
+        assert_eq!(offered[0].len(), 3, "every pending target offered at once");
+        assert_eq!(offered[2].len(), 1);
+        let back = gate.back.lock().unwrap().clone();
+        assert_eq!(back, [(1, Outcome::Ok), (2, Outcome::Ok), (3, Outcome::Ok)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fleet_abort_starts_nothing_new() {
+        let fake = FakeDriver::new(&[1, 1, 1]);
+        let gate = FakeGate::new(1);
+        let (recorded, end) =
+            run_gated(&fake, &scenario(2, 1, "0s", "abort"), 60, &[], &gate).await;
+        assert_eq!(recorded, [Outcome::Ok], "the one granted, nothing after");
+        assert_eq!(end.stopped, Some(StopReason::FleetAborted));
+        assert_eq!(gate.back.lock().unwrap().len(), 1);
     }
 }
