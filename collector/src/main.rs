@@ -8,9 +8,9 @@
 
 mod api;
 mod cmd;
+mod fleet;
 #[cfg(test)]
 mod fuzz;
-mod fleet;
 mod metrics;
 mod net;
 mod remote;
@@ -58,6 +58,9 @@ enum Command {
     /// slower than the baseline beyond the threshold, 2 error.
     #[command(verbatim_doc_comment)]
     Report(cmd::report::Args),
+    /// A fleet run's status, and an operator's control of it: pause,
+    /// resume, abort, resolve a lost node (over a running collector's admin API).
+    Fleet(cmd::fleet::Args),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Command::Runs(args) => cmd::runs::run(args),
         Command::Summarize(args) => cmd::summarize::run(args),
         Command::Report(args) => cmd::report::run(args),
+        Command::Fleet(args) => cmd::fleet::run(args),
     };
     match result {
         Ok(code) => code,

@@ -36,12 +36,35 @@ impl Remote {
         Ok(v["runs"].as_array().cloned().unwrap_or_default())
     }
 
+    /// GET `path` (`/api/v1/...`): the JSON answer.
+    pub fn get_json(&self, path: &str) -> Result<serde_json::Value> {
+        let body = self.get(path)?;
+        serde_json::from_slice(&body)
+            .with_context(|| format!("{}{path}: not JSON", self.client.base()))
+    }
+
+    /// POST to `path` with no body: the JSON answer.
+    pub fn post_json(&self, path: &str) -> Result<serde_json::Value> {
+        let answer = self.rt.block_on(self.client.post_json(
+            path,
+            Vec::new(),
+            Duration::from_secs(60),
+        ))?;
+        let body = self.answered(path, answer)?;
+        serde_json::from_slice(&body)
+            .with_context(|| format!("{}{path}: not JSON", self.client.base()))
+    }
+
     /// GET with the admin token; the body of a 200, a clear error otherwise.
     fn get(&self, path: &str) -> Result<Bytes> {
-        let url = format!("{}{path}", self.client.base());
         let answer = self
             .rt
             .block_on(self.client.get(path, Duration::from_secs(60)))?;
+        self.answered(path, answer)
+    }
+
+    fn answered(&self, path: &str, answer: bounce_client::Answer) -> Result<Bytes> {
+        let url = format!("{}{path}", self.client.base());
         match answer.status.as_u16() {
             200 => Ok(answer.body),
             401 | 403 => bail!(
@@ -49,6 +72,7 @@ impl Remote {
                 answer.reason()
             ),
             404 => bail!("{url}: not found: {}", answer.reason()),
+            409 => bail!("{url}: refused: {}", answer.reason()),
             other => bail!("{url}: answered {other}: {}", answer.reason()),
         }
     }

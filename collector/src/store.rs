@@ -6,6 +6,7 @@
 //! first, and a key already there means the batch was stored before: it is
 //! acknowledged as `duplicate` and nothing is counted again.
 
+use crate::fleet::log::{self as fleet_log, FleetRecord};
 use crate::series::{SeriesNumbers, SeriesStats};
 use bounce_wire::ingest::Batch;
 use bounce_wire::sparse::SparseHistogram;
@@ -28,6 +29,13 @@ pub struct Store {
 
 /// A decoded histogram of one (service, phase) with its exact sum in seconds.
 pub type PhaseHistogram = (String, Phase, SparseHistogram, f64);
+
+/// What the single writer commits.
+pub enum Item {
+    Batch(Batch, Vec<PhaseHistogram>),
+    /// A fleet run's records, in the order its lease book made them.
+    Fleet(String, Vec<FleetRecord>),
+}
 
 /// Whether a batch was new.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +116,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(fleet_log::SCHEMA)?;
         // Stores made before runs kept their scenario text, or batches their digest.
         for (table, column) in [("runs", "scenario_yaml"), ("batches", "digest")] {
             let has: bool = conn.query_row(
@@ -127,6 +136,11 @@ impl Store {
         })
     }
 
+    /// Every fleet run's log, in the order written (read once at start).
+    pub fn fleet_log(&self) -> Result<Vec<(String, FleetRecord)>, StoreError> {
+        fleet_log::load(&self.conn).map_err(StoreError::Corrupt)
+    }
+
     /// Bytes on disk: the database and its write-ahead log.
     pub fn size_on_disk(&self) -> u64 {
         ["", "-wal"]
@@ -139,18 +153,21 @@ impl Store {
             .sum()
     }
 
-    /// Stores validated batches in one transaction (one fsync for all: group
-    /// commit); a batch whose key is already stored is a duplicate and
-    /// changes nothing.
-    pub fn ingest_group(
-        &mut self,
-        items: &[(Batch, Vec<PhaseHistogram>)],
-    ) -> Result<Vec<Stored>, StoreError> {
+    /// Stores validated batches and fleet records in one transaction (one
+    /// fsync for all: group commit), in the order given; a batch whose key
+    /// is already stored is a duplicate and changes nothing.
+    pub fn commit_group(&mut self, items: &[Item]) -> Result<Vec<Stored>, StoreError> {
         let tx = self.conn.transaction()?;
         let mut out = Vec::with_capacity(items.len());
         let mut pending = Pending::default();
-        for (batch, histograms) in items {
-            out.push(apply(&tx, batch, histograms, &mut pending)?);
+        for item in items {
+            out.push(match item {
+                Item::Batch(batch, histograms) => apply(&tx, batch, histograms, &mut pending)?,
+                Item::Fleet(run, records) => {
+                    fleet_log::append(&tx, run, records)?;
+                    Stored::New
+                }
+            });
         }
         pending.write(&tx)?;
         tx.commit()?;

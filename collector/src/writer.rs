@@ -1,22 +1,23 @@
 //! The store's single writer: a thread that owns the writing connection.
-//! Batches that arrive while a transaction is being committed are committed
-//! together in the next one (group commit): one fsync for many batches,
-//! each acknowledged only after its commit.
+//! Batches and fleet records that arrive while a transaction is being
+//! committed are committed together in the next one (group commit), in the
+//! order they arrived: one fsync for many, each answered only after its
+//! commit.
 
-use crate::store::{PhaseHistogram, Store, Stored};
+use crate::fleet::log::FleetRecord;
+use crate::fleet::{Committed, Journal};
+use crate::store::{Item, PhaseHistogram, Store, Stored};
 use bounce_wire::ingest::Batch;
+use tokio::sync::oneshot;
 
-type Job = (
-    Batch,
-    Vec<PhaseHistogram>,
-    tokio::sync::oneshot::Sender<Result<Stored, String>>,
-);
+type Job = (Item, oneshot::Sender<Result<Stored, String>>);
 
+#[derive(Clone)]
 pub struct Writer {
     jobs: std::sync::mpsc::Sender<Job>,
 }
 
-/// Most batches committed in one transaction.
+/// Most items committed in one transaction.
 const GROUP_MAX: usize = 512;
 
 impl Writer {
@@ -33,9 +34,8 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    let (items, replies): (Vec<_>, Vec<_>) =
-                        group.into_iter().map(|(b, h, r)| ((b, h), r)).unzip();
-                    match store.ingest_group(&items) {
+                    let (items, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+                    match store.commit_group(&items) {
                         Ok(results) => {
                             for (reply, stored) in replies.into_iter().zip(results) {
                                 let _ = reply.send(Ok(stored));
@@ -53,18 +53,34 @@ impl Writer {
         Writer { jobs: tx }
     }
 
+    /// Queues an item; the receiver answers once its transaction committed.
+    fn queue(&self, item: Item) -> oneshot::Receiver<Result<Stored, String>> {
+        let (reply, answer) = oneshot::channel();
+        // A stopped writer drops `reply`: the receiver then says so.
+        let _ = self.jobs.send((item, reply));
+        answer
+    }
+
     /// Stores a checked batch; answers once its transaction committed.
     pub async fn store(
         &self,
         batch: Batch,
         histograms: Vec<PhaseHistogram>,
     ) -> Result<Stored, String> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.jobs
-            .send((batch, histograms, reply))
-            .map_err(|_| "the store writer stopped".to_string())?;
-        answer
+        self.queue(Item::Batch(batch, histograms))
             .await
             .map_err(|_| "the store writer stopped".to_string())?
+    }
+}
+
+impl Journal for Writer {
+    fn append(&self, run: &str, records: Vec<FleetRecord>) -> Committed {
+        let committed = self.queue(Item::Fleet(run.into(), records));
+        Box::pin(async move {
+            committed
+                .await
+                .map_err(|_| "the store writer stopped".to_string())?
+                .map(drop)
+        })
     }
 }

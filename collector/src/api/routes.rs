@@ -33,6 +33,7 @@ pub fn router(state: Shared) -> Router {
         .route("/metrics", get(metrics_page))
         .route("/api/v1/whoami", get(whoami))
         .layer(DefaultBodyLimit::max(MAX_BATCH_BYTES))
+        .merge(crate::api::fleet::routes())
         .with_state(state)
 }
 

@@ -1,10 +1,11 @@
 //! What every request handler shares: the store (its single writer and a
-//! reading connection), the tokens, the failure limit and audit log, the flags `serve` was given and the
-//! in-memory ingest counters.
+//! reading connection), the tokens, the failure limit and audit log, the flags `serve` was given, the
+//! in-memory ingest counters and the fleet runs.
 
 use crate::api::audit::Audit;
 use crate::api::auth::Tokens;
 use crate::api::limit::FailureLimit;
+use crate::fleet::Fleets;
 use crate::metrics::IngestCounters;
 use crate::store::Store;
 use crate::writer::Writer;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub failures: FailureLimit,
     /// Where admin requests are recorded.
     pub audit: Audit,
+    /// Fleet runs and their lease books.
+    pub fleets: Arc<Fleets>,
 }
 
 pub type Shared = Arc<AppState>;

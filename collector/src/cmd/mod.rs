@@ -2,6 +2,7 @@
 //! dispatches. `at` and `tokens` are what several commands share.
 
 pub mod at;
+pub mod fleet;
 pub mod report;
 pub mod runs;
 pub mod serve;

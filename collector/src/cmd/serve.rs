@@ -9,6 +9,7 @@ use crate::api::limit::FailureLimit;
 use crate::api::routes::router;
 use crate::api::state::AppState;
 use crate::cmd::tokens::tokens;
+use crate::fleet::Fleets;
 use crate::net::listen::{self, Deadlines};
 use crate::net::tls::{ServerCert, server_config};
 use crate::store::Store;
@@ -116,15 +117,31 @@ async fn serve(args: Args) -> Result<()> {
     };
     let audit = Audit::open(&args.audit_log)
         .with_context(|| format!("{}: cannot open the audit log", args.audit_log.display()))?;
+    let writer = Writer::start(open()?);
+    let reader = open()?;
+    // Fleet runs as their logs left them; leases in flight get a fresh TTL.
+    let fleets = Arc::new(Fleets::new(Box::new(writer.clone())));
+    for line in fleets.recover(reader.fleet_log()?).await {
+        eprintln!("bounce-collector: {line}");
+    }
+    let ticker = fleets.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_millis(250));
+        loop {
+            every.tick().await;
+            ticker.tick().await;
+        }
+    });
     let state = Arc::new(AppState {
-        writer: Writer::start(open()?),
-        reader: std::sync::Mutex::new(open()?),
+        writer,
+        reader: std::sync::Mutex::new(reader),
         tokens,
         protect_metrics: args.protect_metrics,
         per_node_metrics: args.per_node_metrics,
         counters: Default::default(),
         failures: FailureLimit::new(args.auth_failures_per_minute),
         audit,
+        fleets,
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

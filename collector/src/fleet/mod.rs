@@ -32,16 +32,20 @@ use bounce_wire::lease::{
 use log::FleetRecord;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 /// Where a fleet run's records go: queued in call order, committed in that
-/// order; the receiver answers once they are on disk.
+/// order; what it returns resolves once they are on disk.
 pub trait Journal: Send + Sync {
-    fn append(&self, run: &str, records: Vec<FleetRecord>)
-    -> oneshot::Receiver<Result<(), String>>;
+    fn append(&self, run: &str, records: Vec<FleetRecord>) -> Committed;
 }
+
+/// Resolves once the records are committed (or could not be).
+pub type Committed = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 /// Why a call was not carried out, as the API answers it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -231,27 +235,16 @@ impl Fleets {
     }
 
     /// Queues `records` (under the run's lock: the log keeps the book's order).
-    fn journal(
-        &self,
-        run: &str,
-        records: Vec<FleetRecord>,
-    ) -> Option<oneshot::Receiver<Result<(), String>>> {
+    fn journal(&self, run: &str, records: Vec<FleetRecord>) -> Option<Committed> {
         (!records.is_empty()).then(|| self.journal.append(run, records))
     }
 
     /// Waits for the commit; a failed one breaks the run until a restart.
-    async fn committed(
-        &self,
-        fr: &FleetRun,
-        pending: Option<oneshot::Receiver<Result<(), String>>>,
-    ) -> Result<(), FleetError> {
-        let Some(rx) = pending else {
+    async fn committed(&self, fr: &FleetRun, pending: Option<Committed>) -> Result<(), FleetError> {
+        let Some(commit) = pending else {
             return Ok(());
         };
-        let result = rx
-            .await
-            .unwrap_or_else(|_| Err("the store writer stopped".into()));
-        if let Err(e) = result {
+        if let Err(e) = commit.await {
             let why = format!("the fleet log could not be written ({e}); restart the collector");
             *fr.state.lock().unwrap() = RunState::Broken(why.clone());
             return Err(FleetError::Store(why));

@@ -80,9 +80,11 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     let mut stop = signals::stop_requests()?;
     let scenario = Scenario::load(&args.scenario)?;
     let collector = check_collector(&args, &scenario).await?;
-    let fleet = args
-        .fleet
-        .plan(&scenario, collector.as_ref(), args.run_id.as_ref().map(RunId::as_str))?;
+    let fleet = args.fleet.plan(
+        &scenario,
+        collector.as_ref(),
+        args.run_id.as_ref().map(RunId::as_str),
+    )?;
     // What a killed agent left down comes back before anything else.
     recover_intents(&args.state_dir).await?;
     recover_flags(&args.state_dir).await?;
