@@ -167,6 +167,25 @@ impl FleetClient {
         }
     }
 
+    /// Notes every grant among `tickets` (for `wanted`) and takes up the
+    /// first that no other worker took.
+    fn take_granted(&self, wanted: &[Job], tickets: &[Ticket]) -> Option<(Job, LeaseId, u64)> {
+        let mut l = self.leases.lock().unwrap();
+        let mut pick = None;
+        for (job, t) in wanted.iter().zip(tickets) {
+            if let Ticket::Granted { lease, ttl_ms } = t {
+                l.granted.entry(*lease).or_insert(*job);
+                if pick.is_none() && !l.taken.contains(lease) {
+                    pick = Some((*job, *lease, *ttl_ms));
+                }
+            }
+        }
+        if let Some((_, lease, _)) = pick {
+            l.taken.insert(lease);
+        }
+        pick
+    }
+
     fn say_pause(&self, control: &Control) {
         let now = match control {
             Control::Paused { why } => Some(why.clone()),
@@ -249,18 +268,7 @@ impl Gate for FleetClient {
                         return Err(GateStop::Aborted);
                     }
                     self.say_pause(&control);
-                    let mut l = self.leases.lock().unwrap();
-                    let mut pick = None;
-                    for (job, t) in wanted.iter().zip(&tickets) {
-                        if let Ticket::Granted { lease, ttl_ms } = t {
-                            l.granted.entry(*lease).or_insert(*job);
-                            if pick.is_none() && !l.taken.contains(lease) {
-                                pick = Some((*job, *lease, *ttl_ms));
-                            }
-                        }
-                    }
-                    if let Some((job, lease, ttl_ms)) = pick {
-                        l.taken.insert(lease);
+                    if let Some((job, lease, ttl_ms)) = self.take_granted(wanted, &tickets) {
                         return Ok((
                             job,
                             Permit {

@@ -32,7 +32,7 @@ pub type PhaseHistogram = (String, Phase, SparseHistogram, f64);
 
 /// What the single writer commits.
 pub enum Item {
-    Batch(Batch, Vec<PhaseHistogram>),
+    Batch(Box<Batch>, Vec<PhaseHistogram>),
     /// A fleet run's records, in the order its lease book made them.
     Fleet(String, Vec<FleetRecord>),
 }

@@ -67,7 +67,7 @@ impl Writer {
         batch: Batch,
         histograms: Vec<PhaseHistogram>,
     ) -> Result<Stored, String> {
-        self.queue(Item::Batch(batch, histograms))
+        self.queue(Item::Batch(Box::new(batch), histograms))
             .await
             .map_err(|_| "the store writer stopped".to_string())?
     }

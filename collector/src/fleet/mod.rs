@@ -75,7 +75,7 @@ enum RunState {
         joins: BTreeMap<String, BTreeMap<String, String>>,
     },
     Open {
-        book: LeaseBook,
+        book: Box<LeaseBook>,
         terms: FleetTerms,
     },
     /// Memory and store disagree (a commit failed) or the log did not replay.
@@ -416,7 +416,10 @@ impl Fleets {
                         let (book, event) = LeaseBook::open(spec, now())
                             .map_err(|e| FleetError::Refused(format!("cannot open: {e}")))?;
                         records.push(FleetRecord::Event { event });
-                        *st = RunState::Open { book, terms };
+                        *st = RunState::Open {
+                            book: Box::new(book),
+                            terms,
+                        };
                     }
                     FleetAnswer::Joined {
                         joined,
@@ -568,7 +571,10 @@ fn rebuild(records: Vec<FleetRecord>) -> RunState {
         return RunState::Joining { terms, joins };
     }
     match LeaseBook::replay(events) {
-        Ok(book) => RunState::Open { book, terms },
+        Ok(book) => RunState::Open {
+            book: Box::new(book),
+            terms,
+        },
         Err(e) => RunState::Broken(e.to_string()),
     }
 }

@@ -121,7 +121,8 @@ async fn a_fleet_opens_when_every_node_joined_and_survives_a_restart() {
 
     // A collector restart: the same state from the log, nothing granted twice.
     let g = Fleets::new(Box::new(MemJournal::default()));
-    g.recover(j.0.lock().unwrap().clone()).await;
+    let rows = j.0.lock().unwrap().clone();
+    g.recover(rows).await;
     let (_, t) = tickets(g.agent("r", ask("ctl2", vec![nova(1)])).await.unwrap());
     assert_eq!(t, vec![Ticket::Waiting { lease: LeaseId(1) }]);
     g.agent(
