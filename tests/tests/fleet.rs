@@ -554,3 +554,70 @@ fn bad_fleet_input_is_refused() {
     let (code, _) = c.http("GET", "/api/v1/fleets/r1", Some(AGENT_TOKEN), None);
     assert_eq!(code, 403, "status needs an admin token");
 }
+
+#[test]
+fn the_playbook_runs_a_fleet_over_an_inventory() {
+    let _one = NODES.lock().unwrap_or_else(|e| e.into_inner());
+    let hosts = engines();
+    let dir = Scratch::new("fleet-ansible");
+    let mut containers = Containers(Vec::new());
+    let nodes = ["ctl1", "ctl2"];
+    for n in nodes {
+        containers.run(&hosts[n], "nova_api", 0.2);
+    }
+    let scenario = dir.write("fleet-ansible.yaml", ABORT);
+    let collector = CollectorProcess::start(&dir.0);
+    let token = dir.write("agent.token", AGENT_TOKEN);
+    // Two inventory hosts on this machine, each its own node and engine.
+    let mut inventory = String::from("all:\n  hosts:\n");
+    for (i, n) in nodes.iter().enumerate() {
+        inventory.push_str(&format!(
+            "    {n}:\n      ansible_connection: local\n      ansible_python_interpreter: /usr/bin/python3\n      bounce_labels: {{rack: r{i}}}\n      bounce_env: {{DOCKER_HOST: \"{}\"}}\n",
+            hosts[*n]
+        ));
+    }
+    let inventory = dir.write("inventory.yml", &inventory);
+    let playbook = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/ansible/fleet-run.yml");
+    let fetched = dir.path("fetched");
+    let out = Command::new("ansible-playbook")
+        .arg("-i")
+        .arg(&inventory)
+        .arg(&playbook)
+        .args(["-e", "bounce_run_id=fleet-ansible-1"])
+        .arg("-e")
+        .arg(format!("bounce_scenario={}", scenario.display()))
+        .arg("-e")
+        .arg(format!("bounce_collector={}", collector.url()))
+        .arg("-e")
+        .arg(format!("bounce_agent={}", bin("bounce-agent").display()))
+        .arg("-e")
+        .arg(format!("bounce_dir={}", dir.path("bounce").display()))
+        .arg("-e")
+        .arg(format!("bounce_token_file={}", token.display()))
+        .arg("-e")
+        .arg(format!("bounce_fetch_to={}", fetched.display()))
+        .env("ANSIBLE_LOCAL_TEMP", dir.path("ansible-tmp"))
+        .env("ANSIBLE_HOME", dir.path("ansible-home"))
+        .output()
+        .expect("ansible-playbook (Debian: apt-get install ansible-core)");
+    assert!(out.status.success(), "{}", text(&out));
+    for n in nodes {
+        let tarball = fetched.join(format!("{n}.tar.gz"));
+        let listing = Command::new("tar")
+            .arg("-tzf")
+            .arg(&tarball)
+            .output()
+            .unwrap();
+        let listing = String::from_utf8_lossy(&listing.stdout);
+        assert!(listing.contains("summary.json"), "{n}: {listing}");
+        assert!(listing.contains("timelines.jsonl"), "{n}: {listing}");
+    }
+    assert_eq!(
+        stored(&collector, "fleet-ansible-1"),
+        2,
+        "both nodes' restarts"
+    );
+    let s = status(&collector, "fleet-ansible-1");
+    assert_eq!(s["state"]["state"], "done", "{s}");
+    drop(containers);
+}
