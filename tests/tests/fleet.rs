@@ -173,14 +173,22 @@ fn fleet_cli(c: &CollectorProcess, dir: &Scratch, args: &[&str]) -> (i32, String
 }
 
 fn status(c: &CollectorProcess, run: &str) -> Value {
+    joined_status(c, run).expect("the fleet run is known to the collector")
+}
+
+/// The fleet's status, or `None` while no agent has joined it yet (404).
+fn joined_status(c: &CollectorProcess, run: &str) -> Option<Value> {
     let (code, body) = c.http(
         "GET",
         &format!("/api/v1/fleets/{run}"),
         Some(ADMIN_TOKEN),
         None,
     );
+    if code == 404 {
+        return None;
+    }
     assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
+    Some(serde_json::from_str(&body).unwrap())
 }
 
 /// Polls `f` every 100 ms for up to `secs`.
@@ -342,7 +350,9 @@ fn an_agent_killed_mid_restart_is_lost_until_resolved() {
     // Whoever holds the lease is killed mid-restart.
     let mut holder = String::new();
     until(60, "a node restarting", || {
-        let s = status(&collector, run);
+        let Some(s) = joined_status(&collector, run) else {
+            return false;
+        };
         let found = s["nodes"].as_array().and_then(|ns| {
             ns.iter()
                 .find(|n| n["state"] == "restarting")
