@@ -25,6 +25,9 @@ RESTARTS = "bounce_restarts_total"
 PHASES = ["total", "stop", "start", "ready", "container_stop", "unit_settle",
           "osd_boot", "osd_up", "pgs_active", "pgs_clean"]
 OSD_PHASES = "osd_boot|osd_up|pgs_active|pgs_clean"
+# Who made a restart: `run` (bounce restarted it) or `watch` (bounce-agent
+# watch observed it; those carry a `cause`: restart, stop-start, crash, recreate).
+ORIGINS = "run|watch"
 
 
 def v_datasource():
@@ -137,18 +140,38 @@ def table(board, title, queries, w=24, h=9, description=""):
                 options={"showHeader": True, "sortBy": [{"displayName": queries[-1][0], "desc": True}]})
 
 
+def v_origin(selector):
+    """Bounce's own restarts (`run`), observed ones (`watch`), or both."""
+    return v_query("origin", "origin", f"{RESTARTS}{{{selector}}}", "origin", multi=True,
+                   all_value=ORIGINS)
+
+
+def watched(b, sel, group, title, h=8):
+    """Observed restarts (origin="watch") per cause: how many, p50 and p90 of $phase."""
+    w = f'{sel},origin="watch"'
+    table(b, title, [
+        ("restarts", f"sum by ({group}) ({RESTARTS}{{{w}}})"),
+        ("p50", f'max by ({group}) ({HDR}{{{w},phase="$phase",quantile="0.5"}})'),
+        ("p90", f'max by ({group}) ({HDR}{{{w},phase="$phase",quantile="0.9"}})'),
+        ("max", f'max by ({group}) ({MAX}{{{w},phase="$phase"}})'),
+    ], h=h, description="Restarts bounce-agent watch observed (upgrades, handlers, crashes), "
+                        "by what brought them about; bounce's own restarts have no cause.")
+
+
 def overview():
-    sel = 'deployment="$deployment",scenario=~"$scenario"'
+    sel = 'deployment="$deployment",scenario=~"$scenario",origin=~"$origin"'
     b = Board("bounce-overview", "bounce: deployment overview",
-              "Restart times of one deployment: per service and phase, from the bounce collector.",
+              "Restart times of one deployment: per service and phase, from the bounce collector; "
+              "bounce's own restarts (origin run) and those bounce-agent watch observed (origin watch).",
               [v_datasource(),
                v_query("deployment", "deployment", RESTARTS, "deployment"),
                v_query("scenario", "scenario", f'{RESTARTS}{{deployment="$deployment"}}', "scenario",
                        multi=True, all_value=".*"),
+               v_origin('deployment="$deployment"'),
                v_custom("phase", "phase", PHASES, "total")])
     stat(b, "Restarts measured", f"sum({RESTARTS}{{{sel}}})")
     stat(b, "Restarts not ok", f'sum({RESTARTS}{{{sel},outcome!="ok"}})',
-         description="timeout, failed or aborted")
+         description="timeout, failed, aborted, or (observed) incomplete: stopped and not started again")
     stat(b, "Services", f"count(count by (service) ({RESTARTS}{{{sel}}}))")
     stat(b, "Slowest p99 of $phase", f'max({HDR}{{{sel},phase="$phase",quantile="0.99"}})', unit="s",
          description="Exact quantile from the collector's merged HDR histograms.")
@@ -170,6 +193,14 @@ def overview():
     b.panel("timeseries", "Restarts by outcome",
             [expr(f"sum by (outcome) (increase({RESTARTS}{{{sel}}}[$__rate_interval]))", "{{outcome}}")],
             w=12, unit="short")
+    b.panel("timeseries", "Restarts by origin and cause",
+            [expr(f"sum by (origin, cause) (increase({RESTARTS}{{{sel}}}[$__rate_interval]))",
+                  "{{origin}} {{cause}}")],
+            w=12, unit="short",
+            description="origin run: bounce restarted it; origin watch: observed, by cause "
+                        "(restart, stop-start, crash, recreate).")
+    watched(b, 'deployment="$deployment",scenario=~"$scenario"', "service, cause",
+            "Observed restarts per service and cause: $phase")
     b.panel("timeseries", "Collector: batches by result",
             [expr("sum by (result) (rate(bounce_collector_batches_total[$__rate_interval]))", "{{result}}")],
             w=12, unit="reqps",
@@ -178,15 +209,18 @@ def overview():
 
 
 def service():
-    sel = 'deployment="$deployment",scenario=~"$scenario",service="$service"'
+    sel = 'deployment="$deployment",scenario=~"$scenario",service="$service",origin=~"$origin"'
     b = Board("bounce-service", "bounce: service drill-down",
-              "One service of one deployment: every phase, its quantiles over time, restarts and failures.",
+              "One service of one deployment: every phase, its quantiles over time, restarts and failures; "
+              "bounce's own restarts and observed ones (origin), the latter by cause.",
               [v_datasource(),
                v_query("deployment", "deployment", RESTARTS, "deployment"),
                v_query("scenario", "scenario", f'{RESTARTS}{{deployment="$deployment"}}', "scenario",
                        multi=True, all_value=".*"),
                v_query("service", "service",
-                       f'{RESTARTS}{{deployment="$deployment",scenario=~"$scenario"}}', "service")])
+                       f'{RESTARTS}{{deployment="$deployment",scenario=~"$scenario"}}', "service"),
+               v_origin('deployment="$deployment",service="$service"'),
+               v_custom("phase", "phase", PHASES, "total")])
     stat(b, "Restarts", f"sum({RESTARTS}{{{sel}}})")
     stat(b, "Not ok", f'sum({RESTARTS}{{{sel},outcome!="ok"}})')
     stat(b, "p50 total", f'max({HDR}{{{sel},phase="total",quantile="0.5"}})', unit="s")
@@ -213,6 +247,8 @@ def service():
             [expr(f'sum by (le) (increase({DUR}_bucket{{{sel},phase="total"}}[$__rate_interval]))',
                   "{{le}}", fmt="heatmap")],
             w=12, h=8, options={"calculate": False, "yAxis": {"unit": "s"}})
+    watched(b, 'deployment="$deployment",scenario=~"$scenario",service="$service"', "cause",
+            "Observed restarts by cause: $phase", h=7)
     return b
 
 

@@ -1,7 +1,9 @@
 //! `/metrics`: rendered from the store on every scrape, so every counter
 //! survives a collector restart. Names follow Prometheus conventions
 //! (base unit seconds, `_total` counters). Labels: deployment, scenario,
-//! service, phase (and outcome); per-node labels only on the optional
+//! service, origin (`run`: bounce restarted it, `watch`: observed), for
+//! observed restarts their cause (a closed set of four), phase (and
+//! outcome); per-node labels only on the optional
 //! `bounce_node_restarts_total` (a 1,000-node cloud would multiply every
 //! series by 1,000; per-node detail is in the read API).
 
@@ -28,9 +30,11 @@ pub struct Exposition<'a> {
     pub per_node: bool,
 }
 
+/// Label pairs; an empty `cause` is no label (bounce's own restarts have none).
 fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
     pairs
         .iter()
+        .filter(|(k, v)| !(*k == "cause" && v.is_empty()))
         .map(|(k, v)| {
             let mut l = LabelPair::default();
             l.set_name(k.to_string());
@@ -81,11 +85,13 @@ pub fn render(store: &Mutex<Store>, what: &Exposition<'_>) -> Result<String, Str
 
     // Every outcome of every service, zeros included: a failure panel then
     // shows 0 instead of "no data", and rate() sees the first failure.
-    let mut by_series: std::collections::BTreeMap<(&str, &str, &str), [u64; 4]> =
-        Default::default();
+    let mut by_series: std::collections::BTreeMap<
+        (&str, &str, &str, &str, &str),
+        [u64; Outcome::ALL.len()],
+    > = Default::default();
     for o in &outcomes {
         let counts = by_series
-            .entry((&o.deployment, &o.scenario, &o.service))
+            .entry((&o.deployment, &o.scenario, &o.service, &o.origin, &o.cause))
             .or_default();
         if let Some(i) = Outcome::ALL.iter().position(|x| x.as_str() == o.outcome) {
             counts[i] = o.count;
@@ -93,7 +99,7 @@ pub fn render(store: &Mutex<Store>, what: &Exposition<'_>) -> Result<String, Str
     }
     let outcome_metrics = by_series
         .iter()
-        .flat_map(|((deployment, scenario, service), counts)| {
+        .flat_map(|((deployment, scenario, service, origin, cause), counts)| {
             Outcome::ALL.iter().zip(counts).map(|(outcome, count)| {
                 counter(
                     *count as f64,
@@ -101,6 +107,8 @@ pub fn render(store: &Mutex<Store>, what: &Exposition<'_>) -> Result<String, Str
                         ("deployment", deployment),
                         ("scenario", scenario),
                         ("service", service),
+                        ("origin", origin),
+                        ("cause", cause),
                         ("outcome", outcome.as_str()),
                     ]),
                 )
@@ -116,6 +124,7 @@ pub fn render(store: &Mutex<Store>, what: &Exposition<'_>) -> Result<String, Str
                     ("deployment", &o.deployment),
                     ("scenario", &o.scenario),
                     ("service", &o.service),
+                    ("origin", &o.origin),
                     ("node", node),
                     ("outcome", &o.outcome),
                 ]),
@@ -125,13 +134,13 @@ pub fn render(store: &Mutex<Store>, what: &Exposition<'_>) -> Result<String, Str
     let families = vec![
         family(
             "bounce_restarts_total",
-            "Restarts measured, by outcome (ok, timeout, failed, aborted, incomplete).",
+            "Restarts measured, by origin (run: bounce's own, watch: observed), cause (observed ones) and outcome (ok, timeout, failed, aborted, incomplete).",
             MetricType::COUNTER,
             outcome_metrics,
         ),
         family(
             "bounce_node_restarts_total",
-            "Restarts measured per node, by outcome (only with --per-node-metrics).",
+            "Restarts measured per node, by origin and outcome (only with --per-node-metrics).",
             MetricType::COUNTER,
             node_metrics,
         ),
@@ -211,11 +220,17 @@ fn write_series(out: &mut String, series: &[SeriesStats]) {
     let labels: Vec<String> = series
         .iter()
         .map(|s| {
+            let cause = if s.cause.is_empty() {
+                String::new()
+            } else {
+                format!("cause=\"{}\",", escaped(&s.cause))
+            };
             format!(
-                "deployment=\"{}\",scenario=\"{}\",service=\"{}\",phase=\"{}\"",
+                "deployment=\"{}\",scenario=\"{}\",service=\"{}\",origin=\"{}\",{cause}phase=\"{}\"",
                 escaped(&s.deployment),
                 escaped(&s.scenario),
                 escaped(&s.service),
+                escaped(&s.origin),
                 escaped(&s.phase)
             )
         })
@@ -271,6 +286,8 @@ mod tests {
                 ("deployment", &s.deployment),
                 ("scenario", &s.scenario),
                 ("service", &s.service),
+                ("origin", &s.origin),
+                ("cause", &s.cause),
                 ("phase", &s.phase),
             ]);
             let mut h = Histogram::default();
@@ -342,6 +359,8 @@ mod tests {
             deployment: "lab".into(),
             scenario: "s1".into(),
             service: service.into(),
+            origin: "run".into(),
+            cause: String::new(),
             phase: "stop".into(),
             numbers: SeriesNumbers {
                 count,
@@ -351,8 +370,14 @@ mod tests {
                 max_seconds: 3600.0001,
             },
         };
+        let watched = SeriesStats {
+            origin: "watch".into(),
+            cause: "stop-start".into(),
+            ..stats("nova_api", 3)
+        };
         let series = vec![
             stats("nova_api", 7),
+            watched,
             stats("odd\"name\\with\nbreaks", 1_000_000),
         ];
         let mut mine = String::new();

@@ -13,11 +13,17 @@ pub const BUCKETS: [f64; 18] = [
 /// Quantiles taken from the exactly merged HDR histograms.
 pub const QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
 
-/// What /metrics shows of one (deployment, scenario, service, phase).
+/// What /metrics shows of one (deployment, scenario, service, origin,
+/// cause, phase).
 pub struct SeriesStats {
     pub deployment: String,
     pub scenario: String,
     pub service: String,
+    /// `run` (bounce's own restarts) or `watch` (observed ones).
+    pub origin: String,
+    /// An observed restart's cause (`restart`, `stop-start`, `crash`,
+    /// `recreate`); empty for bounce's own, and then no label.
+    pub cause: String,
     pub phase: String,
     pub numbers: SeriesNumbers,
 }

@@ -10,8 +10,10 @@ use crate::fleet::log::{self as fleet_log, FleetRecord};
 use crate::series::{SeriesNumbers, SeriesStats};
 use bounce_wire::ingest::Batch;
 use bounce_wire::sparse::SparseHistogram;
+use bounce_wire::tally::RunTally;
 use bounce_wire::{Outcome, Phase, RunData, RunId, TimelineRecord};
 use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +54,10 @@ pub struct OutcomeCount {
     pub deployment: String,
     pub scenario: String,
     pub service: String,
+    /// `run` or `watch` (wire's `Origin`).
+    pub origin: String,
+    /// What brought an observed restart about (wire's `Cause`); empty for `run`.
+    pub cause: String,
     pub outcome: String,
     pub count: u64,
 }
@@ -93,25 +99,83 @@ CREATE TABLE IF NOT EXISTS series_histograms (
     deployment TEXT NOT NULL,
     scenario TEXT NOT NULL,
     service TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    cause TEXT NOT NULL,
     phase TEXT NOT NULL,
     histogram TEXT NOT NULL,
     sum_seconds REAL NOT NULL,
     stats TEXT,
-    PRIMARY KEY (deployment, scenario, service, phase)
+    PRIMARY KEY (deployment, scenario, service, origin, cause, phase)
 );
 CREATE TABLE IF NOT EXISTS series_outcomes (
     deployment TEXT NOT NULL,
     scenario TEXT NOT NULL,
     service TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    cause TEXT NOT NULL,
     outcome TEXT NOT NULL,
     count INTEGER NOT NULL,
-    PRIMARY KEY (deployment, scenario, service, outcome)
+    PRIMARY KEY (deployment, scenario, service, origin, cause, outcome)
 );
 ";
 
+/// Stores made before series were split by origin and cause: their rows
+/// are carried over as `run` (`watch` for the watch scenario), no cause.
+/// (table, its columns now, what to select from the old table).
+const SERIES_BY_ORIGIN: [(&str, &str, &str); 2] = [
+    (
+        "series_histograms",
+        "deployment, scenario, service, origin, cause, phase, histogram, sum_seconds, stats",
+        "deployment, scenario, service, ORIGIN, phase, histogram, sum_seconds, stats",
+    ),
+    (
+        "series_outcomes",
+        "deployment, scenario, service, origin, cause, outcome, count",
+        "deployment, scenario, service, ORIGIN, outcome, count",
+    ),
+];
+const OLD_ORIGIN: &str = "CASE scenario WHEN 'watch' THEN 'watch' ELSE 'run' END, ''";
+
+fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        &format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = '{column}'"),
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )
+}
+
+/// Rebuilds the series tables of an older store with the origin and cause
+/// columns in their keys (SQLite cannot change a primary key in place).
+fn split_series_by_origin(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    for (table, columns, old) in SERIES_BY_ORIGIN {
+        if has_column(&tx, table, "origin")? {
+            continue;
+        }
+        tx.execute_batch(&format!(
+            "ALTER TABLE {table} RENAME TO {table}_v1;
+             {schema}
+             INSERT INTO {table} ({columns}) SELECT {select} FROM {table}_v1;
+             DROP TABLE {table}_v1;",
+            schema = table_schema(table),
+            select = old.replace("ORIGIN", OLD_ORIGIN),
+        ))?;
+    }
+    tx.commit()
+}
+
+/// One table's `CREATE TABLE` from [`SCHEMA`].
+fn table_schema(table: &str) -> &'static str {
+    let start = SCHEMA
+        .find(&format!("CREATE TABLE IF NOT EXISTS {table} ("))
+        .expect("the table is in SCHEMA");
+    let len = SCHEMA[start..].find(");").expect("statements end with );") + 2;
+    &SCHEMA[start..start + len]
+}
+
 impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -119,17 +183,11 @@ impl Store {
         conn.execute_batch(fleet_log::SCHEMA)?;
         // Stores made before runs kept their scenario text, or batches their digest.
         for (table, column) in [("runs", "scenario_yaml"), ("batches", "digest")] {
-            let has: bool = conn.query_row(
-                &format!(
-                    "SELECT count(*) FROM pragma_table_info('{table}') WHERE name = '{column}'"
-                ),
-                [],
-                |r| r.get::<_, i64>(0).map(|n| n > 0),
-            )?;
-            if !has {
+            if !has_column(&conn, table, column)? {
                 conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} TEXT"))?;
             }
         }
+        split_series_by_origin(&mut conn)?;
         Ok(Store {
             conn,
             path: path.to_path_buf(),
@@ -178,26 +236,32 @@ impl Store {
     /// histogram so a scrape decodes nothing.
     pub fn series_stats(&self) -> Result<Vec<SeriesStats>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT deployment, scenario, service, phase, stats FROM series_histograms WHERE stats IS NOT NULL ORDER BY 1, 2, 3, 4",
+            "SELECT deployment, scenario, service, origin, cause, phase, stats FROM series_histograms WHERE stats IS NOT NULL ORDER BY 1, 2, 3, 4, 5, 6",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
+                [
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                ],
+                r.get::<_, String>(6)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (deployment, scenario, service, phase, stats) = row?;
+            let ([deployment, scenario, service, origin, cause, phase], stats) = row?;
             let numbers: SeriesNumbers =
                 serde_json::from_str(&stats).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             out.push(SeriesStats {
                 deployment,
                 scenario,
                 service,
+                origin,
+                cause,
                 phase,
                 numbers,
             });
@@ -207,26 +271,30 @@ impl Store {
 
     pub fn outcome_counts(&self) -> Result<Vec<OutcomeCount>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT deployment, scenario, service, outcome, count FROM series_outcomes ORDER BY 1, 2, 3, 4",
+            "SELECT deployment, scenario, service, origin, cause, outcome, count FROM series_outcomes ORDER BY 1, 2, 3, 4, 5, 6",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(OutcomeCount {
                 deployment: r.get(0)?,
                 scenario: r.get(1)?,
                 service: r.get(2)?,
-                outcome: r.get(3)?,
-                count: r.get::<_, i64>(4)? as u64,
+                origin: r.get(3)?,
+                cause: r.get(4)?,
+                outcome: r.get(5)?,
+                count: r.get::<_, i64>(6)? as u64,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Restart counts per node (agent), for the optional per-node series.
+    /// Restart counts per node (agent), for the optional per-node series
+    /// (by origin, not cause: per node, cardinality counts twice).
     pub fn node_outcome_counts(&self) -> Result<Vec<(OutcomeCount, String)>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT r.deployment, r.scenario, t.service, t.outcome, t.agent, count(*)
+            "SELECT r.deployment, r.scenario, t.service,
+                    coalesce(json_extract(t.record, '$.origin'), 'run'), t.outcome, t.agent, count(*)
              FROM timelines t JOIN runs r ON r.run_id = t.run_id
-             GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 5, 4",
+             GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 6, 4, 5",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -234,10 +302,12 @@ impl Store {
                     deployment: r.get(0)?,
                     scenario: r.get(1)?,
                     service: r.get(2)?,
-                    outcome: r.get(3)?,
-                    count: r.get::<_, i64>(5)? as u64,
+                    origin: r.get(3)?,
+                    cause: String::new(),
+                    outcome: r.get(4)?,
+                    count: r.get::<_, i64>(6)? as u64,
                 },
-                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
             ))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -259,7 +329,10 @@ impl Store {
         let mut stmt = self.conn.prepare(
             "SELECT r.run_id, r.deployment, r.scenario, r.started_unix_nanos,
                     (SELECT count(*) FROM run_agents a WHERE a.run_id = r.run_id),
-                    (SELECT count(*) FROM timelines t WHERE t.run_id = r.run_id)
+                    (SELECT count(*) FROM timelines t WHERE t.run_id = r.run_id),
+                    (SELECT CASE WHEN count(*) = count(a.finished_unix_nanos)
+                            THEN max(a.finished_unix_nanos) END
+                     FROM run_agents a WHERE a.run_id = r.run_id)
              FROM runs r ORDER BY r.started_unix_nanos",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -270,6 +343,8 @@ impl Store {
                 "started_unix_nanos": r.get::<_, i64>(3)?,
                 "agents": r.get::<_, i64>(4)?,
                 "restarts": r.get::<_, i64>(5)?,
+                // null until every agent said the run ended.
+                "finished_unix_nanos": r.get::<_, Option<i64>>(6)?,
             }))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -547,49 +622,72 @@ fn apply(
                     serde_json::to_string(t).expect("timelines serialize")
                 ],
             )?;
+        let (origin, cause) = origin_and_cause(t);
         tx.execute(
-                "INSERT INTO series_outcomes (deployment, scenario, service, outcome, count) VALUES (?1, ?2, ?3, ?4, 1)
-                 ON CONFLICT (deployment, scenario, service, outcome) DO UPDATE SET count = count + 1",
-                params![run.deployment, run.scenario, t.service, t.outcome.as_str()],
+                "INSERT INTO series_outcomes (deployment, scenario, service, origin, cause, outcome, count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1)
+                 ON CONFLICT (deployment, scenario, service, origin, cause, outcome) DO UPDATE SET count = count + 1",
+                params![run.deployment, run.scenario, t.service, origin, cause, t.outcome.as_str()],
             )?;
     }
     // Per-run histograms are rebuilt from the run's stored timelines when
     // read (the batch's histograms were checked to count exactly their
     // phases): one merge per histogram on the write path instead of two.
-    for (service, phase, h, sum) in histograms {
-        pending.add(
-            [
-                run.deployment.clone(),
-                run.scenario.clone(),
-                service.clone(),
-                phase.as_str().into(),
-            ],
-            h,
-            *sum,
-        )?;
+    let series = |service: &str, origin: &str, cause: &str, phase: Phase| {
+        [
+            run.deployment.clone(),
+            run.scenario.clone(),
+            service.to_string(),
+            origin.to_string(),
+            cause.to_string(),
+            phase.as_str().to_string(),
+        ]
+    };
+    let groups: BTreeSet<(&str, &str)> = batch.timelines.iter().map(origin_and_cause).collect();
+    if groups.len() <= 1 {
+        // Every batch an agent sends: one origin, one cause (a watched
+        // restart is a batch of its own); its histograms are the series'.
+        let (origin, cause) = groups.into_iter().next().unwrap_or(("run", ""));
+        for (service, phase, h, sum) in histograms {
+            pending.add(series(service, origin, cause, *phase), h, *sum);
+        }
+    } else {
+        // Mixed origins or causes: the series from the timelines themselves
+        // (the histograms were checked to count exactly their phases).
+        for (origin, cause) in groups {
+            let of_group = batch
+                .timelines
+                .iter()
+                .filter(|t| origin_and_cause(t) == (origin, cause));
+            for ((service, phase), s) in RunTally::of(of_group).series() {
+                if !s.hist.is_empty() {
+                    pending.add(series(service, origin, cause, *phase), &s.hist, s.sum);
+                }
+            }
+        }
     }
     Ok(Stored::New)
+}
+
+/// The labels a restart's series carry besides deployment, scenario,
+/// service and phase: who made it (`run`, `watch`) and, observed, its cause
+/// (empty for bounce's own). Both are closed sets: bounded cardinality.
+fn origin_and_cause(t: &TimelineRecord) -> (&'static str, &'static str) {
+    (t.origin.as_str(), t.cause.map(|c| c.as_str()).unwrap_or(""))
 }
 
 /// A group's histograms, merged in memory per series first, so that each
 /// stored histogram is read, merged and written once per transaction.
 #[derive(Default)]
 struct Pending {
-    /// (deployment, scenario, service, phase) → histogram and exact sum.
-    by_series: std::collections::BTreeMap<[String; 4], (SparseHistogram, f64)>,
+    /// (deployment, scenario, service, origin, cause, phase) → histogram and exact sum.
+    by_series: std::collections::BTreeMap<[String; 6], (SparseHistogram, f64)>,
 }
 
 impl Pending {
-    fn add(
-        &mut self,
-        series: [String; 4],
-        h: &SparseHistogram,
-        sum: f64,
-    ) -> Result<(), StoreError> {
+    fn add(&mut self, series: [String; 6], h: &SparseHistogram, sum: f64) {
         let slot = self.by_series.entry(series).or_default();
         slot.0.add(h);
         slot.1 += sum;
-        Ok(())
     }
 
     fn write(self, tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
@@ -604,15 +702,18 @@ impl Pending {
 /// the numbers /metrics shows for it.
 fn merge_series(
     tx: &rusqlite::Transaction<'_>,
-    series: &[String; 4],
+    series: &[String; 6],
     h: &SparseHistogram,
     sum: f64,
 ) -> Result<(), StoreError> {
     let existing: Option<(String, f64)> = tx
         .query_row(
             "SELECT histogram, sum_seconds FROM series_histograms
-             WHERE deployment = ?1 AND scenario = ?2 AND service = ?3 AND phase = ?4",
-            params![series[0], series[1], series[2], series[3]],
+             WHERE deployment = ?1 AND scenario = ?2 AND service = ?3 AND origin = ?4
+               AND cause = ?5 AND phase = ?6",
+            params![
+                series[0], series[1], series[2], series[3], series[4], series[5]
+            ],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
@@ -628,17 +729,182 @@ fn merge_series(
     let numbers = SeriesNumbers::of(&merged, old_sum + sum);
     tx.execute(
         "INSERT OR REPLACE INTO series_histograms
-         (deployment, scenario, service, phase, histogram, sum_seconds, stats)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+         (deployment, scenario, service, origin, cause, phase, histogram, sum_seconds, stats)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             series[0],
             series[1],
             series[2],
             series[3],
+            series[4],
+            series[5],
             encoded,
             old_sum + sum,
             serde_json::to_string(&numbers).expect("numbers serialize")
         ],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bounce_wire::ingest::histograms_of;
+    use bounce_wire::{Cause, Origin};
+
+    fn timeline(service: &str, origin: Origin, cause: Option<Cause>, stop: f64) -> TimelineRecord {
+        let mut t: TimelineRecord = serde_json::from_value(serde_json::json!({
+            "run_id": "r1", "deployment": "d", "scenario": "s", "node": "n1",
+            "target": {"kind": "docker", "name": service, "id": "x"},
+            "service": service, "iteration": 1, "action": "restart", "outcome": "ok",
+            "error": null, "exit_code": null, "signals": [], "oom_killed": false,
+            "phases": {"stop": stop}, "timestamps": [], "probes": []
+        }))
+        .unwrap();
+        t.origin = origin;
+        t.cause = cause;
+        t
+    }
+
+    fn batch(seq: u64, timelines: Vec<TimelineRecord>) -> (Batch, Vec<PhaseHistogram>) {
+        let b: Batch = serde_json::from_value(serde_json::json!({
+            "agent": "n1",
+            "run": {"run_id": "r1", "deployment": "d", "scenario": "s",
+                    "node": {"hostname": "n1", "kernel": null, "os": null, "cpus": 1,
+                             "memory_bytes": 1, "docker_version": null, "docker_api_version": null},
+                    "started_unix_nanos": 1, "planned": 0},
+            "seq": seq,
+            "timelines": timelines,
+            "histograms": histograms_of(&timelines).unwrap(),
+            "end": null
+        }))
+        .unwrap();
+        let hs = crate::validate::batch(&b).unwrap();
+        (b, hs)
+    }
+
+    fn temp_store(name: &str) -> (PathBuf, Store) {
+        let path = std::env::temp_dir().join(format!("bounce-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let s = Store::open(&path).unwrap();
+        (path, s)
+    }
+
+    /// (service, origin, cause, count) of every stored series of `phase`.
+    fn series_of(s: &Store, phase: &str) -> Vec<(String, String, String, u64)> {
+        s.series_stats()
+            .unwrap()
+            .into_iter()
+            .filter(|x| x.phase == phase)
+            .map(|x| (x.service, x.origin, x.cause, x.numbers.count))
+            .collect()
+    }
+
+    #[test]
+    fn series_are_kept_by_origin_and_cause_even_from_a_mixed_batch() {
+        let (path, mut s) = temp_store("origin");
+        let run = |stop| timeline("a", Origin::Run, None, stop);
+        let watched = |cause, stop| timeline("a", Origin::Watch, Some(cause), stop);
+        s.ingest_group(&[
+            batch(1, vec![run(1.0), run(2.0)]),
+            batch(2, vec![watched(Cause::Crash, 3.0)]),
+            // No agent sends one, but a batch may mix them.
+            batch(
+                3,
+                vec![
+                    watched(Cause::Crash, 4.0),
+                    watched(Cause::Recreate, 5.0),
+                    run(6.0),
+                ],
+            ),
+        ])
+        .unwrap();
+        let str3 = |a: &str, b: &str, c: &str, n| (a.to_string(), b.to_string(), c.to_string(), n);
+        assert_eq!(
+            series_of(&s, "stop"),
+            [
+                str3("a", "run", "", 3),
+                str3("a", "watch", "crash", 2),
+                str3("a", "watch", "recreate", 1),
+            ]
+        );
+        let crash = s
+            .series_stats()
+            .unwrap()
+            .into_iter()
+            .find(|x| x.cause == "crash")
+            .unwrap();
+        assert_eq!(crash.numbers.sum_seconds, 7.0);
+        // HDR's bucket of 4 s, 3 significant digits.
+        assert!((crash.numbers.max_seconds - 4.0).abs() < 0.005);
+        let outcomes: Vec<(String, String, u64)> = s
+            .outcome_counts()
+            .unwrap()
+            .into_iter()
+            .map(|o| (o.origin, o.cause, o.count))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                ("run".into(), "".into(), 3),
+                ("watch".into(), "crash".into(), 2),
+                ("watch".into(), "recreate".into(), 1),
+            ]
+        );
+        let per_node: Vec<(String, u64)> = s
+            .node_outcome_counts()
+            .unwrap()
+            .into_iter()
+            .map(|(o, _)| (o.origin, o.count))
+            .collect();
+        assert_eq!(per_node, [("run".into(), 3), ("watch".into(), 3)]);
+        drop(s);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn an_older_store_keeps_its_series_as_run_or_watch() {
+        let path = std::env::temp_dir().join(format!("bounce-store-old-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE series_histograms (deployment TEXT NOT NULL, scenario TEXT NOT NULL,
+                   service TEXT NOT NULL, phase TEXT NOT NULL, histogram TEXT NOT NULL,
+                   sum_seconds REAL NOT NULL, stats TEXT,
+                   PRIMARY KEY (deployment, scenario, service, phase));
+                 CREATE TABLE series_outcomes (deployment TEXT NOT NULL, scenario TEXT NOT NULL,
+                   service TEXT NOT NULL, outcome TEXT NOT NULL, count INTEGER NOT NULL,
+                   PRIMARY KEY (deployment, scenario, service, outcome));
+                 INSERT INTO series_outcomes VALUES ('d', 's', 'a', 'ok', 4), ('d', 'watch', 'a', 'ok', 2);",
+            )
+            .unwrap();
+        }
+        let mut s = Store::open(&path).unwrap();
+        s.ingest_group(&[batch(1, vec![timeline("a", Origin::Run, None, 1.0)])])
+            .unwrap();
+        let outcomes: Vec<(String, String, String, u64)> = s
+            .outcome_counts()
+            .unwrap()
+            .into_iter()
+            .map(|o| (o.scenario, o.origin, o.cause, o.count))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                ("s".into(), "run".into(), "".into(), 5),
+                ("watch".into(), "watch".into(), "".into(), 2),
+            ]
+        );
+        assert_eq!(
+            series_of(&s, "stop"),
+            [("a".into(), "run".into(), "".into(), 1)]
+        );
+        drop(s);
+        // Opened again: nothing to migrate, nothing lost.
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.outcome_counts().unwrap().len(), 2);
+        drop(s);
+        let _ = std::fs::remove_file(&path);
+    }
 }

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 pub const IMAGE: &str = "bounce-test/busybox:1";
 
@@ -865,5 +866,43 @@ pub fn batch_of(
             .expect("histograms of a valid record"),
         timelines: vec![t],
         end: None,
+    }
+}
+
+/// A `bounce-agent watch` (node `wt`) writing into a folder, killed
+/// (SIGKILL) when dropped.
+pub struct WatchProcess(pub std::process::Child);
+
+impl WatchProcess {
+    /// Starts the watcher with `extra` arguments and waits until it follows
+    /// the engine (it saves its cursor once it has opened the stream).
+    pub fn start(dir: &Path, extra: &[&str]) -> WatchProcess {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "watch".into(),
+            "-o".into(),
+            dir.into(),
+            "--node".into(),
+            "wt".into(),
+        ];
+        args.extend(extra.iter().map(|e| e.into()));
+        let cursor = dir.join("watch-cursor.json");
+        let before = std::fs::metadata(&cursor).and_then(|m| m.modified()).ok();
+        let child = spawn_agent(&args);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::fs::metadata(&cursor).and_then(|m| m.modified()).ok() == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the watcher did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        WatchProcess(child)
+    }
+}
+
+impl Drop for WatchProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

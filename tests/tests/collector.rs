@@ -144,7 +144,7 @@ fn totals_match_the_agents_exactly_across_collector_kill9s() {
     let ok = metric(
         &metrics,
         &format!(
-            "bounce_restarts_total{{deployment=\"lab\",scenario=\"collected\",service=\"{}\",outcome=\"ok\"}}",
+            "bounce_restarts_total{{deployment=\"lab\",scenario=\"collected\",service=\"{}\",origin=\"run\",outcome=\"ok\"}}",
             c.name
         ),
     );
@@ -152,7 +152,7 @@ fn totals_match_the_agents_exactly_across_collector_kill9s() {
     let count = metric(
         &metrics,
         &format!(
-            "bounce_restart_duration_seconds_count{{deployment=\"lab\",scenario=\"collected\",service=\"{}\",phase=\"total\"}}",
+            "bounce_restart_duration_seconds_count{{deployment=\"lab\",scenario=\"collected\",service=\"{}\",origin=\"run\",phase=\"total\"}}",
             c.name
         ),
     );
@@ -285,7 +285,7 @@ fn bad_requests_get_a_4xx_with_a_reason_and_write_nothing() {
     assert_eq!(
         metric(
             &metrics,
-            "bounce_restarts_total{deployment=\"lab\",scenario=\"bad\",service=\"nova_api\",outcome=\"timeout\"}"
+            "bounce_restarts_total{deployment=\"lab\",scenario=\"bad\",service=\"nova_api\",origin=\"run\",outcome=\"timeout\"}"
         ),
         Some(1.0)
     );
@@ -387,7 +387,7 @@ fn a_real_prometheus_scrapes_the_collector_and_agrees_with_the_hdr_quantiles() {
     for q in [0.5, 0.9, 0.99] {
         let hdr = metric(
             &metrics,
-            &format!("bounce_restart_duration_hdr_seconds{{deployment=\"lab\",scenario=\"prom\",service=\"nova_api\",phase=\"stop\",quantile=\"{q}\"}}"),
+            &format!("bounce_restart_duration_hdr_seconds{{deployment=\"lab\",scenario=\"prom\",service=\"nova_api\",origin=\"run\",phase=\"stop\",quantile=\"{q}\"}}"),
         )
         .unwrap();
         let promql = query(&format!(
@@ -436,7 +436,7 @@ fn per_node_series_only_when_asked() {
     assert_eq!(
         metric(
             &metrics,
-            "bounce_node_restarts_total{deployment=\"lab\",scenario=\"bad\",service=\"nova_api\",node=\"n1\",outcome=\"timeout\"}"
+            "bounce_node_restarts_total{deployment=\"lab\",scenario=\"bad\",service=\"nova_api\",origin=\"run\",node=\"n1\",outcome=\"timeout\"}"
         ),
         Some(1.0),
         "{metrics}"

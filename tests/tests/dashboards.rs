@@ -1,7 +1,8 @@
 //! The Grafana dashboards against a real Prometheus that scraped a real
 //! collector fed by real runs (Docker containers in two deployments, Ceph
-//! OSDs in a third): every variable query and every panel query, with the
-//! variables resolved the way Grafana resolves them, must return data.
+//! OSDs in a third) and by a watcher that observed the first deployment's
+//! restarts (origin `watch`): every variable query and every panel query,
+//! with the variables resolved the way Grafana resolves them, must return data.
 
 use bounce_tests::*;
 use serde_json::Value;
@@ -203,6 +204,19 @@ fn every_dashboard_query_returns_data_from_a_prometheus_fed_by_real_runs() {
         &["--network", "none"],
         "trap 'exit 0' TERM; while true; do sleep 1 & wait; done",
     );
+    // The watcher files what it observes (every container's restarts) under dash-a.
+    let url = collector.url();
+    let _watcher = WatchProcess::start(
+        &dir.path("watch"),
+        &[
+            "--deployment",
+            "dash-a",
+            "--collector",
+            &url,
+            "--token-file",
+            token.to_str().unwrap(),
+        ],
+    );
     for deployment in ["dash-a", "dash-b"] {
         agent_run(
             &dir,
@@ -234,14 +248,25 @@ fn every_dashboard_query_returns_data_from_a_prometheus_fed_by_real_runs() {
     let prom = PrometheusProcess::start(&dir.0, collector.port);
     // Everything scraped, and a few scrapes more so increase()/rate() have two samples.
     let mut seen = None;
+    let observed = format!(
+        "sum(bounce_restarts_total{{origin=\"watch\",deployment=\"dash-a\",service=\"{}\",cause=\"restart\"}})",
+        c.name
+    );
+    let mut watched = None;
     for _ in 0..240 {
-        seen = prom.value("sum(bounce_restarts_total)");
-        if seen == Some(7.0) {
+        seen = prom.value("sum(bounce_restarts_total{origin=\"run\"})");
+        watched = prom.value(&observed);
+        if seen == Some(7.0) && watched == Some(6.0) {
             break;
         }
         std::thread::sleep(Duration::from_millis(250));
     }
     assert_eq!(seen, Some(7.0), "Prometheus scraped 3 + 3 + 1 restarts");
+    assert_eq!(
+        watched,
+        Some(6.0),
+        "the watcher observed both runs' 6 restarts"
+    );
     std::thread::sleep(Duration::from_secs(3));
 
     let prefer: BTreeMap<&str, String> = [
