@@ -6,7 +6,7 @@ use crate::compare::{Change, Comparison, Verdict};
 use bounce_wire::RunData;
 use bounce_wire::civil::utc;
 use bounce_wire::summary::{SummaryRow, format_seconds};
-use bounce_wire::{BoundaryName, NodeFacts, Outcome, Phase, Source, TimelineRecord};
+use bounce_wire::{BoundaryName, NodeFacts, Origin, Outcome, Phase, Source, TimelineRecord};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -54,9 +54,13 @@ fn outcomes(timelines: &[TimelineRecord]) -> String {
 }
 
 /// Requested → the last milestone observed (ready, or the last Ceph one):
-/// how long the restart kept the agent busy, for ranking the slowest.
+/// how long the restart kept the agent busy, for ranking the slowest. An
+/// observed crash, which nobody requested, counts from its exit.
 pub fn restart_span(t: &TimelineRecord) -> Option<f64> {
-    let requested = t.boundary(BoundaryName::Requested)?.unix_nanos;
+    let requested = t
+        .boundary(BoundaryName::Requested)
+        .or(t.boundary(BoundaryName::Exited))?
+        .unix_nanos;
     t.timestamps
         .iter()
         .filter(|b| b.name != BoundaryName::Finished)
@@ -245,6 +249,44 @@ pub fn verdict_line(cmp: &Comparison) -> String {
     }
 }
 
+/// Observed restarts (watch): per service and cause, how many, how many
+/// did not end ok, and how long they took (requested, or for a crash the
+/// exit, → the last milestone), with the images a recreate went between.
+fn by_cause(out: &mut String, timelines: &[TimelineRecord]) {
+    let mut groups: BTreeMap<(&str, &str), Vec<&TimelineRecord>> = BTreeMap::new();
+    for t in timelines {
+        if let Some(c) = t.cause {
+            groups.entry((&t.service, c.as_str())).or_default().push(t);
+        }
+    }
+    if groups.is_empty() {
+        return;
+    }
+    out.push_str("\n## Observed restarts by cause\n\nRestarts bounce did not make, seen by `bounce-agent watch`: `restart` (docker restart), `stop-start` (a stop, later a start: kolla-ansible's handlers), `crash` (an exit nobody asked for, undone by the restart policy), `recreate` (removed and created anew under the same name: upgrades). Span: requested (a crash: its exit) → the last milestone.\n\n| service | cause | restarts | not ok | p50 span | max span | images |\n|---|---|--:|--:|--:|--:|---|\n");
+    for ((service, cause), ts) in &groups {
+        let mut spans: Vec<f64> = ts.iter().filter_map(|t| restart_span(t)).collect();
+        spans.sort_by(f64::total_cmp);
+        let p50 = spans.get(spans.len().saturating_sub(1) / 2).copied();
+        let not_ok = ts.iter().filter(|t| t.outcome != Outcome::Ok).count();
+        let mut images: Vec<String> = ts
+            .iter()
+            .filter_map(|t| t.recreated.as_ref())
+            .map(|r| format!("`{}` → `{}`", r.old_image, r.new_image))
+            .collect();
+        images.sort();
+        images.dedup();
+        let _ = writeln!(
+            out,
+            "| {} | {cause} | {} | {not_ok} | {} | {} | {} |",
+            cell(service),
+            ts.len(),
+            opt(p50),
+            opt(spans.last().copied()),
+            cell(&images.join(", "))
+        );
+    }
+}
+
 /// A fleet run: the nodes whose restarts took longest, so an operator sees
 /// whether slowness is everywhere or on a few nodes.
 fn nodes_section(out: &mut String, timelines: &[TimelineRecord]) {
@@ -356,15 +398,24 @@ pub fn render(i: &Input<'_>) -> String {
     out.push_str(
         "| run | started | duration | nodes | restarts | outcomes |\n|---|---|---|--:|---|---|\n",
     );
+    let n = run.timelines.len();
+    let observed = run
+        .timelines
+        .iter()
+        .filter(|t| t.origin == Origin::Watch)
+        .count();
+    let restarts = match (run.planned, observed) {
+        (0, _) => format!("{n} observed"),
+        (p, 0) => format!("{n} of {p} planned"),
+        (p, o) => format!("{n}: {} of {p} planned, {o} observed", n - o),
+    };
     let _ = writeln!(
         out,
-        "| `{}` | {} | {} | {} | {} of {} planned | {} |",
+        "| `{}` | {} | {} | {} | {restarts} | {} |",
         run.run_id,
         utc(run.started_unix_nanos),
         duration,
         run.nodes.len(),
-        run.timelines.len(),
-        run.planned,
         outcomes(&run.timelines)
     );
     if run.finished_unix_nanos.is_none() {
@@ -446,6 +497,8 @@ pub fn render(i: &Input<'_>) -> String {
             );
         }
     }
+
+    by_cause(&mut out, &run.timelines);
 
     let mut ranked: Vec<(&TimelineRecord, f64)> = run
         .timelines

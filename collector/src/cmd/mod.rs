@@ -3,6 +3,7 @@
 
 pub mod at;
 pub mod fleet;
+pub mod range;
 pub mod report;
 pub mod runs;
 pub mod serve;

@@ -3,10 +3,11 @@
 //! status says whether something got significantly slower.
 
 use crate::cmd::at::RunsAt;
+use crate::cmd::range::{self, Range};
 use anyhow::{Context, Result, bail};
 use bounce_report::{CompareOptions, ReportOptions, Verdict, write_report};
 use bounce_wire::summary::{format_seconds, render_table};
-use bounce_wire::{RunData, RunFolder, RunId};
+use bounce_wire::{Origin, RunData, RunFolder, RunId};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -19,6 +20,20 @@ pub struct Args {
     /// An agent's --output folder instead of RUN.
     #[arg(long, conflicts_with = "run")]
     from: Option<PathBuf>,
+    /// Instead of RUN: every restart of this deployment, from all its runs
+    /// (a watcher's run per node and UTC day included), that opened within
+    /// --since/--until (needs --store or --collector).
+    #[arg(long, conflicts_with_all = ["run", "from"])]
+    deployment: Option<String>,
+    /// With --deployment: from this UTC instant on (2026-11-30, 2026-11-30T10:15:00Z).
+    #[arg(long, requires = "deployment", value_parser = range::parse_instant)]
+    since: Option<i64>,
+    /// With --deployment: before this UTC instant.
+    #[arg(long, requires = "deployment", value_parser = range::parse_instant)]
+    until: Option<i64>,
+    /// With --deployment: only bounce's own restarts (run) or only observed ones (watch).
+    #[arg(long, requires = "deployment", value_parser = range::parse_origin)]
+    origin: Option<Origin>,
     /// Compare with this run from the collector.
     #[arg(long)]
     baseline: Option<RunId>,
@@ -88,6 +103,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if source.is_none() && (args.run.is_some() || args.baseline.is_some()) {
         bail!("a run id needs --store (the collector's SQLite file) or --collector URL");
     }
+    if source.is_none() && args.deployment.is_some() {
+        bail!("--deployment needs --store (the collector's SQLite file) or --collector URL");
+    }
     let load = |id: Option<RunId>, dir: Option<PathBuf>| -> Result<Option<RunData>> {
         match (id, dir) {
             (Some(id), _) => source.as_ref().expect("checked above").run(&id).map(Some),
@@ -95,8 +113,17 @@ pub fn run(args: Args) -> Result<ExitCode> {
             (None, None) => Ok(None),
         }
     };
-    let run_data =
-        load(args.run, args.from)?.context("which run? give RUN (with --store) or --from DIR")?;
+    let run_data = match args.deployment {
+        Some(deployment) => Range {
+            deployment,
+            since: args.since,
+            until: args.until,
+            origin: args.origin,
+        }
+        .gather(source.as_ref().expect("checked above"))?,
+        None => load(args.run, args.from)?
+            .context("which run? give RUN (with --store), --from DIR or --deployment D")?,
+    };
     let base_data = load(args.baseline, args.baseline_from)?;
     let alpha = args.alpha;
     if !(0.0..1.0).contains(&alpha) || alpha == 0.0 {
