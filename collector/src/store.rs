@@ -766,7 +766,7 @@ mod tests {
         t
     }
 
-    fn batch(seq: u64, timelines: Vec<TimelineRecord>) -> (Batch, Vec<PhaseHistogram>) {
+    fn batch(seq: u64, timelines: Vec<TimelineRecord>) -> Item {
         let b: Batch = serde_json::from_value(serde_json::json!({
             "agent": "n1",
             "run": {"run_id": "r1", "deployment": "d", "scenario": "s",
@@ -780,7 +780,7 @@ mod tests {
         }))
         .unwrap();
         let hs = crate::validate::batch(&b).unwrap();
-        (b, hs)
+        Item::Batch(Box::new(b), hs)
     }
 
     fn temp_store(name: &str) -> (PathBuf, Store) {
@@ -805,7 +805,7 @@ mod tests {
         let (path, mut s) = temp_store("origin");
         let run = |stop| timeline("a", Origin::Run, None, stop);
         let watched = |cause, stop| timeline("a", Origin::Watch, Some(cause), stop);
-        s.ingest_group(&[
+        s.commit_group(&[
             batch(1, vec![run(1.0), run(2.0)]),
             batch(2, vec![watched(Cause::Crash, 3.0)]),
             // No agent sends one, but a batch may mix them.
@@ -881,7 +881,7 @@ mod tests {
             .unwrap();
         }
         let mut s = Store::open(&path).unwrap();
-        s.ingest_group(&[batch(1, vec![timeline("a", Origin::Run, None, 1.0)])])
+        s.commit_group(&[batch(1, vec![timeline("a", Origin::Run, None, 1.0)])])
             .unwrap();
         let outcomes: Vec<(String, String, String, u64)> = s
             .outcome_counts()
