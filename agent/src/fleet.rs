@@ -265,6 +265,12 @@ impl Gate for FleetClient {
                     away_since = None;
                     backoff = Duration::from_millis(100);
                     if control == Control::Aborted {
+                        // Why this node is told to end (resolved out of the run), if not an abort.
+                        if let Some(Ticket::Refused { why }) =
+                            tickets.iter().find(|t| matches!(t, Ticket::Refused { .. }))
+                        {
+                            eprintln!("fleet: {why}");
+                        }
                         return Err(GateStop::Aborted);
                     }
                     self.say_pause(&control);

@@ -50,6 +50,8 @@ pub enum Refusal {
     NodeLost(String),
     #[error("node {0:?} has finished its run")]
     NodeDone(String),
+    #[error("node {0:?} was lost and an operator resolved it: it is out of this run")]
+    NodeResolved(String),
     #[error("the fleet run is aborted")]
     Aborted,
     #[error("there is no {0}")]
@@ -127,6 +129,9 @@ pub(crate) struct NodeState {
     pub held: u32,
     pub lost: u32,
     pub done: bool,
+    /// Lost, then resolved by an operator: out of the run (asks nothing,
+    /// is granted nothing).
+    pub resolved: bool,
     pub waiting: BTreeSet<u64>,
 }
 
@@ -254,6 +259,7 @@ impl LeaseBook {
                         held: 0,
                         lost: 0,
                         done: false,
+                        resolved: false,
                         waiting: BTreeSet::new(),
                     })
                     .collect(),
@@ -303,6 +309,14 @@ impl LeaseBook {
 
     pub fn aborted(&self) -> bool {
         self.core.aborted
+    }
+
+    /// Whether an operator took this node out of the run (`resolve`).
+    pub fn resolved(&self, node: &str) -> bool {
+        self.core
+            .node_ix
+            .get(node)
+            .is_some_and(|&n| self.core.nodes[n as usize].resolved)
     }
 
     /// Leases granted and not given back, lost ones included.
@@ -440,7 +454,7 @@ impl LeaseBook {
         self.step(now, |b, ev| {
             let n = b.core.member(run, node)?;
             let st = &b.core.nodes[n as usize];
-            if st.done {
+            if st.done || st.resolved {
                 return Ok(());
             }
             if st.held > 0 {
@@ -519,13 +533,19 @@ impl LeaseBook {
     }
 
     /// The operator has dealt with a lost node (its restarts are over, one
-    /// way or another): the slots of its lost leases are free. The fleet
-    /// stays paused until `resume`.
+    /// way or another): the slots of its lost leases are free, and the node
+    /// is out of the run: its waiting requests leave their queues (a dead
+    /// agent's request would otherwise hold its place, and reserve a unit
+    /// of its keys, or be granted to nobody), and it is granted nothing
+    /// more. The fleet stays paused until `resume`.
     pub fn resolve(&mut self, run: &str, node: &str, now: Millis) -> Step<()> {
         self.step(now, |b, ev| {
             let n = b.core.member(run, node)?;
             if b.core.nodes[n as usize].lost == 0 {
                 return Err(Refusal::NotLost(node.into()));
+            }
+            for id in b.core.nodes[n as usize].waiting.clone() {
+                b.withdraw_one(id, Withdrawal::Resolved, ev, now);
             }
             let lost: Vec<u64> = (0..b.core.reqs.len() as u64)
                 .filter(|&i| {
@@ -684,7 +704,7 @@ impl LeaseBook {
 impl Core {
     pub(crate) fn available(&self, n: u32) -> bool {
         let st = &self.nodes[n as usize];
-        st.lost == 0 && !st.done && st.held < self.spec.node_concurrency
+        st.lost == 0 && !st.done && !st.resolved && st.held < self.spec.node_concurrency
     }
 
     /// The grant rule for one waiting request (see the crate docs).
@@ -762,6 +782,8 @@ impl Core {
             Err(Refusal::Aborted)
         } else if st.lost > 0 {
             Err(Refusal::NodeLost(st.spec.name.clone()))
+        } else if st.resolved {
+            Err(Refusal::NodeResolved(st.spec.name.clone()))
         } else if st.done {
             Err(Refusal::NodeDone(st.spec.name.clone()))
         } else {
@@ -802,6 +824,12 @@ impl Core {
             ReqState::Returned(outcome) => Err(Refusal::AlreadyReturned { lease, outcome }),
             ReqState::Withdrawn(Withdrawal::Abort) => Err(Refusal::Aborted),
             ReqState::Withdrawn(Withdrawal::Agent) => Err(Refusal::Withdrawn(lease)),
+            ReqState::Withdrawn(Withdrawal::Resolved) => Err(Refusal::NodeResolved(
+                self.nodes[self.reqs[id as usize].node as usize]
+                    .spec
+                    .name
+                    .clone(),
+            )),
         }
     }
 
@@ -959,11 +987,15 @@ impl Core {
                 if lost.is_empty() {
                     return Err(format!("node {node:?} resolved but not lost"));
                 }
+                if !self.nodes[n as usize].waiting.is_empty() {
+                    return Err(format!("node {node:?} resolved with requests waiting"));
+                }
                 for id in lost {
                     self.reqs[id as usize].state = ReqState::Resolved;
                     self.release(id);
                 }
                 self.nodes[n as usize].lost = 0;
+                self.nodes[n as usize].resolved = true;
             }
             Event::Paused { reason, .. } => self.paused = Some(reason.clone()),
             Event::Resumed { .. } => {

@@ -58,6 +58,9 @@ pub enum Withdrawal {
     Agent,
     /// The fleet was aborted: the answer is "abort".
     Abort,
+    /// Its node was resolved (lost, then taken out of the run by an
+    /// operator): a dead agent's request must not keep its place in a queue.
+    Resolved,
 }
 
 /// The fleet run as declared when it opens: the first event of its log.
@@ -110,7 +113,9 @@ pub enum Event {
         lease: LeaseId,
         why: Withdrawal,
     },
-    /// The operator resolved a lost node: its lost leases' slots are free.
+    /// The operator resolved a lost node: its lost leases' slots are free
+    /// and the node is out of the run (its waiting requests were withdrawn
+    /// just before, as `resolved`).
     Resolved {
         node: String,
         at: Millis,

@@ -27,6 +27,8 @@ pub enum NodeState {
     Restarting,
     /// A lease expired mid-restart; its slots stay taken until resolved.
     Lost,
+    /// Lost, then resolved by an operator: out of the run.
+    Resolved,
     Done,
 }
 
@@ -89,7 +91,11 @@ impl LeaseBook {
             FleetState::Paused {
                 reason: reason.clone(),
             }
-        } else if c.nodes.iter().all(|n| n.done) {
+        } else if c
+            .nodes
+            .iter()
+            .all(|n| n.done || (n.resolved && n.held == 0))
+        {
             FleetState::Done
         } else {
             FleetState::Running
@@ -116,6 +122,8 @@ impl LeaseBook {
         for (ns, n) in nodes.iter_mut().zip(&c.nodes) {
             ns.state = if n.lost > 0 {
                 NodeState::Lost
+            } else if n.resolved {
+                NodeState::Resolved
             } else if n.done {
                 NodeState::Done
             } else if !ns.restarting.is_empty() {

@@ -249,6 +249,65 @@ fn a_lost_lease_keeps_its_slots_and_pauses_until_resolved() {
 }
 
 #[test]
+fn a_resolved_node_leaves_every_queue_and_is_granted_nothing_more() {
+    let mut f = Fleet::open(spec(
+        limits(r#"{"max_in_flight":3,"limits":[{"key":"service:{service}","max":1}]}"#),
+        CTL,
+        2,
+    ));
+    let a = lease(f.ask("ctl1", "nova_api").unwrap());
+    let k2 = lease(f.ask("ctl2", "keystone").unwrap());
+    // ctl1 has a free slot: its keystone is first in line for the key.
+    let k1 = lease(f.ask("ctl1", "keystone").unwrap());
+    let k3 = lease(f.ask("ctl3", "keystone").unwrap());
+    assert_eq!(f.state(k1), ReqState::Waiting);
+    assert_eq!(f.book.status().queue[1].blocked_on, "service:keystone");
+    f.now = Millis(TTL / 2);
+    let s = f.book.renew(RUN, "ctl2", k2, f.now);
+    f.keep(s).unwrap();
+    // ctl1's agent dies: its lease expires, the operator resolves it.
+    f.now = Millis(TTL);
+    let ev = f.book.tick(f.now);
+    f.keep(Step {
+        answer: Ok(()),
+        events: ev,
+    })
+    .unwrap();
+    assert_eq!(f.state(a), ReqState::Lost);
+    let s = f.book.resolve(RUN, "ctl1", f.now);
+    f.keep(s).unwrap();
+    assert_eq!(f.state(k1), ReqState::Withdrawn(Withdrawal::Resolved));
+    let st = f.book.status();
+    assert_eq!(st.nodes[0].state, NodeState::Resolved);
+    assert_eq!(st.nodes[0].waiting, 0);
+    assert!(st.queue.iter().all(|q| q.node != "ctl1"), "{:?}", st.queue);
+    let keystone = st.limits.iter().find(|l| l.key == "service:keystone");
+    assert_eq!(keystone.map(|l| l.waiting), Some(1), "only ctl3 queues");
+    let s = f.book.resume(f.now);
+    f.keep(s).unwrap();
+    // keystone comes free: ctl3 gets it, not the dead ctl1.
+    f.back("ctl2", k2, Outcome::Ok).unwrap();
+    assert!(matches!(f.state(k3), ReqState::Granted { .. }));
+    assert_eq!(f.state(k1), ReqState::Withdrawn(Withdrawal::Resolved));
+    // Asking again (the same restart or a new one) is refused.
+    assert_eq!(
+        f.ask("ctl1", "keystone"),
+        Err(Refusal::NodeResolved("ctl1".into()))
+    );
+    assert_eq!(
+        f.ask("ctl1", "glance_api"),
+        Err(Refusal::NodeResolved("ctl1".into()))
+    );
+    assert!(f.book.resolved("ctl1"));
+    f.back("ctl3", k3, Outcome::Ok).unwrap();
+    for n in ["ctl1", "ctl2", "ctl3"] {
+        let s = f.book.finish(RUN, n, f.now);
+        f.keep(s).unwrap();
+    }
+    assert_eq!(f.book.status().state, FleetState::Done);
+}
+
+#[test]
 fn max_failures_pauses_and_abort_answers_every_waiting_request() {
     let mut f = Fleet::open(spec(
         limits(r#"{"max_in_flight":1,"max_failures":2}"#),
@@ -477,7 +536,12 @@ proptest! {
             for e in &f.log[from..] {
                 if let Event::Granted { lease, .. } = e {
                     assert!(ever_granted.insert(*lease), "{lease} granted twice");
+                    let node = node_of(&f.book, *lease);
+                    assert!(!f.book.resolved(&node), "{lease} granted to resolved {node}");
                 }
+            }
+            for n in &f.book.core.nodes {
+                assert!(!n.resolved || n.waiting.is_empty(), "{} resolved and waiting", n.spec.name);
             }
             assert_within_limits(&f.book);
         };

@@ -139,8 +139,10 @@ fn pause_words(p: &PauseReason) -> String {
     }
 }
 
-fn control(book: &LeaseBook) -> Control {
-    if book.aborted() {
+/// What `node` is told: a node an operator resolved out of the run is
+/// told to end it, like an abort (its tickets say why).
+fn control(book: &LeaseBook, node: &str) -> Control {
+    if book.aborted() || book.resolved(node) {
         Control::Aborted
     } else if let Some(p) = book.paused() {
         Control::Paused {
@@ -513,7 +515,7 @@ fn ask(
         });
     }
     Step {
-        answer: Ok((control(book), tickets)),
+        answer: Ok((control(book, node), tickets)),
         events,
     }
 }
