@@ -194,7 +194,7 @@ impl FleetClient {
         let mut last = self.last_pause.lock().unwrap();
         if *last != now {
             match &now {
-                Some(why) => eprintln!("fleet paused: {why}; starting nothing new until resumed"),
+                Some(why) => eprintln!("fleet: {why}; starting nothing new until resumed"),
                 None => eprintln!("fleet running again"),
             }
             *last = now;

@@ -120,6 +120,8 @@ pub(crate) struct Req {
     pub restart: Restart,
     pub keys: Vec<u32>,
     pub state: ReqState,
+    /// When it entered its state: asked, granted or lost.
+    pub since: Millis,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,7 +161,8 @@ pub(crate) struct Core {
     pub waiting: BTreeSet<u64>,
     pub deadlines: BTreeSet<(Millis, u64)>,
     pub paused: Option<PauseReason>,
-    pub aborted: bool,
+    /// By whom, once aborted.
+    pub aborted: Option<String>,
     pub failures: u32,
     pub failures_since_resume: u32,
 }
@@ -271,7 +274,7 @@ impl LeaseBook {
                 waiting: BTreeSet::new(),
                 deadlines: BTreeSet::new(),
                 paused: None,
-                aborted: false,
+                aborted: None,
                 failures: 0,
                 failures_since_resume: 0,
             },
@@ -308,7 +311,7 @@ impl LeaseBook {
     }
 
     pub fn aborted(&self) -> bool {
-        self.core.aborted
+        self.core.aborted.is_some()
     }
 
     /// Whether an operator took this node out of the run (`resolve`).
@@ -402,7 +405,7 @@ impl LeaseBook {
             if outcome != Outcome::Ok
                 && c.failures_since_resume >= c.spec.limits.max_failures.get()
                 && c.paused.is_none()
-                && !c.aborted
+                && c.aborted.is_none()
             {
                 let count = c.failures_since_resume;
                 b.commit(
@@ -483,14 +486,14 @@ impl LeaseBook {
         self.step(now, |_, _| Ok(())).events
     }
 
-    /// No new grants; leases in flight go on.
-    pub fn pause(&mut self, now: Millis) -> Step<()> {
+    /// No new grants; leases in flight go on. `by`: the operator.
+    pub fn pause(&mut self, now: Millis, by: &str) -> Step<()> {
         self.step(now, |b, ev| {
-            if b.core.paused.is_none() && !b.core.aborted {
+            if b.core.paused.is_none() && b.core.aborted.is_none() {
                 b.commit(
                     ev,
                     Event::Paused {
-                        reason: PauseReason::Operator,
+                        reason: PauseReason::Operator { by: by.into() },
                         at: now,
                     },
                 );
@@ -503,7 +506,7 @@ impl LeaseBook {
     /// failure count starts again from zero.
     pub fn resume(&mut self, now: Millis) -> Step<()> {
         self.step(now, |b, ev| {
-            if b.core.aborted {
+            if b.core.aborted.is_some() {
                 return Err(Refusal::Aborted);
             }
             let lost = b.core.lost_nodes();
@@ -520,10 +523,17 @@ impl LeaseBook {
     }
 
     /// No new grant ever; every waiting request is answered "abort".
-    pub fn abort(&mut self, now: Millis) -> Step<()> {
+    /// `by`: the operator.
+    pub fn abort(&mut self, now: Millis, by: &str) -> Step<()> {
         self.step(now, |b, ev| {
-            if !b.core.aborted {
-                b.commit(ev, Event::Aborted { at: now });
+            if b.core.aborted.is_none() {
+                b.commit(
+                    ev,
+                    Event::Aborted {
+                        at: now,
+                        by: by.into(),
+                    },
+                );
                 for id in b.core.waiting.clone() {
                     b.withdraw_one(id, Withdrawal::Abort, ev, now);
                 }
@@ -604,7 +614,7 @@ impl LeaseBook {
             }
             let lease = LeaseId(id);
             self.commit(ev, Event::Expired { lease, at: now });
-            if self.core.paused.is_none() && !self.core.aborted {
+            if self.core.paused.is_none() && self.core.aborted.is_none() {
                 let node = self.core.nodes[self.core.reqs[id as usize].node as usize]
                     .spec
                     .name
@@ -656,7 +666,7 @@ impl LeaseBook {
     /// candidate is known not to be grantable (the tests check this against
     /// a full scan after every call).
     fn settle(&mut self, mut cand: BTreeSet<u64>, ev: &mut Vec<Event>, now: Millis) {
-        if self.core.paused.is_some() || self.core.aborted {
+        if self.core.paused.is_some() || self.core.aborted.is_some() {
             return;
         }
         while let Some(id) = cand.pop_first() {
@@ -672,6 +682,7 @@ impl LeaseBook {
                         Event::Granted {
                             lease: LeaseId(id),
                             until,
+                            at: now,
                         },
                     );
                     // A node that became busy stops reserving for its other
@@ -709,7 +720,7 @@ impl Core {
 
     /// The grant rule for one waiting request (see the crate docs).
     pub(crate) fn check(&self, id: u64) -> Check {
-        if self.paused.is_some() || self.aborted {
+        if self.paused.is_some() || self.aborted.is_some() {
             return Check::Stopped;
         }
         let r = &self.reqs[id as usize];
@@ -778,7 +789,7 @@ impl Core {
     /// May this node ask for something new?
     fn usable(&self, n: u32) -> Result<(), Refusal> {
         let st = &self.nodes[n as usize];
-        if self.aborted {
+        if self.aborted.is_some() {
             Err(Refusal::Aborted)
         } else if st.lost > 0 {
             Err(Refusal::NodeLost(st.spec.name.clone()))
@@ -865,7 +876,7 @@ impl Core {
                 node,
                 restart,
                 keys,
-                ..
+                at,
             } => {
                 let n = self.node_named(node)?;
                 if lease.0 != self.reqs.len() as u64 {
@@ -904,14 +915,16 @@ impl Core {
                     restart: restart.clone(),
                     keys: ks,
                     state: ReqState::Waiting,
+                    since: *at,
                 });
             }
-            Event::Granted { lease, until } => {
+            Event::Granted { lease, until, at } => {
                 let r = self.req_mut(*lease)?;
                 if r.state != ReqState::Waiting {
                     return Err(format!("{lease} granted but not waiting"));
                 }
                 r.state = ReqState::Granted { until: *until };
+                r.since = *at;
                 let (n, keys) = (r.node, r.keys.clone());
                 for k in keys {
                     let ks = &mut self.keys[k as usize];
@@ -946,12 +959,13 @@ impl Core {
                     self.failures_since_resume += 1;
                 }
             }
-            Event::Expired { lease, .. } => {
+            Event::Expired { lease, at } => {
                 let r = self.req_mut(*lease)?;
                 let ReqState::Granted { until } = r.state else {
                     return Err(format!("{lease} expired but not granted"));
                 };
                 r.state = ReqState::Lost;
+                r.since = *at;
                 let n = r.node;
                 self.deadlines.remove(&(until, lease.0));
                 self.nodes[n as usize].lost += 1;
@@ -1002,7 +1016,7 @@ impl Core {
                 self.paused = None;
                 self.failures_since_resume = 0;
             }
-            Event::Aborted { .. } => self.aborted = true,
+            Event::Aborted { by, .. } => self.aborted = Some(by.clone()),
             Event::Finished { node, .. } => {
                 let n = self.node_named(node)?;
                 self.nodes[n as usize].done = true;

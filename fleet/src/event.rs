@@ -39,15 +39,16 @@ pub struct Key {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "why")]
 pub enum PauseReason {
-    Operator,
+    /// `by`: the operator's credential, as the audit log names it
+    /// (`admin token 2`).
+    Operator {
+        #[serde(default)]
+        by: String,
+    },
     /// `max_failures` restarts ended not `ok` since the last resume.
-    Failures {
-        count: u32,
-    },
+    Failures { count: u32 },
     /// A lease of this node expired mid-restart.
-    Lost {
-        node: String,
-    },
+    Lost { node: String },
 }
 
 /// Why a waiting request left the queue ungranted.
@@ -94,6 +95,7 @@ pub enum Event {
     Granted {
         lease: LeaseId,
         until: Millis,
+        at: Millis,
     },
     Renewed {
         lease: LeaseId,
@@ -129,6 +131,9 @@ pub enum Event {
     },
     Aborted {
         at: Millis,
+        /// The operator's credential, as the audit log names it.
+        #[serde(default)]
+        by: String,
     },
     /// The node's agent ended its run.
     Finished {

@@ -45,6 +45,7 @@ mod event;
 mod status;
 #[cfg(test)]
 mod tests;
+mod words;
 
 pub use book::{LeaseBook, LeaseRequest, OpenError, Refusal, ReplayError, Step, Ticket};
 pub use bounce_wire::lease::{LeaseId, Restart};
@@ -52,4 +53,7 @@ pub use bounce_wire::limits::{
     FIELDS, Facts, InFlight, KeyLimit, Kind, LimitError, Limits, Max, MissingLabel, Template,
 };
 pub use event::{Event, FleetSpec, Key, Millis, NodeSpec, PauseReason, Withdrawal};
-pub use status::{Failures, FleetState, FleetStatus, LimitUse, NodeState, NodeStatus, Queued};
+pub use status::{
+    Failures, FleetState, FleetStatus, Held, LimitUse, NodeState, NodeStatus, Queued,
+};
+pub use words::pause_words;

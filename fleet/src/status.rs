@@ -1,24 +1,28 @@
 //! What `bounce-collector fleet status RUN` shows: every node, the queue,
-//! each limit's use and the failures, read from a lease book.
+//! each limit's use and the failures, read from a lease book (its words
+//! are `words.rs`; `--json` shows these types as they are).
 
 use crate::book::{Check, LeaseBook, ReqState};
 use crate::event::{Millis, PauseReason};
 use bounce_wire::lease::{LeaseId, Restart};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum FleetState {
     Running,
     Paused {
         reason: PauseReason,
     },
-    Aborted,
+    Aborted {
+        /// The operator's credential, as the audit log names it.
+        by: String,
+    },
     /// Every node has finished its run.
     Done,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeState {
     /// Holds nothing and waits for nothing (between restarts, or not started).
@@ -32,28 +36,42 @@ pub enum NodeState {
     Done,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub node: String,
     pub state: NodeState,
-    /// What it is restarting now, with each lease's deadline.
-    pub restarting: Vec<(Restart, Millis)>,
-    /// What it was restarting when its lease expired.
-    pub lost: Vec<Restart>,
+    /// What it is restarting now.
+    pub restarting: Vec<Held>,
+    /// What it was restarting when its lease expired (`since`: the expiry).
+    pub lost: Vec<Held>,
     pub waiting: usize,
+    /// When its longest-waiting request was asked.
+    pub waiting_since: Option<Millis>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A lease held: since when (granted, or lost) and its deadline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    pub lease: LeaseId,
+    pub restart: Restart,
+    pub since: Millis,
+    /// The lease's deadline (renewed while the restart lasts); none once lost.
+    pub until: Option<Millis>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Queued {
     pub lease: LeaseId,
     pub node: String,
     pub restart: Restart,
+    /// When it was asked.
+    pub since: Millis,
     /// What it waits for: `node` (busy, lost), `max_in_flight`, a key such as
     /// `service:nova_api`, or `paused`.
     pub blocked_on: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LimitUse {
     /// `max_in_flight`, or the template and the rendered key.
     pub limit: String,
@@ -63,14 +81,14 @@ pub struct LimitUse {
     pub waiting: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failures {
     pub total: u32,
     pub since_resume: u32,
     pub max: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FleetStatus {
     pub run: String,
     pub state: FleetState,
@@ -85,8 +103,8 @@ pub struct FleetStatus {
 impl LeaseBook {
     pub fn status(&self) -> FleetStatus {
         let c = &self.core;
-        let state = if c.aborted {
-            FleetState::Aborted
+        let state = if let Some(by) = &c.aborted {
+            FleetState::Aborted { by: by.clone() }
         } else if let Some(reason) = &c.paused {
             FleetState::Paused {
                 reason: reason.clone(),
@@ -109,13 +127,20 @@ impl LeaseBook {
                 restarting: Vec::new(),
                 lost: Vec::new(),
                 waiting: n.waiting.len(),
+                waiting_since: n.waiting.first().map(|&id| c.reqs[id as usize].since),
             })
             .collect();
-        for r in &c.reqs {
+        for (id, r) in (0..).zip(&c.reqs) {
             let ns = &mut nodes[r.node as usize];
+            let held = |until| Held {
+                lease: LeaseId(id),
+                restart: r.restart.clone(),
+                since: r.since,
+                until,
+            };
             match r.state {
-                ReqState::Granted { until } => ns.restarting.push((r.restart.clone(), until)),
-                ReqState::Lost => ns.lost.push(r.restart.clone()),
+                ReqState::Granted { until } => ns.restarting.push(held(Some(until))),
+                ReqState::Lost => ns.lost.push(held(None)),
                 _ => {}
             }
         }
@@ -143,6 +168,7 @@ impl LeaseBook {
                     lease: LeaseId(id),
                     node: c.nodes[r.node as usize].spec.name.clone(),
                     restart: r.restart.clone(),
+                    since: r.since,
                     blocked_on: match c.check(id) {
                         Check::Stopped => "paused".into(),
                         Check::Node => "node".into(),

@@ -331,11 +331,87 @@ fn max_failures_pauses_and_abort_answers_every_waiting_request() {
     // Returning again (a lost answer) changes nothing.
     assert_eq!(f.back("ctl2", b, Outcome::Timeout), Ok(()));
     assert_eq!(f.book.status().failures.total, 2);
-    let s = f.book.abort(f.now);
+    let s = f.book.abort(f.now, "admin token 1");
     f.keep(s).unwrap();
     assert_eq!(f.ask("ctl3", "nova_api"), Err(Refusal::Aborted));
     assert_eq!(f.ask("ctl3", "keystone"), Err(Refusal::Aborted));
-    assert_eq!(f.book.status().state, FleetState::Aborted);
+    assert_eq!(
+        f.book.status().state,
+        FleetState::Aborted {
+            by: "admin token 1".into()
+        }
+    );
+    assert!(
+        f.book
+            .status()
+            .words(f.now)
+            .contains("aborted by an operator (admin token 1)")
+    );
+}
+
+#[test]
+fn status_in_words_names_every_node_the_queue_each_limit_and_who_paused() {
+    let mut f = Fleet::open(spec(
+        limits(
+            r#"{"max_in_flight":2,"max_failures":3,"limits":[{"key":"service:{service}","max":1}]}"#,
+        ),
+        CTL,
+        1,
+    ));
+    f.now = Millis(1_764_504_000_000);
+    let a = lease(f.ask("ctl1", "nova_api").unwrap());
+    f.ask("ctl2", "nova_api").unwrap();
+    let s = f.book.pause(f.now, "admin token 2");
+    f.keep(s).unwrap();
+    let w = f.book.status().words(f.now);
+    assert!(
+        w.starts_with("fleet run r1: paused by an operator (admin token 2)\n"),
+        "{w}"
+    );
+    assert!(w.contains("waits for a resume"), "{w}");
+    let s = f.book.resume(f.now);
+    f.keep(s).unwrap();
+    f.now = f.now.plus(900);
+    let w = f.book.status().words(f.now);
+    assert!(w.starts_with("fleet run r1: running\n"), "{w}");
+    assert!(
+        w.contains("failures: 0 of max_failures 3 since the last resume (0 in all)"),
+        "{w}"
+    );
+    assert!(
+        w.contains("ctl1  restarting docker nova_api #1 since 12:00:00 UTC (900 ms ago), lease until 12:00:01 UTC"),
+        "{w}"
+    );
+    assert!(
+        w.contains("ctl2  waiting: 1 request(s), the first asked 12:00:00 UTC (900 ms ago)"),
+        "{w}"
+    );
+    assert!(w.contains("ctl3  idle"), "{w}");
+    assert!(w.contains("1. ctl2  docker nova_api #1, asked 12:00:00 UTC (900 ms ago), waits for service:nova_api"), "{w}");
+    assert!(
+        w.contains("max_in_flight (2)                     1/2  1 waiting"),
+        "{w}"
+    );
+    assert!(
+        w.contains("service:{service} (service:nova_api)  1/1  1 waiting"),
+        "{w}"
+    );
+    // ctl1's lease expires: it is named lost, with the way out.
+    f.now = f.now.plus(4_100);
+    let ev = f.book.tick(f.now);
+    f.keep(Step {
+        answer: Ok(()),
+        events: ev,
+    })
+    .unwrap();
+    assert_eq!(f.state(a), ReqState::Lost);
+    f.now = f.now.plus(2_000);
+    let w = f.book.status().words(f.now);
+    assert!(w.contains("paused: node \"ctl1\" is lost"), "{w}");
+    assert!(
+        w.contains("ctl1  LOST: docker nova_api #1 (lease expired 12:00:05 UTC (2 s ago)) (its slots stay taken: `fleet resolve r1 ctl1` once dealt with)"),
+        "{w}"
+    );
 }
 
 #[test]
@@ -579,10 +655,10 @@ proptest! {
                     let ev = f.book.tick(f.now);
                     let _ = f.keep(Step { answer: Ok(()), events: ev });
                 }
-                Op::Pause => { let s = f.book.pause(now); let _ = f.keep(s); }
+                Op::Pause => { let s = f.book.pause(now, "admin token 1"); let _ = f.keep(s); }
                 Op::Resume => { let s = f.book.resume(now); let _ = f.keep(s); }
                 Op::Resolve(n) => { let s = f.book.resolve(RUN, &format!("n{n}"), now); let _ = f.keep(s); }
-                Op::Abort => { let s = f.book.abort(now); let _ = f.keep(s); }
+                Op::Abort => { let s = f.book.abort(now, "admin token 1"); let _ = f.keep(s); }
             }
             check(&mut f, from);
         }

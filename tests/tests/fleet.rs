@@ -380,10 +380,21 @@ fn an_agent_killed_mid_restart_is_lost_until_resolved() {
     assert!(out.contains("resolve them before resuming"), "{out}");
     let (code, out) = fleet_cli(&collector, &dir, &["status", run]);
     assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("{holder}  LOST: docker keystone #1")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("fleet resolve {run} {holder}")),
+        "{out}"
+    );
+    let (code, out) = fleet_cli(&collector, &dir, &["status", run, "--json"]);
+    assert_eq!(code, 0, "{out}");
     assert!(out.contains("\"lost\""), "{out}");
 
     let (code, out) = fleet_cli(&collector, &dir, &["resolve", run, &holder]);
     assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("{holder}  resolved")), "{out}");
     let (code, out) = fleet_cli(&collector, &dir, &["resume", run]);
     assert_eq!(code, 0, "{out}");
     let other = agents.iter_mut().find(|a| a.node != holder).unwrap();
@@ -424,7 +435,7 @@ fn abort_mid_fleet_starts_nothing_new_anywhere() {
     until(60, "a first restart done", || {
         agents.iter().any(|a| !a.timelines().is_empty())
     });
-    let (code, out) = fleet_cli(&collector, &dir, &["abort", run]);
+    let (code, out) = fleet_cli(&collector, &dir, &["abort", run, "--json"]);
     assert_eq!(code, 0, "{out}");
     let aborted_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -433,6 +444,12 @@ fn abort_mid_fleet_starts_nothing_new_anywhere() {
     let view: Value =
         serde_json::from_str(&out[out.find('{').unwrap()..out.rfind('}').unwrap() + 1]).unwrap();
     assert_eq!(view["state"]["state"], "aborted", "{view}");
+    assert!(
+        view["state"]["by"]
+            .as_str()
+            .is_some_and(|by| by.starts_with("admin token ")),
+        "who aborted: {view}"
+    );
     // What was in flight at the abort may finish; nothing else starts.
     let in_flight: Vec<(String, String)> = view["nodes"]
         .as_array()
@@ -442,7 +459,7 @@ fn abort_mid_fleet_starts_nothing_new_anywhere() {
             n["restarting"].as_array().unwrap().iter().map(move |r| {
                 (
                     n["node"].as_str().unwrap().to_string(),
-                    r[0]["target"].as_str().unwrap().to_string(),
+                    r["restart"]["target"].as_str().unwrap().to_string(),
                 )
             })
         })

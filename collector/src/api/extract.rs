@@ -24,8 +24,9 @@ pub struct Authenticated(pub Caller);
 /// role that may send results (and take leases); 401 or 403 otherwise.
 pub struct AgentCaller(pub Caller);
 
-/// A caller with an admin token; 401 or 403 otherwise. Audited.
-pub struct Admin;
+/// A caller with an admin token, by its audit label (`admin token 2`: who
+/// paused or aborted a fleet run); 401 or 403 otherwise. Audited.
+pub struct Admin(pub String);
 
 /// A read of one run: an admin token, and a run id the store knows (404
 /// otherwise, as for an id that cannot be one). Audited.
@@ -58,9 +59,10 @@ fn peer(parts: &Parts) -> Option<&Peer> {
     parts.extensions.get::<Peer>()
 }
 
-/// The caller, if its role is `need` (roles never mix). Refusals count
-/// against the address; admin requests, allowed or not, are audited.
-fn caller(parts: &Parts, state: &Shared, need: Option<Role>) -> Result<Caller, ApiError> {
+/// The caller and its audit label, if its role is `need` (roles never
+/// mix). Refusals count against the address; admin requests, allowed or
+/// not, are audited.
+fn caller(parts: &Parts, state: &Shared, need: Option<Role>) -> Result<(Caller, String), ApiError> {
     let addr = peer(parts).map(|p| p.addr);
     if let Some(a) = addr
         && let Err(wait) = state.failures.check(a.ip())
@@ -80,9 +82,9 @@ fn caller(parts: &Parts, state: &Shared, need: Option<Role>) -> Result<Caller, A
             StatusCode::UNAUTHORIZED,
             "missing or unknown bearer token (and no node certificate)".into(),
         )),
-        Some((c, _)) => match (need, c.role()) {
-            (None, _) => Ok(c.clone()),
-            (Some(n), r) if n == r => Ok(c.clone()),
+        Some((c, label)) => match (need, c.role()) {
+            (None, _) => Ok((c.clone(), label.clone())),
+            (Some(n), r) if n == r => Ok((c.clone(), label.clone())),
             (Some(Role::Admin), _) => Err(ApiError(
                 StatusCode::FORBIDDEN,
                 "an agent credential may only send results; this needs an admin token".into(),
@@ -115,21 +117,21 @@ fn caller(parts: &Parts, state: &Shared, need: Option<Role>) -> Result<Caller, A
 impl FromRequestParts<Shared> for Authenticated {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
-        caller(parts, state, None).map(Authenticated)
+        caller(parts, state, None).map(|(c, _)| Authenticated(c))
     }
 }
 
 impl FromRequestParts<Shared> for AgentCaller {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
-        caller(parts, state, Some(Role::Agent)).map(AgentCaller)
+        caller(parts, state, Some(Role::Agent)).map(|(c, _)| AgentCaller(c))
     }
 }
 
 impl FromRequestParts<Shared> for Admin {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
-        caller(parts, state, Some(Role::Admin)).map(|_| Admin)
+        caller(parts, state, Some(Role::Admin)).map(|(_, label)| Admin(label))
     }
 }
 

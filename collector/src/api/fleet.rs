@@ -70,14 +70,14 @@ async fn status(
 
 async fn control(
     State(state): State<Shared>,
-    _: Admin,
+    Admin(by): Admin,
     Path((run, action)): Path<(String, String)>,
 ) -> Result<Json<FleetView>, ApiError> {
     let run = run_id(&run)?;
     let call = match action.as_str() {
-        "pause" => AdminCall::Pause,
+        "pause" => AdminCall::Pause { by },
         "resume" => AdminCall::Resume,
-        "abort" => AdminCall::Abort,
+        "abort" => AdminCall::Abort { by },
         other => {
             return Err(ApiError(
                 StatusCode::NOT_FOUND,

@@ -1,7 +1,9 @@
 //! `fleet status|pause|resume|abort|resolve RUN [NODE]`: an operator's
-//! control of a fleet run, over a running collector's admin API.
+//! control of a fleet run, over a running collector's admin API; the
+//! fleet's status after it in words, or as the API's JSON (`--json`).
 
 use crate::cmd::tokens::tokens;
+use crate::fleet::{FleetView, now};
 use crate::remote::Remote;
 use anyhow::Result;
 use bounce_wire::RunId;
@@ -26,6 +28,9 @@ pub struct Args {
     /// A file holding the admin token (else BOUNCE_ADMIN_TOKEN).
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// The status as the admin API's JSON, for scripts.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     trust: bounce_client::Trust,
 }
@@ -55,6 +60,29 @@ pub fn run(args: Args) -> Result<ExitCode> {
         (Action::Abort, None) => remote.post_json(&format!("{base}/abort"))?,
         (_, Some(_)) => anyhow::bail!("only resolve takes a NODE"),
     };
-    println!("{}", serde_json::to_string_pretty(&view)?);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        let view: FleetView = serde_json::from_value(view)
+            .map_err(|e| anyhow::anyhow!("the collector's fleet status is not one: {e}"))?;
+        print!("{}", words(&view));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+fn words(view: &FleetView) -> String {
+    match view {
+        FleetView::Open { status, .. } => status.words(now()),
+        FleetView::Joining {
+            run,
+            expected,
+            joined,
+            ..
+        } => format!(
+            "fleet run {run}: not open yet, {} of {expected} node(s) joined ({}); it opens when all have\n",
+            joined.len(),
+            joined.join(", ")
+        ),
+        FleetView::Broken { run, why } => format!("fleet run {run}: broken: {why}\n"),
+    }
 }

@@ -23,14 +23,14 @@
 pub mod log;
 
 use bounce_fleet::{
-    Event, FleetSpec, FleetStatus, LeaseBook, LeaseRequest, Millis, NodeSpec, PauseReason, Refusal,
-    Step,
+    Event, FleetSpec, FleetStatus, LeaseBook, LeaseRequest, Millis, NodeSpec, Refusal, Step,
+    pause_words,
 };
 use bounce_wire::lease::{
     AgentCall, Control, FleetAnswer, FleetCall, FleetTerms, Join, MAX_WAIT_MS, Ticket,
 };
 use log::FleetRecord;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
@@ -63,10 +63,17 @@ pub enum FleetError {
 /// What an operator asks of a fleet run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminCall {
-    Pause,
+    /// `by`: the operator's credential, as the audit log names it.
+    Pause {
+        by: String,
+    },
     Resume,
-    Abort,
-    Resolve { node: String },
+    Abort {
+        by: String,
+    },
+    Resolve {
+        node: String,
+    },
 }
 
 enum RunState {
@@ -93,8 +100,8 @@ pub struct Fleets {
     journal: Box<dyn Journal>,
 }
 
-/// What the admin API shows of a fleet run.
-#[derive(Debug, Serialize)]
+/// What the admin API shows of a fleet run (and `fleet status --json`).
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "phase")]
 pub enum FleetView {
     Joining {
@@ -114,7 +121,8 @@ pub enum FleetView {
     },
 }
 
-fn now() -> Millis {
+/// The collector's clock, as the lease book takes it.
+pub fn now() -> Millis {
     Millis(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -125,18 +133,6 @@ fn now() -> Millis {
 
 fn refused(r: Refusal) -> FleetError {
     FleetError::Refused(r.to_string())
-}
-
-fn pause_words(p: &PauseReason) -> String {
-    match p {
-        PauseReason::Operator => "paused by an operator".into(),
-        PauseReason::Failures { count } => {
-            format!("{count} restart(s) not ok since the last resume (max_failures)")
-        }
-        PauseReason::Lost { node } => format!(
-            "node {node:?} is lost (its lease expired mid-restart): an operator must resolve it"
-        ),
-    }
 }
 
 /// What `node` is told: a node an operator resolved out of the run is
@@ -439,9 +435,9 @@ impl Fleets {
     /// Pause, resume, abort, resolve: an operator's call.
     pub async fn admin(&self, run: &str, call: AdminCall) -> Result<(), FleetError> {
         self.step(run, |b, now| match &call {
-            AdminCall::Pause => b.pause(now),
+            AdminCall::Pause { by } => b.pause(now, by),
             AdminCall::Resume => b.resume(now),
-            AdminCall::Abort => b.abort(now),
+            AdminCall::Abort { by } => b.abort(now, by),
             AdminCall::Resolve { node } => b.resolve(run, node, now),
         })
         .await?

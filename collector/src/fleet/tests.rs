@@ -214,7 +214,14 @@ async fn abort_answers_every_ask_and_a_waiting_ask_wakes_on_a_grant() {
         "{t:?}"
     );
 
-    f.admin("r", AdminCall::Abort).await.unwrap();
+    f.admin(
+        "r",
+        AdminCall::Abort {
+            by: "admin token 1".into(),
+        },
+    )
+    .await
+    .unwrap();
     let (c, t) = tickets(f.agent("r", ask("a", vec![nova(2)])).await.unwrap());
     assert_eq!(c, Control::Aborted);
     assert!(matches!(t[0], Ticket::Refused { .. }));
