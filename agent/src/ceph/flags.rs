@@ -191,9 +191,10 @@ impl FlagGuard {
         for flag in held.iter() {
             match unset_with_retries(&self.cli, flag).await {
                 Ok(()) => messages.push(format!("unset {flag} (set by this run)")),
-                Err(_) => {
+                Err(why) => {
                     messages.push(format!(
-                        "could NOT unset {flag}: run `{}` (the next bounce run will try again)",
+                        "could NOT unset {flag} ({why}): it is still set and recorded in {}; run `{}` (the next bounce run will try again)",
+                        self.state_file.display(),
                         flag.unset_command(&self.cli)
                     ));
                     left.push(flag.clone());

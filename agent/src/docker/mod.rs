@@ -7,27 +7,30 @@
 //! - [`act`]: the actor, one restart (restart, stop-start, kill) handed to
 //!   the observer to follow;
 //! - [`resolve`]: `docker:` selectors to checked targets;
-//! - [`undo`]: a container's state and start, for undoing an intent.
+//! - [`undo`]: a container's state and start, for undoing an intent;
+//! - [`engine`]: the connection to the engine (and the journal its
+//!   restarts write intents to), and waiting for it to answer again after
+//!   it went away.
 //!
-//! This file: the engine connection, what a target keeps ([`ContainerDetail`]),
+//! This file: what a target keeps ([`ContainerDetail`]),
 //! and the two seams it implements ([`Driver`] for a `docker:` entry,
 //! [`Restart`] for a container).
 
 mod act;
+mod engine;
 pub mod follow;
 pub mod observe;
 mod resolve;
 pub mod restarts;
 pub mod undo;
 
-pub use observe::{ContainerObserver, Observed};
+pub use engine::{DockerEngine, DockerError};
+pub use observe::{ContainerObserver, Observed, Unobserved};
 
-use crate::intent::Journal;
 use crate::probes;
 use crate::scenario::{DockerSelector, TargetSpec};
 use crate::target::{BoxFuture, Driver, PlanError, ResolvedTarget, Restart, RestartContext};
 use crate::timeline::{Ending, Timeline};
-use bollard::Docker;
 use bounce_wire::NodeFacts;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,15 +39,6 @@ use std::time::Duration;
 const ENGINE_DEFAULT_STOP_TIMEOUT: u32 = 10;
 /// Docker's health check timeout default.
 const ENGINE_DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
-
-#[derive(Debug, thiserror::Error)]
-pub enum DockerError {
-    #[error("cannot reach the Docker engine ({host}): {source}")]
-    Connect {
-        host: String,
-        source: bollard::errors::Error,
-    },
-}
 
 /// What `plan` and `restart` need to know about one container.
 #[derive(Debug, Clone)]
@@ -59,54 +53,6 @@ pub struct ContainerDetail {
     pub effective_stop_timeout: u32,
     pub health_cmd: Option<Vec<String>>,
     pub health_timeout: Duration,
-}
-
-pub struct DockerEngine {
-    docker: Docker,
-    /// Where the actor writes its intents (none: `plan`, which restarts nothing).
-    journal: Option<Arc<Journal>>,
-}
-
-pub(crate) fn docker_host() -> String {
-    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
-}
-
-impl DockerEngine {
-    /// Connects to `$DOCKER_HOST` or the local socket, and checks that the engine answers.
-    pub async fn connect() -> Result<DockerEngine, DockerError> {
-        let connect_err = |source| DockerError::Connect {
-            host: docker_host(),
-            source,
-        };
-        // Restart and stop answer only when done: the client timeout must
-        // outlast any stop timeout; bounce's own deadlines bound every call.
-        let docker = Docker::connect_with_local_defaults()
-            .map_err(connect_err)?
-            .with_timeout(Duration::from_secs(2 * 3600));
-        docker.ping().await.map_err(connect_err)?;
-        Ok(DockerEngine {
-            docker,
-            journal: None,
-        })
-    }
-
-    /// Restarts through this engine record their intents in `journal`.
-    pub fn with_journal(self, journal: Option<Arc<Journal>>) -> DockerEngine {
-        DockerEngine { journal, ..self }
-    }
-
-    pub fn client(&self) -> &Docker {
-        &self.docker
-    }
-
-    /// `(version, api_version)` of the engine.
-    pub async fn version(&self) -> Option<(String, String)> {
-        let v = self.docker.version().await.ok()?;
-        Some((
-            v.version.unwrap_or_default(),
-            v.api_version.unwrap_or_default(),
-        ))
-    }
 }
 
 /// A container's health command (as an argv) and its per-try timeout.

@@ -11,6 +11,7 @@
 //! that happened before the subscription reached it: nothing can be missed,
 //! whatever the ordering of the two HTTP requests.
 
+use super::engine::cause;
 use super::{ContainerDetail, DockerEngine};
 use crate::abort::{Abort, Interrupt, bounded};
 use crate::probes::ExecHealth;
@@ -130,6 +131,16 @@ impl Observed {
     }
 }
 
+/// Why a wait on the observer ended without what it waited for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unobserved {
+    /// The restart's deadline passed or the run's abort fired.
+    Interrupted(Interrupt),
+    /// The event stream ended (the engine went away): nothing more will
+    /// come; why, in the engine's or the socket's words.
+    StreamEnded(String),
+}
+
 /// One container followed from an instant on; stops following when dropped.
 pub struct ContainerObserver {
     docker: Docker,
@@ -166,20 +177,22 @@ impl DockerEngine {
             until: None,
             filters: Some(filters),
         };
-        let mut stream = self.client().events(Some(options));
+        let docker = self.client();
+        let mut stream = docker.events(Some(options));
         let task = tokio::spawn(async move {
-            while let Some(item) = stream.next().await {
-                match item {
-                    Ok(ev) => tx.send_modify(|o| o.apply(&ev, since_nanos)),
-                    Err(e) => {
-                        tx.send_modify(|o| o.stream_error = Some(e.to_string()));
-                        break;
-                    }
+            // The stream never ends while the engine runs: its end (EOF) is
+            // the engine going away, not "no more events".
+            let why = loop {
+                match stream.next().await {
+                    Some(Ok(ev)) => tx.send_modify(|o| o.apply(&ev, since_nanos)),
+                    Some(Err(e)) => break cause(&e),
+                    None => break "the engine closed the event stream".to_string(),
                 }
-            }
+            };
+            tx.send_modify(|o| o.stream_error = Some(why));
         });
         ContainerObserver {
-            docker: self.client().clone(),
+            docker,
             id: id.to_string(),
             seen: rx,
             task: Some(task),
@@ -204,22 +217,32 @@ impl ContainerObserver {
         self.seen.borrow().clone()
     }
 
-    /// Waits until what was observed satisfies `cond`.
+    /// Waits until what was observed satisfies `cond`; not if the
+    /// deadline passes, the abort fires or the stream ends first.
     pub async fn wait(
         &self,
         cond: impl Fn(&Observed) -> bool,
         deadline: Instant,
         abort: &Abort,
-    ) -> Result<Observed, Interrupt> {
+    ) -> Result<Observed, Unobserved> {
         let mut rx = self.seen.clone();
+        let cond = &cond;
         let waited = bounded(
-            async move { rx.wait_for(|o| cond(o)).await.map(|o| o.clone()) },
+            async move {
+                let lost = |o: &Observed| o.stream_error.is_some();
+                let o = rx.wait_for(|o| cond(o) || lost(o)).await.ok()?.clone();
+                Some(o)
+            },
             deadline,
             abort,
         )
-        .await?;
-        // The stream task ended (stream error): nothing more will come.
-        waited.map_err(|_| Interrupt::Deadline)
+        .await
+        .map_err(Unobserved::Interrupted)?;
+        match waited {
+            Some(o) if cond(&o) => Ok(o),
+            Some(o) => Err(Unobserved::StreamEnded(o.stream_error.unwrap_or_default())),
+            None => Err(Unobserved::StreamEnded("the observer stopped".into())),
+        }
     }
 
     /// Takes `exited` and `started` from the engine's container state when it

@@ -3,9 +3,15 @@
 //! each job to its result; every signal stream is opened before the request,
 //! so nothing is missed. Before a stop or kill, its intent (`intent.rs`),
 //! closed once the unit is active again. Then the observers' boundaries,
-//! the wrapped container running, and readiness.
+//! the wrapped container running, and readiness. The bus going away ends
+//! the restart in flight `failed`, keeping what was observed (and its
+//! intent open, for the run's end to undo); the next restart first
+//! connects again, within its timeout.
 
-use super::bus::{self, JobRemovedStream, SERVICE_IFACE, UNIT_IFACE, string};
+use super::bus::{
+    self, JobRemovedStream, Link, PropsProxy, SERVICE_IFACE, UNIT_IFACE, is_transport, string,
+    went_away,
+};
 use super::observe::{ClockPair, UnitObserver, wrapped_to_timeline};
 use super::undo::recorded_bus;
 use super::{SystemdManager, UnitDetail, attribute};
@@ -16,8 +22,13 @@ use crate::target::{Action, RestartContext};
 use crate::timeline::{Ending, Timeline};
 use bounce_wire::{BoundaryName, Outcome, Source, UnitReport};
 use futures_util::StreamExt;
+use std::collections::HashMap;
 use std::time::Duration;
-use zbus::zvariant::OwnedObjectPath;
+use zbus::zvariant::{OwnedObjectPath, OwnedValue};
+
+/// Reading a unit's properties back after the restart: systemd answers in
+/// milliseconds; a bus that went away must not hold the restart.
+const READ_BACK: Duration = Duration::from_secs(2);
 
 /// By when a stop or kill bounce asked for has surely taken effect: the
 /// manager queues the job (or sends the signal) when asked.
@@ -43,7 +54,21 @@ impl SystemdManager {
         tl: &mut Timeline,
     ) -> Ending {
         let failed = |why: String| Ending::new(Outcome::Failed, why);
-        let props = match bus::props(&self.conn, &u.path).await {
+        // A bus that went away since the last restart: connect again first,
+        // within this restart's timeout.
+        match self.connected(cx.deadline, cx.abort).await {
+            Ok(false) => {}
+            Ok(true) => tl
+                .notes
+                .push("connected again to the systemd manager, whose bus had gone away".into()),
+            Err((i, last)) => {
+                let doing =
+                    format!("waiting for the systemd manager's bus to answer again ({last})");
+                return cx.interrupted(i, &doing);
+            }
+        }
+        let link = self.link();
+        let props = match bus::props(&link.conn, &u.path).await {
             Ok(p) => p,
             Err(e) => return failed(format!("D-Bus: {e}")),
         };
@@ -58,7 +83,7 @@ impl SystemdManager {
             Err(e) => return failed(format!("D-Bus: {e}")),
         }
         // Open every stream before acting, so nothing is missed.
-        let mut jobs = match self.manager.receive_job_removed().await {
+        let mut jobs = match link.manager.receive_job_removed().await {
             Ok(s) => s,
             Err(e) => return failed(format!("D-Bus: {e}")),
         };
@@ -82,7 +107,7 @@ impl SystemdManager {
         tl.mark(BoundaryName::Requested, requested, Source::Agent);
         let mut report = UnitReport::default();
 
-        let acted = self.act(&cx, u, &mut jobs, &unit, &mut report, tl).await;
+        let acted = act(&cx, u, &link, &mut jobs, &unit, &mut report, tl).await;
         // Active again (the start job done, or Restart= brought it back):
         // what bounce wrote down before the stop or kill is done.
         if acted.is_ok()
@@ -92,9 +117,9 @@ impl SystemdManager {
             tl.notes.push(format!("could not close the intent: {e}"));
         }
 
-        // What systemd recorded about this restart.
-        let unit_props = props.get_all(UNIT_IFACE).await.unwrap_or_default();
-        let service_props = props.get_all(SERVICE_IFACE).await.unwrap_or_default();
+        // What systemd recorded about this restart (nothing if its bus went away).
+        let unit_props = read_back(&props, UNIT_IFACE).await;
+        let service_props = read_back(&props, SERVICE_IFACE).await;
         unit.to_timeline(&unit_props, &service_props, &mut report, tl);
         drop(unit);
         if let Some(c) = &container {
@@ -141,7 +166,9 @@ impl SystemdManager {
         }
         ending
     }
+}
 
+impl SystemdManager {
     /// Writes down, before an action that leaves the unit down, how to
     /// bring it back. Before the request: the fsync is not timed as the stop.
     fn intend(&self, cx: &RestartContext<'_>, u: &UnitDetail) -> Result<Option<IntentId>, String> {
@@ -161,67 +188,86 @@ impl SystemdManager {
             .map(Some)
             .map_err(|e| format!("could not record the intent, so did not act: {e}"))
     }
+}
 
-    /// Queues the action's job(s) and follows them to their result.
-    async fn act(
-        &self,
-        cx: &RestartContext<'_>,
-        u: &UnitDetail,
-        jobs: &mut JobRemovedStream,
-        unit: &UnitObserver,
-        report: &mut UnitReport,
-        tl: &mut Timeline,
-    ) -> Result<(), Ending> {
-        let (deadline, abort) = (cx.deadline, cx.abort);
-        let action = cx.target.action;
-        let steps: &[&str] = match action {
-            Action::Restart => &["restart"],
-            Action::StopStart => &["stop", "start"],
-            Action::Kill => &[],
+/// Queues the action's job(s) and follows them to their result.
+async fn act(
+    cx: &RestartContext<'_>,
+    u: &UnitDetail,
+    link: &Link,
+    jobs: &mut JobRemovedStream,
+    unit: &UnitObserver,
+    report: &mut UnitReport,
+    tl: &mut Timeline,
+) -> Result<(), Ending> {
+    let (deadline, abort) = (cx.deadline, cx.abort);
+    let action = cx.target.action;
+    let refused = |what: &str, e: zbus::Error| {
+        let why = if is_transport(&e) {
+            went_away(&e.to_string())
+        } else {
+            format!("{what}: {e}")
         };
-        for step in steps {
-            let queued = match *step {
-                "restart" => self.manager.restart_unit(&u.name, "replace").await,
-                "stop" => self.manager.stop_unit(&u.name, "replace").await,
-                _ => self.manager.start_unit(&u.name, "replace").await,
-            };
-            let job = queued.map_err(|e| Ending::new(Outcome::Failed, format!("{step}: {e}")))?;
-            let result = bounded(wait_job(jobs, &job), deadline, abort)
-                .await
-                .map_err(|i| cx.interrupted(i, &format!("waiting for the {step} job")))?;
-            report.job_results.push(result.clone());
-            if result != "done" {
-                return Err(Ending::new(
-                    Outcome::Failed,
-                    format!("the {step} job ended `{result}`"),
-                ));
-            }
+        Ending::new(Outcome::Failed, why)
+    };
+    let lost = |what: &str| Ending::new(Outcome::Failed, went_away(what));
+    let steps: &[&str] = match action {
+        Action::Restart => &["restart"],
+        Action::StopStart => &["stop", "start"],
+        Action::Kill => &[],
+    };
+    for step in steps {
+        let queued = match *step {
+            "restart" => link.manager.restart_unit(&u.name, "replace").await,
+            "stop" => link.manager.stop_unit(&u.name, "replace").await,
+            _ => link.manager.start_unit(&u.name, "replace").await,
+        };
+        let job = queued.map_err(|e| refused(step, e))?;
+        let result = bounded(wait_job(jobs, &job), deadline, abort)
+            .await
+            .map_err(|i| cx.interrupted(i, &format!("waiting for the {step} job")))?
+            .ok_or_else(|| lost(&format!("its signals stopped before the {step} job ended")))?;
+        report.job_results.push(result.clone());
+        if result != "done" {
+            return Err(Ending::new(
+                Outcome::Failed,
+                format!("the {step} job ended `{result}`"),
+            ));
         }
-        if action == Action::Kill {
-            self.manager
-                .kill_unit(&u.name, "main", libc::SIGKILL)
-                .await
-                .map_err(|e| Ending::new(Outcome::Failed, format!("kill: {e}")))?;
-            tl.signals.push("SIGKILL".into());
-            // The unit's Restart= brings it back: wait until it is active again.
-            unit.wait(|s| s.active_again, deadline, abort)
-                .await
-                .map_err(|i| cx.interrupted(i, "waiting for Restart= to bring the unit back"))?
-                .ok_or_else(|| Ending::new(Outcome::Failed, "lost the unit's signals"))?;
-        }
-        Ok(())
+    }
+    if action == Action::Kill {
+        link.manager
+            .kill_unit(&u.name, "main", libc::SIGKILL)
+            .await
+            .map_err(|e| refused("kill", e))?;
+        tl.signals.push("SIGKILL".into());
+        // The unit's Restart= brings it back: wait until it is active again.
+        unit.wait(|s| s.active_again, deadline, abort)
+            .await
+            .map_err(|i| cx.interrupted(i, "waiting for Restart= to bring the unit back"))?
+            .ok_or_else(|| lost("its signals stopped before the unit was active again"))?;
+    }
+    Ok(())
+}
+
+/// One interface's properties of the unit, read back after the restart;
+/// none when the bus does not answer.
+async fn read_back(props: &PropsProxy<'static>, iface: &str) -> HashMap<String, OwnedValue> {
+    match tokio::time::timeout(READ_BACK, props.get_all(iface)).await {
+        Ok(Ok(p)) => p,
+        _ => HashMap::new(),
     }
 }
 
-/// The result of one job, from the manager's JobRemoved signals.
-async fn wait_job(jobs: &mut JobRemovedStream, job: &OwnedObjectPath) -> String {
+/// The result of one job, from the manager's JobRemoved signals; `None`
+/// when the signals stopped (the connection is gone).
+async fn wait_job(jobs: &mut JobRemovedStream, job: &OwnedObjectPath) -> Option<String> {
     while let Some(signal) = jobs.next().await {
         if let Ok(args) = signal.args()
             && args.job == *job
         {
-            return args.result;
+            return Some(args.result);
         }
     }
-    // The stream ended: the connection is gone.
-    std::future::pending().await
+    None
 }

@@ -1,6 +1,7 @@
 //! The D-Bus side of a systemd manager: the agent's own small proxies for the
 //! Manager and Properties interfaces (seven methods, two signals), connecting
-//! to a bus, and reading D-Bus values.
+//! to a bus (a [`Link`]) and telling whether it still answers, and reading
+//! D-Bus values.
 
 use crate::scenario::Bus;
 use crate::target::PlanError;
@@ -71,10 +72,57 @@ pub(super) fn bus_error(bus: &Bus, e: impl std::fmt::Display) -> PlanError {
     PlanError::Engine(format!("systemd manager on the {bus} bus: {e}"))
 }
 
+/// One connection to the manager: the bus connection and the Manager
+/// proxy on it, subscribed. A new one replaces it when the bus went away.
+#[derive(Clone)]
+pub(super) struct Link {
+    pub(super) conn: zbus::Connection,
+    pub(super) manager: ManagerProxy<'static>,
+}
+
+impl Link {
+    /// Whether the manager answers on this connection (a D-Bus ping
+    /// through the bus, bounded): a dropped bus fails it at once.
+    pub(super) async fn answers(&self) -> Result<(), String> {
+        let ping = async {
+            zbus::fdo::PeerProxy::builder(&self.conn)
+                .destination("org.freedesktop.systemd1")?
+                .path("/org/freedesktop/systemd1")?
+                .build()
+                .await?
+                .ping()
+                .await
+                .map_err(zbus::Error::from)
+        };
+        match tokio::time::timeout(PING_TIMEOUT, ping).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {}s", PING_TIMEOUT.as_secs())),
+        }
+    }
+}
+
+/// One ping's bound: a manager that does not answer within it is not there.
+const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// An error of the connection itself (the bus went away), as opposed to an
+/// answer of the manager (no such unit, job failed).
+pub(super) fn is_transport(e: &zbus::Error) -> bool {
+    matches!(
+        e,
+        zbus::Error::InputOutput(_) | zbus::Error::Connection(..) | zbus::Error::Handshake(_)
+    )
+}
+
+/// Why a restart in flight ended when the manager's bus went away.
+pub(super) fn went_away(cause: &str) -> String {
+    format!(
+        "the systemd manager's bus went away during the restart ({cause}); boundaries seen before are kept"
+    )
+}
+
 /// Connects to the manager on `bus` and subscribes to its signals.
-pub(super) async fn connect(
-    bus: &Bus,
-) -> Result<(zbus::Connection, ManagerProxy<'static>), PlanError> {
+pub(super) async fn connect(bus: &Bus) -> Result<Link, PlanError> {
     let conn = match bus {
         Bus::System => zbus::Connection::system().await,
         Bus::User => zbus::Connection::session().await,
@@ -88,7 +136,7 @@ pub(super) async fn connect(
         .await
         .map_err(|e| bus_error(bus, e))?;
     manager.subscribe().await.map_err(|e| bus_error(bus, e))?;
-    Ok((conn, manager))
+    Ok(Link { conn, manager })
 }
 
 /// A unit's Properties, read fresh each time (never cached).

@@ -11,7 +11,8 @@
 //! - [`resolve`]: `systemd:` selectors to checked targets;
 //! - [`undo`]: a unit's state and start, for undoing an intent.
 //!
-//! This file: the manager connection, what a target keeps ([`UnitDetail`]),
+//! This file: the manager connection (connected again for the next restart
+//! when its bus went away), what a target keeps ([`UnitDetail`]),
 //! and the two seams it implements ([`Driver`] for a `systemd:` entry,
 //! [`Restart`] for a unit).
 
@@ -24,19 +25,25 @@ pub mod undo;
 
 pub use attribution::attribute;
 
+use crate::abort::{Abort, Interrupt, bounded};
 use crate::docker::{ContainerDetail, DockerEngine};
 use crate::intent::Journal;
 use crate::scenario::{Bus, SystemdSelector, TargetSpec};
 use crate::target::{BoxFuture, Driver, PlanError, ResolvedTarget, Restart, RestartContext};
 use crate::timeline::{Ending, Timeline};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::time::Instant;
 use zbus::zvariant::OwnedObjectPath;
+
+/// How often to try the bus again after it went away.
+const RECONNECT_POLL: Duration = Duration::from_millis(250);
 
 /// A connection to one systemd manager.
 pub struct SystemdManager {
     bus: Bus,
-    conn: zbus::Connection,
-    manager: bus::ManagerProxy<'static>,
+    /// Replaced by a new connection (and `Subscribe`) when the bus went away.
+    link: RwLock<bus::Link>,
     /// The engine that runs the containers kolla's units wrap, when reachable.
     docker: Option<Arc<DockerEngine>>,
     /// Where the actor writes its intents (none: `plan`, `recover`).
@@ -67,11 +74,10 @@ impl SystemdManager {
         bus: &Bus,
         docker: Option<Arc<DockerEngine>>,
     ) -> Result<SystemdManager, PlanError> {
-        let (conn, manager) = bus::connect(bus).await?;
+        let link = bus::connect(bus).await?;
         Ok(SystemdManager {
             bus: bus.clone(),
-            conn,
-            manager,
+            link: RwLock::new(link),
             docker,
             journal: None,
         })
@@ -80,6 +86,48 @@ impl SystemdManager {
     /// Restarts through this manager record their intents in `journal`.
     pub fn with_journal(self, journal: Option<Arc<Journal>>) -> SystemdManager {
         SystemdManager { journal, ..self }
+    }
+
+    /// The current connection.
+    fn link(&self) -> bus::Link {
+        self.link.read().expect("link lock").clone()
+    }
+
+    /// Makes sure the manager answers, connecting again (a new connection,
+    /// `Subscribe`) while it does not: the bus went away (dbus-daemon
+    /// restarted) and the manager has to come back on the new one. Bounded
+    /// by the restart's deadline and the run's abort; `Ok(true)` when it
+    /// had to reconnect, else what the last try said.
+    async fn connected(
+        &self,
+        deadline: Instant,
+        abort: &Abort,
+    ) -> Result<bool, (Interrupt, String)> {
+        if self.link().answers().await.is_ok() {
+            return Ok(false);
+        }
+        let mut last = String::new();
+        let reconnected = bounded(
+            async {
+                loop {
+                    match bus::connect(&self.bus).await.map_err(|e| e.to_string()) {
+                        Ok(link) => match link.answers().await {
+                            Ok(()) => {
+                                *self.link.write().expect("link lock") = link;
+                                return;
+                            }
+                            Err(why) => last = why,
+                        },
+                        Err(why) => last = why,
+                    }
+                    tokio::time::sleep(RECONNECT_POLL).await;
+                }
+            },
+            deadline,
+            abort,
+        )
+        .await;
+        reconnected.map(|()| true).map_err(|i| (i, last))
     }
 
     pub fn bus(&self) -> &Bus {

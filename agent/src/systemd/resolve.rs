@@ -19,6 +19,7 @@ impl SystemdManager {
         pattern: &str,
     ) -> Result<Vec<(String, String, OwnedObjectPath)>, PlanError> {
         let units = self
+            .link()
             .manager
             .list_units_by_patterns(&[], &[pattern])
             .await
@@ -74,7 +75,7 @@ async fn resolve_one(
     path: OwnedObjectPath,
 ) -> Result<ResolvedTarget, PlanError> {
     let bus = &manager.bus;
-    let props = props(&manager.conn, &path)
+    let props = props(&manager.link().conn, &path)
         .await
         .map_err(|e| bus_error(bus, e))?;
     let service = props.get_all(SERVICE_IFACE).await.unwrap_or_default();

@@ -48,13 +48,13 @@ impl UnitUndo {
 impl UndoTarget for UnitUndo {
     fn seen(&self) -> BoxFuture<'_, Result<Seen, String>> {
         Box::pin(async move {
-            let m = &self.manager;
-            let path = m
+            let link = self.manager.link();
+            let path = link
                 .manager
                 .load_unit(&self.unit)
                 .await
                 .map_err(|e| format!("LoadUnit: {e}"))?;
-            let props = bus::props(&m.conn, &path)
+            let props = bus::props(&link.conn, &path)
                 .await
                 .map_err(|e| format!("D-Bus: {e}"))?;
             let p = props
@@ -81,7 +81,8 @@ impl UndoTarget for UnitUndo {
 
     fn start(&self, deadline: tokio::time::Instant) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            let m = &self.manager.manager;
+            let link = self.manager.link();
+            let m = &link.manager;
             let mut jobs = m
                 .receive_job_removed()
                 .await

@@ -5,6 +5,7 @@
 //! the milestones, up to the gates' `wait_for`.
 
 use super::{CephOsds, OsdDetail, OsdRestart};
+use crate::abort::bounded;
 use crate::ceph::flags::Flag;
 use crate::scenario::{Noout, WaitFor};
 use crate::target::RestartContext;
@@ -43,13 +44,19 @@ impl CephOsds {
         {
             return fail(format!("could not set noout on osd.{}: {e}", d.id));
         }
-        let before = match self.cli.osd_dump().await {
-            Ok((_, osds)) => osds
+        // Bounded like every wait: a mon that does not answer holds a
+        // question up to the client's own timeout.
+        let before = match bounded(self.cli.osd_dump(), cx.deadline, cx.abort).await {
+            Ok(Ok((_, osds))) => osds
                 .iter()
                 .find(|o| o.id == d.id)
                 .map(|o| o.up_from)
                 .unwrap_or(0),
-            Err(e) => return fail(format!("osd dump: {e}")),
+            Ok(Err(e)) => return fail(format!("osd dump: {e}")),
+            Err(i) => {
+                let doing = "asking the cluster for the osdmap before the restart";
+                return (cx.timeline(), cx.interrupted(i, doing));
+            }
         };
         // The PGs this OSD carries: their stats must be fresh after the
         // restart; the others' need not be (see `pg_milestones`). Unknown

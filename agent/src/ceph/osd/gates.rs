@@ -19,7 +19,21 @@ impl CephOsds {
         let gate_deadline = Instant::now() + self.gates.timeout.0;
         let waited = Instant::now();
         loop {
-            match self.gates_hold(id).await {
+            // A mon that does not answer holds one question up to the CLI's
+            // timeout: the question is bounded by the gates' own deadline.
+            let held = match bounded(self.gates_hold(id), gate_deadline, abort).await {
+                Ok(held) => held,
+                Err(Interrupt::Aborted) => {
+                    return Err(Ending::new(
+                        Outcome::Aborted,
+                        "interrupted while waiting for the gates",
+                    ));
+                }
+                Err(Interrupt::Deadline) => {
+                    Err("the cluster did not answer before the gates' deadline".to_string())
+                }
+            };
+            match held {
                 Ok(()) => return Ok(waited.elapsed()),
                 Err(why) if Instant::now() >= gate_deadline => {
                     return Err(Ending::new(

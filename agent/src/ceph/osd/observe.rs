@@ -37,15 +37,26 @@ impl CephOsds {
         let (deadline, abort) = (cx.deadline, cx.abort);
         let src = |q: &str| Source::Ceph { query: q.into() };
         let wait_for = self.gates.wait_for;
-        let interrupted = |i, what: &str| cx.interrupted(i, &format!("waiting for {what}"));
+        // What the last poll said, so that a wait that runs out says why
+        // (a mon that does not answer, an OSD still `booting`).
+        let last = std::sync::Mutex::new(String::new());
+        let said = |what: String| *last.lock().expect("last answer") = what;
+        let interrupted = |i, what: &str| {
+            let last = last.lock().expect("last answer");
+            let doing = match last.is_empty() {
+                true => format!("waiting for {what}"),
+                false => format!("waiting for {what}; last answer: {last}"),
+            };
+            cx.interrupted(i, &doing)
+        };
         // The OSD's own view.
         let booted = bounded(
             async {
                 loop {
-                    if let Ok(s) = asok::osd_status(&d.admin_socket, Duration::from_secs(1)).await
-                        && s.state == "active"
-                    {
-                        return realtime_nanos();
+                    match asok::osd_status(&d.admin_socket, Duration::from_secs(1)).await {
+                        Ok(s) if s.state == "active" => return realtime_nanos(),
+                        Ok(s) => said(format!("the admin socket says `{}`", s.state)),
+                        Err(e) => said(format!("the admin socket: {e}")),
                     }
                     tokio::time::sleep(ASOK_POLL).await;
                 }
@@ -69,12 +80,15 @@ impl CephOsds {
         let up = bounded(
             async {
                 loop {
-                    if let Ok((_, osds)) = self.cli.osd_dump().await
-                        && let Some(o) = osds.iter().find(|o| o.id == d.id)
-                        && o.up
-                        && o.up_from > up_from_before
-                    {
-                        return (realtime_nanos(), o.up_from);
+                    said("the cluster has not answered `osd dump` yet".into());
+                    match self.cli.osd_dump().await {
+                        Ok((_, osds)) => match osds.iter().find(|o| o.id == d.id) {
+                            Some(o) if o.up && o.up_from > up_from_before => {
+                                return (realtime_nanos(), o.up_from);
+                            }
+                            _ => said(format!("osd.{} not yet up from a new epoch", d.id)),
+                        },
+                        Err(e) => said(e.to_string()),
                     }
                     tokio::time::sleep(self.cli.osdmap_poll()).await;
                 }
@@ -105,9 +119,19 @@ impl CephOsds {
                 async {
                     let mut active_at = None;
                     loop {
-                        if let Ok(pgs) = self.cli.pgs().await
-                            && let Some((active, clean)) = pg_milestones(&pgs, carried, up_from)
-                        {
+                        said("the cluster has not answered `pg dump pgs` yet".into());
+                        let seen = match self.cli.pgs().await {
+                            Ok(p) => pg_milestones(&p, carried, up_from).or_else(|| {
+                                said(format!("no fresh PG stats since epoch {up_from} yet"));
+                                None
+                            }),
+                            Err(e) => {
+                                said(e.to_string());
+                                None
+                            }
+                        };
+                        if let Some((active, clean)) = seen {
+                            said("PGs not all active+clean yet".into());
                             let now = realtime_nanos();
                             if active_at.is_none() && active {
                                 active_at = Some(now);
