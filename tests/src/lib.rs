@@ -38,9 +38,20 @@ pub fn docker_up() {
 /// Runs `tests/harness/SCRIPT` (which installs and starts what is missing)
 /// and returns the `KEY=VALUE` lines it printed.
 fn harness(script: &str) -> Result<Vec<(String, String)>, String> {
+    harness_with(script, &[], &[])
+}
+
+/// `harness` with arguments and extra environment.
+fn harness_with(
+    script: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> Result<Vec<(String, String)>, String> {
     let path = repo_root().join("tests/harness").join(script);
     let out = Command::new("bash")
         .arg(&path)
+        .args(args)
+        .envs(envs.iter().copied())
         .output()
         .map_err(|e| format!("{}: {e}", path.display()))?;
     if !out.status.success() {
@@ -350,21 +361,56 @@ pub fn systemd_up() -> &'static SystemdEnv {
 
 /// `systemctl --user ARGS` against the test manager.
 pub fn systemctl(args: &[&str]) -> Result<String> {
-    let env = systemd_up();
-    let out = Command::new("systemctl")
-        .arg("--user")
-        .args(args)
-        .envs(env.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .context("running systemctl")?;
-    if !out.status.success() {
-        bail!(
-            "systemctl --user {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+    systemd_up().systemctl(args)
+}
+
+/// A second, private systemd user manager on its own bus, its files under
+/// `dir` (for tests that take its bus down: the shared one stays up).
+pub fn systemd_private(dir: &Path) -> SystemdEnv {
+    let dir = dir.display().to_string();
+    let vars = harness_with("systemd-up.sh", &[], &[("BOUNCE_SYSTEMD_DIR", &dir)])
+        .unwrap_or_else(|e| panic!("no private systemd manager in {dir}: {e}"));
+    let get = |k: &str| var(&vars, "systemd-up.sh", k).unwrap_or_else(|e| panic!("{e}"));
+    SystemdEnv {
+        unit_dir: PathBuf::from(get("XDG_CONFIG_HOME")).join("systemd/user"),
+        bus: get("DBUS_SESSION_BUS_ADDRESS"),
+        vars,
     }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+impl SystemdEnv {
+    /// `systemctl --user ARGS` against this manager (through its private
+    /// socket, so it works while its bus is down).
+    pub fn systemctl(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new("systemctl")
+            .arg("--user")
+            .args(args)
+            .envs(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .context("running systemctl")?;
+        if !out.status.success() {
+            bail!(
+                "systemctl --user {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
+
+/// Starts (if needed) the Docker engine of simulated node `name`
+/// (`harness/docker-nodes.sh`); its `DOCKER_HOST`.
+pub fn docker_node_up(name: &str) -> String {
+    let vars = harness_with("docker-nodes.sh", &["up", name], &[])
+        .unwrap_or_else(|e| panic!("no engine for node {name}: {e}"));
+    var(&vars, "docker-nodes.sh", name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Stops the Docker engine of simulated node `name` (its containers stop with it).
+pub fn docker_node_down(name: &str) {
+    harness_with("docker-nodes.sh", &["down", name], &[])
+        .unwrap_or_else(|e| panic!("stopping the engine of node {name}: {e}"));
 }
 
 /// A unit of the test manager, installed and started; stopped and removed when dropped.

@@ -29,6 +29,8 @@ use zbus::zvariant::{OwnedObjectPath, OwnedValue};
 /// Reading a unit's properties back after the restart: systemd answers in
 /// milliseconds; a bus that went away must not hold the restart.
 const READ_BACK: Duration = Duration::from_secs(2);
+/// How often to look whether a unit's job in flight ended, after the bus came back.
+const SETTLE_POLL: Duration = Duration::from_millis(250);
 
 /// By when a stop or kill bounce asked for has surely taken effect: the
 /// manager queues the job (or sends the signal) when asked.
@@ -56,31 +58,43 @@ impl SystemdManager {
         let failed = |why: String| Ending::new(Outcome::Failed, why);
         // A bus that went away since the last restart: connect again first,
         // within this restart's timeout.
-        match self.connected(cx.deadline, cx.abort).await {
-            Ok(false) => {}
-            Ok(true) => tl
-                .notes
-                .push("connected again to the systemd manager, whose bus had gone away".into()),
+        let reconnected = match self.connected(cx.deadline, cx.abort).await {
+            Ok(r) => r,
             Err((i, last)) => {
                 let doing =
                     format!("waiting for the systemd manager's bus to answer again ({last})");
                 return cx.interrupted(i, &doing);
             }
+        };
+        if reconnected {
+            tl.notes
+                .push("connected again to the systemd manager, whose bus had gone away".into());
         }
         let link = self.link();
         let props = match bus::props(&link.conn, &u.path).await {
             Ok(p) => p,
             Err(e) => return failed(format!("D-Bus: {e}")),
         };
-        match props.get_all(UNIT_IFACE).await {
-            Ok(p) if p.get("ActiveState").and_then(string).as_deref() == Some("active") => {}
-            Ok(p) => {
+        loop {
+            let state = match props.get_all(UNIT_IFACE).await {
+                Ok(p) => p.get("ActiveState").and_then(string).unwrap_or_default(),
+                Err(e) => return failed(format!("D-Bus: {e}")),
+            };
+            if state == "active" {
+                break;
+            }
+            // A job queued before the bus went away (the restart that was in
+            // flight) may still be running: systemd finishes it, whoever asked.
+            let in_a_job = matches!(state.as_str(), "activating" | "deactivating" | "reloading");
+            if !(reconnected && in_a_job) {
                 return failed(format!(
-                    "not active when its turn came ({}); bounce does not start stopped services",
-                    p.get("ActiveState").and_then(string).unwrap_or_default()
+                    "not active when its turn came ({state}); bounce does not start stopped services"
                 ));
             }
-            Err(e) => return failed(format!("D-Bus: {e}")),
+            let doing = "waiting for the job in flight when the bus went away to end";
+            if let Err(i) = bounded(tokio::time::sleep(SETTLE_POLL), cx.deadline, cx.abort).await {
+                return cx.interrupted(i, doing);
+            }
         }
         // Open every stream before acting, so nothing is missed.
         let mut jobs = match link.manager.receive_job_removed().await {

@@ -92,7 +92,6 @@ impl Link {
                 .await?
                 .ping()
                 .await
-                .map_err(zbus::Error::from)
         };
         match tokio::time::timeout(PING_TIMEOUT, ping).await {
             Ok(Ok(())) => Ok(()),
