@@ -7,6 +7,8 @@
 # test image, which it copies into each node's engine.
 #   docker-nodes.sh up NODE...     start what is missing; prints NODE=unix:///... lines
 #   docker-nodes.sh down NODE...   stop those engines (their containers go with them)
+#   docker-nodes.sh kill NODE...   SIGKILL those engines, as a crash (up brings them
+#                                  back; containers come back by their restart policy)
 # Engines run like the main one: --bridge=none --iptables=false; containers
 # use --network host or none.
 set -euo pipefail
@@ -16,7 +18,7 @@ DATA=${BOUNCE_NODES_DATA:-/var/lib/bounce-nodes}
 IMAGE=${BOUNCE_TEST_IMAGE:-bounce-test/busybox:1}
 cmd=${1:-}
 shift || true
-[ "$cmd" = up ] || [ "$cmd" = down ] || { echo "usage: $0 up|down NODE..." >&2; exit 2; }
+[ "$cmd" = up ] || [ "$cmd" = down ] || [ "$cmd" = kill ] || { echo "usage: $0 up|down|kill NODE..." >&2; exit 2; }
 [ $# -gt 0 ] || { echo "docker-nodes: name at least one node" >&2; exit 2; }
 
 exec 9>/tmp/bounce-docker-nodes.lock
@@ -31,12 +33,14 @@ for node in "$@"; do
   esac
 done
 
-if [ "$cmd" = down ]; then
+if [ "$cmd" = down ] || [ "$cmd" = kill ]; then
+  signal=TERM
+  [ "$cmd" = kill ] && signal=KILL
   for node in "$@"; do
     pidfile=$BASE/$node/dockerd.pid
     if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
       pid=$(cat "$pidfile")
-      kill "$pid"
+      kill -"$signal" "$pid"
       for _ in $(seq 1 120); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
     fi
   done

@@ -407,10 +407,11 @@ pub fn docker_node_up(name: &str) -> String {
     var(&vars, "docker-nodes.sh", name).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Stops the Docker engine of simulated node `name` (its containers stop with it).
-pub fn docker_node_down(name: &str) {
-    harness_with("docker-nodes.sh", &["down", name], &[])
-        .unwrap_or_else(|e| panic!("stopping the engine of node {name}: {e}"));
+/// Stops the Docker engine of simulated node `name` (its containers stop
+/// with it): `down` (SIGTERM) or `kill` (SIGKILL, a crash).
+pub fn docker_node_stop(name: &str, how: &str) {
+    harness_with("docker-nodes.sh", &[how, name], &[])
+        .unwrap_or_else(|e| panic!("docker-nodes.sh {how} {name}: {e}"));
 }
 
 /// A unit of the test manager, installed and started; stopped and removed when dropped.

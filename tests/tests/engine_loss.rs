@@ -125,7 +125,7 @@ impl NodeContainer {
 impl Drop for NodeContainer {
     fn drop(&mut self) {
         let _ = NodeContainer::docker(&self.host, &["rm", "-f", &self.name]);
-        docker_node_down(NODE);
+        docker_node_stop(NODE, "down");
     }
 }
 
@@ -176,11 +176,12 @@ fn dockerd_restarted_mid_run_fails_the_restart_in_flight_and_the_next_waits_for_
         .spawn()
         .expect("starting bounce-agent");
 
-    // The first restart is stopping the container: the engine goes away
-    // (live-restore off: it stops the container too) and comes back a
-    // moment later, starting the container again by its restart policy.
+    // The first restart is stopping the container: the engine dies (a
+    // crash; a `systemctl restart docker` would finish the restart in
+    // flight before it goes) and comes back a second later, starting the
+    // container again by its restart policy (live-restore off).
     wait_lines(&mark.join("term"), 1, 30);
-    docker_node_down(NODE);
+    docker_node_stop(NODE, "kill");
     std::thread::sleep(Duration::from_secs(1));
     docker_node_up(NODE);
     let out = finish(child, 90);
