@@ -18,6 +18,8 @@ impl CephOsds {
     pub(super) async fn wait_gates(&self, id: u32, abort: &Abort) -> Result<Duration, Ending> {
         let gate_deadline = Instant::now() + self.gates.timeout.0;
         let waited = Instant::now();
+        // Why the gates did not hold, as last answered.
+        let mut last: Option<String> = None;
         loop {
             // A mon that does not answer holds one question up to the CLI's
             // timeout: the question is bounded by the gates' own deadline.
@@ -29,9 +31,11 @@ impl CephOsds {
                         "interrupted while waiting for the gates",
                     ));
                 }
-                Err(Interrupt::Deadline) => {
-                    Err("the cluster did not answer before the gates' deadline".to_string())
-                }
+                // Cut by the deadline (after the sleep below, or a mon that
+                // does not answer): the last answer says why.
+                Err(Interrupt::Deadline) => Err(last.take().unwrap_or_else(|| {
+                    "the cluster did not answer before the gates' deadline".into()
+                })),
             };
             match held {
                 Ok(()) => return Ok(waited.elapsed()),
@@ -44,7 +48,8 @@ impl CephOsds {
                         ),
                     ));
                 }
-                Err(_) => {
+                Err(why) => {
+                    last = Some(why);
                     if bounded(
                         tokio::time::sleep(Duration::from_secs(1)),
                         gate_deadline,
