@@ -4,7 +4,7 @@
 //! appended in one write, fsynced, and cut back off if the write failed.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 /// What could not be written, where.
@@ -58,6 +58,17 @@ fn sync_dir(path: &Path) -> Result<(), WriteError> {
         .map_err(|e| WriteError::new(dir, e))
 }
 
+/// What [`LineFile::open`] found at the end of the file it resumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tail {
+    /// Empty, or ending in a newline.
+    Whole,
+    /// Last line `line` was a whole line missing only its newline: added.
+    Completed { line: usize },
+    /// Last line `line` was torn (`bytes` long, not a whole line): cut off.
+    Cut { line: usize, bytes: u64 },
+}
+
 /// An append-only file of lines whose every line is whole: `len` is the
 /// length after the last line known written and fsynced.
 pub struct LineFile {
@@ -81,18 +92,49 @@ impl LineFile {
     }
 
     /// Opens the file to append to, creating it if missing (a watcher's
-    /// day resumed after its restart).
-    pub fn open(path: &Path) -> Result<LineFile, WriteError> {
-        let f = OpenOptions::new()
+    /// day resumed after its restart). A last line without its newline
+    /// (the writer was killed mid-line, or a crash lost its end) would be
+    /// glued to the next line appended, leaving a bad line mid-file that
+    /// breaks every reader: it is completed with its newline when
+    /// `is_whole` accepts it, cut off otherwise; [`Tail`] says which.
+    pub fn open(
+        path: &Path,
+        is_whole: impl Fn(&[u8]) -> bool,
+    ) -> Result<(LineFile, Tail), WriteError> {
+        let err = |e| WriteError::new(path, e);
+        let mut f = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(path)
-            .map_err(|e| WriteError::new(path, e))?;
-        let len = f.metadata().map_err(|e| WriteError::new(path, e))?.len();
-        Ok(LineFile {
+            .map_err(err)?;
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes).map_err(err)?;
+        let kept = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let torn = &bytes[kept..];
+        let line = bytes[..kept].iter().filter(|b| **b == b'\n').count() + 1;
+        let tail = if torn.is_empty() {
+            Tail::Whole
+        } else if is_whole(torn) {
+            f.write_all(b"\n")
+                .and_then(|()| f.sync_data())
+                .map_err(err)?;
+            Tail::Completed { line }
+        } else {
+            f.set_len(kept as u64)
+                .and_then(|()| f.sync_data())
+                .map_err(err)?;
+            Tail::Cut {
+                line,
+                bytes: torn.len() as u64,
+            }
+        };
+        let len = f.metadata().map_err(err)?.len();
+        let file = LineFile {
             path: path.to_path_buf(),
             len,
-        })
+        };
+        Ok((file, tail))
     }
 
     pub fn path(&self) -> &Path {
@@ -189,5 +231,41 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         let e = f.append(b"{}\n").unwrap_err().to_string();
         assert!(e.contains("timelines.jsonl: No such file"), "{e}");
+    }
+
+    #[test]
+    fn a_resumed_file_never_glues_a_new_line_to_a_torn_one() {
+        let d = dir("resume");
+        let path = d.0.join("timelines.jsonl");
+        let json = |l: &[u8]| serde_json::from_slice::<serde_json::Value>(l).is_ok();
+        // Missing: created, nothing to do.
+        let (_, tail) = LineFile::open(&path, json).unwrap();
+        assert_eq!(tail, Tail::Whole);
+        // Killed mid-line: the torn tail is cut, the next line starts clean.
+        std::fs::write(&path, b"{\"a\":1}\n{\"a\":2}\n{\"a\":").unwrap();
+        let (mut f, tail) = LineFile::open(&path, json).unwrap();
+        assert_eq!(tail, Tail::Cut { line: 3, bytes: 5 });
+        f.append(b"{\"a\":3}\n").unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n"
+        );
+        // A whole record missing only its newline is kept, completed.
+        std::fs::write(&path, b"{\"a\":1}\n{\"a\":2}").unwrap();
+        let (mut f, tail) = LineFile::open(&path, json).unwrap();
+        assert_eq!(tail, Tail::Completed { line: 2 });
+        f.append(b"{\"a\":3}\n").unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n"
+        );
+        // Whole lines are left as they are.
+        let (_, tail) = LineFile::open(&path, json).unwrap();
+        assert_eq!(tail, Tail::Whole);
+        // Only a torn line, no whole one: cut to empty.
+        std::fs::write(&path, b"{\"a\"").unwrap();
+        let (_, tail) = LineFile::open(&path, json).unwrap();
+        assert_eq!(tail, Tail::Cut { line: 1, bytes: 4 });
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
     }
 }

@@ -5,7 +5,7 @@
 //! path. A restart belongs to the day of the event that opened it.
 
 use crate::docker::restarts::RestartKey;
-use crate::durable::{LineFile, WriteError};
+use crate::durable::{LineFile, Tail, WriteError};
 use crate::output::{OutputError, append_timeline};
 use crate::stream::{Collector, Streamer};
 use bounce_wire::folder::TIMELINES;
@@ -142,7 +142,7 @@ impl WatchRuns {
             move |source| OutputError::Write(WriteError::new(&path, source))
         };
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let file = LineFile::open(&dir.join(TIMELINES))?;
+        let file = resume(&dir.join(TIMELINES))?;
         let start = at - at.rem_euclid(NANOS_PER_DAY);
         let labels = RunIdentity {
             run_id,
@@ -186,6 +186,27 @@ impl WatchRuns {
     }
 }
 
+/// A day's timelines opened to append to. A watcher killed mid-line left
+/// a torn last line: cut off (or completed, if it is a whole record
+/// missing its newline) before the next restart is appended after it, so
+/// it never ends up mid-file where every reader would refuse the day.
+fn resume(path: &Path) -> Result<LineFile, OutputError> {
+    let whole = |line: &[u8]| serde_json::from_slice::<TimelineRecord>(line).is_ok();
+    let (file, tail) = LineFile::open(path, whole)?;
+    match tail {
+        Tail::Whole => {}
+        Tail::Completed { line } => eprintln!(
+            "warning: {}:{line}: the last restart was written without its newline (the watcher was stopped); completed it",
+            path.display()
+        ),
+        Tail::Cut { line, bytes } => eprintln!(
+            "warning: {}:{line}: cut off a torn last line ({bytes} bytes; the watcher was stopped while writing it) before appending",
+            path.display()
+        ),
+    }
+    Ok(file)
+}
+
 /// A day that is over: its stream sends the run's end in the background.
 fn close(day: DayRun) {
     if let Some(s) = day.streamer {
@@ -214,5 +235,56 @@ mod tests {
             "watch-node-1-2026-11-30"
         );
         assert!(run_id("node 1", "2026-11-30").is_err());
+    }
+
+    /// A watched restart of `name` opened at `opened_at`, as the day's run records it.
+    fn watched(runs: &mut WatchRuns, name: &str, opened_at: i64) -> TimelineRecord {
+        use crate::timeline::{Ending, Timeline};
+        use bounce_wire::{Action, EngineEvent, TargetRef};
+        let target = TargetRef::Docker {
+            name: name.into(),
+            id: "0123".into(),
+        };
+        let mut tl = Timeline::new(target, name.into(), 1, Action::Restart);
+        tl.events.push(EngineEvent {
+            action: "die".into(),
+            unix_nanos: opened_at,
+        });
+        tl.finish(&runs.labels(opened_at).unwrap(), Ending::ok())
+    }
+
+    #[test]
+    fn a_day_resumed_after_a_torn_line_stays_readable() {
+        let root = std::env::temp_dir().join(format!("bounce-days-torn-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let identity = || WatchIdentity {
+            deployment: "lab".into(),
+            node: NodeFacts {
+                hostname: "node-1".into(),
+                ..NodeFacts::default()
+            },
+            config_text: None,
+        };
+        let at = 1_796_031_378_829_826_926; // 2026-11-30T09:36:18Z
+        let mut runs = WatchRuns::new(&root, identity(), None);
+        let first = watched(&mut runs, "nova_api", at);
+        runs.record(&first, 1).unwrap();
+        let path = root.join("watch-node-1-2026-11-30").join(TIMELINES);
+        // The watcher killed while writing its second restart.
+        let second = serde_json::to_vec(&watched(&mut runs, "keystone", at + 1)).unwrap();
+        drop(runs);
+        let mut text = std::fs::read(&path).unwrap();
+        text.extend_from_slice(&second[..second.len() / 2]);
+        std::fs::write(&path, &text).unwrap();
+
+        // The next watcher appends after the cut, not after the torn half.
+        let mut runs = WatchRuns::new(&root, identity(), None);
+        let third = watched(&mut runs, "glance_api", at + 2);
+        runs.record(&third, 3).unwrap();
+        let read = bounce_wire::folder::read_timelines(&path).unwrap();
+        assert_eq!(read.torn, None);
+        let services: Vec<&str> = read.records.iter().map(|r| r.service.as_str()).collect();
+        assert_eq!(services, ["nova_api", "glance_api"]);
+        let _ = std::fs::remove_dir_all(&root);
     }
 }
