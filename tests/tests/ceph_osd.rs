@@ -285,12 +285,30 @@ fn noout_is_unset_after_ctrl_c_and_after_a_kill_9_on_the_next_start() {
     // kill -9: nothing can clean up; the state file remembers, the next start cleans up.
     let mut child = start("o2");
     wait_noout();
+    let killed = child.id();
     child.kill().unwrap();
     let _ = child.wait();
     assert!(
         flags().contains(&"noout".to_string()),
         "noout left by the killed run"
     );
+    assert!(state.join("ceph-flags.json").exists());
+    // `recover --dry-run` and `plan` say the flag left set, and touch nothing.
+    let state_arg = state.to_str().unwrap();
+    let left = format!("bounce set noout (pid {killed}) and ended before unsetting it");
+    let dry = agent(&["recover", "--dry-run", "--state-dir", state_arg]);
+    assert_eq!(dry.status.code(), Some(1), "{}", text(&dry));
+    assert!(text(&dry).contains(&left), "{}", text(&dry));
+    assert!(text(&dry).contains("osd unset noout`"), "{}", text(&dry));
+    let plan_file = dir.write("plan.yaml", &scenario("[0]", "", 1));
+    let plan = agent(&[
+        "plan",
+        plan_file.to_str().unwrap(),
+        "--state-dir",
+        state_arg,
+    ]);
+    assert!(text(&plan).contains(&left), "{}", text(&plan));
+    assert!(flags().contains(&"noout".to_string()), "only said");
     assert!(state.join("ceph-flags.json").exists());
     // Let the OSD the killed agent was restarting come back before the next run's gates.
     wait_healthy_allowing_noout();

@@ -4,7 +4,8 @@
 //! [`FlagGuard::release`]) and a crash (a state file written before a flag
 //! is set, which the next `run` reads with [`recover`]).
 
-use super::mon::{MonClient, MonError};
+use super::mon::{MonClient, MonError, by_hand};
+use crate::intent::Holder;
 use crate::scenario::CephAccess;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -70,12 +71,13 @@ impl Flag {
     }
 
     /// The command an operator runs to unset it by hand.
-    fn unset_command(&self, cli: &MonClient) -> String {
+    fn unset_command(&self, access: &CephAccess) -> String {
         match self {
-            Flag::Cluster(f) => cli.by_hand(&["osd", "unset", f]),
-            Flag::Osd { flag, id } => {
-                cli.by_hand(&["osd", &format!("rm-{flag}"), &format!("osd.{id}")])
-            }
+            Flag::Cluster(f) => by_hand(access, &["osd", "unset", f]),
+            Flag::Osd { flag, id } => by_hand(
+                access,
+                &["osd", &format!("rm-{flag}"), &format!("osd.{id}")],
+            ),
         }
     }
 }
@@ -97,6 +99,27 @@ struct Held {
     /// `noout`, `noout osd.3`.
     flags: Vec<String>,
     pid: u32,
+    /// Who holds them (pid, start time, boot), so a run that still runs
+    /// keeps its flags; absent in files of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    holder: Option<Holder>,
+}
+
+impl Held {
+    /// The run that wrote the file still runs: its flags are its own.
+    fn writer_runs(&self) -> bool {
+        self.holder.as_ref().is_some_and(Holder::alive)
+    }
+
+    fn flags(&self, path: &Path) -> Result<Vec<Flag>, String> {
+        self.flags
+            .iter()
+            .map(|f| {
+                Flag::decode(f)
+                    .ok_or_else(|| format!("{}: {f:?} is not a flag bounce sets", path.display()))
+            })
+            .collect()
+    }
 }
 
 pub struct FlagGuard {
@@ -156,6 +179,7 @@ impl FlagGuard {
             ceph: self.cli.access().clone(),
             flags: flags.iter().map(Flag::encode).collect(),
             pid: std::process::id(),
+            holder: Some(Holder::me()),
         };
         if let Some(dir) = self.state_file.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -195,7 +219,7 @@ impl FlagGuard {
                     messages.push(format!(
                         "could NOT unset {flag} ({why}): it is still set and recorded in {}; run `{}` (the next bounce run will try again)",
                         self.state_file.display(),
-                        flag.unset_command(&self.cli)
+                        flag.unset_command(self.cli.access())
                     ));
                     left.push(flag.clone());
                 }
@@ -221,16 +245,67 @@ async fn unset_with_retries(cli: &MonClient, flag: &Flag) -> Result<(), String> 
     Err(last)
 }
 
-/// After a crash: unsets the flags an earlier run recorded and did not
-/// release. Returns what it did, in words.
-pub async fn recover(state_dir: &Path) -> Result<Vec<String>, String> {
+/// The state file an earlier run left, if any.
+fn read_held(state_dir: &Path) -> Result<Option<(PathBuf, Held)>, String> {
     let path = state_dir.join(STATE_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
     let held: Held = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Some((path, held)))
+}
+
+fn still_runs(held: &Held) -> String {
+    format!(
+        "bounce run (pid {}) set {} and still runs: left to it",
+        held.pid,
+        held.flags.join(", ")
+    )
+}
+
+/// What [`report`] found: in words, and how many flags an ended run left set.
+#[derive(Debug, Default)]
+pub struct FlagsLeft {
+    pub lines: Vec<String>,
+    pub left_set: usize,
+}
+
+/// The flags an earlier run recorded and did not release, said without
+/// asking the cluster (`plan`, `recover --dry-run`), in the words intents
+/// are said in: what bounce did, that it ended, who will undo it, and the
+/// command to do it by hand.
+pub fn report(state_dir: &Path) -> Result<FlagsLeft, String> {
+    let mut r = FlagsLeft::default();
+    let Some((path, held)) = read_held(state_dir)? else {
+        return Ok(r);
+    };
+    if held.writer_runs() {
+        r.lines.push(still_runs(&held));
+        return Ok(r);
+    }
+    for flag in held.flags(&path)? {
+        r.lines.push(format!(
+            "bounce set {flag} (pid {}) and ended before unsetting it: `bounce-agent run` or `bounce-agent recover` will unset it (by hand: `{}`)",
+            held.pid,
+            flag.unset_command(&held.ceph)
+        ));
+        r.left_set += 1;
+    }
+    Ok(r)
+}
+
+/// After a crash: unsets the flags an earlier run recorded and did not
+/// release (not those of a run that still runs). Returns what it did, in words.
+pub async fn recover(state_dir: &Path) -> Result<Vec<String>, String> {
+    let Some((path, held)) = read_held(state_dir)? else {
+        return Ok(Vec::new());
+    };
+    if held.writer_runs() {
+        return Ok(vec![still_runs(&held)]);
+    }
+    let flags = held.flags(&path)?;
     let cli = MonClient::open(&held.ceph).await.map_err(|e| {
         format!(
             "an earlier run (pid {}) left {} set and the cluster cannot be asked to unset them: {e}",
@@ -239,9 +314,7 @@ pub async fn recover(state_dir: &Path) -> Result<Vec<String>, String> {
         )
     })?;
     let mut messages = Vec::new();
-    for encoded in &held.flags {
-        let flag = Flag::decode(encoded)
-            .ok_or_else(|| format!("{}: {encoded:?} is not a flag bounce sets", path.display()))?;
+    for flag in flags {
         flag.unset(&cli).await.map_err(|e| {
             format!(
                 "an earlier run (pid {}) left {flag} set and it could not be unset: {e}",
@@ -290,5 +363,51 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(new.ceph, CephAccess::Librados(ref l) if l.conf == Path::new("/c")));
+    }
+
+    #[test]
+    fn flags_a_killed_run_left_are_said_and_a_live_runs_are_left_to_it() {
+        let dir = std::env::temp_dir().join(format!("bounce-flags-report-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(report(&dir).unwrap().left_set, 0, "no file, nothing left");
+        let gone = Holder {
+            start_ticks: u64::MAX,
+            ..Holder::me()
+        };
+        let write = |holder: Holder| {
+            let held = Held {
+                ceph: CephAccess::Cli(vec!["ceph".into(), "--conf".into(), "/c".into()]),
+                flags: vec!["noout".into(), "noout osd.3".into()],
+                pid: holder.pid,
+                holder: Some(holder),
+            };
+            std::fs::write(dir.join(STATE_FILE), serde_json::to_vec(&held).unwrap()).unwrap();
+        };
+        write(gone);
+        let r = report(&dir).unwrap();
+        assert_eq!(r.left_set, 2);
+        assert!(
+            r.lines[0].contains("bounce set noout (pid ")
+                && r.lines[0].contains("and ended before unsetting it")
+                && r.lines[0].contains("`ceph --conf /c osd unset noout`"),
+            "{:?}",
+            r.lines
+        );
+        assert!(
+            r.lines[1].contains("bounce set noout on osd.3")
+                && r.lines[1].contains("`ceph --conf /c osd rm-noout osd.3`"),
+            "{:?}",
+            r.lines
+        );
+        write(Holder::me());
+        let r = report(&dir).unwrap();
+        assert_eq!(r.left_set, 0);
+        assert!(
+            r.lines[0].contains("still runs: left to it"),
+            "{:?}",
+            r.lines
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

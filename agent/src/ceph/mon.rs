@@ -163,24 +163,7 @@ impl MonClient {
 
     /// The shell command an operator would type to do the same.
     pub fn by_hand(&self, words: &[&str]) -> String {
-        let mut out: Vec<String> = match &self.access {
-            CephAccess::Cli(prefix) => prefix.clone(),
-            CephAccess::Librados(l) => {
-                let mut v = vec![
-                    "ceph".to_string(),
-                    "--conf".into(),
-                    l.conf.display().to_string(),
-                    "--name".into(),
-                    l.name.clone(),
-                ];
-                if let Some(k) = &l.keyring {
-                    v.extend(["--keyring".into(), k.display().to_string()]);
-                }
-                v
-            }
-        };
-        out.extend(words.iter().map(|w| w.to_string()));
-        out.join(" ")
+        by_hand(&self.access, words)
     }
 
     /// Runs one command and parses its JSON answer.
@@ -431,4 +414,28 @@ fn osd_ids(v: &Value) -> Vec<u32> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The shell command an operator would type to ask the cluster `words`
+/// the way `access` does (a librados session: the CLI with its conf, name
+/// and keyring).
+pub fn by_hand(access: &CephAccess, words: &[&str]) -> String {
+    let mut out: Vec<String> = match access {
+        CephAccess::Cli(prefix) => prefix.clone(),
+        CephAccess::Librados(l) => {
+            let mut v = vec![
+                "ceph".to_string(),
+                "--conf".into(),
+                l.conf.display().to_string(),
+                "--name".into(),
+                l.name.clone(),
+            ];
+            if let Some(k) = &l.keyring {
+                v.extend(["--keyring".into(), k.display().to_string()]);
+            }
+            v
+        }
+    };
+    out.extend(words.iter().map(|w| w.to_string()));
+    out.join(" ")
 }

@@ -28,8 +28,10 @@ pub struct Args {
 
 pub async fn plan(args: Args) -> Result<ExitCode> {
     let scenario = Scenario::load(&args.scenario)?;
-    // What a killed agent left down comes first: `run` would start it again.
+    // What a killed agent left down or set comes first: `run` would start
+    // it again, unset it.
     crate::recover::intents(&args.state_dir, Mode::Report, Duration::ZERO).await?;
+    crate::recover::flags(&args.state_dir, Mode::Report).await?;
     let (_sources, targets) = resolve(&scenario, &args.state_dir, None).await?;
     let node = args.node.unwrap_or_else(facts::node_hostname);
     print!("{}", bounce_agent::plan::render(&scenario, &targets, &node));

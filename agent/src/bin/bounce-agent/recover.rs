@@ -1,7 +1,8 @@
 //! `bounce-agent recover`: undo what an agent that was killed left behind
 //! (targets it stopped or killed and did not see running again, Ceph flags
 //! it set), as the next `run` would before anything else; `--dry-run` only
-//! says it. `run` and `plan` call [`intents`] the same way.
+//! says it. `plan` calls [`intents`] and [`flags`] the same way, `run`
+//! [`intents`].
 
 use crate::args::parse_duration;
 use anyhow::Result;
@@ -36,24 +37,39 @@ pub async fn recover(args: Args) -> Result<ExitCode> {
         Mode::Undo
     };
     let open = intents(&args.state_dir, mode, args.timeout).await?;
-    if !args.dry_run {
-        for line in ceph::flags::recover(&args.state_dir)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-        {
-            println!("{line}");
-        }
-    }
-    if open == 0 {
+    let flags = flags(&args.state_dir, mode).await?;
+    if open + flags == 0 {
         println!("nothing left open in {}", args.state_dir.display());
         Ok(ExitCode::SUCCESS)
     } else {
         println!(
-            "{open} intent(s) still open in {}",
+            "{open} intent(s) and {flags} Ceph flag(s) still open in {}",
             args.state_dir.display()
         );
         Ok(ExitCode::from(1))
     }
+}
+
+/// Says (and in [`Mode::Undo`] unsets) the Ceph flags a run that ended
+/// left set in `state_dir`; returns how many are still set. Undoing that
+/// fails is an error (the cluster could not be asked).
+pub async fn flags(state_dir: &Path, mode: Mode) -> Result<usize> {
+    let (lines, left) = match mode {
+        Mode::Report => {
+            let r = ceph::flags::report(state_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+            (r.lines, r.left_set)
+        }
+        Mode::Undo => {
+            let lines = ceph::flags::recover(state_dir)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            (lines, 0)
+        }
+    };
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(left)
 }
 
 /// Says (and in [`Mode::Undo`] undoes) the intents agents that ended left
