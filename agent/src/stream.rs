@@ -7,11 +7,22 @@
 //! the end of the run it gets a bounded time to drain, and what is left stays
 //! in the spool for `bounce-agent push`. The collector stores each
 //! (agent, run, seq) once, so resending is always safe.
+//!
+//! A batch the spool could not take (a full disk) lives only in memory
+//! until the end of the run; if the agent is killed first, or the
+//! collector is away then, it never reaches the spool. Its timeline is in
+//! `timelines.jsonl` though, and the folder says how the run was streamed
+//! (`stream.json`) and which batches were acknowledged (`spool/acked`):
+//! [`Spool::restore`] rebuilds, byte for byte, every batch neither
+//! acknowledged nor spooled, so `push` (and a watcher's next start) sends it.
 
 use bounce_client::{Answer, ClientError, CollectorClient, Trust};
-use bounce_wire::folder::{REFUSED, SPOOL};
+use bounce_wire::folder::{ACKED, REFUSED, SPOOL, STREAM, SUMMARY, TIMELINES, read_timelines};
 use bounce_wire::ingest::{Ack, Batch, INGEST_PATH, RunEnd, RunHeader, histograms_of};
-use bounce_wire::{RunId, TimelineRecord};
+use bounce_wire::{Origin, RunId, RunSummary, TimelineRecord};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -157,6 +168,62 @@ pub struct Spool {
     dir: PathBuf,
 }
 
+/// How a run is streamed, written into its folder (`stream.json`) when the
+/// stream starts: every batch is built from it and its timelines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamHead {
+    pub agent: String,
+    pub header: RunHeader,
+}
+
+impl StreamHead {
+    /// Batch `seq` of these timelines (and the run's end). The one place
+    /// a batch is built, so one rebuilt from the folder is the one sent.
+    fn batch(
+        &self,
+        seq: u64,
+        timelines: Vec<TimelineRecord>,
+        end: Option<RunEnd>,
+    ) -> Result<Batch, bounce_wire::HistError> {
+        Ok(Batch {
+            agent: self.agent.clone(),
+            // The scenario text travels once, with the first batch.
+            run: RunHeader {
+                scenario_yaml: self.header.scenario_yaml.clone().filter(|_| seq == 1),
+                ..self.header.clone()
+            },
+            seq,
+            histograms: histograms_of(&timelines)?,
+            timelines,
+            end,
+        })
+    }
+}
+
+/// The seq a folder's record was streamed as: its place in the run
+/// (`run` sends one batch per timeline, in the order they are written),
+/// or for a watched restart its first engine stamp (`watch`).
+pub fn seq_of(place: usize, rec: &TimelineRecord) -> Option<u64> {
+    match rec.origin {
+        Origin::Run => Some(place as u64 + 1),
+        Origin::Watch => rec.events.first().map(|e| e.unix_nanos.max(1) as u64),
+    }
+}
+
+/// The seqs of the batch files in `dir`.
+fn seqs_in(dir: &Path) -> BTreeSet<u64> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name();
+                    name.to_str()?.strip_suffix(".json")?.parse().ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl Spool {
     pub fn open(run_dir: &Path) -> Result<Spool, StreamError> {
         let dir = run_dir.join(SPOOL);
@@ -192,6 +259,81 @@ impl Spool {
             let _ = std::fs::rename(path, dir.join(name));
         }
     }
+
+    /// Notes that the batch in `path` was acknowledged. Not fsynced, and
+    /// a failure is ignored: an acknowledgement not noted only makes
+    /// [`restore`](Self::restore) send the batch again, which the
+    /// collector answers `duplicate`.
+    fn acked(&self, path: &Path) {
+        let seq = path.file_stem().and_then(|s| s.to_str());
+        if let Some(seq) = seq {
+            let _ = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join(ACKED))
+                .and_then(|mut f| f.write_all(format!("{seq}\n").as_bytes()));
+        }
+    }
+
+    /// Rebuilds into the spool, from the run folder, every batch that was
+    /// neither acknowledged, nor spooled, nor refused: the timelines the
+    /// spool could not take (and the run's end, from its summary), which a
+    /// killed agent held only in memory. How many it rebuilt. Nothing for
+    /// a folder that was not streamed.
+    pub fn restore(&self, run_dir: &Path) -> Result<usize, StreamError> {
+        let io = |path: PathBuf| move |e| StreamError::Io(path, e);
+        let head_path = run_dir.join(STREAM);
+        let head: StreamHead = match std::fs::read(&head_path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| io(head_path.clone())(std::io::Error::other(e)))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io(head_path)(e)),
+        };
+        let tl_path = run_dir.join(TIMELINES);
+        let records = match read_timelines(&tl_path) {
+            Ok(t) => t.records,
+            Err(bounce_wire::folder::FolderError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Vec::new()
+            }
+            Err(e) => return Err(io(tl_path)(std::io::Error::other(e.to_string()))),
+        };
+        let acked_path = self.dir.join(ACKED);
+        let mut known: BTreeSet<u64> = std::fs::read_to_string(&acked_path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        known.extend(seqs_in(&self.dir));
+        known.extend(seqs_in(&self.dir.join(REFUSED)));
+        let hist = |e: bounce_wire::HistError| io(tl_path.clone())(std::io::Error::other(e));
+        let mut restored = 0;
+        for (place, rec) in records.iter().enumerate() {
+            let Some(seq) = seq_of(place, rec).filter(|s| !known.contains(s)) else {
+                continue;
+            };
+            self.write(&head.batch(seq, vec![rec.clone()], None).map_err(hist)?)?;
+            restored += 1;
+        }
+        // A run that ended: its end is the batch after its last timeline.
+        let end_seq = records.len() as u64 + 1;
+        let summary = std::fs::read(run_dir.join(SUMMARY)).ok();
+        let summary = summary.and_then(|b| serde_json::from_slice::<RunSummary>(&b).ok());
+        if let Some(s) = summary
+            && records.iter().all(|r| r.origin == Origin::Run)
+            && !known.contains(&end_seq)
+        {
+            let end = RunEnd {
+                finished_unix_nanos: s.finished_unix_nanos,
+                not_started: s.not_started,
+                interrupted: s.interrupted,
+            };
+            self.write(&head.batch(end_seq, Vec::new(), Some(end)).map_err(hist)?)?;
+            restored += 1;
+        }
+        Ok(restored)
+    }
 }
 
 /// Sends a spool's batches in order until it is empty or `until` resolves.
@@ -223,6 +365,7 @@ pub async fn drain(
         };
         match outcome {
             Sent::Acked => {
+                spool.acked(&path);
                 let _ = std::fs::remove_file(&path);
                 sent += 1;
                 backoff = Duration::from_millis(100);
@@ -259,8 +402,7 @@ pub async fn drain(
 /// held batches go to the spool if it has room again, else straight to the
 /// collector. What neither took is in `timelines.jsonl` only, and said.
 pub struct Streamer {
-    agent: String,
-    header: RunHeader,
+    head: StreamHead,
     seq: u64,
     spool: Arc<Spool>,
     collector: Collector,
@@ -289,6 +431,21 @@ impl Streamer {
         header: RunHeader,
     ) -> Result<Streamer, StreamError> {
         let spool = Arc::new(Spool::open(run_dir)?);
+        let head = StreamHead { agent, header };
+        let head_path = run_dir.join(STREAM);
+        let text = serde_json::to_vec(&head).expect("stream heads serialize");
+        crate::durable::write_whole(&head_path, &text)
+            .map_err(|e| StreamError::Io(e.path, e.source))?;
+        // A folder streamed before (a watcher's day, resumed): what its
+        // last agent never spooled goes now.
+        match spool.restore(run_dir) {
+            Ok(0) => {}
+            Ok(n) => eprintln!(
+                "{n} batch(es) of {} never reached the spool (the agent ended first): rebuilt from the folder, sent now",
+                run_dir.display()
+            ),
+            Err(e) => eprintln!("warning: batches not rebuilt from the folder: {e}"),
+        }
         let wake = Arc::new(Notify::new());
         let done = Arc::new(Notify::new());
         let task = {
@@ -297,8 +454,7 @@ impl Streamer {
             tokio::spawn(async move { drain(&spool, &collector, &wake, done.notified()).await })
         };
         Ok(Streamer {
-            agent,
-            header,
+            head,
             seq: 0,
             spool,
             collector,
@@ -324,20 +480,9 @@ impl Streamer {
         timelines: Vec<TimelineRecord>,
         end: Option<RunEnd>,
     ) -> Result<(), StreamError> {
-        let batch = Batch {
-            agent: self.agent.clone(),
-            // The scenario text travels once, with the first batch.
-            run: RunHeader {
-                scenario_yaml: self.header.scenario_yaml.clone().filter(|_| seq == 1),
-                ..self.header.clone()
-            },
-            seq,
-            histograms: histograms_of(&timelines).map_err(|e| {
-                StreamError::Io(self.spool.dir.clone(), std::io::Error::other(e.to_string()))
-            })?,
-            timelines,
-            end,
-        };
+        let batch = self.head.batch(seq, timelines, end).map_err(|e| {
+            StreamError::Io(self.spool.dir.clone(), std::io::Error::other(e.to_string()))
+        })?;
         if let Err(e) = self.spool.write(&batch) {
             self.held.push(batch);
             return Err(e);
@@ -400,5 +545,93 @@ impl Streamer {
             unsent,
             spool: self.spool.dir.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timeline::{Ending, Timeline};
+    use bounce_wire::{Action, BoundaryName, NodeFacts, RunIdentity, Source, TargetRef};
+
+    fn record(labels: &RunIdentity, i: i64) -> TimelineRecord {
+        let target = TargetRef::Docker {
+            name: format!("c{i}"),
+            id: "0123".into(),
+        };
+        let mut tl = Timeline::new(target, format!("c{i}"), 1, Action::StopStart);
+        // Phases of awkward lengths: seconds that print with every digit.
+        let at = 1_796_031_378_829_826_926 + i * 7_777_777_777;
+        tl.mark(BoundaryName::Requested, at, Source::Agent);
+        tl.mark(
+            BoundaryName::Exited,
+            at + 333_333_333,
+            Source::DockerEvent {
+                action: "die".into(),
+            },
+        );
+        tl.mark(
+            BoundaryName::Started,
+            at + 1_234_567_891,
+            Source::DockerEvent {
+                action: "die".into(),
+            },
+        );
+        tl.finish(labels, Ending::ok())
+    }
+
+    #[test]
+    fn a_batch_the_spool_never_took_is_rebuilt_from_the_folder_byte_for_byte() {
+        let dir = std::env::temp_dir().join(format!("bounce-restore-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let identity = RunIdentity {
+            run_id: RunId::parse("r-1").unwrap(),
+            deployment: "lab".into(),
+            scenario: "s".into(),
+            node: NodeFacts {
+                hostname: "node-1".into(),
+                cpus: 2,
+                ..NodeFacts::default()
+            },
+        };
+        let head = StreamHead {
+            agent: "node-1".into(),
+            header: RunHeader {
+                identity: identity.clone(),
+                started_unix_nanos: 1_796_031_378_000_000_000,
+                planned: 3,
+                scenario_yaml: Some("targets: []\n".into()),
+            },
+        };
+        let recs: Vec<TimelineRecord> = (0..3).map(|i| record(&identity, i)).collect();
+        let mut lines = Vec::new();
+        for r in &recs {
+            lines.extend(serde_json::to_vec(r).unwrap());
+            lines.push(b'\n');
+        }
+        std::fs::write(dir.join(TIMELINES), lines).unwrap();
+        std::fs::write(dir.join(STREAM), serde_json::to_vec(&head).unwrap()).unwrap();
+        let spool = Spool::open(&dir).unwrap();
+        // Batch 1 acknowledged, batch 3 waiting in the spool, batch 2 held
+        // in memory when the agent was killed.
+        std::fs::write(dir.join(SPOOL).join(ACKED), "00000001\n").unwrap();
+        let sent =
+            |seq: u64, rec: &TimelineRecord| head.batch(seq, vec![rec.clone()], None).unwrap();
+        spool.write(&sent(3, &recs[2])).unwrap();
+
+        assert_eq!(spool.restore(&dir).unwrap(), 1);
+        let rebuilt = std::fs::read(dir.join(SPOOL).join("00000002.json")).unwrap();
+        assert_eq!(rebuilt, serde_json::to_vec(&sent(2, &recs[1])).unwrap());
+        assert_eq!(spool.pending().len(), 2);
+        assert_eq!(spool.restore(&dir).unwrap(), 0, "nothing twice");
+        // The first batch carries the scenario text, as it did when sent.
+        std::fs::write(dir.join(SPOOL).join(ACKED), "").unwrap();
+        assert_eq!(spool.restore(&dir).unwrap(), 1);
+        let first: Batch =
+            serde_json::from_slice(&std::fs::read(dir.join(SPOOL).join("00000001.json")).unwrap())
+                .unwrap();
+        assert_eq!(first.run.scenario_yaml.as_deref(), Some("targets: []\n"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

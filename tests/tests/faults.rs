@@ -7,6 +7,10 @@
 //! the signal reads back; after SIGTERM the run also wrote its summary and
 //! histograms and exited 1.
 //!
+//! One more cell: a batch the spool could not take, held only in memory
+//! when the agent is SIGKILLed, reaches the collector through `push`,
+//! rebuilt from the folder.
+//!
 //! Phases are reached by watching the engine and manager, not by sleeping:
 //! targets stop slowly (a trap that sleeps 2 s), units start slowly
 //! (`ExecStartPre=sleep 2`), `kill` units come back after `RestartSec=2`,
@@ -593,4 +597,117 @@ fn an_unreachable_engine_keeps_the_intent_a_live_writer_keeps_its_own_and_sighup
         tls.len()
     );
     assert_eq!(c.inspect()["State"]["Running"], true);
+}
+
+/// The restarts the collector holds for `run_id` (0 when it knows no such run).
+fn collector_restarts(collector: &CollectorProcess, run_id: &str) -> u64 {
+    let (status, body) = collector.http(
+        "GET",
+        &format!("/api/v1/runs/{run_id}"),
+        Some(ADMIN_TOKEN),
+        None,
+    );
+    if status == 404 {
+        return 0;
+    }
+    assert_eq!(status, 200, "{body}");
+    let run: serde_json::Value = serde_json::from_str(&body).unwrap();
+    run["restarts"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn a_batch_held_in_memory_when_the_agent_is_killed_reaches_the_collector_by_push() {
+    let dir = Scratch::new("held-batch");
+    // One container done in about a second, one whose stop takes 5 s: the
+    // agent is still running (the second restart in flight) once the
+    // first timeline is written and its batch held.
+    let quick = TestContainer::start(
+        "held-quick",
+        &["--network", "none"],
+        "trap 'sleep 1; exit 0' TERM; while true; do sleep 0.1; done",
+    );
+    let slow = TestContainer::start(
+        "held-slow",
+        &["--network", "none"],
+        "trap 'sleep 5; exit 0' TERM; while true; do sleep 0.1; done",
+    );
+    let yaml = format!(
+        "deployment: lab\nscenario: held\nconcurrency: 2\ntargets:\n  - docker: {{names: [{}, {}]}}\n    stop_timeout: 10s\n    timeout: 60s\n",
+        quick.name, slow.name
+    );
+    let file = dir.write("held.yaml", &yaml);
+    let out = dir.path("out");
+    let collector = CollectorProcess::start(&dir.0);
+    let token = dir.write("token", AGENT_TOKEN);
+    let token = token.to_str().unwrap();
+    let mut child = spawn_agent(&run_args(
+        &file,
+        &out,
+        &["--collector", &collector.url(), "--token-file", token],
+    ));
+    // Once the stream started, the spool can take nothing more (a file
+    // where its folder was: every batch write fails, like a full disk).
+    assert!(
+        until(30, || out.join("stream.json").exists()),
+        "the stream never started"
+    );
+    let spool = out.join("spool");
+    std::fs::remove_dir_all(&spool).unwrap();
+    std::fs::write(&spool, b"").unwrap();
+    assert!(
+        until(30, || lines(&out.join("timelines.jsonl")) >= 1),
+        "no timeline written"
+    );
+    child.kill().unwrap();
+    let _ = child.wait();
+    let written = read_timelines(&out);
+    assert!(!written.is_empty());
+    let run_id = written[0].run_id.to_string();
+    assert_eq!(
+        collector_restarts(&collector, &run_id),
+        0,
+        "the batch was never spooled nor sent"
+    );
+
+    // The spool has room again; push rebuilds what it never held.
+    std::fs::remove_file(&spool).unwrap();
+    let push = |label: &str| {
+        let p = agent(&[
+            "push",
+            out.to_str().unwrap(),
+            "--collector",
+            &collector.url(),
+            "--token-file",
+            token,
+            "--timeout",
+            "30s",
+        ]);
+        assert!(p.status.success(), "{label}: {}", text(&p));
+        text(&p)
+    };
+    let said = push("push");
+    assert!(
+        said.contains(&format!(
+            "{} batch(es) never reached the spool",
+            written.len()
+        )),
+        "{said}"
+    );
+    assert_eq!(
+        collector_restarts(&collector, &run_id),
+        written.len() as u64
+    );
+    // Pushed again: nothing rebuilt twice, nothing counted twice.
+    let again = push("push again");
+    assert!(!again.contains("never reached the spool"), "{again}");
+    assert_eq!(
+        collector_restarts(&collector, &run_id),
+        written.len() as u64
+    );
+    // The killed restart was a `restart`: the engine finished it.
+    assert!(until(30, || slow.inspect()["State"]["Running"] == true));
+    println!(
+        "held batch: {} timeline(s) only in memory at the kill, all at the collector after push",
+        written.len()
+    );
 }

@@ -31,6 +31,11 @@ pub const SCENARIO: &str = "scenario.yaml";
 pub const SPOOL: &str = "spool";
 /// Inside [`SPOOL`]: batches the collector refused, kept for the operator.
 pub const REFUSED: &str = "refused";
+/// Inside [`SPOOL`]: the seqs the collector acknowledged, one a line.
+pub const ACKED: &str = "acked";
+/// How the run is streamed (the agent's name and the run's header), when
+/// it is: what rebuilds a batch from `timelines.jsonl` byte for byte.
+pub const STREAM: &str = "stream.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum FolderError {

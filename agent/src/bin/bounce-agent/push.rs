@@ -1,5 +1,6 @@
 //! `bounce-agent push`: send what is left in a run folder's spool to a
-//! collector, until the spool is empty or the timeout.
+//! collector, until the spool is empty or the timeout; first, the batches
+//! that never reached the spool are rebuilt from the folder into it.
 
 use crate::args::{Auth, parse_duration};
 use anyhow::Result;
@@ -25,6 +26,14 @@ pub struct Args {
 pub async fn push(args: Args) -> Result<ExitCode> {
     let collector = args.auth.collector(&args.collector)?;
     let spool = Spool::open(&args.dir)?;
+    // Batches a killed agent held only in memory (its spool was full).
+    let restored = spool.restore(&args.dir)?;
+    if restored > 0 {
+        println!(
+            "{restored} batch(es) never reached the spool (the agent ended first): rebuilt from {}",
+            args.dir.display()
+        );
+    }
     let before = spool.pending().len();
     let wake = tokio::sync::Notify::new();
     let deadline = tokio::time::sleep(args.timeout);

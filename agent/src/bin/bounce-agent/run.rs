@@ -311,9 +311,10 @@ async fn flush_stream(streamer: Streamer, summary: &RunSummary, flush: Duration,
     }
     if report.unsent > 0 {
         println!(
-            "collector: {} batch(es) could be neither spooled nor sent: their timelines are in {} only",
+            "collector: {} batch(es) could be neither spooled nor sent: their timelines are in {}; `bounce-agent push {}` rebuilds and sends them",
             report.unsent,
-            output.join(TIMELINES).display()
+            output.join(TIMELINES).display(),
+            output.display()
         );
     }
 }
