@@ -36,7 +36,7 @@ impl Node {
                 name,
                 "--network",
                 "none",
-                "busybox",
+                IMAGE,
                 "sh",
                 "-c",
                 "trap 'exit 0' TERM; while true; do sleep 1 & wait; done",
