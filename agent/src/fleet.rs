@@ -14,6 +14,7 @@
 use crate::runner::{Gate, GateStop, Job, Permit};
 use crate::scenario::AskOrder;
 use crate::stream::Collector;
+use crate::target::Alongside;
 use bounce_wire::Outcome;
 use bounce_wire::lease::{
     AgentCall, Control, FleetAnswer, FleetCall, Join, LeaseId, MAX_FLEET_BODY, Restart, Ticket,
@@ -57,6 +58,8 @@ pub struct FleetClient {
 #[derive(Default)]
 struct Leases {
     granted: HashMap<LeaseId, Job>,
+    /// What each grant said to count as down with it (Ceph OSDs).
+    alongside: HashMap<LeaseId, Vec<String>>,
     taken: HashSet<LeaseId>,
     asked: HashSet<Job>,
 }
@@ -173,8 +176,14 @@ impl FleetClient {
         let mut l = self.leases.lock().unwrap();
         let mut pick = None;
         for (job, t) in wanted.iter().zip(tickets) {
-            if let Ticket::Granted { lease, ttl_ms } = t {
+            if let Ticket::Granted {
+                lease,
+                ttl_ms,
+                alongside,
+            } = t
+            {
                 l.granted.entry(*lease).or_insert(*job);
+                l.alongside.insert(*lease, alongside.clone());
                 if pick.is_none() && !l.taken.contains(lease) {
                     pick = Some((*job, *lease, *ttl_ms));
                 }
@@ -320,16 +329,22 @@ impl Gate for FleetClient {
         }
     }
 
-    async fn hold<F: Future>(&self, permit: &Permit, work: F) -> F::Output {
+    async fn hold<F: Future>(&self, permit: &Permit, alongside: &Alongside, work: F) -> F::Output {
         let Some(lease) = permit.lease else {
             return work.await;
         };
+        let granted = self.leases.lock().unwrap().alongside.remove(&lease);
+        alongside.set(granted.unwrap_or_default());
         let renew = async {
             let mut every = (permit.ttl / 3).max(Duration::from_millis(100));
             loop {
                 tokio::time::sleep(every).await;
                 match self.call(AgentCall::Renew { lease }, every).await {
-                    Ok(FleetAnswer::Renewed { ttl_ms }) => {
+                    Ok(FleetAnswer::Renewed {
+                        ttl_ms,
+                        alongside: now,
+                    }) => {
+                        alongside.set(now);
                         every = (Duration::from_millis(ttl_ms) / 3).max(Duration::from_millis(100))
                     }
                     Ok(_) | Err(Link::Refused(_)) => {
@@ -357,6 +372,7 @@ impl Gate for FleetClient {
         {
             Ok(_) => {
                 let mut l = self.leases.lock().unwrap();
+                l.alongside.remove(&lease);
                 if let Some(job) = l.granted.remove(&lease) {
                     l.asked.remove(&job);
                 }
@@ -376,7 +392,9 @@ impl Gate for FleetClient {
             .await
         {
             Ok(_) => {
-                self.leases.lock().unwrap().granted.remove(&lease);
+                let mut l = self.leases.lock().unwrap();
+                l.granted.remove(&lease);
+                l.alongside.remove(&lease);
             }
             Err(why) => eprintln!("fleet: could not give back unused {lease}: {why}"),
         }

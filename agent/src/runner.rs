@@ -8,7 +8,7 @@
 use crate::abort::{Abort, AbortHandle, abort_pair};
 use crate::output::RunOutput;
 use crate::scenario::{OnFailure, Scenario};
-use crate::target::{BoxFuture, ResolvedTarget};
+use crate::target::{Alongside, BoxFuture, ResolvedTarget};
 use crate::timeline::{Ending, Timeline};
 use bounce_wire::lease::{LeaseId, MAX_ASKED};
 use bounce_wire::summary::format_seconds;
@@ -23,8 +23,12 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 /// What the runner needs of a target: one restart, recorded whatever happens.
 pub trait Restartable: Sync {
-    fn restart<'a>(&'a self, iteration: u32, abort: &'a Abort)
-    -> BoxFuture<'a, (Timeline, Ending)>;
+    fn restart<'a>(
+        &'a self,
+        iteration: u32,
+        abort: &'a Abort,
+        alongside: &'a Alongside,
+    ) -> BoxFuture<'a, (Timeline, Ending)>;
 }
 
 impl Restartable for ResolvedTarget {
@@ -32,8 +36,9 @@ impl Restartable for ResolvedTarget {
         &'a self,
         iteration: u32,
         abort: &'a Abort,
+        alongside: &'a Alongside,
     ) -> BoxFuture<'a, (Timeline, Ending)> {
-        ResolvedTarget::restart(self, iteration, abort)
+        ResolvedTarget::restart(self, iteration, abort, alongside)
     }
 }
 
@@ -46,8 +51,13 @@ pub trait Gate: Sync {
     /// A permit for one of `wanted` (jobs that could start now). Cancelling
     /// it is safe: what was granted meanwhile is taken back at the end.
     fn acquire(&self, wanted: &[Job]) -> impl Future<Output = Result<(Job, Permit), GateStop>>;
-    /// Runs the restart under the permit.
-    fn hold<F: Future>(&self, permit: &Permit, work: F) -> impl Future<Output = F::Output>;
+    /// Runs the restart under the permit, keeping `alongside` current.
+    fn hold<F: Future>(
+        &self,
+        permit: &Permit,
+        alongside: &Alongside,
+        work: F,
+    ) -> impl Future<Output = F::Output>;
     fn give_back(&self, permit: Permit, outcome: Outcome) -> impl Future<Output = ()>;
     /// A permit the run stopped before using.
     fn unused(&self, permit: Permit) -> impl Future<Output = ()>;
@@ -88,7 +98,7 @@ impl Gate for Unleased {
         };
         Ok((wanted[0], permit))
     }
-    async fn hold<F: Future>(&self, _: &Permit, work: F) -> F::Output {
+    async fn hold<F: Future>(&self, _: &Permit, _: &Alongside, work: F) -> F::Output {
         work.await
     }
     async fn give_back(&self, _: Permit, _: Outcome) {}
@@ -270,11 +280,13 @@ async fn worker<T: Restartable, G: Gate>(sh: &Shared<'_, T, G>) {
         let Some((job, permit)) = next_job(sh).await else {
             return;
         };
+        let alongside = Alongside::default();
         let (timeline, ending) = sh
             .gate
             .hold(
                 &permit,
-                sh.targets[job.target].restart(job.iteration, &sh.hard_abort),
+                &alongside,
+                sh.targets[job.target].restart(job.iteration, &sh.hard_abort, &alongside),
             )
             .await;
         let rec = timeline.finish(sh.labels, ending);
@@ -473,6 +485,7 @@ mod tests {
             &'a self,
             iteration: u32,
             abort: &'a Abort,
+            _: &'a Alongside,
         ) -> BoxFuture<'a, (Timeline, Ending)> {
             Box::pin(async move {
                 let start = Instant::now();
@@ -733,7 +746,7 @@ mod tests {
             };
             Ok((*wanted.last().unwrap(), permit))
         }
-        async fn hold<F: Future>(&self, _: &Permit, work: F) -> F::Output {
+        async fn hold<F: Future>(&self, _: &Permit, _: &Alongside, work: F) -> F::Output {
             work.await
         }
         async fn give_back(&self, permit: Permit, outcome: Outcome) {

@@ -66,9 +66,28 @@ impl ResolvedTarget {
         &'a self,
         iteration: u32,
         abort: &'a Abort,
+        alongside: &'a Alongside,
     ) -> BoxFuture<'a, (Timeline, Ending)> {
         self.handle
-            .restart(RestartContext::new(self, iteration, abort))
+            .restart(RestartContext::new(self, iteration, abort, alongside))
+    }
+}
+
+/// In a fleet run, the restarts of the same kind elsewhere in the fleet
+/// that this one must count as down with it (for a Ceph OSD: the other
+/// OSDs granted before it and still held, `osd.N`), kept current by the
+/// lease's renewals; empty alone. The OSD gate asks `ok-to-stop` for them
+/// together with its own OSD.
+#[derive(Debug, Default)]
+pub struct Alongside(std::sync::Mutex<Vec<String>>);
+
+impl Alongside {
+    pub fn set(&self, names: Vec<String>) {
+        *self.0.lock().unwrap() = names;
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
     }
 }
 
@@ -82,15 +101,23 @@ pub struct RestartContext<'a> {
     pub abort: &'a Abort,
     /// Request + timeout; [`RestartContext::request`] sets it at the request.
     pub deadline: Instant,
+    /// What a fleet counts as down with it.
+    pub alongside: &'a Alongside,
 }
 
 impl<'a> RestartContext<'a> {
-    pub fn new(target: &'a ResolvedTarget, iteration: u32, abort: &'a Abort) -> Self {
+    pub fn new(
+        target: &'a ResolvedTarget,
+        iteration: u32,
+        abort: &'a Abort,
+        alongside: &'a Alongside,
+    ) -> Self {
         RestartContext {
             target,
             iteration,
             abort,
             deadline: Instant::now() + target.timeout,
+            alongside,
         }
     }
 

@@ -7,7 +7,7 @@
 use crate::event::{Event, FleetSpec, Key, Millis, NodeSpec, PauseReason, Withdrawal};
 use bounce_wire::Outcome;
 use bounce_wire::lease::{LeaseId, Restart};
-use bounce_wire::limits::{Facts, MissingLabel};
+use bounce_wire::limits::{Facts, Kind, MissingLabel};
 use std::collections::{BTreeSet, HashMap};
 
 /// Why a fleet cannot open.
@@ -122,6 +122,8 @@ pub(crate) struct Req {
     pub state: ReqState,
     /// When it entered its state: asked, granted or lost.
     pub since: Millis,
+    /// Its place in the order of grants (0 until granted).
+    pub granted_nr: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,6 +167,8 @@ pub(crate) struct Core {
     pub aborted: Option<String>,
     pub failures: u32,
     pub failures_since_resume: u32,
+    /// Grants made so far (numbers each grant).
+    pub grants: u64,
 }
 
 /// What stops a waiting request now.
@@ -277,6 +281,7 @@ impl LeaseBook {
                 aborted: None,
                 failures: 0,
                 failures_since_resume: 0,
+                grants: 0,
             },
             in_flight_waiters: BTreeSet::new(),
         };
@@ -312,6 +317,30 @@ impl LeaseBook {
 
     pub fn aborted(&self) -> bool {
         self.core.aborted.is_some()
+    }
+
+    /// For a granted Ceph OSD lease: the targets of the other OSD leases
+    /// granted before it and still held (granted or lost), anywhere in the
+    /// fleet; empty for any other kind. Of any set of OSDs down at once, the
+    /// last one granted sees all the others here, so asking `ok-to-stop`
+    /// for its own with these checks the whole set.
+    pub fn alongside(&self, lease: LeaseId) -> Vec<String> {
+        let Some(me) = self.core.reqs.get(lease.0 as usize) else {
+            return Vec::new();
+        };
+        if me.restart.kind != Kind::CephOsd || me.granted_nr == 0 {
+            return Vec::new();
+        }
+        self.core
+            .reqs
+            .iter()
+            .filter(|r| {
+                r.restart.kind == Kind::CephOsd
+                    && matches!(r.state, ReqState::Granted { .. } | ReqState::Lost)
+                    && r.granted_nr < me.granted_nr
+            })
+            .map(|r| r.restart.target.clone())
+            .collect()
     }
 
     /// Whether an operator took this node out of the run (`resolve`).
@@ -916,15 +945,19 @@ impl Core {
                     keys: ks,
                     state: ReqState::Waiting,
                     since: *at,
+                    granted_nr: 0,
                 });
             }
             Event::Granted { lease, until, at } => {
+                self.grants += 1;
+                let nr = self.grants;
                 let r = self.req_mut(*lease)?;
                 if r.state != ReqState::Waiting {
                     return Err(format!("{lease} granted but not waiting"));
                 }
                 r.state = ReqState::Granted { until: *until };
                 r.since = *at;
+                r.granted_nr = nr;
                 let (n, keys) = (r.node, r.keys.clone());
                 for k in keys {
                     let ks = &mut self.keys[k as usize];

@@ -308,6 +308,40 @@ fn a_resolved_node_leaves_every_queue_and_is_granted_nothing_more() {
 }
 
 #[test]
+fn an_osd_grant_names_the_osds_granted_before_it_and_still_held() {
+    let mut f = Fleet::open(spec(
+        limits(r#"{"max_in_flight":3,"limits":[{"key":"ceph-osd","max":2,"kinds":["ceph_osd"]}]}"#),
+        CTL,
+        1,
+    ));
+    let a = lease(f.ask_kind("ctl1", "osd.0", Kind::CephOsd).unwrap());
+    let b = lease(f.ask_kind("ctl2", "osd.1", Kind::CephOsd).unwrap());
+    let n = lease(f.ask("ctl3", "nova_api").unwrap());
+    assert!(matches!(f.state(b), ReqState::Granted { .. }));
+    assert_eq!(f.book.alongside(a), Vec::<String>::new(), "first granted");
+    assert_eq!(f.book.alongside(b), ["osd.0"], "granted after osd.0");
+    assert_eq!(f.book.alongside(n), Vec::<String>::new(), "not an OSD");
+    // osd.0 lost: still down as far as anyone knows, still named.
+    f.now = Millis(TTL / 2);
+    let s = f.book.renew(RUN, "ctl2", b, f.now);
+    f.keep(s).unwrap();
+    let s = f.book.renew(RUN, "ctl3", n, f.now);
+    f.keep(s).unwrap();
+    f.now = Millis(TTL);
+    let ev = f.book.tick(f.now);
+    f.keep(Step {
+        answer: Ok(()),
+        events: ev,
+    })
+    .unwrap();
+    assert_eq!(f.state(a), ReqState::Lost);
+    assert_eq!(f.book.alongside(b), ["osd.0"]);
+    let s = f.book.resolve(RUN, "ctl1", f.now);
+    f.keep(s).unwrap();
+    assert_eq!(f.book.alongside(b), Vec::<String>::new(), "osd.0 resolved");
+}
+
+#[test]
 fn max_failures_pauses_and_abort_answers_every_waiting_request() {
     let mut f = Fleet::open(spec(
         limits(r#"{"max_in_flight":1,"max_failures":2}"#),

@@ -713,3 +713,68 @@ fn an_osd_in_a_container_is_restarted_through_the_engine_and_followed_the_same_w
     assert!(!flags().contains(&"noout".to_string()));
     drop(osd);
 }
+
+/// Two agents of one fleet run, each owning one OSD, with a cluster-wide
+/// OSD limit of 2 and no health gate: both are granted at once, and the one
+/// granted second asks `ok-to-stop` for its OSD together with the first's
+/// (size 3, min_size 2: not ok for the pair), so it waits until the first
+/// is back; the two OSDs are never down together.
+#[test]
+fn two_agents_of_a_fleet_never_pass_ok_to_stop_on_answers_that_leave_each_other_out() {
+    wait_healthy();
+    let dir = Scratch::new("ceph-fleet");
+    let collector = CollectorProcess::start(&dir.0);
+    let fleet = "fleet:\n  max_in_flight: 2\n  lease_ttl: 3s\n  limits:\n    - {key: ceph-osd, max: 2, kinds: [ceph_osd]}\n";
+    let mut agents = Vec::new();
+    for (node, id) in [("osd-a", 0), ("osd-b", 1)] {
+        let yaml = scenario(&format!("[{id}]"), ", health: any, noout: per_osd", 1) + fleet;
+        let file = dir.write(&format!("{node}.yaml"), &yaml);
+        let out = dir.path(&format!("out-{node}"));
+        let state = dir.path(&format!("state-{node}"));
+        let extra = [
+            "--node",
+            node,
+            "--run-id",
+            "ceph-fleet-1",
+            "--collector",
+            &collector.url(),
+            "--fleet-nodes",
+            "2",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ];
+        let child = agent_command(&run_args(&file, &out, &extra))
+            .env("BOUNCE_TOKEN", AGENT_TOKEN)
+            .spawn()
+            .expect("start bounce-agent");
+        agents.push((child, out));
+    }
+    let mut tls = Vec::new();
+    for (child, out) in agents {
+        let done = child.wait_with_output().unwrap();
+        assert!(done.status.success(), "{}", text(&done));
+        let mut t = read_timelines(&out);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].outcome, Outcome::Ok, "{:?}", t[0]);
+        tls.append(&mut t);
+    }
+    // Down: from the stop's request to the OSD up in the osdmap again.
+    let down: Vec<(i64, i64)> = tls
+        .iter()
+        .map(|t| (at(t, BoundaryName::Requested), at(t, BoundaryName::OsdUp)))
+        .collect();
+    assert!(
+        down[0].1 <= down[1].0 || down[1].1 <= down[0].0,
+        "both OSDs down at once: {down:?}"
+    );
+    // The second asked for both OSDs and was told no.
+    let notes: Vec<&String> = tls.iter().flat_map(|t| &t.notes).collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("`ceph osd ok-to-stop 1 0` says no")
+                || n.contains("`ceph osd ok-to-stop 0 1` says no")),
+        "{notes:?}"
+    );
+    wait_healthy();
+}

@@ -74,7 +74,12 @@ impl Restart {
                 TargetRef::CephOsd { .. } => Kind::CephOsd,
             },
             service: service.into(),
-            target: target.name().into(),
+            // An OSD by its id, unique in its cluster whichever node's unit
+            // or container runs it: the Ceph gate asks `ok-to-stop` by it.
+            target: match target {
+                TargetRef::CephOsd { id, .. } => format!("osd.{id}"),
+                other => other.name().into(),
+            },
             iteration,
         }
     }
@@ -158,6 +163,9 @@ pub enum Ticket {
     Granted {
         lease: LeaseId,
         ttl_ms: u64,
+        /// For a Ceph OSD: as in [`FleetAnswer::Renewed`].
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        alongside: Vec<String>,
     },
     Waiting {
         lease: LeaseId,
@@ -183,6 +191,13 @@ pub enum FleetAnswer {
     },
     Renewed {
         ttl_ms: u64,
+        /// For a Ceph OSD's lease: the other OSDs (`osd.N`) whose leases
+        /// were granted before this one and are still held, anywhere in the
+        /// fleet. The OSD gate asks `ceph osd ok-to-stop` for them together
+        /// with its own, so of any OSDs down at once the last one granted
+        /// checked them all; renewals keep the list current (it only shrinks).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        alongside: Vec<String>,
     },
     /// Return, withdraw, finish: taken.
     Done,
@@ -286,11 +301,14 @@ mod tests {
             tickets: vec![Ticket::Granted {
                 lease: LeaseId(3),
                 ttl_ms: 30_000,
+                alongside: vec!["osd.1".into()],
             }],
         };
         let j = serde_json::to_string(&a).unwrap();
         assert!(
-            j.contains(r#""fleet":"paused""#) && j.contains(r#""ticket":"granted""#),
+            j.contains(r#""fleet":"paused""#)
+                && j.contains(r#""ticket":"granted""#)
+                && j.contains(r#""alongside":["osd.1"]"#),
             "{j}"
         );
         assert_eq!(serde_json::from_str::<FleetAnswer>(&j).unwrap(), a);

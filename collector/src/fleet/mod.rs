@@ -311,12 +311,19 @@ impl Fleets {
                 }
             }
             AgentCall::Renew { lease } => {
-                let until = self
-                    .step(run, |b, now| b.renew(run, &node, lease, now))
+                let (until, alongside) = self
+                    .step(run, |b, now| {
+                        let s = b.renew(run, &node, lease, now);
+                        Step {
+                            answer: s.answer.map(|until| (until, b.alongside(lease))),
+                            events: s.events,
+                        }
+                    })
                     .await?
                     .map_err(refused)?;
                 Ok(FleetAnswer::Renewed {
                     ttl_ms: until.0.saturating_sub(now().0),
+                    alongside,
                 })
             }
             AgentCall::Return { lease, outcome } => self
@@ -503,6 +510,7 @@ fn ask(
             Ok(bounce_fleet::Ticket::Granted { lease, until }) => Ticket::Granted {
                 lease,
                 ttl_ms: until.0.saturating_sub(now.0),
+                alongside: book.alongside(lease),
             },
             Ok(bounce_fleet::Ticket::Waiting { lease }) => Ticket::Waiting { lease },
             Err(why) => Ticket::Refused {

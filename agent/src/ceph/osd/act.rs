@@ -29,7 +29,7 @@ impl CephOsds {
         {
             return fail(format!("could not set noout: {e}"));
         }
-        let gate_wait = match self.wait_gates(d.id, cx.abort).await {
+        let (gate_wait, last_no) = match self.wait_gates(d.id, cx.abort, cx.alongside).await {
             Ok(waited) => waited,
             Err(ending) => return (cx.timeline(), ending),
         };
@@ -84,9 +84,9 @@ impl CephOsds {
             }
         };
         tl.attribution = None;
-        if gate_wait > Duration::from_secs(1) {
+        if let Some(why) = last_no {
             tl.notes.push(format!(
-                "waited {:.1} s for the gates",
+                "waited {:.1} s for the gates (the last no: {why})",
                 gate_wait.as_secs_f64()
             ));
         }

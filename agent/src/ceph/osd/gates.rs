@@ -1,11 +1,16 @@
 //! The gates before each OSD restart: the cluster's health (HEALTH_OK, or
 //! only the warnings the scenario allows and the flags bounce itself set)
-//! and `ceph osd ok-to-stop`, waited for within the gates' timeout.
+//! and `ceph osd ok-to-stop`, waited for within the gates' timeout. In a
+//! fleet run `ok-to-stop` is asked for this OSD together with the OSDs the
+//! collector says are down with it (granted before it, still held): of any
+//! OSDs down at once, the last granted asked for all of them, so two agents
+//! never both pass on answers that each left the other out.
 
 use super::CephOsds;
 use crate::abort::{Abort, Interrupt, bounded};
 use crate::ceph::flags::Flag;
 use crate::scenario::HealthGate;
+use crate::target::Alongside;
 use crate::timeline::Ending;
 use bounce_wire::Outcome;
 use std::time::Duration;
@@ -13,9 +18,14 @@ use tokio::time::Instant;
 
 impl CephOsds {
     /// Waits (bounded by the gates' timeout) until the gates hold for `id`;
-    /// never restarts without them. How long it waited, or how the restart
-    /// ends instead.
-    pub(super) async fn wait_gates(&self, id: u32, abort: &Abort) -> Result<Duration, Ending> {
+    /// never restarts without them. How long it waited and why it last did
+    /// not hold, or how the restart ends instead.
+    pub(super) async fn wait_gates(
+        &self,
+        id: u32,
+        abort: &Abort,
+        alongside: &Alongside,
+    ) -> Result<(Duration, Option<String>), Ending> {
         let gate_deadline = Instant::now() + self.gates.timeout.0;
         let waited = Instant::now();
         // Why the gates did not hold, as last answered.
@@ -23,7 +33,7 @@ impl CephOsds {
         loop {
             // A mon that does not answer holds one question up to the CLI's
             // timeout: the question is bounded by the gates' own deadline.
-            let held = match bounded(self.gates_hold(id), gate_deadline, abort).await {
+            let held = match bounded(self.gates_hold(id, alongside), gate_deadline, abort).await {
                 Ok(held) => held,
                 Err(Interrupt::Aborted) => {
                     return Err(Ending::new(
@@ -38,7 +48,7 @@ impl CephOsds {
                 })),
             };
             match held {
-                Ok(()) => return Ok(waited.elapsed()),
+                Ok(()) => return Ok((waited.elapsed(), last)),
                 Err(why) if Instant::now() >= gate_deadline => {
                     return Err(Ending::new(
                         Outcome::Failed,
@@ -68,8 +78,9 @@ impl CephOsds {
         }
     }
 
-    /// Whether the gates hold for restarting `id` now; why not otherwise.
-    async fn gates_hold(&self, id: u32) -> Result<(), String> {
+    /// Whether the gates hold for restarting `id` now (with the fleet's
+    /// `alongside` down too); why not otherwise.
+    async fn gates_hold(&self, id: u32, alongside: &Alongside) -> Result<(), String> {
         let g = &self.gates;
         if g.health == HealthGate::Ok {
             let h = self.cli.health().await.map_err(|e| e.to_string())?;
@@ -90,17 +101,28 @@ impl CephOsds {
                 }
             }
         }
-        if g.ok_to_stop
-            && !self
-                .cli
-                .ok_to_stop(&[id])
-                .await
-                .map_err(|e| e.to_string())?
-        {
-            return Err(format!("`ceph osd ok-to-stop {id}` says no"));
+        if g.ok_to_stop {
+            let ids = with_alongside(id, &alongside.names());
+            if !self.cli.ok_to_stop(&ids).await.map_err(|e| e.to_string())? {
+                let list: Vec<String> = ids.iter().map(u32::to_string).collect();
+                return Err(format!("`ceph osd ok-to-stop {}` says no", list.join(" ")));
+            }
         }
         Ok(())
     }
+}
+
+/// `id` first, then every `osd.N` of the fleet's list that is not `id`.
+fn with_alongside(id: u32, alongside: &[String]) -> Vec<u32> {
+    let mut ids = vec![id];
+    for n in alongside {
+        if let Some(other) = n.strip_prefix("osd.").and_then(|x| x.parse().ok())
+            && !ids.contains(&other)
+        {
+            ids.push(other);
+        }
+    }
+    ids
 }
 
 /// OSD_FLAGS counting exactly the OSDs bounce itself flagged ("1 OSDs or
@@ -141,6 +163,13 @@ fn only_our_flags(code: &str, message: &str, ours: &[Flag]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ok_to_stop_asks_for_the_osds_down_alongside() {
+        let along = ["osd.4".to_string(), "osd.1".into(), "osd.4".into()];
+        assert_eq!(with_alongside(1, &along), [1, 4]);
+        assert_eq!(with_alongside(2, &[]), [2]);
+    }
 
     #[test]
     fn only_flags_bounce_set_are_tolerated() {
