@@ -17,3 +17,7 @@ for fleet in "1000 64 50" "10000 64 2500"; do
   BOUNCE_COLLECTOR=$PWD/target/release/bounce-collector PUSHGATEWAY=$(command -v prometheus-pushgateway) \
     target/release/bench-collector $fleet
 done
+# A large node (100 containers) and a long run (BENCH_LONG restarts, ~40 min for
+# 10,000); set BOUNCE_AGENT_OLD to a release build of an earlier commit to compare.
+BOUNCE_AGENT=$PWD/target/release/bounce-agent BOUNCE_COLLECTOR=$PWD/target/release/bounce-collector \
+  target/release/bench-scale
