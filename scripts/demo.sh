@@ -1,25 +1,81 @@
 #!/usr/bin/env bash
-# The demo: on a fresh Debian machine, set up a Docker engine, start three
-# throwaway containers that behave like kolla services, and let bounce-agent
-# restart and time them with scenarios/demo.yaml. Results land in
-# ./bounce-demo-out/<time>/, a report in its report/ folder; the containers
-# are removed at the end.
+# The demo, in the shape a cluster runs: on a fresh Debian machine, set up a
+# Docker engine, start three throwaway containers that behave like kolla
+# services, make a private CA (openssl), start a collector with its embedded
+# store serving TLS, and let bounce-agent restart and time the containers
+# with scenarios/demo.yaml, streaming to the collector over TLS with a node
+# certificate. Then: the runs the collector holds, a report from its store
+# and an excerpt of its /metrics. Everything talks over loopback.
 #
-#   ./scripts/demo.sh            # plan, run, summarize
-#   KEEP=1 ./scripts/demo.sh     # leave the demo containers running
+# Results land in ./bounce-demo-out/<time>/: the agent's folder (run/), the
+# report from the store (report/), the CA and certificates (pki/), the
+# store (store.db) and the collector's log. The containers and the collector
+# are gone at the end.
+#
+#   ./scripts/demo.sh                   # plan, run over TLS, runs, report, /metrics
+#   KEEP=1 ./scripts/demo.sh            # leave the demo containers running
+#   BOUNCE_DEMO_PORT=19465 ./scripts/demo.sh   # the collector's port (default 19465)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash tests/harness/docker-up.sh
+need=()
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "== installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
+fi
 echo "== building bounce (release)"
 cargo build --release --quiet -p bounce-agent -p bounce-collector
-AGENT=target/release/bounce-agent
-COLLECTOR=target/release/bounce-collector
+bin=${CARGO_TARGET_DIR:-target}/release
+AGENT=$bin/bounce-agent
+COLLECTOR=$bin/bounce-collector
 IMAGE=bounce-test/busybox:1
+PORT=${BOUNCE_DEMO_PORT:-19465}
+URL=https://localhost:$PORT
 
-cleanup() { [ "${KEEP:-0}" = 1 ] || docker rm -f bounce-demo-api bounce-demo-worker bounce-demo-stubborn >/dev/null 2>&1 || true; }
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+out="bounce-demo-out/$stamp"
+pki=$out/pki
+mkdir -p "$pki"
+collector_pid=
+cleanup() {
+  [ -z "$collector_pid" ] || kill "$collector_pid" 2>/dev/null || true
+  [ "${KEEP:-0}" = 1 ] || docker rm -f bounce-demo-api bounce-demo-worker bounce-demo-stubborn >/dev/null 2>&1 || true
+}
 trap cleanup EXIT
 docker rm -f bounce-demo-api bounce-demo-worker bounce-demo-stubborn >/dev/null 2>&1 || true
+
+echo "== a private CA, the collector's certificate (localhost) and a node certificate (demo-node)"
+# As docs/deploying.md shows an operator: EC P-256, the CA key stays here.
+key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+key "$pki/ca.key"
+openssl req -x509 -new -key "$pki/ca.key" -out "$pki/ca.pem" -days 2 -subj "/CN=bounce demo CA"
+issue() { # NAME SAN USAGE
+  key "$pki/$1.key"
+  openssl req -new -key "$pki/$1.key" -out "$pki/$1.csr" -subj "/CN=$1"
+  openssl x509 -req -in "$pki/$1.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -CAcreateserial \
+    -days 2 -out "$pki/$1.crt" -extfile <(printf 'subjectAltName=%s\nextendedKeyUsage=%s\n' "$2" "$3") 2>/dev/null
+}
+issue collector "DNS:localhost,IP:127.0.0.1" serverAuth
+issue demo-node "DNS:demo-node" clientAuth
+# The operator's admin token (reads runs); agents need none: their certificate names them.
+head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$pki/admin.token"
+chmod 600 "$pki"/*.key "$pki/admin.token"
+
+echo "== starting the collector on $URL (store $out/store.db, log $out/collector.log)"
+"$COLLECTOR" serve --listen "127.0.0.1:$PORT" --store "$out/store.db" \
+  --tls-cert "$pki/collector.crt" --tls-key "$pki/collector.key" --client-ca "$pki/ca.pem" \
+  --admin-token-file "$pki/admin.token" --audit-log "$out/audit.jsonl" \
+  >"$out/collector.log" 2>&1 &
+collector_pid=$!
+for _ in $(seq 1 50); do
+  curl -sf --cacert "$pki/ca.pem" "$URL/metrics" >/dev/null && break
+  kill -0 "$collector_pid" 2>/dev/null || { cat "$out/collector.log"; exit 1; }
+  sleep 0.1
+done
 
 echo "== starting demo containers"
 # An API on 127.0.0.1:18774 (host network, as kolla runs its containers) that
@@ -37,16 +93,23 @@ for _ in $(seq 1 50); do
   sleep 0.2
 done
 
-out="bounce-demo-out/$(date -u +%Y%m%dT%H%M%SZ)"
+run_id="demo-$stamp"
 echo "== plan"
-$AGENT plan scenarios/demo.yaml
-echo "== run (results in $out)"
+"$AGENT" plan scenarios/demo.yaml
+echo "== run $run_id (folder $out/run), streamed over TLS as node demo-node"
 status=0
-$AGENT run scenarios/demo.yaml --output "$out" || status=$?
-echo "== read back by the collector"
-$COLLECTOR summarize "$out"
-echo "== report (markdown + SVG charts + raw files, ready to attach to an issue)"
-$COLLECTOR report --from "$out" --out "$out/report"
+"$AGENT" run scenarios/demo.yaml --output "$out/run" --run-id "$run_id" --node demo-node \
+  --collector "$URL" --ca-file "$pki/ca.pem" \
+  --client-cert "$pki/demo-node.crt" --client-key "$pki/demo-node.key" || status=$?
+echo "== the runs the collector holds (read API, admin token)"
+"$COLLECTOR" runs --collector "$URL" --ca-file "$pki/ca.pem" --token-file "$pki/admin.token"
+echo "== report from the collector's store (markdown + SVG charts + raw files)"
+"$COLLECTOR" report "$run_id" --store "$out/store.db" --out "$out/report"
+echo "== /metrics (excerpt)"
+metrics=$(curl -sf --cacert "$pki/ca.pem" "$URL/metrics")
+# Restarts that ended ok, the p90 of each service's whole restart, the collector's own counters.
+grep -E '^bounce_restarts_total\{.*outcome="ok"|^bounce_restart_duration_hdr_seconds\{.*phase="total".*quantile="0.9"\}|^bounce_collector_(batches_total|runs|agents)' \
+  <<<"$metrics" || echo "(no bounce_* series: see $out/collector.log)"
 echo "== files"
 ls -l "$out" "$out/report"
 exit $status
