@@ -2,7 +2,7 @@
 # The test suite, from a fresh Debian machine: installs and starts what the
 # tests need (Docker engine, the busybox test image, a systemd user manager
 # on its own D-Bus bus, a 3-OSD Ceph cluster whose daemons are its units,
-# Prometheus), then runs every test.
+# Prometheus, ansible-core), then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/harness/docker-up.sh
@@ -12,6 +12,11 @@ bash tests/harness/ceph-up.sh >/dev/null
 if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
     || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+fi
+# ansible-core, to apply deploy/ansible's roles to localhost (tests/tests/deploy.rs).
+if ! command -v ansible-playbook >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ansible-core >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ansible-core >/dev/null; }
 fi
 # Another HdrHistogram implementation, to prove our .hlog files are standard.
 python3 -c 'import hdrh' 2>/dev/null || python3 -m pip install --quiet --root-user-action=ignore hdrhistogram

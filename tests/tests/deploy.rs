@@ -1,0 +1,459 @@
+//! What ships to install bounce, tried for real: the container images built
+//! with the local engine and run with host networking (a run lands at the
+//! collector image over TLS), the collector's systemd unit verified and run
+//! by a real systemd manager, the Ansible roles applied twice (the second
+//! run changes nothing) into a folder standing for `/`, and the Prometheus
+//! scrape configuration checked by promtool.
+
+use bounce_tests::pki::TestCa;
+use bounce_tests::{ADMIN_TOKEN, Scratch, TestContainer, bin, docker, free_port};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn ok(what: &str, out: Output) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{text}",
+        out.status
+    );
+    text
+}
+
+/// `bounce-collector runs` against a running collector over TLS with the
+/// admin token: what an operator would type.
+fn runs_over_tls(port: u16, ca: &Path, dir: &Scratch) -> String {
+    let token = dir.write("admin-reader.token", ADMIN_TOKEN);
+    ok(
+        "bounce-collector runs",
+        Command::new(bin("bounce-collector"))
+            .args(["runs", "--collector", &format!("https://localhost:{port}")])
+            .arg("--ca-file")
+            .arg(ca)
+            .arg("--token-file")
+            .arg(&token)
+            .output()
+            .unwrap(),
+    )
+}
+
+/// Waits (bounded) until something accepts connections on the port.
+fn wait_listening(port: u16, what: &str) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on 127.0.0.1:{port}");
+}
+
+/// A container by name, removed when dropped (for containers the test runs
+/// from the bounce images, which TestContainer's busybox start cannot).
+struct Named(String);
+
+impl Drop for Named {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+    }
+}
+
+#[test]
+fn the_images_build_and_an_agent_image_streams_a_run_to_the_collector_image_over_tls() {
+    bounce_tests::docker_up();
+    // The test's own (debug) build, linked again statically by images.sh;
+    // built here first so that no other test of this process builds (and
+    // links dynamically) while images.sh copies the static binaries.
+    bin("bounce-agent");
+    let built = ok(
+        "scripts/images.sh",
+        Command::new("bash")
+            .arg(repo().join("scripts/images.sh"))
+            .env("TAG", "e2e")
+            .env("PROFILE", "dev")
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        built.contains("IMAGE=bounce/collector:e2e") && built.contains("IMAGE=bounce/agent:e2e"),
+        "{built}"
+    );
+    // Nothing but the binary and a few files: no shell to run a command in.
+    let shell = docker(&["run", "--rm", "--entrypoint", "/bin/sh", "bounce/agent:e2e"]);
+    assert!(shell.is_err(), "the agent image has a shell");
+    assert_eq!(
+        docker(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{.Config.User}}",
+            "bounce/collector:e2e"
+        ])
+        .unwrap(),
+        "65532:65532",
+        "the collector image runs as bounce, not root"
+    );
+
+    let dir = Scratch::new("images");
+    let etc = dir.0.join("etc");
+    let state = dir.0.join("state");
+    let agent_state = dir.0.join("agent-state");
+    for d in [&etc, &state, &agent_state] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let ca = TestCa::new(&etc, "ca");
+    ca.issue("collector", &["localhost", "127.0.0.1"]);
+    ca.issue("img-node", &["img-node"]);
+    std::fs::write(etc.join("admin.tokens"), ADMIN_TOKEN).unwrap();
+    // The collector's uid reads its key and writes its volume, as an operator sets it up.
+    chown(&state, 65532);
+    chown(&etc.join("collector.key"), 65532);
+    chown(&etc.join("admin.tokens"), 65532);
+    let target = TestContainer::start(
+        "img-target",
+        &["--network", "none"],
+        "trap 'exit 0' TERM; while true; do sleep 1 & wait; done",
+    );
+    std::fs::write(
+        etc.join("scenario.yaml"),
+        format!(
+            "deployment: images\nscenario: images\ntargets:\n  - docker: {{names: [{}]}}\n    stop_timeout: 5s\n    timeout: 30s\n",
+            target.name
+        ),
+    )
+    .unwrap();
+
+    let port = free_port();
+    let collector = Named(format!("bounce-t-img-collector-{}", std::process::id()));
+    let etc_mount = format!("{}:/etc/bounce:ro", etc.display());
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &collector.0,
+        "--network",
+        "host",
+        "-v",
+        &etc_mount,
+        "-v",
+        &format!("{}:/var/lib/bounce", state.display()),
+        "bounce/collector:e2e",
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--store",
+        "/var/lib/bounce/store.db",
+        "--tls-cert",
+        "/etc/bounce/collector.crt",
+        "--tls-key",
+        "/etc/bounce/collector.key",
+        "--client-ca",
+        "/etc/bounce/ca.pem",
+        "--admin-token-file",
+        "/etc/bounce/admin.tokens",
+    ])
+    .expect("the collector image starts");
+    wait_listening(port, "the collector image");
+
+    let agent = Named(format!("bounce-t-img-agent-{}", std::process::id()));
+    let ran = Command::new("docker")
+        .args(["run", "--name", &agent.0, "--network", "host"])
+        .args(["-v", "/var/run/docker.sock:/var/run/docker.sock"])
+        .args(["-v", &etc_mount])
+        .args(["-v", &format!("{}:/var/lib/bounce", agent_state.display())])
+        .args(["bounce/agent:e2e", "run", "/etc/bounce/scenario.yaml"])
+        .args(["--output", "/var/lib/bounce/run", "--run-id", "img-run"])
+        .args(["--node", "img-node", "--no-progress"])
+        .args(["--collector", &format!("https://localhost:{port}")])
+        .args(["--ca-file", "/etc/bounce/ca.pem"])
+        .args(["--client-cert", "/etc/bounce/img-node.crt"])
+        .args(["--client-key", "/etc/bounce/img-node.key"])
+        .output()
+        .unwrap();
+    let said = ok("the agent image's run", ran);
+    assert!(said.contains(&target.name), "{said}");
+    assert!(
+        agent_state.join("run/timelines.jsonl").exists(),
+        "no run folder in the agent's volume"
+    );
+
+    let runs = runs_over_tls(port, &etc.join("ca.pem"), &dir);
+    let line = runs
+        .lines()
+        .find(|l| l.contains("img-run"))
+        .unwrap_or_else(|| panic!("the run did not land at the collector image:\n{runs}"));
+    assert!(line.contains("images"), "{line}");
+    assert!(
+        state.join("store.db").exists(),
+        "the store is not in the volume"
+    );
+}
+
+fn chown(path: &Path, uid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
+}
+
+/// The unit as shipped, but for the binary's and the configuration's paths.
+fn collector_unit_for(config: &Path) -> String {
+    std::fs::read_to_string(repo().join("deploy/systemd/bounce-collector.service"))
+        .unwrap()
+        .replace(
+            "/usr/local/bin/bounce-collector",
+            bin("bounce-collector").to_str().unwrap(),
+        )
+        .replace("/etc/bounce", config.to_str().unwrap())
+}
+
+#[test]
+fn the_units_verify_and_the_collector_unit_serves_tls_under_a_real_systemd() {
+    let dir = Scratch::new("unit");
+    let ca = TestCa::new(&dir.0, "ca");
+    ca.issue("collector", &["localhost"]);
+    std::fs::write(dir.0.join("admin.tokens"), ADMIN_TOKEN).unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.0.join("collector.env"),
+        format!("BOUNCE_LISTEN=127.0.0.1:{port}\n"),
+    )
+    .unwrap();
+
+    let unit = dir.write("bounce-collector.service", &collector_unit_for(&dir.0));
+    let watch = dir.write(
+        "bounce-agent-watch.service",
+        &std::fs::read_to_string(repo().join("deploy/systemd/bounce-agent-watch.service"))
+            .unwrap()
+            .replace(
+                "/usr/local/bin/bounce-agent",
+                bin("bounce-agent").to_str().unwrap(),
+            ),
+    );
+    ok(
+        "systemd-analyze verify",
+        Command::new("systemd-analyze")
+            .arg("verify")
+            .args([&unit, &watch])
+            .output()
+            .unwrap(),
+    );
+
+    // Hardened: systemd's own rating of the sandbox, offline.
+    let security = ok(
+        "systemd-analyze security",
+        Command::new("systemd-analyze")
+            .args(["security", "--offline=yes"])
+            .arg(&unit)
+            .output()
+            .unwrap(),
+    );
+    let exposure: f64 = security
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for bounce-collector.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{security}"));
+    assert!(
+        exposure <= 2.0,
+        "the collector unit is exposed ({exposure}):\n{security}"
+    );
+
+    // Run by the test's systemd, a user manager (PID 1 here is not
+    // systemd): it has no `bounce` user to switch to (the Ansible role makes
+    // it on a real node), and in this container it cannot set up the
+    // sandbox's namespaces (226/NAMESPACE), so those lines go; what is left
+    // is the unit's wiring: the environment file, the state and logs
+    // folders, TLS, reload.
+    let state = format!("bounce-t-unit-{}", std::process::id());
+    let sandbox = [
+        "User=",
+        "Group=",
+        "Protect",
+        "Private",
+        "Restrict",
+        "SystemCall",
+        "MemoryDeny",
+        "LockPersonality",
+        "Capability",
+        "Ambient",
+        "NoNewPriv",
+        "RemoveIPC",
+        "ProcSubset",
+    ];
+    let body = collector_unit_for(&dir.0)
+        .lines()
+        .filter(|l| !sandbox.iter().any(|s| l.starts_with(s)))
+        .map(|l| match l {
+            "StateDirectory=bounce" => format!("StateDirectory={state}"),
+            "LogsDirectory=bounce" => format!("LogsDirectory={state}-log"),
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let running = bounce_tests::TestUnit::start("collector-unit", &body);
+    wait_listening(port, &running.name);
+    let runs = runs_over_tls(port, &ca.pem, &dir);
+    assert_eq!(runs.lines().count(), 1, "a new store holds no run: {runs}");
+    bounce_tests::systemctl(&["reload", &running.name]).expect("reload (SIGHUP)");
+    runs_over_tls(port, &ca.pem, &dir);
+    assert_eq!(running.prop("ActiveState"), "active");
+    assert_eq!(running.prop("NRestarts"), "0");
+    // A user manager's StateDirectory= is under $XDG_CONFIG_HOME.
+    let config_home = bounce_tests::systemd_up().unit_dir.join("../..");
+    let store = config_home.join(&state).join("store.db");
+    drop(running);
+    let found = store.exists();
+    let _ = std::fs::remove_dir_all(config_home.join(&state));
+    let _ = std::fs::remove_dir_all(config_home.join("log").join(format!("{state}-log")));
+    let _ = std::fs::remove_dir_all(config_home.join(format!("{state}-log")));
+    assert!(
+        found,
+        "no store in the unit's StateDirectory ({})",
+        store.display()
+    );
+}
+
+/// `changed=N` of the play recap's one host line.
+fn changed(recap: &str) -> u32 {
+    recap
+        .lines()
+        .rev()
+        .find_map(|l| l.split("changed=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no play recap in:\n{recap}"))
+}
+
+#[test]
+fn the_ansible_roles_install_everything_once_and_the_installed_collector_answers_over_tls() {
+    let dir = Scratch::new("ansible");
+    let cadir = dir.0.join("ca");
+    let root = dir.0.join("root");
+    std::fs::create_dir_all(&cadir).unwrap();
+    let ca = TestCa::new(&cadir, "ca");
+    ca.issue("collector", &["localhost"]);
+    ca.issue("localhost", &["localhost"]);
+    std::fs::write(cadir.join("admin.tokens"), ADMIN_TOKEN).unwrap();
+    let inventory = dir.write(
+        "inventory.ini",
+        "[bounce_collector]\nlocalhost ansible_connection=local\n\
+         [bounce_agents]\nlocalhost ansible_connection=local\n",
+    );
+    let bins = bin("bounce-agent").parent().unwrap().to_path_buf();
+    let play = || {
+        ok(
+            "ansible-playbook",
+            Command::new("ansible-playbook")
+                .arg("-i")
+                .arg(&inventory)
+                .arg(repo().join("deploy/ansible/site.yml"))
+                .args(["-e", &format!("bounce_root={}", root.display())])
+                .args(["-e", &format!("bounce_bin_dir={}", bins.display())])
+                .args(["-e", &format!("bounce_ca_dir={}", cadir.display())])
+                // Not on this machine: no user made, no service started, no sudo.
+                .args([
+                    "-e",
+                    "bounce_create_user=false bounce_manage_services=false",
+                ])
+                .args([
+                    "-e",
+                    "bounce_user=root bounce_group=root bounce_become=false",
+                ])
+                .args(["-e", "bounce_agent_watch=true"])
+                .env("ANSIBLE_NOCOLOR", "1")
+                .output()
+                .unwrap(),
+        )
+    };
+    let first = play();
+    assert!(
+        changed(&first) > 0,
+        "the first run installed nothing:\n{first}"
+    );
+    let second = play();
+    assert_eq!(
+        changed(&second),
+        0,
+        "the second run changed something:\n{second}"
+    );
+
+    let etc = root.join("etc/bounce");
+    for f in [
+        "ca.pem",
+        "collector.crt",
+        "collector.key",
+        "admin.tokens",
+        "node.crt",
+    ] {
+        assert!(etc.join(f).exists(), "{f} not installed");
+    }
+    let mode = |f: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(etc.join(f)).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(
+        mode("node.key"),
+        0o600,
+        "the node's key is readable by others"
+    );
+    assert_eq!(mode("collector.key"), 0o640);
+    assert!(etc.join("scenarios/kolla-control-plane.yaml").exists());
+    let units = root.join("etc/systemd/system");
+    let dropin =
+        std::fs::read_to_string(units.join("bounce-agent-watch.service.d/collector.conf")).unwrap();
+    assert!(dropin.contains("bounce-agent watch"), "{dropin}");
+    let env = std::fs::read_to_string(etc.join("agent.env")).unwrap();
+    assert!(
+        env.contains("--client-cert /etc/bounce/node.crt") && env.contains("--node localhost"),
+        "{env}"
+    );
+
+    // The installed collector, started as its unit would, answers over TLS
+    // with the installed certificate.
+    let port = free_port();
+    let store = dir.0.join("store.db");
+    let mut serve = Command::new(root.join("usr/local/bin/bounce-collector"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--store")
+        .arg(&store)
+        .arg("--tls-cert")
+        .arg(etc.join("collector.crt"))
+        .arg("--tls-key")
+        .arg(etc.join("collector.key"))
+        .arg("--client-ca")
+        .arg(etc.join("ca.pem"))
+        .arg("--admin-token-file")
+        .arg(etc.join("admin.tokens"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_listening(port, "the installed collector");
+    let runs = runs_over_tls(port, &etc.join("ca.pem"), &dir);
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert!(runs.starts_with("run "), "{runs}");
+}
+
+#[test]
+fn the_prometheus_scrape_configuration_is_valid() {
+    ok(
+        "promtool check config",
+        Command::new("promtool")
+            .args(["check", "config"])
+            .arg(repo().join("deploy/prometheus/bounce.yml"))
+            .output()
+            .unwrap(),
+    );
+}
