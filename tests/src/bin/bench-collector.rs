@@ -9,77 +9,13 @@
 //!
 //!   BOUNCE_COLLECTOR=target/release/bounce-collector target/release/bench-collector AGENTS [CONCURRENCY] [SERVICES]
 
-use bounce_tests::{ADMIN_TOKEN, AGENT_TOKEN, Scratch, batch_of, docker_record, free_port};
-use bounce_wire::ingest::Batch;
-use bounce_wire::{Boundary, BoundaryName, Clock, NodeFacts, Source, TimelineRecord};
+use bounce_tests::{ADMIN_TOKEN, AGENT_TOKEN, Scratch, fleet_batch as batch, free_port};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-fn batch(agent: usize, services: usize, x: &mut u64) -> Batch {
-    let mut next = || {
-        *x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (*x >> 33) as i64
-    };
-    let t0 = 1_795_000_000_000_000_000i64 + agent as i64 * 1_000_000_000;
-    let stop = 200_000_000 + next() % 10_000_000_000;
-    let start = 100_000_000 + next() % 2_000_000_000;
-    let ready = next() % 30_000_000_000;
-    let b = |name, unix_nanos, source| Boundary {
-        name,
-        unix_nanos,
-        source,
-        clock: Clock::Realtime,
-    };
-    let timestamps = vec![
-        b(BoundaryName::Requested, t0, Source::Agent),
-        b(
-            BoundaryName::Exited,
-            t0 + stop,
-            Source::DockerEvent {
-                action: "die".into(),
-            },
-        ),
-        b(
-            BoundaryName::Started,
-            t0 + stop + start,
-            Source::DockerEvent {
-                action: "start".into(),
-            },
-        ),
-        b(
-            BoundaryName::Ready,
-            t0 + stop + start + ready,
-            Source::Probe {
-                probe: "exec_health".into(),
-            },
-        ),
-    ];
-    let service = format!("service_{:04}", agent % services);
-    let node = format!("node-{agent:05}");
-    let t = TimelineRecord {
-        exit_code: Some(143),
-        signals: vec!["SIGTERM".into()],
-        ..docker_record(
-            ("fleet-bench", "fleet", "bench"),
-            &node,
-            &service,
-            timestamps,
-        )
-    };
-    let facts = NodeFacts {
-        hostname: node,
-        cpus: 64,
-        memory_bytes: 512 << 30,
-        ..Default::default()
-    };
-    batch_of(t, facts, 1_795_000_000_000_000_000, 1, 1)
-}
 
 /// Sends every request over `conns` concurrent connections; returns the
 /// wall time and the latency histogram (µs).
