@@ -9,6 +9,7 @@ use bounce_tests::pki::TestCa;
 use bounce_tests::{ADMIN_TOKEN, Scratch, TestContainer, bin, docker, free_port};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Mutex;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -31,13 +32,30 @@ fn ok(what: &str, out: Output) -> String {
     text
 }
 
+/// scripts/images.sh links the test build's binaries again (statically) in
+/// place: while it does, no other test of this file may read them.
+static LINKING: Mutex<()> = Mutex::new(());
+
+/// The test build's binaries, copied (outside any relinking) into
+/// `dir/bin`: what the other tests run and install.
+fn binaries(dir: &Scratch) -> PathBuf {
+    let to = dir.0.join("bin");
+    std::fs::create_dir_all(&to).unwrap();
+    let (agent, collector) = (bin("bounce-agent"), bin("bounce-collector"));
+    let _held = LINKING.lock().unwrap_or_else(|e| e.into_inner());
+    for b in [agent, collector] {
+        std::fs::copy(&b, to.join(b.file_name().unwrap())).unwrap();
+    }
+    to
+}
+
 /// `bounce-collector runs` against a running collector over TLS with the
 /// admin token: what an operator would type.
 fn runs_over_tls(port: u16, ca: &Path, dir: &Scratch) -> String {
     let token = dir.write("admin-reader.token", ADMIN_TOKEN);
     ok(
         "bounce-collector runs",
-        Command::new(bin("bounce-collector"))
+        Command::new(dir.0.join("bin/bounce-collector"))
             .args(["runs", "--collector", &format!("https://localhost:{port}")])
             .arg("--ca-file")
             .arg(ca)
@@ -76,6 +94,7 @@ fn the_images_build_and_an_agent_image_streams_a_run_to_the_collector_image_over
     // built here first so that no other test of this process builds (and
     // links dynamically) while images.sh copies the static binaries.
     bin("bounce-agent");
+    let linking = LINKING.lock().unwrap_or_else(|e| e.into_inner());
     let built = ok(
         "scripts/images.sh",
         Command::new("bash")
@@ -89,6 +108,7 @@ fn the_images_build_and_an_agent_image_streams_a_run_to_the_collector_image_over
         built.contains("IMAGE=bounce/collector:e2e") && built.contains("IMAGE=bounce/agent:e2e"),
         "{built}"
     );
+    drop(linking);
     // Nothing but the binary and a few files: no shell to run a command in.
     let shell = docker(&["run", "--rm", "--entrypoint", "/bin/sh", "bounce/agent:e2e"]);
     assert!(shell.is_err(), "the agent image has a shell");
@@ -106,6 +126,7 @@ fn the_images_build_and_an_agent_image_streams_a_run_to_the_collector_image_over
     );
 
     let dir = Scratch::new("images");
+    binaries(&dir);
     let etc = dir.0.join("etc");
     let state = dir.0.join("state");
     let agent_state = dir.0.join("agent-state");
@@ -205,12 +226,12 @@ fn chown(path: &Path, uid: u32) {
 }
 
 /// The unit as shipped, but for the binary's and the configuration's paths.
-fn collector_unit_for(config: &Path) -> String {
+fn collector_unit_for(config: &Path, bins: &Path) -> String {
     std::fs::read_to_string(repo().join("deploy/systemd/bounce-collector.service"))
         .unwrap()
         .replace(
             "/usr/local/bin/bounce-collector",
-            bin("bounce-collector").to_str().unwrap(),
+            bins.join("bounce-collector").to_str().unwrap(),
         )
         .replace("/etc/bounce", config.to_str().unwrap())
 }
@@ -218,6 +239,7 @@ fn collector_unit_for(config: &Path) -> String {
 #[test]
 fn the_units_verify_and_the_collector_unit_serves_tls_under_a_real_systemd() {
     let dir = Scratch::new("unit");
+    let bins = binaries(&dir);
     let ca = TestCa::new(&dir.0, "ca");
     ca.issue("collector", &["localhost"]);
     std::fs::write(dir.0.join("admin.tokens"), ADMIN_TOKEN).unwrap();
@@ -228,14 +250,17 @@ fn the_units_verify_and_the_collector_unit_serves_tls_under_a_real_systemd() {
     )
     .unwrap();
 
-    let unit = dir.write("bounce-collector.service", &collector_unit_for(&dir.0));
+    let unit = dir.write(
+        "bounce-collector.service",
+        &collector_unit_for(&dir.0, &bins),
+    );
     let watch = dir.write(
         "bounce-agent-watch.service",
         &std::fs::read_to_string(repo().join("deploy/systemd/bounce-agent-watch.service"))
             .unwrap()
             .replace(
                 "/usr/local/bin/bounce-agent",
-                bin("bounce-agent").to_str().unwrap(),
+                bins.join("bounce-agent").to_str().unwrap(),
             ),
     );
     ok(
@@ -292,7 +317,7 @@ fn the_units_verify_and_the_collector_unit_serves_tls_under_a_real_systemd() {
         "RemoveIPC",
         "ProcSubset",
     ];
-    let body = collector_unit_for(&dir.0)
+    let body = collector_unit_for(&dir.0, &bins)
         .lines()
         .filter(|l| !sandbox.iter().any(|s| l.starts_with(s)))
         .map(|l| match l {
@@ -351,7 +376,7 @@ fn the_ansible_roles_install_everything_once_and_the_installed_collector_answers
         "[bounce_collector]\nlocalhost ansible_connection=local\n\
          [bounce_agents]\nlocalhost ansible_connection=local\n",
     );
-    let bins = bin("bounce-agent").parent().unwrap().to_path_buf();
+    let bins = binaries(&dir);
     let play = || {
         ok(
             "ansible-playbook",
