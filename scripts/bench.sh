@@ -21,3 +21,9 @@ done
 # 10,000); set BOUNCE_AGENT_OLD to a release build of an earlier commit to compare.
 BOUNCE_AGENT=$PWD/target/release/bounce-agent BOUNCE_COLLECTOR=$PWD/target/release/bounce-collector \
   target/release/bench-scale
+# Lease latency through the collector: the lease's own overhead (every ask
+# granted at once) and the hand-over through one key.
+cargo build --release --quiet -p bounce-tests --bin bench-lease
+for fleet in "100 20 free" "1000 5 free" "100 5 one-key"; do
+  BOUNCE_COLLECTOR=$PWD/target/release/bounce-collector target/release/bench-lease $fleet
+done
