@@ -9,6 +9,7 @@
 //! - [`act`]: the actor, jobs queued and followed to their result;
 //! - [`attribution`]: where the time went, in words;
 //! - [`resolve`]: `systemd:` selectors to checked targets;
+//! - [`restarts`]: `watch`'s observer of every unit it follows on a manager;
 //! - [`undo`]: a unit's state and start, for undoing an intent.
 //!
 //! This file: the manager connection (connected again for the next restart
@@ -21,6 +22,7 @@ mod attribution;
 mod bus;
 mod observe;
 mod resolve;
+pub mod restarts;
 pub mod undo;
 
 pub use attribution::attribute;

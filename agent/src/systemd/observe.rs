@@ -42,6 +42,15 @@ impl ClockPair {
         )
     }
 
+    /// The same clocks, with `monotonic_us` as the instant signals are
+    /// folded from (watch: just before a unit was seen leaving `active`).
+    pub(super) fn since(self, monotonic_us: u64) -> ClockPair {
+        ClockPair {
+            monotonic_us,
+            ..self
+        }
+    }
+
     /// `realtime_ns` holds the offset (realtime − monotonic) in ns.
     pub(super) fn to_realtime_nanos(self, monotonic_us: u64) -> i64 {
         monotonic_us as i64 * 1000 + self.realtime_ns
@@ -79,7 +88,14 @@ pub(super) struct UnitSeen {
 }
 
 impl UnitSeen {
-    fn apply(&mut self, iface: &str, changed: &HashMap<String, OwnedValue>, since_us: u64) {
+    /// Folds one PropertiesChanged signal of the unit in (changes at or
+    /// before `since_us` belong to an earlier restart).
+    pub(super) fn apply(
+        &mut self,
+        iface: &str,
+        changed: &HashMap<String, OwnedValue>,
+        since_us: u64,
+    ) {
         if iface == UNIT_IFACE {
             for p in [
                 "InactiveEnterTimestampMonotonic",
@@ -118,18 +134,29 @@ impl UnitSeen {
                 }
                 self.results.push(r);
             }
-            if let Some(us) = changed
-                .get("ExecMainExitTimestampMonotonic")
-                .and_then(uint)
-                .filter(|us| *us > since_us)
-                && self.main_exit.is_none()
-            {
-                self.main_exit = Some((
-                    us,
-                    changed.get("ExecMainCode").and_then(int),
-                    changed.get("ExecMainStatus").and_then(int),
-                ));
-            }
+            self.main_exit_from(changed, since_us + 1);
+        }
+    }
+
+    /// The old main process's exit, from a Service-interface change, if
+    /// stamped at or after `not_before_us` (watch: a crashed process exits
+    /// a moment before systemd takes its unit out of `active`).
+    pub(super) fn main_exit_from(
+        &mut self,
+        changed: &HashMap<String, OwnedValue>,
+        not_before_us: u64,
+    ) {
+        if let Some(us) = changed
+            .get("ExecMainExitTimestampMonotonic")
+            .and_then(uint)
+            .filter(|us| *us >= not_before_us)
+            && self.main_exit.is_none()
+        {
+            self.main_exit = Some((
+                us,
+                changed.get("ExecMainCode").and_then(int),
+                changed.get("ExecMainStatus").and_then(int),
+            ));
         }
     }
 }
@@ -193,8 +220,24 @@ impl UnitObserver {
         report: &mut UnitReport,
         tl: &mut Timeline,
     ) {
-        let clock = self.clock;
         let seen = self.seen.borrow().clone();
+        seen.to_timeline(self.clock, unit_props, service_props, report, tl);
+    }
+}
+
+impl UnitSeen {
+    /// The unit-level boundaries and the unit's report from what the
+    /// signals showed and the unit's properties read now (`run`'s observer
+    /// and `watch`'s both write a restart's timeline through this).
+    pub(super) fn to_timeline(
+        &self,
+        clock: ClockPair,
+        unit_props: &HashMap<String, OwnedValue>,
+        service_props: &HashMap<String, OwnedValue>,
+        report: &mut UnitReport,
+        tl: &mut Timeline,
+    ) {
+        let seen = self;
         let mark =
             |tl: &mut Timeline, b: BoundaryName, map: &HashMap<String, OwnedValue>, p: &str| {
                 let now = map

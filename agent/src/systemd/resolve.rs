@@ -150,7 +150,7 @@ async fn resolve_one(
 }
 
 /// kolla's units run `docker start -a NAME` (or podman): the container is NAME.
-fn wrapped_container(exec_start: &OwnedValue) -> Option<String> {
+pub(super) fn wrapped_container(exec_start: &OwnedValue) -> Option<String> {
     let Value::Array(commands) = &**exec_start else {
         return None;
     };

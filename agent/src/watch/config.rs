@@ -6,7 +6,9 @@
 //! Without a file, every default holds.
 
 use crate::scenario::duration::Span;
-use crate::scenario::{Name, NamePattern, NonEmpty, ProbeSpec, ScenarioError, read_checked};
+use crate::scenario::{
+    Name, NamePattern, NonEmpty, ProbeSpec, ScenarioError, SystemdSelector, read_checked,
+};
 use serde::Deserialize;
 use std::path::Path;
 use std::time::Duration;
@@ -23,9 +25,14 @@ pub struct WatchConfig {
     /// From the start, how long readiness may take (containers without their own).
     #[serde(default = "default_timeout")]
     pub timeout: Span,
-    /// Readiness probes by container name; the first entry that matches wins.
+    /// Readiness probes by container name (a unit's: the container it
+    /// wraps, else the unit's name); the first entry that matches wins.
     #[serde(default)]
     pub containers: Vec<ContainerReady>,
+    /// The systemd managers to follow and their units (names or globs, as
+    /// a scenario's `systemd:` target); none by default.
+    #[serde(default)]
+    pub systemd: Vec<SystemdSelector>,
     /// The file as read, for the run's record.
     #[serde(skip)]
     pub text: Option<String>,
@@ -56,6 +63,7 @@ impl Default for WatchConfig {
             incomplete_after: default_incomplete_after(),
             timeout: default_timeout(),
             containers: Vec::new(),
+            systemd: Vec::new(),
             text: None,
         }
     }
@@ -112,6 +120,14 @@ mod tests {
         assert!(matches!(p.unwrap()[0], ProbeSpec::ExecHealth(_)));
         assert_eq!(t, Duration::from_secs(300));
         assert!(c.ready_for("glance_api").0.is_none());
+        assert!(c.systemd.is_empty());
+        let c = parse(
+            "systemd:\n  - bus: user\n    units: [\"kolla-*-container.service\"]\n  - units: [ceph-osd@0.service]\n",
+        )
+        .unwrap();
+        assert_eq!(c.systemd.len(), 2);
+        assert_eq!(c.systemd[1].bus, crate::scenario::Bus::System);
+        assert!(c.systemd[0].units.0[0].matches("kolla-nova_api-container.service"));
     }
 
     #[test]

@@ -111,7 +111,8 @@ impl WatchRuns {
     /// Appends a restart to its day's run (fsynced), and spools it for the
     /// collector as batch `seq`.
     pub fn record(&mut self, rec: &TimelineRecord, seq: u64) -> Result<(), OutputError> {
-        let opened_at = key_of(rec).map(|k| k.opened_at).unwrap_or(0);
+        // A unit's record may have no engine event: its seq is its stamp.
+        let opened_at = key_of(rec).map_or(seq as i64, |k| k.opened_at);
         let day = self.day(opened_at)?;
         append_timeline(&mut day.file, rec)?;
         if let Some(s) = &mut day.streamer {

@@ -1,12 +1,18 @@
 //! `watch`: times every restart of a container on this node that bounce did
 //! not make (`docker restart`, a stop then a start, a crash the restart
-//! policy undoes, a recreate under the same name), always on. It follows
-//! the engine's event stream for every container (`docker/restarts.rs`
-//! cuts it into restarts through `run`'s own fold), follows each to ready
-//! (`docker/follow.rs`), and records it with `origin: watch` and its cause
-//! in the day's run (`days`), resuming after its own restart from a cursor
-//! (`cursor`). It never restarts, stops or execs anything; only exec
-//! probes named in its configuration (`config`) run in a container.
+//! policy undoes, a recreate under the same name), and of the systemd units
+//! its configuration names (`systemctl restart`, stop then start, a crash
+//! `Restart=` undoes; kolla's units with the container they wrap), always
+//! on. It follows the engine's event stream for every container
+//! (`docker/restarts.rs` cuts it into restarts through `run`'s own fold)
+//! and each manager's signals (`systemd/restarts.rs`, through `run`'s unit
+//! observer), follows each restart to ready (`docker/follow.rs`), and
+//! records it with `origin: watch` and its cause in the day's run
+//! (`days`), resuming after its own restart from a cursor (`cursor`: the
+//! engine replays its events; a manager does not, so a unit restart while
+//! the watcher is down is not seen). It never restarts, stops or execs
+//! anything; only exec probes named in its configuration (`config`) run in
+//! a container.
 //!
 //! Docker API it uses (GET only, unless exec probes are configured):
 //! `/_ping`, `/version`, `/events`, `/containers/{id}/json`; exec probes add
@@ -21,6 +27,8 @@ use crate::docker::DockerEngine;
 use crate::docker::follow::{Followed, WatchReady, unfinished};
 use crate::docker::restarts::{RestartKey, RestartTracker, Started};
 use crate::output::OutputError;
+use crate::systemd::SystemdManager;
+use crate::systemd::restarts::WatchedUnit;
 use crate::timeline::realtime_nanos;
 use bollard::query_parameters::EventsOptions;
 use bounce_wire::{Origin, TimelineRecord};
@@ -119,14 +127,57 @@ impl Seen {
     }
 }
 
+/// The systemd managers a watcher follows, each with its units.
+pub type Managers = Vec<(SystemdManager, Vec<WatchedUnit>)>;
+
+/// Follows every manager's units, sending each restart followed to its end;
+/// never returns (a manager whose signals end is said and left).
+async fn watch_managers(
+    managers: &Managers,
+    engine: &DockerEngine,
+    config: &WatchConfig,
+    tx: tokio::sync::mpsc::UnboundedSender<(RestartKey, Followed)>,
+) {
+    let ready_for = |service: &str| {
+        let (probes, timeout) = config.ready_for(service);
+        WatchReady { probes, timeout }
+    };
+    let each = managers.iter().map(|(m, units)| {
+        let tx = tx.clone();
+        async move {
+            let sent = |k, f| {
+                let _ = tx.send((k, f));
+            };
+            let bound = config.incomplete_after.0;
+            if let Err(e) = m
+                .watch_units(units.clone(), Some(engine), &ready_for, bound, sent)
+                .await
+            {
+                eprintln!("watch: {e}; its units are no longer followed");
+            }
+        }
+    });
+    futures_util::future::join_all(each).await;
+    std::future::pending().await
+}
+
 /// Watches until `stop` resolves; returns when it did.
 pub async fn watch(
     engine: &DockerEngine,
     config: &WatchConfig,
+    managers: &Managers,
     mut runs: WatchRuns,
     cursor_dir: &std::path::Path,
     stop: impl Future<Output = ()>,
 ) -> Result<WatchRuns, WatchError> {
+    // Containers that units wrap: their restarts are the units'.
+    let wrapped: BTreeSet<String> = managers
+        .iter()
+        .flat_map(|(_, units)| units.iter().filter_map(|u| u.container.clone()))
+        .collect();
+    let (unit_tx, mut unit_rx) = tokio::sync::mpsc::unbounded_channel();
+    let units = watch_managers(managers, engine, config, unit_tx);
+    tokio::pin!(units);
     let mut cursor = Cursor::open(cursor_dir);
     let since = cursor.saved().unwrap_or_else(realtime_nanos);
     let recorded = runs.recorded_since(since);
@@ -160,6 +211,10 @@ pub async fn watch(
                         continue;
                     }
                     if let Some(started) = tracker.apply(&ev) {
+                        if wrapped.contains(&started.facts.key.name) {
+                            tracker.close(&started.facts.key, &started.facts.id);
+                            continue;
+                        }
                         in_flight.insert(started.facts.key.clone());
                         following.push(follow(engine, config, started, &abort));
                     }
@@ -183,10 +238,15 @@ pub async fn watch(
                 record(&mut runs, &key, followed)?;
                 in_flight.remove(&key);
             }
+            Some((key, followed)) = unit_rx.recv() => record(&mut runs, &key, followed)?,
+            _ = &mut units => {}
             _ = tick.tick() => {
                 let older_than = realtime_nanos() - bound.as_nanos() as i64;
                 for u in tracker.sweep(older_than) {
                     let key = u.facts.key.clone();
+                    if wrapped.contains(&key.name) {
+                        continue;
+                    }
                     record(&mut runs, &key, unfinished(u, bound))?;
                 }
                 let oldest = tracker.oldest_open().into_iter().chain(in_flight.first().map(|k| k.opened_at)).min();

@@ -1,12 +1,14 @@
 //! `bounce-agent watch`: time every container restart on this node that
-//! bounce did not make, until SIGINT or SIGTERM. Reads the configuration,
-//! connects to the engine (and checks the collector), then hands over to
-//! the library's `watch`.
+//! bounce did not make, and every restart of the units its configuration
+//! names, until SIGINT or SIGTERM. Reads the configuration, connects to the
+//! engine and the systemd managers (and checks the collector), then hands
+//! over to the library's `watch`.
 
 use crate::args::{Auth, parse_duration};
 use anyhow::Result;
 use bounce_agent::docker::DockerEngine;
 use bounce_agent::facts;
+use bounce_agent::systemd::SystemdManager;
 use bounce_agent::timeline::realtime_nanos;
 use bounce_agent::watch::config::WatchConfig;
 use bounce_agent::watch::days::{self, WatchIdentity, WatchRuns};
@@ -93,7 +95,20 @@ pub async fn watch(args: Args) -> Result<ExitCode> {
             _ = term.recv() => {}
         }
     };
-    let runs = bounce_agent::watch::watch(&engine, &config, runs, &args.output, stop).await?;
+    let mut managers = Vec::new();
+    for sel in &config.systemd {
+        let manager = SystemdManager::connect(&sel.bus, None).await?;
+        let units = manager.watched_units(&sel.units.0).await?;
+        let wrapping = units.iter().filter(|u| u.container.is_some()).count();
+        eprintln!(
+            "watch: {} unit(s) on the {} bus ({wrapping} wrapping a container)",
+            units.len(),
+            sel.bus
+        );
+        managers.push((manager, units));
+    }
+    let runs =
+        bounce_agent::watch::watch(&engine, &config, &managers, runs, &args.output, stop).await?;
     runs.flush(args.flush).await;
     eprintln!("watch: stopped");
     Ok(ExitCode::SUCCESS)
