@@ -2,7 +2,7 @@
 # The test suite, from a fresh Debian machine: installs and starts what the
 # tests need (Docker engine, the busybox test image, a systemd user manager
 # on its own D-Bus bus, a 3-OSD Ceph cluster whose daemons are its units,
-# Prometheus, ansible-core), then runs every test.
+# Prometheus, ansible-core, HAProxy), then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/harness/docker-up.sh
@@ -17,6 +17,11 @@ fi
 if ! command -v ansible-playbook >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ansible-core >/dev/null \
     || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ansible-core >/dev/null; }
+fi
+# HAProxy, as the read-only Docker API proxy watch is tested through.
+if ! command -v haproxy >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy >/dev/null; }
 fi
 # Another HdrHistogram implementation, to prove our .hlog files are standard.
 python3 -c 'import hdrh' 2>/dev/null || python3 -m pip install --quiet --root-user-action=ignore hdrhistogram

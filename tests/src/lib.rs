@@ -924,6 +924,11 @@ impl WatchProcess {
     /// Starts the watcher with `extra` arguments and waits until it follows
     /// the engine (it saves its cursor once it has opened the stream).
     pub fn start(dir: &Path, extra: &[&str]) -> WatchProcess {
+        WatchProcess::start_env(dir, extra, &[])
+    }
+
+    /// [`WatchProcess::start`] with environment variables (`DOCKER_HOST`).
+    pub fn start_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> WatchProcess {
         let mut args: Vec<std::ffi::OsString> = vec![
             "watch".into(),
             "-o".into(),
@@ -934,7 +939,10 @@ impl WatchProcess {
         args.extend(extra.iter().map(|e| e.into()));
         let cursor = dir.join("watch-cursor.json");
         let before = std::fs::metadata(&cursor).and_then(|m| m.modified()).ok();
-        let child = spawn_agent(&args);
+        let child = agent_command(&args)
+            .envs(env.iter().copied())
+            .spawn()
+            .expect("start bounce-agent watch");
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while std::fs::metadata(&cursor).and_then(|m| m.modified()).ok() == before {
             assert!(
