@@ -111,7 +111,7 @@ impl SystemdManager {
                 if out.iter().any(|u| u.name == name) {
                     continue;
                 }
-                let service = match props(&self.conn, &path).await {
+                let service = match props(&self.link().conn, &path).await {
                     Ok(p) => p.get_all(SERVICE_IFACE).await.unwrap_or_default(),
                     Err(e) => return Err(bus_error(&self.bus, e)),
                 };
@@ -144,13 +144,13 @@ impl SystemdManager {
             .path_namespace("/org/freedesktop/systemd1")
             .map_err(|e| bus_error(&self.bus, e))?
             .build();
-        let mut signals = zbus::MessageStream::for_match_rule(rule, &self.conn, Some(4096))
+        let mut signals = zbus::MessageStream::for_match_rule(rule, &self.link().conn, Some(4096))
             .await
             .map_err(|e| bus_error(&self.bus, e))?;
         let mut states: Vec<UnitState> = Vec::new();
         for unit in units {
             // Whether it is active now: a restart opens when it leaves that.
-            let active = match props(&self.conn, &unit.path).await {
+            let active = match props(&self.link().conn, &unit.path).await {
                 Ok(p) => p
                     .get_all(UNIT_IFACE)
                     .await
@@ -213,7 +213,7 @@ impl SystemdManager {
             _ => Cause::StopStart,
         };
         let mut tl = timeline_of(&unit, &open, &self.bus.to_string(), cause);
-        let (unit_props, service_props) = match props(&self.conn, &unit.path).await {
+        let (unit_props, service_props) = match props(&self.link().conn, &unit.path).await {
             Ok(p) => (
                 p.get_all(UNIT_IFACE).await.unwrap_or_default(),
                 p.get_all(SERVICE_IFACE).await.unwrap_or_default(),
