@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use bounce_wire::TimelineRecord;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -1027,4 +1027,43 @@ pub fn fleet_batch(agent: usize, services: usize, x: &mut u64) -> bounce_wire::i
         ..Default::default()
     };
     batch_of(t, facts, 1_795_000_000_000_000_000, 1, 1)
+}
+
+/// A collector for the benchmarks (`BOUNCE_COLLECTOR`, a release build),
+/// serving `dir`'s store on a free loopback port with the test tokens;
+/// returns once it listens.
+pub fn bench_collector(dir: &Scratch) -> (std::process::Child, u16) {
+    let bin = std::env::var("BOUNCE_COLLECTOR")
+        .expect("BOUNCE_COLLECTOR: path to a release bounce-collector");
+    std::fs::write(dir.path("agent.token"), AGENT_TOKEN).unwrap();
+    std::fs::write(dir.path("admin.token"), ADMIN_TOKEN).unwrap();
+    let port = free_port();
+    let mut child = Command::new(&bin)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--store")
+        .arg(dir.path("store.db"))
+        .arg("--agent-token-file")
+        .arg(dir.path("agent.token"))
+        .arg("--admin-token-file")
+        .arg(dir.path("admin.token"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start collector");
+    if !listening(port) {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the collector did not listen on {port}");
+    }
+    (child, port)
+}
+
+/// Whether a server accepts connections on a loopback port within 10 s.
+pub fn listening(port: u16) -> bool {
+    (0..200).any(|_| {
+        let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        if !up {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        up
+    })
 }

@@ -9,7 +9,9 @@
 //!
 //!   BOUNCE_COLLECTOR=target/release/bounce-collector target/release/bench-collector AGENTS [CONCURRENCY] [SERVICES]
 
-use bounce_tests::{ADMIN_TOKEN, AGENT_TOKEN, Scratch, fleet_batch as batch, free_port};
+use bounce_tests::{
+    AGENT_TOKEN, Scratch, bench_collector, fleet_batch as batch, free_port, listening,
+};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
@@ -56,16 +58,6 @@ async fn send_all(
     (secs, lat)
 }
 
-/// Bounded wait for a server to accept connections on a loopback port.
-fn wait_listening(port: u16) {
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
-
 fn peak_rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -87,24 +79,8 @@ async fn main() {
     let agents: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
     let conns: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(64);
     let services: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(50);
-    let collector_bin = std::env::var("BOUNCE_COLLECTOR")
-        .expect("BOUNCE_COLLECTOR: path to a release bounce-collector");
     let dir = Scratch::new("bench-collector");
-    std::fs::write(dir.path("agent.token"), AGENT_TOKEN).unwrap();
-    std::fs::write(dir.path("admin.token"), ADMIN_TOKEN).unwrap();
-    let port = free_port();
-    let mut child = std::process::Command::new(&collector_bin)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--store")
-        .arg(dir.path("store.db"))
-        .arg("--agent-token-file")
-        .arg(dir.path("agent.token"))
-        .arg("--admin-token-file")
-        .arg(dir.path("admin.token"))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start collector");
-    wait_listening(port);
+    let (mut child, port) = bench_collector(&dir);
 
     let mut x = 42u64;
     let bodies: Vec<(Bytes, usize)> = (0..agents)
@@ -200,7 +176,10 @@ async fn main() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start pushgateway");
-        wait_listening(pport);
+        assert!(
+            listening(pport),
+            "the pushgateway did not listen on {pport}"
+        );
         let mut x = 42u64;
         let pushes: Vec<(String, Bytes)> = (0..agents)
             .map(|a| {

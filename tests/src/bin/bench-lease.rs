@@ -11,7 +11,7 @@
 //!
 //!   BOUNCE_COLLECTOR=target/release/bounce-collector target/release/bench-lease AGENTS [ROUNDS] [free|one-key]
 
-use bounce_tests::{ADMIN_TOKEN, AGENT_TOKEN, Scratch, free_port};
+use bounce_tests::{AGENT_TOKEN, Scratch, bench_collector};
 use bounce_wire::Outcome;
 use bounce_wire::lease::{
     AgentCall, FleetAnswer, FleetCall, FleetTerms, Join, Restart, Ticket, agent_path,
@@ -24,7 +24,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 type Http = Client<HttpConnector, Full<Bytes>>;
 
@@ -128,16 +128,6 @@ fn quantiles(name: &str, v: &[u64]) {
     );
 }
 
-fn wait_listening(port: u16) {
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("the collector did not listen on {port}");
-}
-
 fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or("");
@@ -153,24 +143,8 @@ async fn main() {
     let agents: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100);
     let rounds: u32 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(20);
     let one_key = args.get(3).map(String::as_str) == Some("one-key");
-    let collector_bin = std::env::var("BOUNCE_COLLECTOR")
-        .expect("BOUNCE_COLLECTOR: path to a release bounce-collector");
     let dir = Scratch::new("bench-lease");
-    std::fs::write(dir.path("agent.token"), AGENT_TOKEN).unwrap();
-    std::fs::write(dir.path("admin.token"), ADMIN_TOKEN).unwrap();
-    let port = free_port();
-    let mut child = std::process::Command::new(&collector_bin)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--store")
-        .arg(dir.path("store.db"))
-        .arg("--agent-token-file")
-        .arg(dir.path("agent.token"))
-        .arg("--admin-token-file")
-        .arg(dir.path("admin.token"))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start collector");
-    wait_listening(port);
+    let (mut child, port) = bench_collector(&dir);
 
     let run = "bench-lease-1";
     let limits = if one_key {
