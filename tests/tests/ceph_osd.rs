@@ -721,6 +721,7 @@ fn an_osd_in_a_container_is_restarted_through_the_engine_and_followed_the_same_w
 /// is back; the two OSDs are never down together.
 #[test]
 fn two_agents_of_a_fleet_never_pass_ok_to_stop_on_answers_that_leave_each_other_out() {
+    let _one = lock_cluster();
     wait_healthy();
     let dir = Scratch::new("ceph-fleet");
     let collector = CollectorProcess::start(&dir.0);
