@@ -143,7 +143,33 @@ impl TestContainer {
         args.extend_from_slice(opts);
         args.extend_from_slice(&[IMAGE, "sh", "-c", script]);
         let id = docker(&args).unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        TestContainer { name, id }
+        let c = TestContainer { name, id };
+        if script.contains("trap") && script.contains("TERM") {
+            c.wait_catching_sigterm();
+        }
+        c
+    }
+
+    /// Waits (bounded) until the container's PID 1 catches SIGTERM: `docker
+    /// run -d` returns before the shell has run its `trap`, and PID 1 without
+    /// a handler ignores SIGTERM, so a restart that came too early would wait
+    /// for the stop timeout and SIGKILL (seen under load).
+    fn wait_catching_sigterm(&self) {
+        const SIGTERM_BIT: u64 = 1 << (libc::SIGTERM - 1);
+        for _ in 0..200 {
+            let pid = self.inspect()["State"]["Pid"].as_i64().unwrap_or(0);
+            let caught = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    let hex = s.lines().find_map(|l| l.strip_prefix("SigCgt:"))?;
+                    u64::from_str_radix(hex.trim(), 16).ok()
+                });
+            if pid > 0 && caught.is_some_and(|m| m & SIGTERM_BIT != 0) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("{}: its PID 1 never set its SIGTERM trap", self.name);
     }
 
     pub fn inspect(&self) -> Value {
