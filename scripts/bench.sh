@@ -27,3 +27,8 @@ cargo build --release --quiet -p bounce-tests --bin bench-lease
 for fleet in "100 20 free" "1000 5 free" "100 5 one-key"; do
   BOUNCE_COLLECTOR=$PWD/target/release/bounce-collector target/release/bench-lease $fleet
 done
+# A watching agent on a node (its own engine): idle footprint over BENCH_IDLE
+# seconds (default 600) beside node_exporter, then a burst of 60 restarts.
+command -v prometheus-node-exporter >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-node-exporter >/dev/null
+cargo build --release --quiet -p bounce-tests --bin bench-watch
+BOUNCE_AGENT=$PWD/target/release/bounce-agent target/release/bench-watch

@@ -6,7 +6,7 @@
 //! scrape configuration checked by promtool.
 
 use bounce_tests::pki::TestCa;
-use bounce_tests::{ADMIN_TOKEN, Scratch, TestContainer, bin, docker, free_port};
+use bounce_tests::{ADMIN_TOKEN, Scratch, TestContainer, bin, docker, free_port, listening};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
@@ -68,13 +68,7 @@ fn runs_over_tls(port: u16, ca: &Path, dir: &Scratch) -> String {
 
 /// Waits (bounded) until something accepts connections on the port.
 fn wait_listening(port: u16, what: &str) {
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("{what} did not listen on 127.0.0.1:{port}");
+    assert!(listening(port), "{what} did not listen on 127.0.0.1:{port}");
 }
 
 /// A container by name, removed when dropped (for containers the test runs
