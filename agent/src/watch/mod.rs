@@ -9,8 +9,8 @@
 //! observer), follows each restart to ready (`docker/follow.rs`), and
 //! records it with `origin: watch` and its cause in the day's run
 //! (`days`), resuming after its own restart from a cursor (`cursor`: the
-//! engine replays its events; a manager does not, so a unit restart while
-//! the watcher is down is not seen). It never restarts, stops or execs
+//! engine replays its events, `seen` takes each once; a manager does not
+//! replay, so a unit restart while the watcher is down is not seen). It never restarts, stops or execs
 //! anything; only exec probes named in its configuration (`config`) run in
 //! a container.
 //!
@@ -21,6 +21,7 @@
 pub mod config;
 pub mod cursor;
 pub mod days;
+pub mod seen;
 
 use crate::abort::Abort;
 use crate::docker::DockerEngine;
@@ -37,6 +38,7 @@ use cursor::Cursor;
 use days::WatchRuns;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use seen::Seen;
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
@@ -96,36 +98,6 @@ type EventStream = Pin<
     >,
 >;
 type Following<'a> = Pin<Box<dyn Future<Output = (RestartKey, String, Followed)> + 'a>>;
-
-/// The last engine stamp taken, and the events taken at exactly that
-/// stamp: a stream reopened `since` it replays them, and they are not folded twice.
-#[derive(Default)]
-struct Seen {
-    at: i64,
-    at_it: Vec<(String, String)>,
-}
-
-impl Seen {
-    fn is_new(&mut self, ev: &bollard::models::EventMessage) -> bool {
-        let at = ev.time_nano.unwrap_or(0);
-        let who = (
-            ev.actor
-                .as_ref()
-                .and_then(|a| a.id.clone())
-                .unwrap_or_default(),
-            ev.action.clone().unwrap_or_default(),
-        );
-        if at < self.at || (at == self.at && self.at_it.contains(&who)) {
-            return false;
-        }
-        if at > self.at {
-            self.at = at;
-            self.at_it.clear();
-        }
-        self.at_it.push(who);
-        true
-    }
-}
 
 /// The systemd managers a watcher follows, each with its units.
 pub type Managers = Vec<(SystemdManager, Vec<WatchedUnit>)>;
@@ -191,10 +163,7 @@ pub async fn watch(
     let mut tracker = RestartTracker::new(move |k| recorded.contains(k));
     let abort = Abort::never();
     let bound = config.incomplete_after.0;
-    let mut seen = Seen {
-        at: since,
-        at_it: Vec::new(),
-    };
+    let mut seen = Seen::new(since);
     let mut following: FuturesUnordered<Following<'_>> = FuturesUnordered::new();
     let mut in_flight: BTreeSet<RestartKey> = BTreeSet::new();
     let mut events = events_since(engine, since);
@@ -230,7 +199,7 @@ pub async fn watch(
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
-                    events = events_since(engine, seen.at);
+                    events = events_since(engine, seen.resume_from());
                 }
             },
             Some((key, id, followed)) = following.next() => {
@@ -250,7 +219,7 @@ pub async fn watch(
                     record(&mut runs, &key, unfinished(u, bound))?;
                 }
                 let oldest = tracker.oldest_open().into_iter().chain(in_flight.first().map(|k| k.opened_at)).min();
-                let at = oldest.unwrap_or(seen.at);
+                let at = oldest.unwrap_or(seen.resume_from());
                 cursor.save(at).map_err(|e| WatchError::Cursor(cursor_dir.display().to_string(), e))?;
             }
         }
@@ -262,7 +231,7 @@ pub async fn watch(
         .chain(in_flight.first().map(|k| k.opened_at))
         .min();
     cursor
-        .save(oldest.unwrap_or(seen.at))
+        .save(oldest.unwrap_or(seen.resume_from()))
         .map_err(|e| WatchError::Cursor(cursor_dir.display().to_string(), e))?;
     Ok(runs)
 }
