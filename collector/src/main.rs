@@ -14,6 +14,7 @@ mod fuzz;
 mod metrics;
 mod net;
 mod remote;
+mod retention;
 mod series;
 mod store;
 mod validate;
@@ -58,6 +59,9 @@ enum Command {
     /// slower than the baseline beyond the threshold, 2 error.
     #[command(verbatim_doc_comment)]
     Report(cmd::report::Args),
+    /// What a store holds and what retention dropped from it: size, vacuum
+    /// mode, the oldest timeline kept, the hours of merged histograms.
+    Store(cmd::store::Args),
     /// A fleet run's status, and an operator's control of it: pause,
     /// resume, abort, resolve a lost node (over a running collector's admin API).
     Fleet(cmd::fleet::Args),
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
         Command::Summarize(args) => cmd::summarize::run(args),
         Command::Report(args) => cmd::report::run(args),
         Command::Fleet(args) => cmd::fleet::run(args),
+        Command::Store(args) => cmd::store::run(args),
     };
     match result {
         Ok(code) => code,

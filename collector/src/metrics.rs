@@ -81,6 +81,7 @@ pub fn render(store: &Mutex<Store>, what: &Exposition<'_>) -> Result<String, Str
         Vec::new()
     };
     let store_bytes = store.size_on_disk();
+    let dropped = store.dropped().map_err(|e| e.to_string())?;
     drop(store);
 
     // Every outcome of every service, zeros included: a failure panel then
@@ -165,6 +166,19 @@ pub fn render(store: &Mutex<Store>, what: &Exposition<'_>) -> Result<String, Str
             "Size of the collector's store on disk (database and write-ahead log).",
             MetricType::GAUGE,
             vec![gauge(store_bytes as f64, vec![])],
+        ),
+        family(
+            "bounce_collector_retention_dropped_total",
+            "What the collector's retention dropped: timelines (kept merged per deployment and hour), hour_rows (merged rows expired), runs (expired with their batch keys).",
+            MetricType::COUNTER,
+            [
+                ("timelines", dropped.timelines),
+                ("hour_rows", dropped.hour_rows),
+                ("runs", dropped.runs),
+            ]
+            .into_iter()
+            .map(|(what, n)| counter(n as f64, labels(&[("what", what)])))
+            .collect(),
         ),
         family(
             "bounce_collector_agents",

@@ -6,8 +6,10 @@
 
 use crate::fleet::log::FleetRecord;
 use crate::fleet::{Committed, Journal};
+use crate::retention::Upkeep;
 use crate::store::{Item, PhaseHistogram, Store, Stored};
 use bounce_wire::ingest::Batch;
+use std::sync::mpsc::RecvTimeoutError;
 use tokio::sync::oneshot;
 
 type Job = (Item, oneshot::Sender<Result<Stored, String>>);
@@ -21,12 +23,28 @@ pub struct Writer {
 const GROUP_MAX: usize = 512;
 
 impl Writer {
-    pub fn start(mut store: Store) -> Writer {
+    /// The writer thread; with `upkeep`, a retention step between groups
+    /// (and when idle), so ingest waits at most one bounded step.
+    pub fn start(mut store: Store, mut upkeep: Option<Upkeep>) -> Writer {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
-                while let Ok(first) = rx.recv() {
+                loop {
+                    let first = match &upkeep {
+                        None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                        Some(u) => rx.recv_timeout(u.wait()),
+                    };
+                    let first = match first {
+                        Ok(job) => job,
+                        Err(RecvTimeoutError::Timeout) => {
+                            if let Some(u) = upkeep.as_mut() {
+                                u.step(&mut store);
+                            }
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    };
                     let mut group = vec![first];
                     while group.len() < GROUP_MAX {
                         match rx.try_recv() {
@@ -46,6 +64,9 @@ impl Writer {
                                 let _ = reply.send(Err(e.to_string()));
                             }
                         }
+                    }
+                    if let Some(u) = upkeep.as_mut() {
+                        u.step(&mut store);
                     }
                 }
             })

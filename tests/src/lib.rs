@@ -1059,6 +1059,15 @@ pub fn fleet_batch(agent: usize, services: usize, x: &mut u64) -> bounce_wire::i
 /// serving `dir`'s store on a free loopback port with the test tokens;
 /// returns once it listens.
 pub fn bench_collector(dir: &Scratch) -> (std::process::Child, u16) {
+    bench_collector_with(dir, &[], Stdio::null())
+}
+
+/// [`bench_collector`] with extra `serve` options and its stderr.
+pub fn bench_collector_with(
+    dir: &Scratch,
+    extra: &[&str],
+    stderr: Stdio,
+) -> (std::process::Child, u16) {
     let bin = std::env::var("BOUNCE_COLLECTOR")
         .expect("BOUNCE_COLLECTOR: path to a release bounce-collector");
     std::fs::write(dir.path("agent.token"), AGENT_TOKEN).unwrap();
@@ -1072,7 +1081,8 @@ pub fn bench_collector(dir: &Scratch) -> (std::process::Child, u16) {
         .arg(dir.path("agent.token"))
         .arg("--admin-token-file")
         .arg(dir.path("admin.token"))
-        .stderr(Stdio::null())
+        .args(extra)
+        .stderr(stderr)
         .spawn()
         .expect("start collector");
     if !listening(port) {
@@ -1092,4 +1102,48 @@ pub fn listening(port: u16) -> bool {
         }
         up
     })
+}
+
+/// Sends every request over `conns` concurrent connections; returns the
+/// wall time and the latency histogram (µs).
+pub async fn send_all(
+    client: &hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Full<hyper::body::Bytes>,
+    >,
+    conns: usize,
+    requests: Vec<hyper::Request<http_body_util::Full<hyper::body::Bytes>>>,
+) -> (f64, hdrhistogram::Histogram<u64>) {
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(requests));
+    let latency = std::sync::Arc::new(std::sync::Mutex::new(
+        hdrhistogram::Histogram::<u64>::new(3).unwrap(),
+    ));
+    let t = std::time::Instant::now();
+    let tasks: Vec<_> = (0..conns)
+        .map(|_| {
+            let (queue, latency, client) = (queue.clone(), latency.clone(), client.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Some(req) = queue.lock().unwrap().pop() else {
+                        return;
+                    };
+                    let t0 = std::time::Instant::now();
+                    let resp = client.request(req).await.expect("request");
+                    assert!(resp.status().is_success(), "{}", resp.status());
+                    let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+                    latency
+                        .lock()
+                        .unwrap()
+                        .record(t0.elapsed().as_micros() as u64)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let lat = latency.lock().unwrap().clone();
+    (secs, lat)
 }

@@ -30,6 +30,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/runs/{run_id}/histograms.hlog", get(run_hlog))
         .route("/api/v1/runs/{run_id}/nodes", get(run_nodes))
         .route("/api/v1/runs/{run_id}/export", get(run_export))
+        .route("/api/v1/compacted", get(compacted))
         .route("/metrics", get(metrics_page))
         .route("/api/v1/whoami", get(whoami))
         .layer(DefaultBodyLimit::max(MAX_BATCH_BYTES))
@@ -154,6 +155,41 @@ async fn run_summary(run: RunRead) -> Result<Json<serde_json::Value>, ApiError> 
 async fn run_export(run: RunRead) -> Result<Json<RunData>, ApiError> {
     let data = run.store().run_data(&run.run_id).map_err(internal)?;
     data.map(Json).ok_or_else(|| no_run(run.run_id.as_str()))
+}
+
+/// A deployment's restarts whose timelines retention dropped, merged from
+/// the hourly histograms that overlap `?since=&until=` (Unix nanoseconds;
+/// `&origin=run|watch`): what `report --collector URL --deployment D` adds.
+async fn compacted(
+    State(state): State<Shared>,
+    _: Admin,
+    uri: Uri,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let q = query::pairs(uri.query().unwrap_or(""));
+    let deployment = q
+        .get("deployment")
+        .ok_or_else(|| bad("give ?deployment=NAME"))?;
+    let instant = |key: &str| {
+        q.get(key)
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| bad(format!("{key}={v}: not Unix nanoseconds")))
+            })
+            .transpose()
+    };
+    let (since, until) = (instant("since")?, instant("until")?);
+    let compacted = state
+        .reader
+        .lock()
+        .unwrap()
+        .compacted(
+            deployment,
+            since,
+            until,
+            q.get("origin").map(String::as_str),
+        )
+        .map_err(internal)?;
+    Ok(Json(serde_json::json!({ "compacted": compacted })))
 }
 
 async fn run_hlog(run: RunRead) -> Result<Response, ApiError> {

@@ -36,11 +36,7 @@ pub fn parse_origin(s: &str) -> Result<Origin, String> {
     }
 }
 
-/// When a restart opened: its first boundary (the request, or for a crash
-/// nobody requested, the exit).
-pub fn opened_at(t: &TimelineRecord) -> Option<i64> {
-    t.timestamps.iter().map(|b| b.unix_nanos).min()
-}
+pub use crate::store::opened_at;
 
 /// `20261130T101500Z`, for the report's name.
 fn compact(unix_nanos: i64) -> String {
@@ -69,8 +65,10 @@ impl Range {
     }
 
     /// The range's restarts from every run of the deployment, in the order
-    /// they opened, as one run for the report.
-    pub fn gather(&self, source: &Source) -> Result<RunData> {
+    /// they opened, as one run for the report; with `compacted`, the whole
+    /// hours retention merged the range's dropped timelines into (the run
+    /// may then hold no timeline at all).
+    pub fn gather(&self, source: &Source, compacted: Option<(i64, i64)>) -> Result<RunData> {
         let mut timelines = Vec::new();
         let mut nodes: Vec<NodeFacts> = Vec::new();
         let mut scenarios: Vec<String> = Vec::new();
@@ -95,7 +93,7 @@ impl Range {
                 }
             }
         }
-        if timelines.is_empty() {
+        if timelines.is_empty() && compacted.is_none() {
             bail!(
                 "no restart of deployment {:?}{} in that range (`bounce-collector runs` lists the runs)",
                 self.deployment,
@@ -105,10 +103,16 @@ impl Range {
             );
         }
         timelines.sort_by_key(opened_at);
-        let first = timelines.iter().filter_map(opened_at).min().unwrap_or(0);
+        let first = timelines
+            .iter()
+            .filter_map(opened_at)
+            .chain(compacted.map(|c| c.0))
+            .min()
+            .unwrap_or(0);
         let last = timelines
             .iter()
             .flat_map(|t| t.timestamps.iter().map(|b| b.unix_nanos))
+            .chain(compacted.map(|c| c.1))
             .max()
             .unwrap_or(first);
         let (since, until) = (self.since.unwrap_or(first), self.until.unwrap_or(last));

@@ -4,6 +4,7 @@
 
 use crate::cmd::at::RunsAt;
 use crate::cmd::range::{self, Range};
+use crate::cmd::retained;
 use anyhow::{Context, Result, bail};
 use bounce_report::{CompareOptions, ReportOptions, Verdict, write_report};
 use bounce_wire::summary::{format_seconds, render_table};
@@ -113,16 +114,33 @@ pub fn run(args: Args) -> Result<ExitCode> {
             (None, None) => Ok(None),
         }
     };
+    // What retention dropped from what the report covers, said at its end.
+    let mut dropped = None;
     let run_data = match args.deployment {
-        Some(deployment) => Range {
-            deployment,
-            since: args.since,
-            until: args.until,
-            origin: args.origin,
+        Some(deployment) => {
+            let source = source.as_ref().expect("checked above");
+            let range = Range {
+                deployment,
+                since: args.since,
+                until: args.until,
+                origin: args.origin,
+            };
+            let compacted = retained::of_range(source, &range)?;
+            let span = compacted
+                .as_ref()
+                .map(|c| (c.first_hour_unix_nanos, c.end_unix_nanos));
+            let data = range.gather(source, span)?;
+            dropped = compacted.map(|c| retained::range_section(&range.deployment, &c));
+            data
         }
-        .gather(source.as_ref().expect("checked above"))?,
-        None => load(args.run, args.from)?
-            .context("which run? give RUN (with --store), --from DIR or --deployment D")?,
+        None => {
+            if let (Some(id), Some(source)) = (&args.run, &source) {
+                dropped = retained::of_run(source, id)?
+                    .map(|(n, restarts, d)| retained::run_section(n, restarts, &d));
+            }
+            load(args.run, args.from)?
+                .context("which run? give RUN (with --store), --from DIR or --deployment D")?
+        }
     };
     let base_data = load(args.baseline, args.baseline_from)?;
     let alpha = args.alpha;
@@ -142,6 +160,17 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
     let written = write_report(&run_data, base_data.as_ref(), &opts, &args.out)?;
     print!("{}", render_table(&written.rows));
+    if let Some(section) = &dropped {
+        retained::append(&written.report, section)?;
+        eprintln!(
+            "note: retention dropped timelines this report covers: see its last section, {}",
+            section
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("## ")
+        );
+    }
     let mut code = ExitCode::SUCCESS;
     if let Some(c) = &written.comparison {
         println!();

@@ -16,19 +16,22 @@ pub fn run(args: Args) -> Result<ExitCode> {
         bail!("give --store (the collector's SQLite file) or --collector URL");
     };
     let runs = source.runs()?;
+    // `dropped`: restarts whose timelines retention dropped (counted in
+    // `restarts`; kept merged per deployment and hour).
     println!(
-        "{:<28} {:<16} {:<20} {:<24} {:>6} {:>9}",
-        "run", "deployment", "scenario", "started", "nodes", "restarts"
+        "{:<28} {:<16} {:<20} {:<24} {:>6} {:>9} {:>8}",
+        "run", "deployment", "scenario", "started", "nodes", "restarts", "dropped"
     );
     for r in &runs {
         println!(
-            "{:<28} {:<16} {:<20} {:<24} {:>6} {:>9}",
+            "{:<28} {:<16} {:<20} {:<24} {:>6} {:>9} {:>8}",
             r["run_id"].as_str().unwrap_or("?"),
             r["deployment"].as_str().unwrap_or("?"),
             r["scenario"].as_str().unwrap_or("?"),
             bounce_wire::civil::utc(r["started_unix_nanos"].as_i64().unwrap_or(0)),
             r["agents"].as_i64().unwrap_or(0),
-            r["restarts"].as_i64().unwrap_or(0)
+            r["restarts"].as_i64().unwrap_or(0),
+            r["timelines_dropped"].as_i64().unwrap_or(0)
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -12,6 +12,7 @@ use crate::cmd::tokens::tokens;
 use crate::fleet::Fleets;
 use crate::net::listen::{self, Deadlines};
 use crate::net::tls::{ServerCert, server_config};
+use crate::retention::{Keep, Policy, Upkeep, parse_keep, words};
 use crate::store::Store;
 use crate::writer::Writer;
 use anyhow::{Context, Result, bail};
@@ -67,6 +68,62 @@ pub struct Args {
     /// Seconds a whole request may take, body and answer included.
     #[arg(long, default_value_t = 60)]
     request_timeout_secs: u64,
+    /// Drop restarts' timelines older than this (14d, 36h; by when the
+    /// restart opened), keeping them merged per deployment, hour, service
+    /// and phase (reports over old ranges read those). Default: keep all.
+    #[arg(long, value_name = "AGE", default_value = "forever", value_parser = Keep::parse)]
+    keep_timelines: Keep,
+    /// Drop the hourly histograms, and runs left without timelines, older
+    /// than this (at least --keep-timelines). Default: keep all.
+    #[arg(long, value_name = "AGE", default_value = "forever", value_parser = Keep::parse)]
+    keep_histograms: Keep,
+    /// How often retention looks for work when it had none.
+    #[arg(long, value_name = "AGE", default_value = "1m", value_parser = parse_every)]
+    retention_every: Duration,
+    /// Rows one retention step handles (one transaction between ingest groups).
+    #[arg(long, default_value_t = 500, hide = true)]
+    retention_chunk: usize,
+}
+
+fn parse_every(s: &str) -> Result<Duration, String> {
+    parse_keep(s)?.ok_or_else(|| format!("{s:?}: give an interval (1m, 30s)"))
+}
+
+/// The policy the flags set; the store converted to incremental vacuum
+/// once, when the policy deletes and the store was made without it.
+fn retention(args: &Args, store: &mut Store) -> Result<Option<Upkeep>> {
+    let policy = Policy {
+        keep_timelines: args.keep_timelines.0,
+        keep_histograms: args.keep_histograms.0,
+        every: args.retention_every,
+        chunk: args.retention_chunk.max(1),
+        vacuum_pages: 256,
+    };
+    policy.check().map_err(|e| anyhow::anyhow!(e))?;
+    if !policy.deletes() {
+        return Ok(None);
+    }
+    if store.auto_vacuum()? != "incremental" {
+        let mib = store.size_on_disk() / (1 << 20);
+        eprintln!(
+            "bounce-collector: {}: converting the store to incremental auto-vacuum, once: a VACUUM of {mib} MiB (needs as much free disk again; ingest starts after it)...",
+            args.store.display()
+        );
+        let began = std::time::Instant::now();
+        store
+            .convert_to_incremental()
+            .with_context(|| format!("{}: VACUUM", args.store.display()))?;
+        eprintln!(
+            "bounce-collector: store converted in {:.1}s",
+            began.elapsed().as_secs_f64()
+        );
+    }
+    eprintln!(
+        "bounce-collector: retention: timelines kept {}, hourly histograms kept {}",
+        args.keep_timelines.0.map_or("forever".into(), words),
+        args.keep_histograms.0.map_or("forever".into(), words)
+    );
+    Ok(Some(Upkeep::new(policy)))
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -117,7 +174,9 @@ async fn serve(args: Args) -> Result<()> {
     };
     let audit = Audit::open(&args.audit_log)
         .with_context(|| format!("{}: cannot open the audit log", args.audit_log.display()))?;
-    let writer = Writer::start(open()?);
+    let mut store = open()?;
+    let upkeep = retention(&args, &mut store)?;
+    let writer = Writer::start(store, upkeep);
     let reader = open()?;
     // Fleet runs as their logs left them; leases in flight get a fresh TTL.
     let fleets = Arc::new(Fleets::new(Box::new(writer.clone())));

@@ -10,53 +10,13 @@
 //!   BOUNCE_COLLECTOR=target/release/bounce-collector target/release/bench-collector AGENTS [CONCURRENCY] [SERVICES]
 
 use bounce_tests::{
-    AGENT_TOKEN, Scratch, bench_collector, fleet_batch as batch, free_port, listening,
+    AGENT_TOKEN, Scratch, bench_collector, fleet_batch as batch, free_port, listening, send_all,
 };
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-/// Sends every request over `conns` concurrent connections; returns the
-/// wall time and the latency histogram (µs).
-async fn send_all(
-    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
-    conns: usize,
-    requests: Vec<hyper::Request<Full<Bytes>>>,
-) -> (f64, hdrhistogram::Histogram<u64>) {
-    let queue = Arc::new(Mutex::new(requests));
-    let latency = Arc::new(Mutex::new(hdrhistogram::Histogram::<u64>::new(3).unwrap()));
-    let t = Instant::now();
-    let tasks: Vec<_> = (0..conns)
-        .map(|_| {
-            let (queue, latency, client) = (queue.clone(), latency.clone(), client.clone());
-            tokio::spawn(async move {
-                loop {
-                    let Some(req) = queue.lock().unwrap().pop() else {
-                        return;
-                    };
-                    let t0 = Instant::now();
-                    let resp = client.request(req).await.expect("request");
-                    assert!(resp.status().is_success(), "{}", resp.status());
-                    let _ = resp.into_body().collect().await;
-                    latency
-                        .lock()
-                        .unwrap()
-                        .record(t0.elapsed().as_micros() as u64)
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
-    let secs = t.elapsed().as_secs_f64();
-    let lat = latency.lock().unwrap().clone();
-    (secs, lat)
-}
 
 fn peak_rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -16,6 +16,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+pub mod compact;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store: {0}")]
@@ -68,7 +70,8 @@ CREATE TABLE IF NOT EXISTS runs (
     deployment TEXT NOT NULL,
     scenario TEXT NOT NULL,
     started_unix_nanos INTEGER NOT NULL,
-    scenario_yaml TEXT
+    scenario_yaml TEXT,
+    dropped_timelines INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS run_agents (
     run_id TEXT NOT NULL,
@@ -92,7 +95,8 @@ CREATE TABLE IF NOT EXISTS timelines (
     agent TEXT NOT NULL,
     service TEXT NOT NULL,
     outcome TEXT NOT NULL,
-    record TEXT NOT NULL
+    record TEXT NOT NULL,
+    opened_unix_nanos INTEGER
 );
 CREATE INDEX IF NOT EXISTS timelines_run ON timelines (run_id, agent);
 CREATE TABLE IF NOT EXISTS series_histograms (
@@ -176,17 +180,31 @@ fn table_schema(table: &str) -> &'static str {
 impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let mut conn = Connection::open(path)?;
+        // A new store frees pages incrementally (retention's steps); this
+        // takes effect only before the first table exists.
+        let empty: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        if empty == 0 {
+            conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+        }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(fleet_log::SCHEMA)?;
-        // Stores made before runs kept their scenario text, or batches their digest.
-        for (table, column) in [("runs", "scenario_yaml"), ("batches", "digest")] {
+        // Stores made before runs kept their scenario text, batches their
+        // digest, timelines when they opened (filled in by retention's
+        // steps, `compact.rs`) or runs what retention dropped.
+        for (table, column, kind) in [
+            ("runs", "scenario_yaml", "TEXT"),
+            ("batches", "digest", "TEXT"),
+            ("timelines", "opened_unix_nanos", "INTEGER"),
+            ("runs", "dropped_timelines", "INTEGER NOT NULL DEFAULT 0"),
+        ] {
             if !has_column(&conn, table, column)? {
-                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} TEXT"))?;
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
             }
         }
+        conn.execute_batch(compact::SCHEMA)?;
         split_series_by_origin(&mut conn)?;
         Ok(Store {
             conn,
@@ -291,9 +309,16 @@ impl Store {
     /// (by origin, not cause: per node, cardinality counts twice).
     pub fn node_outcome_counts(&self) -> Result<Vec<(OutcomeCount, String)>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT r.deployment, r.scenario, t.service,
-                    coalesce(json_extract(t.record, '$.origin'), 'run'), t.outcome, t.agent, count(*)
-             FROM timelines t JOIN runs r ON r.run_id = t.run_id
+            // The timelines kept and those retention dropped (`compact.rs`).
+            "SELECT deployment, scenario, service, origin, outcome, agent, sum(n) FROM (
+               SELECT r.deployment, r.scenario, t.service,
+                      coalesce(json_extract(t.record, '$.origin'), 'run') AS origin, t.outcome, t.agent,
+                      count(*) AS n
+               FROM timelines t JOIN runs r ON r.run_id = t.run_id
+               GROUP BY 1, 2, 3, 4, 5, 6
+               UNION ALL
+               SELECT deployment, scenario, service, origin, outcome, agent, count
+               FROM compacted_node_outcomes)
              GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 6, 4, 5",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -332,7 +357,8 @@ impl Store {
                     (SELECT count(*) FROM timelines t WHERE t.run_id = r.run_id),
                     (SELECT CASE WHEN count(*) = count(a.finished_unix_nanos)
                             THEN max(a.finished_unix_nanos) END
-                     FROM run_agents a WHERE a.run_id = r.run_id)
+                     FROM run_agents a WHERE a.run_id = r.run_id),
+                    r.dropped_timelines
              FROM runs r ORDER BY r.started_unix_nanos",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -342,9 +368,13 @@ impl Store {
                 "scenario": r.get::<_, String>(2)?,
                 "started_unix_nanos": r.get::<_, i64>(3)?,
                 "agents": r.get::<_, i64>(4)?,
-                "restarts": r.get::<_, i64>(5)?,
+                // Kept and dropped alike: the run had that many.
+                "restarts": r.get::<_, i64>(5)? + r.get::<_, i64>(7)?,
                 // null until every agent said the run ended.
                 "finished_unix_nanos": r.get::<_, Option<i64>>(6)?,
+                // Restarts whose timelines retention dropped (kept only
+                // merged per deployment and hour).
+                "timelines_dropped": r.get::<_, i64>(7)?,
             }))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -613,13 +643,14 @@ fn apply(
     }
     for t in &batch.timelines {
         tx.execute(
-                "INSERT INTO timelines (run_id, agent, service, outcome, record) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO timelines (run_id, agent, service, outcome, record, opened_unix_nanos) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     run.run_id.as_str(),
                     batch.agent,
                     t.service,
                     t.outcome.as_str(),
-                    serde_json::to_string(t).expect("timelines serialize")
+                    serde_json::to_string(t).expect("timelines serialize"),
+                    opened_at(t).unwrap_or(header.started_unix_nanos)
                 ],
             )?;
         let (origin, cause) = origin_and_cause(t);
@@ -666,6 +697,13 @@ fn apply(
         }
     }
     Ok(Stored::New)
+}
+
+/// When a restart opened: its first boundary (the request, or for a crash
+/// nobody requested, the exit). Retention ages a timeline by it, and a
+/// range report places it by it.
+pub fn opened_at(t: &TimelineRecord) -> Option<i64> {
+    t.timestamps.iter().map(|b| b.unix_nanos).min()
 }
 
 /// The labels a restart's series carry besides deployment, scenario,

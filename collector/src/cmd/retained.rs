@@ -1,0 +1,148 @@
+//! What retention dropped from what a report covers, said in the report so
+//! it never reads as complete when it is not: for a range, the restarts
+//! whose timelines were dropped, merged from the hourly histograms (their
+//! table, outcomes and the whole hours they cover); for one run, how many
+//! of its restarts are missing and where their numbers are.
+
+use crate::cmd::at::Source;
+use crate::cmd::range::Range;
+use crate::store::compact::Compacted;
+use anyhow::{Context, Result};
+use bounce_wire::RunId;
+use bounce_wire::civil::utc;
+use bounce_wire::summary::format_seconds;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// The range's dropped restarts, merged; None when retention dropped none.
+pub fn of_range(source: &Source, range: &Range) -> Result<Option<Compacted>> {
+    let origin = range.origin.map(|o| o.as_str());
+    match source {
+        Source::Store(s) => Ok(s.compacted(&range.deployment, range.since, range.until, origin)?),
+        Source::Remote(r) => {
+            let mut path = format!("/api/v1/compacted?deployment={}", encode(&range.deployment));
+            for (key, value) in [("since", range.since), ("until", range.until)] {
+                if let Some(v) = value {
+                    let _ = write!(path, "&{key}={v}");
+                }
+            }
+            if let Some(o) = origin {
+                let _ = write!(path, "&origin={o}");
+            }
+            let v = r.get_json(&path)?;
+            serde_json::from_value(v["compacted"].clone())
+                .with_context(|| format!("{path}: not a compacted range"))
+        }
+    }
+}
+
+/// (restarts whose timelines were dropped, restarts, deployment) of a run,
+/// when retention dropped some.
+pub fn of_run(source: &Source, id: &RunId) -> Result<Option<(u64, u64, String)>> {
+    Ok(source
+        .runs()?
+        .into_iter()
+        .find(|r| r["run_id"].as_str() == Some(id.as_str()))
+        .and_then(|r| {
+            let dropped = r["timelines_dropped"].as_u64().filter(|n| *n > 0)?;
+            Some((
+                dropped,
+                r["restarts"].as_u64().unwrap_or(dropped),
+                r["deployment"].as_str().unwrap_or("?").to_string(),
+            ))
+        }))
+}
+
+/// A query value: everything but unreserved characters percent-encoded.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+const TITLE: &str = "## Restarts whose timelines retention dropped\n\n";
+
+/// The section for a range's dropped restarts.
+pub fn range_section(deployment: &str, c: &Compacted) -> String {
+    let mut out = String::from(TITLE);
+    let outcomes: Vec<String> = c.outcomes.iter().map(|(o, n)| format!("{o} {n}")).collect();
+    let _ = write!(
+        out,
+        "The collector's retention dropped the timelines of {} restart(s) of deployment \
+         `{deployment}` in this range: they are **not** in the tables, charts and lists above. \
+         What is kept of them is merged per hour, so the numbers below cover the whole hours \
+         from {} to {} (the first and last may reach past the range's ends). \
+         Outcomes: {}.\n\n",
+        c.restarts,
+        utc(c.first_hour_unix_nanos),
+        utc(c.end_unix_nanos),
+        outcomes.join(", ")
+    );
+    out.push_str("| service | phase | count | p50 | p90 | p99 | max | failures |\n");
+    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
+    let fmt = |v: Option<f64>| v.map(format_seconds).unwrap_or_else(|| "-".into());
+    for r in &c.rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.service,
+            r.phase,
+            r.count,
+            fmt(r.p50),
+            fmt(r.p90),
+            fmt(r.p99),
+            fmt(r.max),
+            r.failures
+        );
+    }
+    out
+}
+
+/// The section for one run some of whose timelines were dropped.
+pub fn run_section(dropped: u64, restarts: u64, deployment: &str) -> String {
+    format!(
+        "{TITLE}The collector's retention dropped the timelines of {dropped} of this run's \
+         {restarts} restarts (the oldest): this report covers only the {} kept. Their numbers \
+         are kept merged per deployment and hour: `bounce-collector report --deployment \
+         {deployment} --since … --until …` shows them.\n",
+        restarts.saturating_sub(dropped)
+    )
+}
+
+/// Adds a section at the end of the written report.
+pub fn append(report: &Path, section: &str) -> Result<()> {
+    let mut text = std::fs::read_to_string(report)
+        .with_context(|| format!("{}: cannot read the report back", report.display()))?;
+    if !text.ends_with("\n\n") {
+        text.push('\n');
+    }
+    text.push_str(section);
+    std::fs::write(report, text).with_context(|| format!("{}: cannot write", report.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_say_what_is_missing() {
+        assert_eq!(encode("lab 1/ä"), "lab%201%2F%C3%A4");
+        let s = run_section(90, 100, "lab");
+        assert!(s.contains("90 of this run's 100"), "{s}");
+        assert!(s.contains("only the 10 kept"), "{s}");
+        let c = Compacted {
+            restarts: 3,
+            outcomes: [("ok".to_string(), 3)].into(),
+            rows: Vec::new(),
+            first_hour_unix_nanos: 0,
+            end_unix_nanos: 3_600_000_000_000,
+        };
+        let s = range_section("lab", &c);
+        assert!(s.contains("3 restart(s)") && s.contains("ok 3"), "{s}");
+    }
+}
