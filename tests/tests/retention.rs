@@ -179,14 +179,14 @@ const RETAIN: [&str; 4] = ["--keep-timelines", "14d", "--retention-every", "1s"]
 fn kill9_mid_compaction_leaves_a_consistent_store_and_loses_nothing_acknowledged() {
     let dir = Scratch::new("retention-kill");
     let c = CollectorProcess::start(&dir.0);
-    let old = ingest_old_days(&c, 30, 20, 300);
+    let old = ingest_old_days(&c, 30, 10, 150);
     let restarts_before = metric(&c, "bounce_restarts_total").unwrap();
     assert_eq!(restarts_before as usize, old.len());
     drop(c);
 
     // Small steps, so there is a middle to kill it in.
     let mut retain = RETAIN.to_vec();
-    retain.extend(["--retention-chunk", "10"]);
+    retain.extend(["--retention-chunk", "5"]);
     let mut c = CollectorProcess::start_with(&dir.0, &retain);
     // Fresh restarts go on meanwhile; the acknowledged ones must survive.
     let (acked, sent) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
