@@ -186,7 +186,7 @@ fn kill9_mid_compaction_leaves_a_consistent_store_and_loses_nothing_acknowledged
 
     // Small steps, so there is a middle to kill it in.
     let mut retain = RETAIN.to_vec();
-    retain.extend(["--retention-chunk", "5"]);
+    retain.extend(["--retention-chunk", "2"]);
     let mut c = CollectorProcess::start_with(&dir.0, &retain);
     // Fresh restarts go on meanwhile; the acknowledged ones must survive.
     let (acked, sent) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
