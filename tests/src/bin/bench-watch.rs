@@ -11,8 +11,8 @@
 //!    side by side over the same window when `NODE_EXPORTER` (default
 //!    `prometheus-node-exporter` on PATH) runs: node_exporter with its
 //!    default collectors, scraped every 15 s as Prometheus would;
-//! 2. a burst: every container restarted at once (one `docker restart` per
-//!    container, all in parallel): the watcher's CPU per observed restart,
+//! 2. bursts (BENCH_BURSTS, default 3): every container restarted at once
+//!    (one `docker restart` per container, all in parallel): the watcher's CPU per observed restart,
 //!    its peak RSS, and whether each restart was timed exactly once.
 //!
 //! Release builds: `BOUNCE_AGENT=target/release/bounce-agent`. The
@@ -256,8 +256,21 @@ fn main() {
         );
     }
 
-    // 2: every container restarted at once.
-    let before = records(&out).len();
+    // 2: every container restarted at once, BENCH_BURSTS times.
+    let mut lost = false;
+    for _ in 0..env("BENCH_BURSTS", 3) {
+        lost |= !burst(&containers, &out, pid);
+    }
+    if lost {
+        std::process::exit(1);
+    }
+}
+
+/// Restarts every container at once and waits (bounded) until the watcher
+/// has timed them; says what it cost and whether each was timed exactly once.
+fn burst(containers: &Containers, out: &Path, pid: u32) -> bool {
+    let n = containers.names.len();
+    let before = records(out).len();
     let c0 = cpu_seconds(pid);
     let t = Instant::now();
     let restarts: Vec<_> = containers
@@ -272,28 +285,24 @@ fn main() {
         r.join().unwrap().expect("docker restart");
     }
     let issued = t.elapsed().as_secs_f64();
-    // Other work on the shared engine may restart its own containers
-    // meanwhile: only ours are counted.
     let ours = |got: &[bounce_wire::TimelineRecord]| {
         let mut per: std::collections::BTreeMap<String, usize> = Default::default();
         for r in &got[before.min(got.len())..] {
-            if containers.names.contains(&r.service) {
-                *per.entry(r.service.clone()).or_default() += 1;
-            }
+            *per.entry(r.service.clone()).or_default() += 1;
         }
         per
     };
     let deadline = Instant::now() + Duration::from_secs(120);
-    let mut got = records(&out);
+    let mut got = records(out);
     while ours(&got).len() < n && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
-        got = records(&out);
+        got = records(out);
     }
+    // Late doubles would show here.
+    std::thread::sleep(Duration::from_secs(2));
+    got = records(out);
     let per = ours(&got);
-    let burst: Vec<_> = got[before.min(got.len())..]
-        .iter()
-        .filter(|r| containers.names.contains(&r.service))
-        .collect();
+    let burst = &got[before.min(got.len())..];
     let once = per.values().filter(|c| **c == 1).count();
     let ok = burst
         .iter()
@@ -306,8 +315,13 @@ fn main() {
         cpu * 1e3 / n as f64,
         status_mib(pid, "VmHWM:")
     );
-    if once != n {
-        eprintln!("restarts lost or doubled: {per:?}");
-        std::process::exit(1);
+    let missing: Vec<&String> = containers
+        .names
+        .iter()
+        .filter(|c| per.get(*c) != Some(&1))
+        .collect();
+    if !missing.is_empty() {
+        println!("  not timed exactly once: {missing:?} ({per:?})");
     }
+    missing.is_empty()
 }
