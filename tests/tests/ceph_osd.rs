@@ -115,25 +115,9 @@ fn a_rolling_restart_times_ceph_milestones_one_osd_at_a_time_and_unsets_noout() 
             panic!("{t:?}")
         };
         let log = osd_log(*id);
-        let within = |what: &str, from: i64, to: i64| {
-            log.iter()
-                .find(|(at, line)| *at >= from && *at <= to && line.contains(what))
-                .map(|(at, _)| *at)
-                .unwrap_or_else(|| {
-                    let near: Vec<&(i64, String)> = log
-                        .iter()
-                        .filter(|(at, _)| (*at - from).abs() < 1_000_000_000)
-                        .take(5)
-                        .collect();
-                    panic!(
-                        "osd.{id}'s log has no {what:?} between {from} and {to}; near: {near:?}; {t:?}"
-                    )
-                })
-        };
-        // Log stamps are milliseconds, truncated, and (on a cluster made
-        // before the harness turned coarse stamps off) up to a jiffy late.
+        let within = |what: &str, from: i64, to: i64| logged_within(&log, *id, what, from, to);
         let ms = 1_000_000;
-        let slack = 20 * ms;
+        let slack = LOG_SLACK;
         let requested = at(t, BoundaryName::Requested);
         let exited = at(t, BoundaryName::Exited);
         let started = at(t, BoundaryName::Started);
@@ -322,6 +306,26 @@ fn noout_is_unset_after_ctrl_c_and_after_a_kill_9_on_the_next_start() {
     assert_eq!(tls.len(), 1);
     assert!(!flags().contains(&"noout".to_string()));
     assert!(!state.join("ceph-flags.json").exists());
+}
+
+/// Log stamps are milliseconds, truncated, and (on a cluster made before
+/// the harness turned coarse stamps off) up to a jiffy late.
+const LOG_SLACK: i64 = 20_000_000;
+
+/// When osd.`id`'s log (from [`osd_log`]) first says `what` between `from`
+/// and `to` (unix nanos); a panic showing the lines near `from` otherwise.
+fn logged_within(log: &[(i64, String)], id: u32, what: &str, from: i64, to: i64) -> i64 {
+    log.iter()
+        .find(|(at, line)| *at >= from && *at <= to && line.contains(what))
+        .map(|(at, _)| *at)
+        .unwrap_or_else(|| {
+            let near: Vec<&(i64, String)> = log
+                .iter()
+                .filter(|(at, _)| (*at - from).abs() < 1_000_000_000)
+                .take(5)
+                .collect();
+            panic!("osd.{id}'s log has no {what:?} between {from} and {to}; near: {near:?}")
+        })
 }
 
 /// An OSD's log file as (unix nanos, line), oldest first.
@@ -777,5 +781,99 @@ fn two_agents_of_a_fleet_never_pass_ok_to_stop_on_answers_that_leave_each_other_
                 || n.contains("`ceph osd ok-to-stop 0 1` says no")),
         "{notes:?}"
     );
+    wait_healthy();
+}
+
+/// The Ceph fleet test: every OSD of the test cluster owned by its
+/// own agent (`ids: [N]`), one fleet run with `ceph-osd` max 1 and neither
+/// a health gate nor `ok-to-stop` (so the lease alone keeps them apart):
+/// never two OSDs down at once, by the agents' timelines (from the stop's
+/// request to the OSD up in the osdmap) and by each OSD's own log (from the
+/// SIGTERM it received to `booting -> active`).
+#[test]
+fn a_fleet_limit_of_one_osd_keeps_every_osd_of_the_cluster_down_alone() {
+    let _one = lock_cluster();
+    wait_healthy();
+    let dir = Scratch::new("ceph-fleet-one");
+    let collector = CollectorProcess::start(&dir.0);
+    let osds = &ceph_up().osds;
+    let nodes = osds.len().to_string();
+    let fleet = "fleet:\n  max_in_flight: 100%\n  lease_ttl: 3s\n  limits:\n    - {key: ceph-osd, max: 1, kinds: [ceph_osd]}\n";
+    let mut agents = Vec::new();
+    for id in osds {
+        let node = format!("osd-host-{id}");
+        let yaml = scenario(
+            &format!("[{id}]"),
+            ", health: any, ok_to_stop: false, noout: per_osd",
+            1,
+        ) + fleet;
+        let file = dir.write(&format!("{node}.yaml"), &yaml);
+        let out = dir.path(&format!("out-{node}"));
+        let state = dir.path(&format!("state-{node}"));
+        let extra = [
+            "--node",
+            &node,
+            "--run-id",
+            "ceph-fleet-one",
+            "--collector",
+            &collector.url(),
+            "--fleet-nodes",
+            &nodes,
+            "--state-dir",
+            state.to_str().unwrap(),
+        ];
+        let child = agent_command(&run_args(&file, &out, &extra))
+            .env("BOUNCE_TOKEN", AGENT_TOKEN)
+            .spawn()
+            .expect("start bounce-agent");
+        agents.push((*id, child, out));
+    }
+    // (osd, down by the timeline, down by the OSD's log)
+    let mut down = Vec::new();
+    for (id, child, out) in agents {
+        let done = child.wait_with_output().unwrap();
+        assert!(done.status.success(), "osd.{id}: {}", text(&done));
+        let t = read_timelines(&out);
+        assert_eq!(t.len(), 1, "osd.{id}");
+        let t = &t[0];
+        assert_eq!(t.outcome, Outcome::Ok, "{t:?}");
+        let [requested, exited, started, seen_active, up, _] = milestones_in_order(t)[..] else {
+            unreachable!()
+        };
+        let log = osd_log(id);
+        let term = logged_within(
+            &log,
+            id,
+            "received  signal: Terminated",
+            requested - LOG_SLACK,
+            exited,
+        );
+        let active = logged_within(
+            &log,
+            id,
+            "state: booting -> active",
+            started - LOG_SLACK,
+            seen_active,
+        );
+        down.push((id, (requested, up), (term, active)));
+    }
+    down.sort_by_key(|(_, timeline, _)| timeline.0);
+    for w in down.windows(2) {
+        let ((a, ta, la), (b, tb, lb)) = (w[0], w[1]);
+        assert!(
+            ta.1 <= tb.0,
+            "osd.{b} stopped (request at {}) before osd.{a} was up in the osdmap ({})",
+            tb.0,
+            ta.1
+        );
+        assert!(
+            la.1 < lb.0,
+            "osd.{b}'s log has its SIGTERM at {} before osd.{a}'s log has it active at {}",
+            lb.0,
+            la.1
+        );
+    }
+    assert!(osds_with_noout().is_empty(), "per-OSD noout removed");
+    assert!(!flags().contains(&"noout".to_string()));
     wait_healthy();
 }
