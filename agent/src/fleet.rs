@@ -23,6 +23,7 @@ use bounce_wire::lease::{
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -44,6 +45,9 @@ pub struct FleetClient {
     collector: Collector,
     path: String,
     node: String,
+    /// The node's epoch in the run, from the join's answer (above 0 when
+    /// this agent rejoined a node an operator resolved).
+    epoch: AtomicU32,
     order: AskOrder,
     wait: Duration,
     /// Each target as the fleet names it (iteration set per job).
@@ -78,6 +82,7 @@ impl FleetClient {
             collector,
             path: agent_path(run),
             node,
+            epoch: AtomicU32::new(0),
             order,
             wait,
             restarts,
@@ -89,6 +94,7 @@ impl FleetClient {
     async fn call(&self, call: AgentCall, within: Duration) -> Result<FleetAnswer, Link> {
         let body = serde_json::to_vec(&FleetCall {
             node: self.node.clone(),
+            epoch: self.epoch(),
             call,
         })
         .expect("fleet calls serialize");
@@ -130,6 +136,11 @@ impl FleetClient {
         }
     }
 
+    /// The node's epoch in the run (0 until joined; see [`FleetAnswer::Joined`]).
+    pub fn epoch(&self) -> u32 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
     /// Registers this node and waits until every node of the run has (up
     /// to `wait` without a new node, or the collector away that long).
     pub async fn join(&self, join: Join) -> Result<(), String> {
@@ -140,7 +151,18 @@ impl FleetClient {
                 .call_until_answered(AgentCall::Join(join.clone()))
                 .await?
             {
-                FleetAnswer::Joined { open: true, .. } => return Ok(()),
+                FleetAnswer::Joined {
+                    open: true, epoch, ..
+                } => {
+                    if epoch > 0 {
+                        eprintln!(
+                            "fleet: {} rejoins the run after an operator resolved it (epoch {epoch})",
+                            self.node
+                        );
+                    }
+                    self.epoch.store(epoch, Ordering::Relaxed);
+                    return Ok(());
+                }
                 FleetAnswer::Joined {
                     joined, expected, ..
                 } => {

@@ -174,6 +174,15 @@ pub struct Spool {
 pub struct StreamHead {
     pub agent: String,
     pub header: RunHeader,
+    /// Added to every `run` batch's seq: a node's epoch `<< 32` once it
+    /// rejoined a fleet run after a resolve, so its batches never take the
+    /// seqs of those its earlier agent sent or still spools.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seq_base: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl StreamHead {
@@ -189,7 +198,11 @@ impl StreamHead {
             agent: self.agent.clone(),
             // The scenario text travels once, with the first batch.
             run: RunHeader {
-                scenario_yaml: self.header.scenario_yaml.clone().filter(|_| seq == 1),
+                scenario_yaml: self
+                    .header
+                    .scenario_yaml
+                    .clone()
+                    .filter(|_| seq == self.seq_base + 1),
                 ..self.header.clone()
             },
             seq,
@@ -310,14 +323,18 @@ impl Spool {
         let hist = |e: bounce_wire::HistError| io(tl_path.clone())(std::io::Error::other(e));
         let mut restored = 0;
         for (place, rec) in records.iter().enumerate() {
-            let Some(seq) = seq_of(place, rec).filter(|s| !known.contains(s)) else {
+            let seq = seq_of(place, rec).map(|s| match rec.origin {
+                Origin::Run => s + head.seq_base,
+                Origin::Watch => s,
+            });
+            let Some(seq) = seq.filter(|s| !known.contains(s)) else {
                 continue;
             };
             self.write(&head.batch(seq, vec![rec.clone()], None).map_err(hist)?)?;
             restored += 1;
         }
         // A run that ended: its end is the batch after its last timeline.
-        let end_seq = records.len() as u64 + 1;
+        let end_seq = head.seq_base + records.len() as u64 + 1;
         let summary = std::fs::read(run_dir.join(SUMMARY)).ok();
         let summary = summary.and_then(|b| serde_json::from_slice::<RunSummary>(&b).ok());
         if let Some(s) = summary
@@ -430,8 +447,24 @@ impl Streamer {
         agent: String,
         header: RunHeader,
     ) -> Result<Streamer, StreamError> {
+        Streamer::start_from(collector, run_dir, agent, header, 0)
+    }
+
+    /// As [`Streamer::start`], the run's batches numbered from
+    /// `seq_base + 1` (see [`StreamHead::seq_base`]).
+    pub fn start_from(
+        collector: Collector,
+        run_dir: &Path,
+        agent: String,
+        header: RunHeader,
+        seq_base: u64,
+    ) -> Result<Streamer, StreamError> {
         let spool = Arc::new(Spool::open(run_dir)?);
-        let head = StreamHead { agent, header };
+        let head = StreamHead {
+            agent,
+            header,
+            seq_base,
+        };
         let head_path = run_dir.join(STREAM);
         let text = serde_json::to_vec(&head).expect("stream heads serialize");
         crate::durable::write_whole(&head_path, &text)
@@ -454,8 +487,8 @@ impl Streamer {
             tokio::spawn(async move { drain(&spool, &collector, &wake, done.notified()).await })
         };
         Ok(Streamer {
+            seq: head.seq_base,
             head,
-            seq: 0,
             spool,
             collector,
             held: Vec::new(),
@@ -582,7 +615,14 @@ mod tests {
 
     #[test]
     fn a_batch_the_spool_never_took_is_rebuilt_from_the_folder_byte_for_byte() {
-        let dir = std::env::temp_dir().join(format!("bounce-restore-{}", std::process::id()));
+        rebuilt_byte_for_byte(0);
+        // A node rejoined after a resolve: the same, numbered from its base.
+        rebuilt_byte_for_byte(1 << 32);
+    }
+
+    fn rebuilt_byte_for_byte(base: u64) {
+        let dir =
+            std::env::temp_dir().join(format!("bounce-restore-{}-{base}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let identity = RunIdentity {
@@ -603,6 +643,7 @@ mod tests {
                 planned: 3,
                 scenario_yaml: Some("targets: []\n".into()),
             },
+            seq_base: base,
         };
         let recs: Vec<TimelineRecord> = (0..3).map(|i| record(&identity, i)).collect();
         let mut lines = Vec::new();
@@ -615,22 +656,23 @@ mod tests {
         let spool = Spool::open(&dir).unwrap();
         // Batch 1 acknowledged, batch 3 waiting in the spool, batch 2 held
         // in memory when the agent was killed.
-        std::fs::write(dir.join(SPOOL).join(ACKED), "00000001\n").unwrap();
-        let sent =
-            |seq: u64, rec: &TimelineRecord| head.batch(seq, vec![rec.clone()], None).unwrap();
+        let file = |seq: u64| dir.join(SPOOL).join(format!("{:08}.json", base + seq));
+        std::fs::write(dir.join(SPOOL).join(ACKED), format!("{:08}\n", base + 1)).unwrap();
+        let sent = |seq: u64, rec: &TimelineRecord| {
+            head.batch(base + seq, vec![rec.clone()], None).unwrap()
+        };
         spool.write(&sent(3, &recs[2])).unwrap();
 
         assert_eq!(spool.restore(&dir).unwrap(), 1);
-        let rebuilt = std::fs::read(dir.join(SPOOL).join("00000002.json")).unwrap();
+        let rebuilt = std::fs::read(file(2)).unwrap();
         assert_eq!(rebuilt, serde_json::to_vec(&sent(2, &recs[1])).unwrap());
         assert_eq!(spool.pending().len(), 2);
         assert_eq!(spool.restore(&dir).unwrap(), 0, "nothing twice");
         // The first batch carries the scenario text, as it did when sent.
         std::fs::write(dir.join(SPOOL).join(ACKED), "").unwrap();
         assert_eq!(spool.restore(&dir).unwrap(), 1);
-        let first: Batch =
-            serde_json::from_slice(&std::fs::read(dir.join(SPOOL).join("00000001.json")).unwrap())
-                .unwrap();
+        let first: Batch = serde_json::from_slice(&std::fs::read(file(1)).unwrap()).unwrap();
+        assert_eq!(first.seq, base + 1);
         assert_eq!(first.run.scenario_yaml.as_deref(), Some("targets: []\n"));
         let _ = std::fs::remove_dir_all(&dir);
     }

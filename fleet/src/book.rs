@@ -76,6 +76,15 @@ pub enum Refusal {
     NotLost(String),
     #[error("node {node:?} still holds or waits for {count} lease(s)")]
     Busy { node: String, count: usize },
+    /// A call of an agent the node's rejoin replaced (or from the future).
+    #[error(
+        "node {node:?} is at epoch {current} of this run (an agent rejoined it after a resolve); this agent is at epoch {epoch}: it is out of the run"
+    )]
+    Superseded {
+        node: String,
+        epoch: u32,
+        current: u32,
+    },
 }
 
 /// An answer and the events to append with it (in the same transaction).
@@ -134,8 +143,12 @@ pub(crate) struct NodeState {
     pub lost: u32,
     pub done: bool,
     /// Lost, then resolved by an operator: out of the run (asks nothing,
-    /// is granted nothing).
+    /// is granted nothing) until an agent of it rejoins.
     pub resolved: bool,
+    /// The last resolve: when, and by whom.
+    pub resolution: Option<(Millis, String)>,
+    /// Times an agent of it rejoined after a resolve: its calls carry it.
+    pub epoch: u32,
     pub waiting: BTreeSet<u64>,
 }
 
@@ -267,6 +280,8 @@ impl LeaseBook {
                         lost: 0,
                         done: false,
                         resolved: false,
+                        resolution: None,
+                        epoch: 0,
                         waiting: BTreeSet::new(),
                     })
                     .collect(),
@@ -349,6 +364,56 @@ impl LeaseBook {
             .node_ix
             .get(node)
             .is_some_and(|&n| self.core.nodes[n as usize].resolved)
+    }
+
+    /// The node's epoch: how many times an agent of it rejoined the run.
+    pub fn epoch(&self, node: &str) -> Option<u32> {
+        self.core
+            .node_ix
+            .get(node)
+            .map(|&n| self.core.nodes[n as usize].epoch)
+    }
+
+    /// Whether a call from `node`'s agent at `epoch` may act: only the
+    /// latest agent of a node does (an older one, resolved out and then
+    /// replaced by a rejoin, must not take leases beside it).
+    pub fn fence(&self, node: &str, epoch: u32) -> Result<(), Refusal> {
+        match self.epoch(node) {
+            Some(current) if current != epoch => Err(Refusal::Superseded {
+                node: node.into(),
+                epoch,
+                current,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// An agent of `node` joins the open run: its epoch. A resolved node
+    /// comes back under its next epoch (its earlier requests stay as they
+    /// ended, and what it asks now is new); a lost one is refused until
+    /// an operator resolved it (its last agent's restart may still hold
+    /// the service down).
+    pub fn join(&mut self, run: &str, node: &str, now: Millis) -> Step<u32> {
+        self.step(now, |b, ev| {
+            let n = b.core.member(run, node)?;
+            let st = &b.core.nodes[n as usize];
+            if st.lost > 0 {
+                return Err(Refusal::NodeLost(node.into()));
+            }
+            if st.resolved {
+                if b.core.aborted.is_some() {
+                    return Err(Refusal::Aborted);
+                }
+                b.commit(
+                    ev,
+                    Event::Rejoined {
+                        node: node.into(),
+                        at: now,
+                    },
+                );
+            }
+            Ok(b.core.nodes[n as usize].epoch)
+        })
     }
 
     /// Leases granted and not given back, lost ones included.
@@ -576,8 +641,9 @@ impl LeaseBook {
     /// is out of the run: its waiting requests leave their queues (a dead
     /// agent's request would otherwise hold its place, and reserve a unit
     /// of its keys, or be granted to nobody), and it is granted nothing
-    /// more. The fleet stays paused until `resume`.
-    pub fn resolve(&mut self, run: &str, node: &str, now: Millis) -> Step<()> {
+    /// more until an agent of it rejoins ([`LeaseBook::join`]). The fleet
+    /// stays paused until `resume`. `by`: the operator.
+    pub fn resolve(&mut self, run: &str, node: &str, by: &str, now: Millis) -> Step<()> {
         self.step(now, |b, ev| {
             let n = b.core.member(run, node)?;
             if b.core.nodes[n as usize].lost == 0 {
@@ -597,6 +663,7 @@ impl LeaseBook {
                 Event::Resolved {
                     node: node.into(),
                     at: now,
+                    by: by.into(),
                 },
             );
             let mut cand = BTreeSet::new();
@@ -1023,7 +1090,7 @@ impl Core {
                 self.nodes[n as usize].waiting.remove(&lease.0);
                 self.waiting.remove(&lease.0);
             }
-            Event::Resolved { node, .. } => {
+            Event::Resolved { node, at, by } => {
                 let n = self.node_named(node)?;
                 let lost: Vec<u64> = (0..self.reqs.len() as u64)
                     .filter(|&i| {
@@ -1041,8 +1108,22 @@ impl Core {
                     self.reqs[id as usize].state = ReqState::Resolved;
                     self.release(id);
                 }
-                self.nodes[n as usize].lost = 0;
-                self.nodes[n as usize].resolved = true;
+                let st = &mut self.nodes[n as usize];
+                st.lost = 0;
+                st.resolved = true;
+                st.resolution = Some((*at, by.clone()));
+            }
+            Event::Rejoined { node, .. } => {
+                let n = self.node_named(node)?;
+                let st = &mut self.nodes[n as usize];
+                if !st.resolved {
+                    return Err(format!("node {node:?} rejoined but not resolved"));
+                }
+                st.resolved = false;
+                st.epoch += 1;
+                // What it asks from now on is new: its earlier requests are
+                // history, not answers to the new agent's asks.
+                self.by_restart.retain(|(m, _), _| *m != n);
             }
             Event::Paused { reason, .. } => self.paused = Some(reason.clone()),
             Event::Resumed { .. } => {

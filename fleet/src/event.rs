@@ -117,8 +117,19 @@ pub enum Event {
     },
     /// The operator resolved a lost node: its lost leases' slots are free
     /// and the node is out of the run (its waiting requests were withdrawn
-    /// just before, as `resolved`).
+    /// just before, as `resolved`) until an agent of it rejoins.
     Resolved {
+        node: String,
+        at: Millis,
+        /// The operator's credential, as the audit log names it.
+        #[serde(default)]
+        by: String,
+    },
+    /// A new agent of a resolved node joined the run again: the node is
+    /// back in it under its next epoch (calls of an older epoch are
+    /// refused), and asks anew for what it restarts (its earlier requests
+    /// stay as they ended).
+    Rejoined {
         node: String,
         at: Millis,
     },

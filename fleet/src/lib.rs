@@ -30,8 +30,11 @@
 //!
 //! **Lost**: a lease not renewed within the TTL expires, its node is lost,
 //! its slots stay taken (the service may be down) and the fleet pauses;
-//! `resolve` frees them, `resume` (refused while a node is lost) grants
-//! again. Pause stops grants (in-flight restarts go on); abort answers
+//! `resolve` frees them and takes the node out of the run, `resume`
+//! (refused while a node is lost) grants again. A new agent of a resolved
+//! node may `join` again: the node is back under its next epoch (the
+//! resolved-out agent's calls, at the old epoch, are refused), and asks
+//! anew; an agent of a lost node that is not resolved yet is refused. Pause stops grants (in-flight restarts go on); abort answers
 //! every waiting request "abort" and grants nothing more.
 //!
 //! **Replay**: live calls decide and record ([`Step::events`], appended in
@@ -54,6 +57,6 @@ pub use bounce_wire::limits::{
 };
 pub use event::{Event, FleetSpec, Key, Millis, NodeSpec, PauseReason, Withdrawal};
 pub use status::{
-    Failures, FleetState, FleetStatus, Held, LimitUse, NodeState, NodeStatus, Queued,
+    Failures, FleetState, FleetStatus, Held, LimitUse, NodeState, NodeStatus, Queued, Resolution,
 };
 pub use words::pause_words;

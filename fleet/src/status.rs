@@ -47,6 +47,24 @@ pub struct NodeStatus {
     pub waiting: usize,
     /// When its longest-waiting request was asked.
     pub waiting_since: Option<Millis>,
+    /// Times an agent of it rejoined the run after a resolve.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u32,
+    /// Its last resolve by an operator, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<Resolution>,
+}
+
+/// An operator's resolve of a lost node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolution {
+    pub at: Millis,
+    /// The operator's credential, as the audit log names it.
+    pub by: String,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A lease held: since when (granted, or lost) and its deadline.
@@ -128,6 +146,11 @@ impl LeaseBook {
                 lost: Vec::new(),
                 waiting: n.waiting.len(),
                 waiting_since: n.waiting.first().map(|&id| c.reqs[id as usize].since),
+                epoch: n.epoch,
+                resolved: n.resolution.as_ref().map(|(at, by)| Resolution {
+                    at: *at,
+                    by: by.clone(),
+                }),
             })
             .collect();
         for (id, r) in (0..).zip(&c.reqs) {

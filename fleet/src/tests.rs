@@ -240,7 +240,7 @@ fn a_lost_lease_keeps_its_slots_and_pauses_until_resolved() {
     ));
     let s = f.book.resume(f.now);
     assert_eq!(f.keep(s), Err(Refusal::StillLost(vec!["ctl1".into()])));
-    let s = f.book.resolve(RUN, "ctl1", f.now);
+    let s = f.book.resolve(RUN, "ctl1", "admin", f.now);
     f.keep(s).unwrap();
     assert_eq!(f.state(b), ReqState::Waiting, "still paused");
     let s = f.book.resume(f.now);
@@ -274,7 +274,7 @@ fn a_resolved_node_leaves_every_queue_and_is_granted_nothing_more() {
     })
     .unwrap();
     assert_eq!(f.state(a), ReqState::Lost);
-    let s = f.book.resolve(RUN, "ctl1", f.now);
+    let s = f.book.resolve(RUN, "ctl1", "admin", f.now);
     f.keep(s).unwrap();
     assert_eq!(f.state(k1), ReqState::Withdrawn(Withdrawal::Resolved));
     let st = f.book.status();
@@ -308,6 +308,98 @@ fn a_resolved_node_leaves_every_queue_and_is_granted_nothing_more() {
 }
 
 #[test]
+fn a_resolved_node_rejoins_under_its_next_epoch_and_asks_anew() {
+    let mut f = Fleet::open(spec(
+        limits(r#"{"max_in_flight":3,"limits":[{"key":"service:{service}","max":1}]}"#),
+        CTL,
+        1,
+    ));
+    let a = lease(f.ask("ctl1", "nova_api").unwrap());
+    let b = lease(f.ask("ctl2", "nova_api").unwrap());
+    assert_eq!(f.state(b), ReqState::Waiting);
+    // ctl1's agent dies mid-restart.
+    f.now = Millis(TTL);
+    let ev = f.book.tick(f.now);
+    f.keep(Step {
+        answer: Ok(()),
+        events: ev,
+    })
+    .unwrap();
+    assert_eq!(f.state(a), ReqState::Lost);
+    // A new agent on the lost node is refused until an operator resolved it.
+    let s = f.book.join(RUN, "ctl1", f.now);
+    assert_eq!(f.keep(s), Err(Refusal::NodeLost("ctl1".into())));
+    let s = f.book.resolve(RUN, "ctl1", "admin token 2", f.now);
+    f.keep(s).unwrap();
+    let st = f.book.status();
+    assert_eq!(st.nodes[0].state, NodeState::Resolved);
+    assert_eq!(st.nodes[0].epoch, 0);
+    assert!(f.book.fence("ctl1", 0).is_ok());
+    // It rejoins under epoch 1: the agent resolved out is fenced off.
+    let s = f.book.join(RUN, "ctl1", f.now);
+    assert!(matches!(&s.events[..], [Event::Rejoined { node, .. }] if node == "ctl1"));
+    assert_eq!(f.keep(s), Ok(1));
+    let s = f.book.join(RUN, "ctl1", f.now);
+    assert!(s.events.is_empty(), "a join again changes nothing");
+    assert_eq!(f.keep(s), Ok(1));
+    assert_eq!(
+        f.book.fence("ctl1", 0),
+        Err(Refusal::Superseded {
+            node: "ctl1".into(),
+            epoch: 0,
+            current: 1
+        })
+    );
+    assert!(f.book.fence("ctl1", 1).is_ok());
+    let s = f.book.join(RUN, "ctl2", f.now);
+    assert_eq!(f.keep(s), Ok(0), "a node never resolved stays at epoch 0");
+    // The same restart asked again is a new request, served in turn
+    // (ctl2 asked first); the lost one stays resolved in the history.
+    let a2 = lease(f.ask("ctl1", "nova_api").unwrap());
+    assert_ne!(a2, a);
+    assert_eq!(f.state(a), ReqState::Resolved);
+    let s = f.book.resume(f.now);
+    f.keep(s).unwrap();
+    assert!(matches!(f.state(b), ReqState::Granted { .. }));
+    assert_eq!(f.state(a2), ReqState::Waiting);
+    f.back("ctl2", b, Outcome::Ok).unwrap();
+    assert!(matches!(f.state(a2), ReqState::Granted { .. }));
+    let st = f.book.status();
+    assert_eq!(st.nodes[0].state, NodeState::Restarting);
+    assert_eq!(st.nodes[0].epoch, 1);
+    let r = st.nodes[0].resolved.clone().unwrap();
+    assert_eq!((r.at, r.by.as_str()), (Millis(TTL), "admin token 2"));
+    assert!(
+        st.words(f.now)
+            .contains("rejoined after a resolve by admin token 2"),
+        "{}",
+        st.words(f.now)
+    );
+    f.back("ctl1", a2, Outcome::Ok).unwrap();
+    for n in ["ctl1", "ctl2", "ctl3"] {
+        let s = f.book.finish(RUN, n, f.now);
+        f.keep(s).unwrap();
+    }
+    assert_eq!(f.book.status().state, FleetState::Done);
+    // Once aborted, a resolved node stays out.
+    let mut g = Fleet::open(spec(limits(r#"{"max_in_flight":1}"#), CTL, 1));
+    lease(g.ask("ctl1", "nova_api").unwrap());
+    g.now = Millis(TTL);
+    let ev = g.book.tick(g.now);
+    g.keep(Step {
+        answer: Ok(()),
+        events: ev,
+    })
+    .unwrap();
+    let s = g.book.resolve(RUN, "ctl1", "admin", g.now);
+    g.keep(s).unwrap();
+    let s = g.book.abort(g.now, "admin");
+    g.keep(s).unwrap();
+    let s = g.book.join(RUN, "ctl1", g.now);
+    assert_eq!(g.keep(s), Err(Refusal::Aborted));
+}
+
+#[test]
 fn an_osd_grant_names_the_osds_granted_before_it_and_still_held() {
     let mut f = Fleet::open(spec(
         limits(r#"{"max_in_flight":3,"limits":[{"key":"ceph-osd","max":2,"kinds":["ceph_osd"]}]}"#),
@@ -336,7 +428,7 @@ fn an_osd_grant_names_the_osds_granted_before_it_and_still_held() {
     .unwrap();
     assert_eq!(f.state(a), ReqState::Lost);
     assert_eq!(f.book.alongside(b), ["osd.0"]);
-    let s = f.book.resolve(RUN, "ctl1", f.now);
+    let s = f.book.resolve(RUN, "ctl1", "admin", f.now);
     f.keep(s).unwrap();
     assert_eq!(f.book.alongside(b), Vec::<String>::new(), "osd.0 resolved");
 }
@@ -541,6 +633,7 @@ enum Op {
     Pause,
     Resume,
     Resolve(usize),
+    Rejoin(usize),
     Abort,
 }
 
@@ -554,6 +647,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => Just(Op::Pause),
         8 => Just(Op::Resume),
         4 => (0..4usize).prop_map(Op::Resolve),
+        3 => (0..4usize).prop_map(Op::Rejoin),
         1 => Just(Op::Abort),
     ]
 }
@@ -691,7 +785,8 @@ proptest! {
                 }
                 Op::Pause => { let s = f.book.pause(now, "admin token 1"); let _ = f.keep(s); }
                 Op::Resume => { let s = f.book.resume(now); let _ = f.keep(s); }
-                Op::Resolve(n) => { let s = f.book.resolve(RUN, &format!("n{n}"), now); let _ = f.keep(s); }
+                Op::Resolve(n) => { let s = f.book.resolve(RUN, &format!("n{n}"), "admin", now); let _ = f.keep(s); }
+                Op::Rejoin(n) => { let s = f.book.join(RUN, &format!("n{n}"), now); let _ = f.keep(s); }
                 Op::Abort => { let s = f.book.abort(now, "admin token 1"); let _ = f.keep(s); }
             }
             check(&mut f, from);
@@ -701,7 +796,7 @@ proptest! {
         // or answered "abort"/withdrawn; none is left waiting.
         let names: Vec<String> = f.book.core.nodes.iter().map(|n| n.spec.name.clone()).collect();
         for n in &names {
-            let s = f.book.resolve(RUN, n, f.now);
+            let s = f.book.resolve(RUN, n, "admin", f.now);
             let _ = f.keep(s);
         }
         let s = f.book.resume(f.now);

@@ -6,7 +6,7 @@
 //! at `now`.
 
 use crate::event::{Millis, PauseReason};
-use crate::status::{FleetState, FleetStatus, Held, NodeState};
+use crate::status::{FleetState, FleetStatus, Held, NodeState, Resolution};
 use bounce_wire::civil::utc;
 use std::fmt::Write;
 
@@ -45,6 +45,16 @@ pub fn pause_words(p: &PauseReason) -> String {
             "paused: node {node:?} is lost (its lease expired mid-restart): an operator must resolve it"
         ),
     }
+}
+
+/// ` by admin token 1 at 12:01:02 UTC (4 s ago)`.
+fn resolution(r: &Resolution, now: Millis) -> String {
+    let by = if r.by.is_empty() {
+        String::new()
+    } else {
+        format!(" by {}", r.by)
+    };
+    format!("{by} at {}", when(r.at, now))
 }
 
 fn held(h: &Held, now: Millis) -> String {
@@ -113,10 +123,23 @@ impl FleetStatus {
                     self.run,
                     n.node
                 ),
-                NodeState::Resolved => "resolved: lost, then taken out of the run".into(),
+                NodeState::Resolved => format!(
+                    "resolved{}: lost, then taken out of the run (an agent started again with the same --run-id rejoins it)",
+                    n.resolved
+                        .as_ref()
+                        .map(|r| resolution(r, now))
+                        .unwrap_or_default()
+                ),
                 NodeState::Done => "done".into(),
             };
-            let _ = writeln!(o, "  {:width$}  {what}", n.node);
+            let rejoined = match (&n.resolved, n.epoch) {
+                (Some(r), epoch) if epoch > 0 && n.state != NodeState::Resolved => format!(
+                    " (rejoined after a resolve{}; epoch {epoch})",
+                    resolution(r, now)
+                ),
+                _ => String::new(),
+            };
+            let _ = writeln!(o, "  {:width$}  {what}{rejoined}", n.node);
         }
         if self.queue.is_empty() {
             let _ = writeln!(o, "\nqueue: empty");

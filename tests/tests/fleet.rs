@@ -105,6 +105,19 @@ fn start_agent(
     nodes: usize,
 ) -> FleetAgent {
     let out = dir.path(&format!("out-{node}"));
+    start_agent_into(dir, scenario, (node, host), collector, run, nodes, out)
+}
+
+/// As `start_agent`, the run folder `out` (a node's second agent).
+fn start_agent_into(
+    dir: &Scratch,
+    scenario: &Path,
+    (node, host): (&str, &str),
+    collector: &CollectorProcess,
+    run: &str,
+    nodes: usize,
+    out: PathBuf,
+) -> FleetAgent {
     let nodes = nodes.to_string();
     let state = dir.path(&format!("state-{node}"));
     let extra = [
@@ -231,16 +244,22 @@ fn most_at_once(intervals: &[(i64, i64)]) -> usize {
 
 /// Restarts the collector stored for a run.
 fn stored(c: &CollectorProcess, run: &str) -> u64 {
+    stored_yet(c, run).expect("the run is stored")
+}
+
+/// Restarts the collector stored for a run, `None` before its first batch.
+fn stored_yet(c: &CollectorProcess, run: &str) -> Option<u64> {
     let (code, body) = c.http(
         "GET",
         &format!("/api/v1/runs/{run}"),
         Some(ADMIN_TOKEN),
         None,
     );
+    if code == 404 {
+        return None;
+    }
     assert_eq!(code, 200, "{body}");
-    serde_json::from_str::<Value>(&body).unwrap()["restarts"]
-        .as_u64()
-        .unwrap()
+    serde_json::from_str::<Value>(&body).unwrap()["restarts"].as_u64()
 }
 
 const LIMITS: &str = r#"deployment: fleet-test
@@ -322,15 +341,19 @@ fn six_nodes_hold_the_fleet_limits_through_a_collector_kill() {
 const LOST: &str = r#"deployment: fleet-test
 scenario: fleet-lost
 targets:
-  - docker: {names: [keystone]}
+  - docker: {names: [keystone, glance_api]}
     timeout: 60s
 fleet:
   max_in_flight: 1
   lease_ttl: 2s
 "#;
 
+/// An agent killed mid-restart (after a first restart of its own, stored):
+/// its node is lost and the fleet paused; a new agent on it is refused
+/// until an operator resolves the node; then it rejoins under the same run
+/// id and restarts its scenario again, the earlier result kept.
 #[test]
-fn an_agent_killed_mid_restart_is_lost_until_resolved() {
+fn an_agent_killed_mid_restart_is_lost_until_resolved_then_rejoins() {
     let _one = NODES.lock().unwrap_or_else(|e| e.into_inner());
     let hosts = engines();
     let dir = Scratch::new("fleet-lost");
@@ -338,6 +361,7 @@ fn an_agent_killed_mid_restart_is_lost_until_resolved() {
     let nodes = ["ctl1", "ctl2"];
     for n in nodes {
         containers.run(&hosts[n], "keystone", 4.0);
+        containers.run(&hosts[n], "glance_api", 4.0);
     }
     let scenario = dir.write("fleet-lost.yaml", LOST);
     let collector = CollectorProcess::start(&dir.0);
@@ -347,23 +371,30 @@ fn an_agent_killed_mid_restart_is_lost_until_resolved() {
         .map(|n| start_agent(&dir, &scenario, n, &hosts[*n], &collector, run, 2))
         .collect();
 
-    // Whoever holds the lease is killed mid-restart.
+    // Killed mid-restart: a node restarting with a restart of its own
+    // already made and stored.
     let mut holder = String::new();
-    until(60, "a node restarting", || {
+    until(90, "a node restarting its second target", || {
         let Some(s) = joined_status(&collector, run) else {
             return false;
         };
+        let made: usize = agents.iter().map(|a| a.timelines().len()).sum();
         let found = s["nodes"].as_array().and_then(|ns| {
             ns.iter()
-                .find(|n| n["state"] == "restarting")
                 .map(|n| n["node"].as_str().unwrap().to_string())
+                .find(|name| {
+                    ns.iter().any(|n| n["node"] == name.as_str() && n["state"] == "restarting")
+                        && agents.iter().any(|a| &a.node == name && a.timelines().len() == 1)
+                })
         });
-        found.map(|n| holder = n).is_some()
+        let all_stored = stored_yet(&collector, run) == Some(made as u64);
+        found.map(|n| holder = n).is_some() && all_stored
     });
     let victim = agents.iter_mut().find(|a| a.node == holder).unwrap();
     let mut child = victim.child.take().unwrap();
     child.kill().unwrap();
     let _ = child.wait();
+    let earlier = stored(&collector, run);
 
     until(30, "the fleet paused with the node lost", || {
         let s = status(&collector, run);
@@ -381,7 +412,8 @@ fn an_agent_killed_mid_restart_is_lost_until_resolved() {
     let (code, out) = fleet_cli(&collector, &dir, &["status", run]);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains(&format!("{holder}  LOST: docker keystone #1")),
+        out.contains(&format!("{holder}  LOST: docker keystone #1"))
+            || out.contains(&format!("{holder}  LOST: docker glance_api #1")),
         "{out}"
     );
     assert!(
@@ -392,15 +424,57 @@ fn an_agent_killed_mid_restart_is_lost_until_resolved() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("\"lost\""), "{out}");
 
+    // A new agent on the lost node, before the operator resolved it: refused
+    // before it restarts anything.
+    let host = hosts[holder.as_str()].as_str();
+    let again = |out: &str| {
+        let out = dir.path(out);
+        start_agent_into(&dir, &scenario, (&holder, host), &collector, run, 2, out)
+    };
+    let early = again("out-early").wait();
+    assert_ne!(early.status.code(), Some(0), "{}", text(&early));
+    assert!(
+        text(&early).contains(&format!(
+            "`bounce-collector fleet resolve {run} {holder}`, then start this agent again (nothing was restarted)"
+        )),
+        "{}",
+        text(&early)
+    );
+
     let (code, out) = fleet_cli(&collector, &dir, &["resolve", run, &holder]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains(&format!("{holder}  resolved")), "{out}");
+    assert!(out.contains(&format!("{holder}  resolved by admin")), "{out}");
+    // Its new agent rejoins (the fleet stays paused until resumed).
+    let mut rejoined = again("out-rejoined");
+    until(30, "the node rejoined", || {
+        status(&collector, run)["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["node"] == holder.as_str() && n["epoch"] == 1 && n["state"] != "resolved")
+    });
     let (code, out) = fleet_cli(&collector, &dir, &["resume", run]);
     assert_eq!(code, 0, "{out}");
     let other = agents.iter_mut().find(|a| a.node != holder).unwrap();
     let out = other.wait();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(other.timelines().len(), 1, "the other node's restart made");
+    assert_eq!(other.timelines().len(), 2, "the other node's restarts made");
+    let out = rejoined.wait();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("rejoins the run after an operator resolved it (epoch 1)"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(rejoined.timelines().len(), 2, "the rejoined node's restarts made");
+    // The killed agent's stored result is kept beside the rejoined one's:
+    // its first restart, the other node's two, the rejoined agent's two.
+    assert!(earlier >= 2, "{earlier} stored when the agent was killed");
+    until(30, "every result stored", || stored(&collector, run) == 5);
+    let s = status(&collector, run);
+    assert_eq!(s["state"]["state"], "done", "{s}");
+    let (_, words) = fleet_cli(&collector, &dir, &["status", run]);
+    assert!(words.contains("rejoined after a resolve by admin"), "{words}");
     drop(containers);
 }
 

@@ -140,7 +140,16 @@ pub enum AgentCall {
 #[serde(deny_unknown_fields)]
 pub struct FleetCall {
     pub node: String,
+    /// The node's epoch this agent joined under ([`FleetAnswer::Joined`]):
+    /// 0, or how many times an agent of it rejoined after a resolve. A
+    /// call from an older epoch is refused (that agent was resolved out).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u32,
     pub call: AgentCall,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// What the fleet tells every agent with each answer to `ask`.
@@ -183,6 +192,12 @@ pub enum FleetAnswer {
         joined: u32,
         expected: u32,
         open: bool,
+        /// This node's epoch: every later call carries it. Above 0 when
+        /// the node rejoined after an operator resolved it: its agent
+        /// then numbers its batches from `epoch << 32`, so they never
+        /// collide with those its earlier agents sent or still spool.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        epoch: u32,
     },
     /// One ticket per asked restart, in the order asked.
     Tickets {
@@ -282,6 +297,7 @@ mod tests {
         assert_eq!(back, call);
         let empty = FleetCall {
             node: "ctl1".into(),
+            epoch: 0,
             call: AgentCall::Ask {
                 restarts: vec![],
                 wait_ms: 0,
@@ -290,12 +306,19 @@ mod tests {
         assert!(empty.check().unwrap_err().contains("1 to 1024"));
         let bad = FleetCall {
             node: "a\nb".into(),
+            epoch: 0,
             call: AgentCall::Finish,
         };
         assert!(bad.check().is_err());
         assert!(
             serde_json::from_str::<FleetCall>(r#"{"node":"a","call":"finish","x":1}"#).is_err()
         );
+        // The epoch travels only once a node rejoined (older collectors
+        // refuse unknown fields).
+        assert_eq!(serde_json::to_string(&bad).unwrap(), r#"{"node":"a\nb","call":"finish"}"#);
+        let rejoined: FleetCall =
+            serde_json::from_str(r#"{"node":"a","epoch":2,"call":"finish"}"#).unwrap();
+        assert_eq!(rejoined.epoch, 2);
         let a = FleetAnswer::Tickets {
             control: Control::Paused { why: "x".into() },
             tickets: vec![Ticket::Granted {

@@ -90,11 +90,11 @@ async fn control(
 
 async fn resolve(
     State(state): State<Shared>,
-    _: Admin,
+    Admin(by): Admin,
     Path((run, node)): Path<(String, String)>,
 ) -> Result<Json<FleetView>, ApiError> {
     let run = run_id(&run)?;
-    admin(&state, run, AdminCall::Resolve { node }).await
+    admin(&state, run, AdminCall::Resolve { node, by }).await
 }
 
 /// Carries out an operator's call and answers the fleet's status after it.

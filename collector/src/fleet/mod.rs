@@ -73,6 +73,7 @@ pub enum AdminCall {
     },
     Resolve {
         node: String,
+        by: String,
     },
 }
 
@@ -283,9 +284,28 @@ impl Fleets {
         Ok(answer)
     }
 
+    /// One change made by `node`'s agent at `epoch`: refused, changing
+    /// nothing, when a rejoin of the node replaced that agent.
+    async fn step_as<T>(
+        &self,
+        run: &str,
+        (node, epoch): (&str, u32),
+        f: impl FnOnce(&mut LeaseBook, Millis) -> Step<T>,
+    ) -> Result<Result<T, Refusal>, FleetError> {
+        self.step(run, |book, now| match book.fence(node, epoch) {
+            Ok(()) => f(book, now),
+            Err(why) => Step {
+                answer: Err(why),
+                events: Vec::new(),
+            },
+        })
+        .await
+    }
+
     /// An agent's call, as node `call.node` (already checked against its token).
     pub async fn agent(&self, run: &str, call: FleetCall) -> Result<FleetAnswer, FleetError> {
         let node = call.node;
+        let me = (node.as_str(), call.epoch);
         match call.call {
             AgentCall::Join(j) => self.join(run, &node, j).await,
             AgentCall::Ask { restarts, wait_ms } => {
@@ -295,7 +315,7 @@ impl Fleets {
                     // Subscribed before looking: a change after the look wakes us.
                     let mut changed = self.get(run)?.changed.subscribe();
                     let (control, tickets) = self
-                        .step(run, |book, now| ask(book, run, &node, &restarts, now))
+                        .step_as(run, me, |book, now| ask(book, run, &node, &restarts, now))
                         .await?
                         .map_err(refused)?;
                     let settled = control == Control::Aborted
@@ -312,7 +332,7 @@ impl Fleets {
             }
             AgentCall::Renew { lease } => {
                 let (until, alongside) = self
-                    .step(run, |b, now| {
+                    .step_as(run, me, |b, now| {
                         let s = b.renew(run, &node, lease, now);
                         Step {
                             answer: s.answer.map(|until| (until, b.alongside(lease))),
@@ -327,17 +347,19 @@ impl Fleets {
                 })
             }
             AgentCall::Return { lease, outcome } => self
-                .step(run, |b, now| b.give_back(run, &node, lease, outcome, now))
+                .step_as(run, me, |b, now| {
+                    b.give_back(run, &node, lease, outcome, now)
+                })
                 .await?
                 .map_err(refused)
                 .map(|()| FleetAnswer::Done),
             AgentCall::Withdraw { lease } => self
-                .step(run, |b, now| b.withdraw(run, &node, lease, now))
+                .step_as(run, me, |b, now| b.withdraw(run, &node, lease, now))
                 .await?
                 .map_err(refused)
                 .map(|()| FleetAnswer::Done),
             AgentCall::Finish => self
-                .step(run, |b, now| b.finish(run, &node, now))
+                .step_as(run, me, |b, now| b.finish(run, &node, now))
                 .await?
                 .map_err(refused)
                 .map(|()| FleetAnswer::Done),
@@ -396,11 +418,27 @@ impl Fleets {
                         Some(_) => {}
                     }
                     let n = spec.nodes.len() as u32;
-                    FleetAnswer::Joined {
-                        joined: n,
-                        expected: n,
-                        open: true,
-                    }
+                    // A resolved node's new agent rejoins (journaled like
+                    // any change, expiries due included, whatever the answer).
+                    let s = book.join(run, node, now());
+                    records.extend(
+                        s.events
+                            .into_iter()
+                            .map(|event| FleetRecord::Event { event }),
+                    );
+                    s.answer
+                        .map(|epoch| FleetAnswer::Joined {
+                            joined: n,
+                            expected: n,
+                            open: true,
+                            epoch,
+                        })
+                        .map_err(|why| match why {
+                            Refusal::NodeLost(_) => FleetError::Refused(format!(
+                                "{why}: its last agent's restart may have left the service down; once dealt with, `bounce-collector fleet resolve {run} {node}`, then start this agent again"
+                            )),
+                            other => refused(other),
+                        })
                 }
                 RunState::Joining { terms, joins } => {
                     if let Some(why) = differs(terms, &j.terms) {
@@ -426,17 +464,18 @@ impl Fleets {
                             terms,
                         };
                     }
-                    FleetAnswer::Joined {
+                    Ok(FleetAnswer::Joined {
                         joined,
                         expected,
                         open: joined >= expected,
-                    }
+                        epoch: 0,
+                    })
                 }
             };
             (answer, self.journal(run, records))
         };
         self.committed(&fr, pending).await?;
-        Ok(answer)
+        answer
     }
 
     /// Pause, resume, abort, resolve: an operator's call.
@@ -445,7 +484,7 @@ impl Fleets {
             AdminCall::Pause { by } => b.pause(now, by),
             AdminCall::Resume => b.resume(now),
             AdminCall::Abort { by } => b.abort(now, by),
-            AdminCall::Resolve { node } => b.resolve(run, node, now),
+            AdminCall::Resolve { node, by } => b.resolve(run, node, by, now),
         })
         .await?
         .map_err(refused)

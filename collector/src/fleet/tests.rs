@@ -37,6 +37,7 @@ fn terms(nodes: u32) -> FleetTerms {
 fn call(node: &str, call: AgentCall) -> FleetCall {
     FleetCall {
         node: node.into(),
+        epoch: 0,
         call,
     }
 }
@@ -87,7 +88,8 @@ async fn a_fleet_opens_when_every_node_joined_and_survives_a_restart() {
         FleetAnswer::Joined {
             joined: 1,
             expected: 2,
-            open: false
+            open: false,
+            epoch: 0
         }
     );
     let e = f.agent("r", ask("ctl1", vec![nova(1)])).await.unwrap_err();
@@ -238,4 +240,69 @@ async fn a_key_needing_a_label_refuses_the_node_without_it() {
             .unwrap();
     let e = f.agent("r", join("a", t)).await.unwrap_err();
     assert!(e.to_string().contains("--label rack=VALUE"), "{e}");
+}
+
+#[tokio::test]
+async fn a_resolved_node_rejoins_and_its_resolved_out_agent_is_fenced_off() {
+    let j = MemJournal::default();
+    let f = Fleets::new(Box::new(j.clone()));
+    let mut t = terms(2);
+    t.lease_ttl_ms = 1;
+    for n in ["ctl1", "ctl2"] {
+        f.agent("r", join(n, t.clone())).await.unwrap();
+    }
+    let (_, got) = tickets(f.agent("r", ask("ctl1", vec![nova(1)])).await.unwrap());
+    assert!(matches!(got[0], Ticket::Granted { .. }), "{got:?}");
+    // Not renewed within its 1 ms: lost.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    f.tick().await;
+    let e = f.agent("r", join("ctl1", t.clone())).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("fleet resolve r ctl1`, then start this agent again"),
+        "{e}"
+    );
+    f.admin(
+        "r",
+        AdminCall::Resolve {
+            node: "ctl1".into(),
+            by: "admin token 2".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let joined = f.agent("r", join("ctl1", t.clone())).await.unwrap();
+    assert!(
+        matches!(
+            joined,
+            FleetAnswer::Joined {
+                open: true,
+                epoch: 1,
+                ..
+            }
+        ),
+        "{joined:?}"
+    );
+    // The agent resolved out (epoch 0) can take nothing beside the new one.
+    let e = f.agent("r", ask("ctl1", vec![nova(2)])).await.unwrap_err();
+    assert!(e.to_string().contains("at epoch 1"), "{e}");
+    let mut new = ask("ctl1", vec![nova(1)]);
+    new.epoch = 1;
+    let (c, got) = tickets(f.agent("r", new).await.unwrap());
+    assert!(matches!(c, Control::Paused { .. }), "paused until resumed");
+    assert!(
+        matches!(got[0], Ticket::Waiting { lease: LeaseId(1) }),
+        "{got:?}"
+    );
+    // A restarted collector knows the epoch and who resolved.
+    let g = Fleets::new(Box::new(MemJournal::default()));
+    g.recover(j.0.lock().unwrap().clone()).await;
+    let Ok(FleetView::Open { status, .. }) = g.view("r") else {
+        panic!("not open")
+    };
+    let ctl1 = &status.nodes[0];
+    assert_eq!((ctl1.node.as_str(), ctl1.epoch), ("ctl1", 1));
+    assert_eq!(ctl1.resolved.as_ref().unwrap().by, "admin token 2");
+    let e = g.agent("r", ask("ctl1", vec![nova(1)])).await.unwrap_err();
+    assert!(e.to_string().contains("at epoch 1"), "{e}");
 }

@@ -38,6 +38,7 @@ impl Agent {
     async fn call(&self, call: AgentCall) -> FleetAnswer {
         let body = serde_json::to_vec(&FleetCall {
             node: self.node.clone(),
+            epoch: 0,
             call,
         })
         .unwrap();

@@ -112,7 +112,11 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     let this = begin(&args, run_id, &scenario, &sources, &targets).await;
     if let Some(c) = collector {
         let agent = this.identity.node.hostname.clone();
-        out.stream_to(Streamer::start(c, &args.output, agent, this.clone())?);
+        // A node rejoined after a resolve numbers its batches apart from
+        // those its earlier agents sent or still spool.
+        let seq_base = gate.as_ref().map_or(0, |g| u64::from(g.epoch()) << 32);
+        let streamer = Streamer::start_from(c, &args.output, agent, this.clone(), seq_base)?;
+        out.stream_to(streamer);
     }
     let opts = RunOptions {
         drain: args.drain,
