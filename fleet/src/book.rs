@@ -182,6 +182,9 @@ pub(crate) struct Core {
     pub failures_since_resume: u32,
     /// Grants made so far (numbers each grant).
     pub grants: u64,
+    /// Ceph OSD leases held (granted or lost), by their place in the order
+    /// of grants: what [`LeaseBook::alongside`] reads, without a scan.
+    pub osds_held: BTreeSet<(u64, u64)>,
 }
 
 /// What stops a waiting request now.
@@ -297,6 +300,7 @@ impl LeaseBook {
                 failures: 0,
                 failures_since_resume: 0,
                 grants: 0,
+                osds_held: BTreeSet::new(),
             },
             in_flight_waiters: BTreeSet::new(),
         };
@@ -347,14 +351,9 @@ impl LeaseBook {
             return Vec::new();
         }
         self.core
-            .reqs
-            .iter()
-            .filter(|r| {
-                r.restart.kind == Kind::CephOsd
-                    && matches!(r.state, ReqState::Granted { .. } | ReqState::Lost)
-                    && r.granted_nr < me.granted_nr
-            })
-            .map(|r| r.restart.target.clone())
+            .osds_held
+            .range(..(me.granted_nr, 0))
+            .map(|&(_, id)| self.core.reqs[id as usize].restart.target.clone())
             .collect()
     }
 
@@ -956,6 +955,7 @@ impl Core {
     /// Frees what a granted or lost lease holds.
     fn release(&mut self, id: u64) {
         let r = &self.reqs[id as usize];
+        self.osds_held.remove(&(r.granted_nr, id));
         for &k in &r.keys {
             self.keys[k as usize].used -= 1;
         }
@@ -1025,7 +1025,10 @@ impl Core {
                 r.state = ReqState::Granted { until: *until };
                 r.since = *at;
                 r.granted_nr = nr;
-                let (n, keys) = (r.node, r.keys.clone());
+                let (n, keys, osd) = (r.node, r.keys.clone(), r.restart.kind == Kind::CephOsd);
+                if osd {
+                    self.osds_held.insert((nr, lease.0));
+                }
                 for k in keys {
                     let ks = &mut self.keys[k as usize];
                     ks.queue.remove(&lease.0);
@@ -1152,6 +1155,27 @@ impl Core {
 
 #[cfg(test)]
 impl LeaseBook {
+    /// [`LeaseBook::alongside`] by a scan of every request (the live book
+    /// keeps the held OSD leases instead).
+    pub(crate) fn alongside_by_scan(&self, lease: LeaseId) -> Vec<String> {
+        let me = &self.core.reqs[lease.0 as usize];
+        if me.restart.kind != Kind::CephOsd || me.granted_nr == 0 {
+            return Vec::new();
+        }
+        let mut held: Vec<&Req> = self
+            .core
+            .reqs
+            .iter()
+            .filter(|r| {
+                r.restart.kind == Kind::CephOsd
+                    && matches!(r.state, ReqState::Granted { .. } | ReqState::Lost)
+                    && r.granted_nr < me.granted_nr
+            })
+            .collect();
+        held.sort_by_key(|r| r.granted_nr);
+        held.iter().map(|r| r.restart.target.clone()).collect()
+    }
+
     /// The rule by brute force: the waiting requests a full scan in the order
     /// asked would still grant (the live book must leave none).
     pub(crate) fn grantable_by_scan(&self) -> Vec<u64> {

@@ -747,6 +747,10 @@ proptest! {
             for n in &f.book.core.nodes {
                 assert!(!n.resolved || n.waiting.is_empty(), "{} resolved and waiting", n.spec.name);
             }
+            for id in 0..f.book.core.reqs.len() as u64 {
+                let l = LeaseId(id);
+                assert_eq!(f.book.alongside(l), f.book.alongside_by_scan(l), "{l}");
+            }
             assert_within_limits(&f.book);
         };
         for op in ops {

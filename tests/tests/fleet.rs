@@ -383,8 +383,11 @@ fn an_agent_killed_mid_restart_is_lost_until_resolved_then_rejoins() {
             ns.iter()
                 .map(|n| n["node"].as_str().unwrap().to_string())
                 .find(|name| {
-                    ns.iter().any(|n| n["node"] == name.as_str() && n["state"] == "restarting")
-                        && agents.iter().any(|a| &a.node == name && a.timelines().len() == 1)
+                    ns.iter()
+                        .any(|n| n["node"] == name.as_str() && n["state"] == "restarting")
+                        && agents
+                            .iter()
+                            .any(|a| &a.node == name && a.timelines().len() == 1)
                 })
         });
         let all_stored = stored_yet(&collector, run) == Some(made as u64);
@@ -443,7 +446,10 @@ fn an_agent_killed_mid_restart_is_lost_until_resolved_then_rejoins() {
 
     let (code, out) = fleet_cli(&collector, &dir, &["resolve", run, &holder]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains(&format!("{holder}  resolved by admin")), "{out}");
+    assert!(
+        out.contains(&format!("{holder}  resolved by admin")),
+        "{out}"
+    );
     // Its new agent rejoins (the fleet stays paused until resumed).
     let mut rejoined = again("out-rejoined");
     until(30, "the node rejoined", || {
@@ -466,7 +472,11 @@ fn an_agent_killed_mid_restart_is_lost_until_resolved_then_rejoins() {
         "{}",
         text(&out)
     );
-    assert_eq!(rejoined.timelines().len(), 2, "the rejoined node's restarts made");
+    assert_eq!(
+        rejoined.timelines().len(),
+        2,
+        "the rejoined node's restarts made"
+    );
     // The killed agent's stored result is kept beside the rejoined one's:
     // its first restart, the other node's two, the rejoined agent's two.
     assert!(earlier >= 2, "{earlier} stored when the agent was killed");
@@ -474,7 +484,10 @@ fn an_agent_killed_mid_restart_is_lost_until_resolved_then_rejoins() {
     let s = status(&collector, run);
     assert_eq!(s["state"]["state"], "done", "{s}");
     let (_, words) = fleet_cli(&collector, &dir, &["status", run]);
-    assert!(words.contains("rejoined after a resolve by admin"), "{words}");
+    assert!(
+        words.contains("rejoined after a resolve by admin"),
+        "{words}"
+    );
     drop(containers);
 }
 

@@ -315,7 +315,10 @@ mod tests {
         );
         // The epoch travels only once a node rejoined (older collectors
         // refuse unknown fields).
-        assert_eq!(serde_json::to_string(&bad).unwrap(), r#"{"node":"a\nb","call":"finish"}"#);
+        assert_eq!(
+            serde_json::to_string(&bad).unwrap(),
+            r#"{"node":"a\nb","call":"finish"}"#
+        );
         let rejoined: FleetCall =
             serde_json::from_str(r#"{"node":"a","epoch":2,"call":"finish"}"#).unwrap();
         assert_eq!(rejoined.epoch, 2);
