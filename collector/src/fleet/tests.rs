@@ -296,7 +296,8 @@ async fn a_resolved_node_rejoins_and_its_resolved_out_agent_is_fenced_off() {
     );
     // A restarted collector knows the epoch and who resolved.
     let g = Fleets::new(Box::new(MemJournal::default()));
-    g.recover(j.0.lock().unwrap().clone()).await;
+    let rows = j.0.lock().unwrap().clone();
+    g.recover(rows).await;
     let Ok(FleetView::Open { status, .. }) = g.view("r") else {
         panic!("not open")
     };
