@@ -365,6 +365,14 @@ impl LeaseBook {
             .is_some_and(|&n| self.core.nodes[n as usize].resolved)
     }
 
+    /// Whether a lease of this node expired mid-restart (not resolved yet).
+    pub fn lost(&self, node: &str) -> bool {
+        self.core
+            .node_ix
+            .get(node)
+            .is_some_and(|&n| self.core.nodes[n as usize].lost > 0)
+    }
+
     /// The node's epoch: how many times an agent of it rejoined the run.
     pub fn epoch(&self, node: &str) -> Option<u32> {
         self.core

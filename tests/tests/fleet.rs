@@ -479,7 +479,7 @@ fn an_agent_killed_mid_restart_is_lost_until_resolved_then_rejoins() {
     );
     // The killed agent's stored result is kept beside the rejoined one's:
     // its first restart, the other node's two, the rejoined agent's two.
-    assert!(earlier >= 2, "{earlier} stored when the agent was killed");
+    assert!(earlier >= 1, "{earlier} stored when the agent was killed");
     until(30, "every result stored", || stored(&collector, run) == 5);
     let s = status(&collector, run);
     assert_eq!(s["state"]["state"], "done", "{s}");

@@ -111,7 +111,12 @@ async fn whoami(
             .unwrap()
             .join_conflict(run_id, get("deployment"), get("scenario"), get("agent"))
             .map_err(internal)?;
-        if let Some(why) = conflict {
+        // A lost or resolved fleet node's new agent: its fleet join
+        // decides (rejoin after a resolve, else refused with the way out).
+        let returning = || state.fleets.comes_back(run_id, get("agent"));
+        if let Some(why) = conflict
+            && !returning()
+        {
             return Err(ApiError(StatusCode::CONFLICT, why));
         }
     }

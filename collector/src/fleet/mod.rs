@@ -490,6 +490,17 @@ impl Fleets {
         .map_err(refused)
     }
 
+    /// Whether `node` of fleet run `run` is lost or resolved: a new agent
+    /// of it is the fleet's to take back or refuse (its join says which),
+    /// although its earlier agent already sent results for the run.
+    pub fn comes_back(&self, run: &str, node: &str) -> bool {
+        let Ok(fr) = self.get(run) else {
+            return false;
+        };
+        let st = fr.state.lock().unwrap();
+        matches!(&*st, RunState::Open { book, .. } if book.resolved(node) || book.lost(node))
+    }
+
     pub fn view(&self, run: &str) -> Result<FleetView, FleetError> {
         let fr = self.get(run)?;
         let st = fr.state.lock().unwrap();

@@ -256,6 +256,7 @@ async fn a_resolved_node_rejoins_and_its_resolved_out_agent_is_fenced_off() {
     // Not renewed within its 1 ms: lost.
     tokio::time::sleep(Duration::from_millis(5)).await;
     f.tick().await;
+    assert!(f.comes_back("r", "ctl1") && !f.comes_back("r", "ctl2"));
     let e = f.agent("r", join("ctl1", t.clone())).await.unwrap_err();
     assert!(
         e.to_string()
