@@ -468,37 +468,43 @@ impl TestUnit {
 impl TestUnit {
     /// A µs timestamp property, read raw over D-Bus (systemctl formats them).
     pub fn usec_prop(&self, p: &str) -> i64 {
-        let env = systemd_up();
-        let busctl = |args: &[&str]| {
-            let out = Command::new("busctl")
-                .arg("--user")
-                .args(args)
-                .envs(env.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                .output()
-                .expect("busctl");
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        };
-        let path = busctl(&[
-            "call",
-            "org.freedesktop.systemd1",
-            "/org/freedesktop/systemd1",
-            "org.freedesktop.systemd1.Manager",
-            "GetUnit",
-            "s",
-            &self.name,
-        ]);
-        let path = path.trim_start_matches("o ").trim_matches('"');
-        let v = busctl(&[
-            "get-property",
-            "org.freedesktop.systemd1",
-            path,
-            "org.freedesktop.systemd1.Unit",
-            p,
-        ]);
-        v.trim_start_matches("t ")
-            .parse()
-            .unwrap_or_else(|_| panic!("{p} of {}: {v:?}", self.name))
+        unit_usec_prop(&self.name, p)
     }
+}
+
+/// A µs timestamp property of any unit of the test manager (an OSD's too),
+/// read raw over D-Bus (systemctl formats them).
+pub fn unit_usec_prop(name: &str, p: &str) -> i64 {
+    let env = systemd_up();
+    let busctl = |args: &[&str]| {
+        let out = Command::new("busctl")
+            .arg("--user")
+            .args(args)
+            .envs(env.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("busctl");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let path = busctl(&[
+        "call",
+        "org.freedesktop.systemd1",
+        "/org/freedesktop/systemd1",
+        "org.freedesktop.systemd1.Manager",
+        "GetUnit",
+        "s",
+        name,
+    ]);
+    let path = path.trim_start_matches("o ").trim_matches('"');
+    let v = busctl(&[
+        "get-property",
+        "org.freedesktop.systemd1",
+        path,
+        "org.freedesktop.systemd1.Unit",
+        p,
+    ]);
+    v.trim_start_matches("t ")
+        .parse()
+        .unwrap_or_else(|_| panic!("{p} of {name}: {v:?}"))
 }
 
 impl Drop for TestUnit {
@@ -703,6 +709,11 @@ impl CephEnv {
     /// every PG active+clean in stats reported since the last OSD came up.
     /// HEALTH_OK alone is not enough: the mgr reports inactive PGs only after
     /// a grace period, and `ok-to-stop` refuses while PGs still peer.
+    /// OSD `id`'s log file as (unix nanos, line), oldest first.
+    pub fn osd_log(&self, id: u32) -> Vec<(i64, String)> {
+        osd_log_of(self, id)
+    }
+
     pub fn wait_settled(&self, allowed: &[&str]) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -744,6 +755,96 @@ impl CephEnv {
         }
         panic!("the test cluster did not settle in 120 s: {last}");
     }
+}
+
+/// An OSD's log file as (unix nanos, line), oldest first.
+fn osd_log_of(env: &CephEnv, id: u32) -> Vec<(i64, String)> {
+    let path = env.conf.parent().unwrap().join(format!("log/osd.{id}.log"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.len() > 28 && l.as_bytes()[4] == b'-')
+        .collect();
+    // One `date` call for all stamps: "2026-11-25T15:23:49.497+0000".
+    let stamps: Vec<String> = lines
+        .iter()
+        .map(|l| l[..28].replace("+0000", "Z"))
+        .collect();
+    let input = dir_for_dates().join(format!("stamps-{id}"));
+    std::fs::write(&input, stamps.join("\n")).unwrap();
+    let out = std::process::Command::new("date")
+        .args(["-u", "-f"])
+        .arg(&input)
+        .arg("+%s%N")
+        .output()
+        .unwrap();
+    let nanos: Vec<i64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(
+        nanos.len(),
+        lines.len(),
+        "date parsed every stamp of {}",
+        path.display()
+    );
+    nanos
+        .into_iter()
+        .zip(lines.iter().map(|l| l.to_string()))
+        .collect()
+}
+
+fn dir_for_dates() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("bounce-osd-log-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A Ceph OSD restart's record agrees with the OSD's own log: SIGTERM
+/// between the request and the exit (when requested), init after the start,
+/// `booting -> active` before the agent saw it on the admin socket (polled
+/// every 20 ms), and not long before.
+pub fn osd_log_agrees(t: &TimelineRecord) {
+    use bounce_wire::BoundaryName;
+    let bounce_wire::TargetRef::CephOsd { id, .. } = &t.target else {
+        panic!("{t:?}")
+    };
+    let log = ceph_up().osd_log(*id);
+    let within = |what: &str, from: i64, to: i64| {
+        log.iter()
+            .find(|(at, line)| *at >= from && *at <= to && line.contains(what))
+            .map(|(at, _)| *at)
+            .unwrap_or_else(|| {
+                let near: Vec<&(i64, String)> = log
+                    .iter()
+                    .filter(|(at, _)| (*at - from).abs() < 1_000_000_000)
+                    .take(5)
+                    .collect();
+                panic!(
+                    "osd.{id}'s log has no {what:?} between {from} and {to}; near: {near:?}; {t:?}"
+                )
+            })
+    };
+    // Log stamps are milliseconds, truncated, and (on a cluster made
+    // before the harness turned coarse stamps off) up to a jiffy late.
+    let ms = 1_000_000;
+    let slack = 20 * ms;
+    let requested = at(t, BoundaryName::Requested);
+    let exited = at(t, BoundaryName::Exited);
+    let started = at(t, BoundaryName::Started);
+    let seen_active = at(t, BoundaryName::OsdActive);
+    within("received  signal: Terminated", requested - slack, exited);
+    let init = within(
+        "done with init, starting boot process",
+        started - slack,
+        seen_active,
+    );
+    let active = within("state: booting -> active", init, seen_active);
+    assert!(
+        seen_active - active < 5_000_000_000,
+        "osd_boot seen {} ms after the OSD logged it",
+        (seen_active - active) / ms
+    );
 }
 
 /// Holds the test Ceph cluster for one test at a time, across test
@@ -965,8 +1066,17 @@ impl WatchProcess {
         args.extend(extra.iter().map(|e| e.into()));
         let cursor = dir.join("watch-cursor.json");
         let before = std::fs::metadata(&cursor).and_then(|m| m.modified()).ok();
+        // Its words go to a file: a pipe nobody reads fills up (the shared
+        // engine's containers restart all the while) and stops the watcher.
+        std::fs::create_dir_all(dir).expect("the watcher's folder");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("watch.log"))
+            .expect("the watcher's log");
         let child = agent_command(&args)
             .envs(env.iter().copied())
+            .stderr(log)
             .spawn()
             .expect("start bounce-agent watch");
         let deadline = std::time::Instant::now() + Duration::from_secs(20);

@@ -330,49 +330,7 @@ fn logged_within(log: &[(i64, String)], id: u32, what: &str, from: i64, to: i64)
 
 /// An OSD's log file as (unix nanos, line), oldest first.
 fn osd_log(id: u32) -> Vec<(i64, String)> {
-    let path = ceph_up()
-        .conf
-        .parent()
-        .unwrap()
-        .join(format!("log/osd.{id}.log"));
-    let text = std::fs::read_to_string(&path).unwrap();
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| l.len() > 28 && l.as_bytes()[4] == b'-')
-        .collect();
-    // One `date` call for all stamps: "2026-11-25T15:23:49.497+0000".
-    let stamps: Vec<String> = lines
-        .iter()
-        .map(|l| l[..28].replace("+0000", "Z"))
-        .collect();
-    let input = dir_for_dates().join(format!("stamps-{id}"));
-    std::fs::write(&input, stamps.join("\n")).unwrap();
-    let out = std::process::Command::new("date")
-        .args(["-u", "-f"])
-        .arg(&input)
-        .arg("+%s%N")
-        .output()
-        .unwrap();
-    let nanos: Vec<i64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.trim().parse().unwrap())
-        .collect();
-    assert_eq!(
-        nanos.len(),
-        lines.len(),
-        "date parsed every stamp of {}",
-        path.display()
-    );
-    nanos
-        .into_iter()
-        .zip(lines.iter().map(|l| l.to_string()))
-        .collect()
-}
-
-fn dir_for_dates() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("bounce-osd-log-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    ceph_up().osd_log(id)
 }
 
 /// Whether any OSD carries its own noout flag.
@@ -706,7 +664,7 @@ fn an_osd_in_a_container_is_restarted_through_the_engine_and_followed_the_same_w
         assert!(t.phases.contains_key(&p), "{p}: {t:?}");
     }
     // The OSD (logging to its file from inside the container) agrees.
-    let log = osd_log(id);
+    let log = ceph_up().osd_log(id);
     let active = log
         .iter()
         .find(|(at_, line)| {

@@ -24,7 +24,7 @@ mod resolve;
 pub mod restarts;
 pub mod undo;
 
-pub use engine::{DockerEngine, DockerError};
+pub use engine::{DockerEngine, DockerError, cause};
 pub use observe::{ContainerObserver, Observed, Unobserved};
 
 use crate::probes;

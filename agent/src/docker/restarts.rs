@@ -118,6 +118,11 @@ impl RestartTracker {
         }
     }
 
+    /// Whether container `id` has a restart open that has not started yet.
+    pub fn is_open(&self, id: &str) -> bool {
+        self.by_id.get(id).is_some_and(|p| !p.started)
+    }
+
     /// Folds one container event in; a restart that reached its start comes back.
     pub fn apply(&mut self, ev: &EventMessage) -> Option<Started> {
         let (Some(at), Some(id)) = (ev.time_nano, ev.actor.as_ref().and_then(|a| a.id.clone()))

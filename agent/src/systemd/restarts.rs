@@ -53,8 +53,23 @@ impl WatchedUnit {
     }
 }
 
-/// How a watcher tells a restarted unit ready, by its service name.
-pub type ReadyFor<'r, 'c> = &'r dyn Fn(&str) -> WatchReady<'c>;
+/// What a watcher is told of its units' restarts besides their records.
+pub struct UnitHooks<'r, 'c> {
+    /// How to tell a restarted unit ready, by its service name.
+    pub ready_for: &'r dyn Fn(&str) -> WatchReady<'c>,
+    /// A unit (by name) whose stop was just seen.
+    pub opened: &'r dyn Fn(&str),
+}
+
+/// The next signal, or nothing while the manager's bus is away.
+async fn next_signal(
+    signals: &mut Option<zbus::MessageStream>,
+) -> Option<zbus::Result<zbus::Message>> {
+    match signals {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
 
 impl Open {
     /// A crash: the main process exited (and was stamped) a moment before
@@ -98,6 +113,8 @@ type Following<'a> = Pin<Box<dyn Future<Output = (RestartKey, Followed)> + 'a>>;
 const CRASH_MARGIN_US: u64 = 1_000_000;
 /// How often restarts not active again are checked against the bound.
 const TICK: Duration = Duration::from_secs(1);
+/// How often to try a manager whose bus went away (each try bounded by it).
+const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 
 impl SystemdManager {
     /// The loaded units matching `patterns`, each with the container it wraps.
@@ -128,57 +145,65 @@ impl SystemdManager {
         Ok(out)
     }
 
-    /// Follows `units` until dropped; each restart, once followed to its
-    /// end (or the bound), is handed to `record`. Returns only if the
-    /// manager's signals end (the bus went away).
+    /// Follows `units` until dropped; `opened` is told each unit whose
+    /// stop was seen (by name), and each restart, once followed to its end
+    /// (or the bound), is handed to `record`. When the manager's bus goes
+    /// away it connects again (a new connection, `Subscribe`) and goes on;
+    /// returns only if the first subscription fails.
     pub async fn watch_units<'c>(
         &self,
         units: Vec<WatchedUnit>,
         engine: Option<&DockerEngine>,
-        ready_for: ReadyFor<'_, 'c>,
+        hooks: UnitHooks<'_, 'c>,
         incomplete_after: Duration,
         record: impl Fn(RestartKey, Followed),
     ) -> Result<(), PlanError> {
-        let rule = zbus::MatchRule::builder()
-            .msg_type(zbus::message::Type::Signal)
-            .path_namespace("/org/freedesktop/systemd1")
-            .map_err(|e| bus_error(&self.bus, e))?
-            .build();
-        let mut signals = zbus::MessageStream::for_match_rule(rule, &self.link().conn, Some(4096))
-            .await
-            .map_err(|e| bus_error(&self.bus, e))?;
-        let mut states: Vec<UnitState> = Vec::new();
-        for unit in units {
-            // Whether it is active now: a restart opens when it leaves that.
-            let active = match props(&self.link().conn, &unit.path).await {
-                Ok(p) => p
-                    .get_all(UNIT_IFACE)
-                    .await
-                    .ok()
-                    .and_then(|m| m.get("ActiveState").and_then(string).map(|s| s == "active")),
-                Err(_) => None,
-            };
-            states.push(UnitState {
+        let mut signals = Some(self.signals().await?);
+        let mut states: Vec<UnitState> = units
+            .into_iter()
+            .map(|unit| UnitState {
                 unit,
-                active: active.unwrap_or(false),
+                active: false,
                 job: None,
                 last_service: HashMap::new(),
                 open: None,
-            });
-        }
+            })
+            .collect();
+        self.resync(&mut states).await;
         let abort = Abort::never();
         let mut following: FuturesUnordered<Following<'_>> = FuturesUnordered::new();
         let mut tick = tokio::time::interval(TICK);
+        let mut retry = tokio::time::interval(RECONNECT_EVERY);
         loop {
             tokio::select! {
-                msg = signals.next() => {
+                msg = next_signal(&mut signals) => {
                     let Some(Ok(msg)) = msg else {
-                        return Err(bus_error(&self.bus, "the manager's signals ended"));
+                        eprintln!("watch: the systemd manager on the {} bus went away; connecting again", self.bus);
+                        signals = None;
+                        continue;
                     };
-                    if let Some((i, back)) = fold(&mut states, &msg, engine) {
-                        let s = &states[i];
-                        let ready = ready_for(s.unit.service());
-                        following.push(Box::pin(self.follow(s.unit.clone(), back, s.job, ready, engine, &abort)));
+                    match fold(&mut states, &msg, engine) {
+                        Some(Folded::Opened(i)) => (hooks.opened)(&states[i].unit.name),
+                        Some(Folded::Back(i, back)) => {
+                            let s = &states[i];
+                            let ready = (hooks.ready_for)(s.unit.service());
+                            following.push(Box::pin(self.follow(s.unit.clone(), *back, s.job, ready, engine, &abort)));
+                        }
+                        None => {}
+                    }
+                }
+                _ = retry.tick(), if signals.is_none() => {
+                    let bound = Instant::now() + RECONNECT_EVERY;
+                    if self.connected(bound, &abort).await.is_ok() && let Ok(s) = self.signals().await {
+                        signals = Some(s);
+                        // What changed while away: restarts that came back
+                        // are followed; one begun and ended then is not seen.
+                        for (i, back) in self.resync(&mut states).await {
+                            let s = &states[i];
+                            let ready = (hooks.ready_for)(s.unit.service());
+                            following.push(Box::pin(self.follow(s.unit.clone(), back, None, ready, engine, &abort)));
+                        }
+                        eprintln!("watch: the systemd manager on the {} bus answers again; following its units", self.bus);
                     }
                 }
                 Some((key, followed)) = following.next() => record(key, followed),
@@ -194,6 +219,45 @@ impl SystemdManager {
                 }
             }
         }
+    }
+
+    /// Every signal of the manager on the current connection, in order.
+    async fn signals(&self) -> Result<zbus::MessageStream, PlanError> {
+        let rule = zbus::MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .path_namespace("/org/freedesktop/systemd1")
+            .map_err(|e| bus_error(&self.bus, e))?
+            .build();
+        zbus::MessageStream::for_match_rule(rule, &self.link().conn, Some(4096))
+            .await
+            .map_err(|e| bus_error(&self.bus, e))
+    }
+
+    /// Each unit's state read now (at start, and after the bus came back:
+    /// jobs in flight then are forgotten). An open restart whose unit is
+    /// active again since comes back, to be followed.
+    async fn resync(&self, states: &mut [UnitState]) -> Vec<(usize, Open)> {
+        let mut back = Vec::new();
+        for (i, s) in states.iter_mut().enumerate() {
+            s.job = None;
+            let unit = match props(&self.link().conn, &s.unit.path).await {
+                Ok(p) => p.get_all(UNIT_IFACE).await.ok(),
+                Err(_) => None,
+            };
+            let Some(unit) = unit else { continue };
+            s.active = unit
+                .get("ActiveState")
+                .and_then(string)
+                .is_some_and(|a| a == "active");
+            if let Some(mut o) = s.open.take() {
+                o.seen.apply(UNIT_IFACE, &unit, o.opened_us);
+                match s.active && o.seen.active_again {
+                    true => back.push((i, o)),
+                    false => s.open = Some(o),
+                }
+            }
+        }
+        back
     }
 
     /// A restart that is active again, followed to ready.
@@ -284,13 +348,20 @@ impl SystemdManager {
     }
 }
 
-/// One signal folded in. Returns the unit whose restart is over (active
-/// again) and that restart, to follow to ready.
+/// What one signal did to the followed units.
+enum Folded {
+    /// The unit left `active`: a restart opened.
+    Opened(usize),
+    /// The unit's restart is over (active again): to follow to ready.
+    Back(usize, Box<Open>),
+}
+
+/// One signal folded in.
 fn fold(
     states: &mut [UnitState],
     msg: &zbus::Message,
     engine: Option<&DockerEngine>,
-) -> Option<(usize, Open)> {
+) -> Option<Folded> {
     let header = msg.header();
     let member = header.member()?.as_str().to_string();
     let body = msg.body();
@@ -319,12 +390,12 @@ fn fold(
             let state = (iface == UNIT_IFACE)
                 .then(|| changed.get("ActiveState").and_then(string))
                 .flatten();
-            if s.open.is_none()
+            let opened = s.open.is_none()
                 && s.active
                 && state
                     .as_deref()
-                    .is_some_and(|a| a != "active" && a != "reloading")
-            {
+                    .is_some_and(|a| a != "active" && a != "reloading");
+            if opened {
                 let mut o = open(&s.unit, &changed, s.job, engine);
                 o.seen
                     .apply(SERVICE_IFACE, &s.last_service, o.clock.monotonic_us);
@@ -343,9 +414,12 @@ fn fold(
                 o.crash_exit_from(&changed);
             }
             if !o.seen.active_again {
-                return None;
+                return opened.then_some(Folded::Opened(i));
             }
-            Some((i, s.open.take().expect("open above")))
+            Some(Folded::Back(
+                i,
+                Box::new(s.open.take().expect("open above")),
+            ))
         }
         _ => None,
     }

@@ -1,13 +1,15 @@
 //! `watch`'s configuration: which containers get which readiness probes
 //! (names or globs to `exec_health`, `tcp`, `http`, as in scenarios), how
 //! long a restart may take to be ready, and when a stopped container that
-//! did not come back is closed as incomplete. Read with the scenarios'
+//! did not come back is closed as incomplete; the systemd units and Ceph
+//! OSDs it follows besides every container. Read with the scenarios'
 //! checked reader: an error names file:line:column and the key path.
 //! Without a file, every default holds.
 
 use crate::scenario::duration::Span;
 use crate::scenario::{
-    Name, NamePattern, NonEmpty, ProbeSpec, ScenarioError, SystemdSelector, read_checked,
+    CephOsdSelector, Name, NamePattern, NonEmpty, ProbeSpec, ScenarioError, SystemdSelector,
+    WaitFor, read_checked,
 };
 use serde::Deserialize;
 use std::path::Path;
@@ -33,6 +35,10 @@ pub struct WatchConfig {
     /// a scenario's `systemd:` target); none by default.
     #[serde(default)]
     pub systemd: Vec<SystemdSelector>,
+    /// The node's Ceph OSDs (named as a scenario's `ceph_osd:` target
+    /// names them), each restart followed to Ceph's milestones; none by default.
+    #[serde(default)]
+    pub osds: Vec<WatchOsds>,
     /// The file as read, for the run's record.
     #[serde(skip)]
     pub text: Option<String>,
@@ -44,6 +50,21 @@ pub struct WatchConfig {
 pub struct ContainerReady {
     pub names: NonEmpty<NamePattern>,
     pub ready: NonEmpty<ProbeSpec>,
+    #[serde(default)]
+    pub timeout: Option<Span>,
+}
+
+/// Some OSDs of this node and how far their restarts are followed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchOsds {
+    /// Exactly a scenario's `ceph_osd:` selector: ids, via (unit on a bus,
+    /// or container), the `ceph` command or librados, the admin socket.
+    pub ceph_osd: CephOsdSelector,
+    /// The last milestone followed (`osd_up`, `pgs_active`, `pgs_clean`).
+    #[serde(default)]
+    pub wait_for: WaitFor,
+    /// From the start, how long the milestones may take (else `timeout`).
     #[serde(default)]
     pub timeout: Option<Span>,
 }
@@ -64,6 +85,7 @@ impl Default for WatchConfig {
             timeout: default_timeout(),
             containers: Vec::new(),
             systemd: Vec::new(),
+            osds: Vec::new(),
             text: None,
         }
     }
@@ -128,6 +150,33 @@ mod tests {
         assert_eq!(c.systemd.len(), 2);
         assert_eq!(c.systemd[1].bus, crate::scenario::Bus::System);
         assert!(c.systemd[0].units.0[0].matches("kolla-nova_api-container.service"));
+    }
+
+    #[test]
+    fn osds_are_named_as_in_a_scenario() {
+        let c = parse(
+            "osds:\n  - ceph_osd: {ids: [0, 2], bus: user, ceph: [ceph, --conf, /c]}\n    wait_for: pgs_clean\n    timeout: 10m\n  - ceph_osd: {via: docker}\n",
+        )
+        .unwrap();
+        assert_eq!(c.osds.len(), 2);
+        assert_eq!(c.osds[0].wait_for, WaitFor::PgsClean);
+        assert_eq!(c.osds[0].timeout, Some(Span::secs(600)));
+        assert_eq!(c.osds[1].wait_for, WaitFor::PgsActive);
+        assert!(matches!(
+            c.osds[1].ceph_osd.via,
+            crate::scenario::OsdVia::Docker { .. }
+        ));
+        let e = parse("osds:\n  - ceph_osd: {ids: [1, 1]}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("listed twice") && e.starts_with("w.yaml:2:"),
+            "{e}"
+        );
+        let e = parse("osds:\n  - ceph_osd: {}\n    gates: {}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("gates"), "{e}");
     }
 
     #[test]

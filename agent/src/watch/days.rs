@@ -10,7 +10,7 @@ use crate::output::{OutputError, append_timeline};
 use crate::stream::{Collector, Streamer};
 use bounce_wire::folder::TIMELINES;
 use bounce_wire::ingest::{RunEnd, RunHeader};
-use bounce_wire::{NodeFacts, RunId, RunIdentity, TimelineRecord};
+use bounce_wire::{NodeFacts, RunId, RunIdentity, TargetRef, TimelineRecord};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,11 +37,18 @@ pub fn run_id(node: &str, day: &str) -> Result<RunId, OutputError> {
     })
 }
 
-/// A restart's key, read back from its record: the container's name and
+/// A restart's key, read back from its record: the container's name (an
+/// OSD's record is filed under `ceph-osd`, its key is its container's) and
 /// the first engine event (the one that opened it).
 pub fn key_of(rec: &TimelineRecord) -> Option<RestartKey> {
+    let name = match &rec.target {
+        TargetRef::CephOsd {
+            container: Some(c), ..
+        } => c.clone(),
+        _ => rec.service.clone(),
+    };
     Some(RestartKey {
-        name: rec.service.clone(),
+        name,
         opened_at: rec.events.first()?.unix_nanos,
     })
 }

@@ -8,9 +8,15 @@
 //! and each manager's signals (`systemd/restarts.rs`, through `run`'s unit
 //! observer), follows each restart to ready (`docker/follow.rs`), and
 //! records it with `origin: watch` and its cause in the day's run
-//! (`days`), resuming after its own restart from a cursor (`cursor`: the
-//! engine replays its events, `seen` takes each once; a manager does not
-//! replay, so a unit restart while the watcher is down is not seen). It never restarts, stops or execs
+//! (`days`). The node's Ceph OSDs its configuration names are followed
+//! through their units or containers, and each restart continued to Ceph's
+//! milestones (`ceph/osd/follow.rs`), recorded once, as the OSD's. An
+//! engine or a manager's bus that goes away is waited for and followed
+//! again (the engine replays what happened meanwhile; a manager does not).
+//! It resumes after its own restart from a cursor (`cursor`: the engine
+//! replays its events, `seen` takes each once; a manager does not replay,
+//! so a unit restart while the watcher is down is not seen). It never
+//! restarts, stops or execs
 //! anything; only exec probes named in its configuration (`config`) run in
 //! a container.
 //!
@@ -24,15 +30,17 @@ pub mod days;
 pub mod seen;
 
 use crate::abort::Abort;
+use crate::ceph::osd::follow::WatchedOsds;
 use crate::docker::DockerEngine;
 use crate::docker::follow::{Followed, WatchReady, unfinished};
 use crate::docker::restarts::{RestartKey, RestartTracker, Started};
 use crate::output::OutputError;
+use crate::scenario::ProbeSpec;
 use crate::systemd::SystemdManager;
-use crate::systemd::restarts::WatchedUnit;
+use crate::systemd::restarts::{UnitHooks, WatchedUnit};
 use crate::timeline::realtime_nanos;
 use bollard::query_parameters::EventsOptions;
-use bounce_wire::{Origin, TimelineRecord};
+use bounce_wire::{Origin, TargetRef, TimelineRecord};
 use config::WatchConfig;
 use cursor::Cursor;
 use days::WatchRuns;
@@ -43,6 +51,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
+use tokio::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
@@ -67,8 +76,9 @@ const ACTIONS: [&str; 9] = [
 ];
 /// How often open restarts are checked against the bound and the cursor saved.
 const TICK: Duration = Duration::from_secs(1);
-/// The longest wait before reconnecting to an engine that went away.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often an engine that went away is asked whether it is back (each
+/// try bounded by this too).
+const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 
 fn events_since(engine: &DockerEngine, since: i64) -> EventStream {
     let filters = HashMap::from([
@@ -97,32 +107,74 @@ type EventStream = Pin<
             > + Send,
     >,
 >;
-type Following<'a> = Pin<Box<dyn Future<Output = (RestartKey, String, Followed)> + 'a>>;
+/// A restart being followed: its key, the container the tracker holds it
+/// under (none for a unit's), and how it ended.
+type Following<'a> = Pin<Box<dyn Future<Output = (RestartKey, Option<String>, Followed)> + 'a>>;
 
 /// The systemd managers a watcher follows, each with its units.
 pub type Managers = Vec<(SystemdManager, Vec<WatchedUnit>)>;
 
+/// What a watcher follows besides every container: systemd managers with
+/// their units, and the node's Ceph OSDs (through those units or containers).
+#[derive(Default)]
+pub struct Watched {
+    pub managers: Managers,
+    pub osds: Vec<WatchedOsds>,
+}
+
+/// The OSD entry and id a followed target is, if any.
+fn osd_of<'o>(osds: &'o [WatchedOsds], target: &TargetRef) -> Option<(&'o WatchedOsds, u32)> {
+    osds.iter().find_map(|o| Some((o, o.osd_of(target)?)))
+}
+
+/// No probes: an OSD is ready at its milestones, which its follower waits for.
+const AT_MILESTONES: &[ProbeSpec] = &[];
+
 /// Follows every manager's units, sending each restart followed to its end;
-/// never returns (a manager whose signals end is said and left).
+/// never returns (a manager whose first subscription fails is said and left).
 async fn watch_managers(
-    managers: &Managers,
+    sources: &Watched,
     engine: &DockerEngine,
     config: &WatchConfig,
     tx: tokio::sync::mpsc::UnboundedSender<(RestartKey, Followed)>,
 ) {
-    let ready_for = |service: &str| {
-        let (probes, timeout) = config.ready_for(service);
-        WatchReady { probes, timeout }
-    };
-    let each = managers.iter().map(|(m, units)| {
+    let each = sources.managers.iter().map(|(m, units)| {
         let tx = tx.clone();
+        let bus = m.bus().to_string();
         async move {
+            let osd = |name: &str| {
+                let unit = TargetRef::Systemd {
+                    name: name.to_string(),
+                    bus: bus.clone(),
+                    container: None,
+                };
+                osd_of(&sources.osds, &unit)
+            };
+            let ready_for = |service: &str| match osd(service) {
+                Some(_) => WatchReady {
+                    probes: Some(AT_MILESTONES),
+                    timeout: config.timeout.0,
+                },
+                None => {
+                    let (probes, timeout) = config.ready_for(service);
+                    WatchReady { probes, timeout }
+                }
+            };
+            let opened = |name: &str| {
+                if let Some((o, id)) = osd(name) {
+                    o.opened(id);
+                }
+            };
+            let hooks = UnitHooks {
+                ready_for: &ready_for,
+                opened: &opened,
+            };
             let sent = |k, f| {
                 let _ = tx.send((k, f));
             };
             let bound = config.incomplete_after.0;
             if let Err(e) = m
-                .watch_units(units.clone(), Some(engine), &ready_for, bound, sent)
+                .watch_units(units.clone(), Some(engine), hooks, bound, sent)
                 .await
             {
                 eprintln!("watch: {e}; its units are no longer followed");
@@ -137,21 +189,25 @@ async fn watch_managers(
 pub async fn watch(
     engine: &DockerEngine,
     config: &WatchConfig,
-    managers: &Managers,
+    watched: &Watched,
     mut runs: WatchRuns,
     cursor_dir: &std::path::Path,
     stop: impl Future<Output = ()>,
 ) -> Result<WatchRuns, WatchError> {
     // Containers that units wrap: their restarts are the units'.
-    let wrapped: BTreeSet<String> = managers
+    let wrapped: BTreeSet<String> = watched
+        .managers
         .iter()
         .flat_map(|(_, units)| units.iter().filter_map(|u| u.container.clone()))
         .collect();
     let (unit_tx, mut unit_rx) = tokio::sync::mpsc::unbounded_channel();
-    let units = watch_managers(managers, engine, config, unit_tx);
+    let units = watch_managers(watched, engine, config, unit_tx);
     tokio::pin!(units);
     let mut cursor = Cursor::open(cursor_dir);
-    let since = cursor.saved().unwrap_or_else(realtime_nanos);
+    // An OSD stop replayed from before now was not seen as it happened:
+    // the cluster cannot be asked how it was before it.
+    let watching_since = realtime_nanos();
+    let since = cursor.saved().unwrap_or(watching_since);
     let recorded = runs.recorded_since(since);
     if cursor.saved().is_some() {
         eprintln!(
@@ -166,48 +222,68 @@ pub async fn watch(
     let mut seen = Seen::new(since);
     let mut following: FuturesUnordered<Following<'_>> = FuturesUnordered::new();
     let mut in_flight: BTreeSet<RestartKey> = BTreeSet::new();
-    let mut events = events_since(engine, since);
-    let mut backoff = Duration::from_millis(100);
+    // None while the engine is away.
+    let mut events = Some(events_since(engine, since));
+    let mut retry = tokio::time::interval(RECONNECT_EVERY);
     let mut tick = tokio::time::interval(TICK);
     tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            item = events.next() => match item {
+            item = next_event(&mut events) => match item {
                 Some(Ok(ev)) => {
-                    backoff = Duration::from_millis(100);
                     if !seen.is_new(&ev) {
                         continue;
                     }
-                    if let Some(started) = tracker.apply(&ev) {
+                    let id = ev.actor.as_ref().and_then(|a| a.id.clone()).unwrap_or_default();
+                    let was_open = tracker.is_open(&id);
+                    let started = tracker.apply(&ev);
+                    if !was_open && tracker.is_open(&id) && ev.time_nano.unwrap_or(0) >= watching_since {
+                        opened_container(&watched.osds, &ev);
+                    }
+                    if let Some(started) = started {
                         if wrapped.contains(&started.facts.key.name) {
                             tracker.close(&started.facts.key, &started.facts.id);
                             continue;
                         }
                         in_flight.insert(started.facts.key.clone());
-                        following.push(follow(engine, config, started, &abort));
+                        following.push(follow(engine, config, &watched.osds, started, &abort));
                     }
                 }
                 end => {
-                    // The engine went away (or restarted): reopen from the
-                    // last stamp taken; it replays what happened meanwhile.
-                    if let Some(Err(e)) = end {
-                        eprintln!("watch: event stream ended: {e}; reconnecting");
-                    }
-                    tokio::select! {
-                        _ = &mut stop => break,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    events = events_since(engine, seen.resume_from());
+                    // The engine went away (or restarted): once it answers
+                    // again (on a fresh client), reopen from the last stamp
+                    // taken; it replays what happened meanwhile.
+                    let why = match end {
+                        Some(Err(e)) => crate::docker::cause(&e),
+                        _ => "the stream ended".into(),
+                    };
+                    eprintln!("watch: the Docker engine's event stream ended ({why}); following it again once it answers");
+                    events = None;
                 }
             },
-            Some((key, id, followed)) = following.next() => {
-                tracker.close(&key, &id);
-                record(&mut runs, &key, followed)?;
-                in_flight.remove(&key);
+            _ = retry.tick(), if events.is_none() => {
+                let bound = Instant::now() + RECONNECT_EVERY;
+                if engine.wait_answering(bound, &abort).await.is_ok() {
+                    events = Some(events_since(engine, seen.resume_from()));
+                }
             }
-            Some((key, followed)) = unit_rx.recv() => record(&mut runs, &key, followed)?,
+            Some((key, id, followed)) = following.next() => {
+                if let Some(id) = id {
+                    tracker.close(&key, &id);
+                    in_flight.remove(&key);
+                }
+                record(&mut runs, &key, followed)?;
+            }
+            Some((key, followed)) = unit_rx.recv() => {
+                match osd_of(&watched.osds, &followed.timeline.target) {
+                    // An OSD's unit: continued to Ceph's milestones, recorded once, as the OSD's.
+                    Some((o, osd)) => following.push(Box::pin(async move {
+                        (key, None, o.follow(osd, followed).await)
+                    })),
+                    None => record(&mut runs, &key, followed)?,
+                }
+            }
             _ = &mut units => {}
             _ = tick.tick() => {
                 let older_than = realtime_nanos() - bound.as_nanos() as i64;
@@ -236,19 +312,62 @@ pub async fn watch(
     Ok(runs)
 }
 
+/// The next event, or nothing while the engine is away.
+async fn next_event(
+    events: &mut Option<EventStream>,
+) -> Option<Result<bollard::models::EventMessage, bollard::errors::Error>> {
+    match events {
+        Some(e) => e.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A container restart just opened: if the container is an OSD, its
+/// follower notes the cluster as it is before the OSD comes back.
+fn opened_container(osds: &[WatchedOsds], ev: &bollard::models::EventMessage) {
+    let name = ev
+        .actor
+        .as_ref()
+        .and_then(|a| a.attributes.as_ref())
+        .and_then(|m| m.get("name"));
+    if let Some(name) = name {
+        for o in osds {
+            if let Some(id) = o.container_osd(name) {
+                o.opened(id);
+            }
+        }
+    }
+}
+
 fn follow<'a>(
     engine: &'a DockerEngine,
     config: &'a WatchConfig,
+    osds: &'a [WatchedOsds],
     started: Started,
     abort: &'a Abort,
 ) -> Following<'a> {
     Box::pin(async move {
         let key = started.facts.key.clone();
         let id = started.facts.id.clone();
-        let (probes, timeout) = config.ready_for(&key.name);
-        let ready = WatchReady { probes, timeout };
+        let osd = osds
+            .iter()
+            .find_map(|o| Some((o, o.container_osd(&key.name)?)));
+        let ready = match osd {
+            Some(_) => WatchReady {
+                probes: Some(AT_MILESTONES),
+                timeout: config.timeout.0,
+            },
+            None => {
+                let (probes, timeout) = config.ready_for(&key.name);
+                WatchReady { probes, timeout }
+            }
+        };
         let followed = engine.follow_observed(started, ready, abort).await;
-        (key, id, followed)
+        let followed = match osd {
+            Some((o, osd)) => o.follow(osd, followed).await,
+            None => followed,
+        };
+        (key, Some(id), followed)
     })
 }
 

@@ -6,10 +6,13 @@
 
 use crate::args::{Auth, parse_duration};
 use anyhow::Result;
+use bounce_agent::ceph::osd::follow::WatchedOsds;
 use bounce_agent::docker::DockerEngine;
 use bounce_agent::facts;
+use bounce_agent::scenario::{Bus, NamePattern};
 use bounce_agent::systemd::SystemdManager;
 use bounce_agent::timeline::realtime_nanos;
+use bounce_agent::watch::Watched;
 use bounce_agent::watch::config::WatchConfig;
 use bounce_agent::watch::days::{self, WatchIdentity, WatchRuns};
 use bounce_wire::NodeFacts;
@@ -95,21 +98,74 @@ pub async fn watch(args: Args) -> Result<ExitCode> {
             _ = term.recv() => {}
         }
     };
-    let mut managers = Vec::new();
-    for sel in &config.systemd {
-        let manager = SystemdManager::connect(&sel.bus, None).await?;
-        let units = manager.watched_units(&sel.units.0).await?;
-        let wrapping = units.iter().filter(|u| u.container.is_some()).count();
-        eprintln!(
-            "watch: {} unit(s) on the {} bus ({wrapping} wrapping a container)",
-            units.len(),
-            sel.bus
-        );
-        managers.push((manager, units));
-    }
+    let watched = follow(&config).await?;
     let runs =
-        bounce_agent::watch::watch(&engine, &config, &managers, runs, &args.output, stop).await?;
+        bounce_agent::watch::watch(&engine, &config, &watched, runs, &args.output, stop).await?;
     runs.flush(args.flush).await;
     eprintln!("watch: stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Connects to the systemd managers and Ceph clusters the configuration
+/// names and lists the units to follow (an OSD's unit once, as the OSD's,
+/// even when a `systemd:` entry names it too).
+async fn follow(config: &WatchConfig) -> Result<Watched> {
+    let mut watched = Watched::default();
+    for entry in &config.osds {
+        let timeout = entry.timeout.unwrap_or(config.timeout).0;
+        let osds = WatchedOsds::connect(entry.ceph_osd.clone(), entry.wait_for, timeout)
+            .await
+            .map_err(|e| anyhow::anyhow!("osds: the cluster: {e}"))?;
+        osds.start(None);
+        watched.osds.push(osds);
+    }
+    let mut wanted: Vec<(Bus, Vec<NamePattern>)> = config
+        .systemd
+        .iter()
+        .map(|sel| (sel.bus.clone(), sel.units.0.clone()))
+        .collect();
+    for o in &watched.osds {
+        if let Some((bus, names)) = o.unit_patterns() {
+            let patterns = names
+                .iter()
+                .map(|n| NamePattern::parse(n).map_err(anyhow::Error::msg))
+                .collect::<Result<Vec<_>>>()?;
+            wanted.push((bus.clone(), patterns));
+        }
+    }
+    for (bus, patterns) in wanted {
+        let at = watched.managers.iter().position(|(m, _)| *m.bus() == bus);
+        let i = match at {
+            Some(i) => i,
+            None => {
+                let manager = SystemdManager::connect(&bus, None).await?;
+                watched.managers.push((manager, Vec::new()));
+                watched.managers.len() - 1
+            }
+        };
+        let (manager, units) = &mut watched.managers[i];
+        for u in manager.watched_units(&patterns).await? {
+            if !units.iter().any(|x| x.name == u.name) {
+                units.push(u);
+            }
+        }
+    }
+    for (manager, units) in &watched.managers {
+        let bus = manager.bus().to_string();
+        let osds = units
+            .iter()
+            .filter(|u| {
+                watched
+                    .osds
+                    .iter()
+                    .any(|o| o.unit_osd(&bus, &u.name).is_some())
+            })
+            .count();
+        let wrapping = units.iter().filter(|u| u.container.is_some()).count();
+        eprintln!(
+            "watch: {} unit(s) on the {bus} bus ({wrapping} wrapping a container, {osds} Ceph OSD(s))",
+            units.len(),
+        );
+    }
+    Ok(watched)
 }

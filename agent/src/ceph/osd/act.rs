@@ -4,14 +4,14 @@
 //! through its systemd unit or its container (timed by that driver); then
 //! the milestones, up to the gates' `wait_for`.
 
+use super::observe::{self, OsdWait};
 use super::{CephOsds, OsdDetail, OsdRestart};
 use crate::abort::bounded;
 use crate::ceph::flags::Flag;
-use crate::scenario::{Noout, WaitFor};
+use crate::scenario::Noout;
 use crate::target::RestartContext;
 use crate::timeline::{Ending, Timeline, realtime_nanos};
 use bounce_wire::{BoundaryName, Outcome};
-use std::collections::HashSet;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -46,12 +46,8 @@ impl CephOsds {
         }
         // Bounded like every wait: a mon that does not answer holds a
         // question up to the client's own timeout.
-        let before = match bounded(self.cli.osd_dump(), cx.deadline, cx.abort).await {
-            Ok(Ok((_, osds))) => osds
-                .iter()
-                .find(|o| o.id == d.id)
-                .map(|o| o.up_from)
-                .unwrap_or(0),
+        let before = match bounded(observe::up_from(&self.cli, d.id), cx.deadline, cx.abort).await {
+            Ok(Ok(up_from)) => up_from,
             Ok(Err(e)) => return fail(format!("osd dump: {e}")),
             Err(i) => {
                 let doing = "asking the cluster for the osdmap before the restart";
@@ -59,18 +55,8 @@ impl CephOsds {
             }
         };
         // The PGs this OSD carries: their stats must be fresh after the
-        // restart; the others' need not be (see `pg_milestones`). Unknown
-        // (the question failed): all must be fresh, the strict reading.
-        let carried = if self.gates.wait_for >= WaitFor::PgsActive {
-            self.cli.pgs().await.ok().map(|pgs| {
-                pgs.into_iter()
-                    .filter(|p| p.up.contains(&d.id) || p.acting.contains(&d.id))
-                    .map(|p| p.pgid)
-                    .collect::<HashSet<String>>()
-            })
-        } else {
-            None
-        };
+        // restart; the others' need not be (see `pg_milestones`).
+        let carried = observe::carried(&self.cli, d.id, self.gates.wait_for).await;
 
         // Stop and start, timed by systemd (unit) or the engine (container).
         let (mut tl, ending) = match &d.restart {
@@ -102,9 +88,17 @@ impl CephOsds {
             deadline: Instant::now() + cx.target.timeout.saturating_sub(elapsed),
             ..cx
         };
-        let ending = self
-            .follow_milestones(&cx, d, before, carried.as_ref(), &mut tl)
-            .await;
+        let wait = OsdWait {
+            id: d.id,
+            admin_socket: &d.admin_socket,
+            up_from_before: before,
+            carried: carried.as_ref(),
+            wait_for: self.gates.wait_for,
+            deadline: cx.deadline,
+            abort: cx.abort,
+            timeout: cx.target.timeout,
+        };
+        let ending = observe::follow_milestones(&self.cli, wait, &mut tl).await;
         // Back (or given up on): its own noout goes now; if that fails, the
         // run's end tries again and says so.
         if self.gates.noout == Noout::PerOsd

@@ -10,13 +10,17 @@
 //!   (`systemd/`) or the container (`docker/`), whose drivers time the stop
 //!   and start;
 //! - [`gates`]: health and ok-to-stop before each OSD;
-//! - [`resolve`]: a `ceph_osd:` entry to checked targets.
+//! - [`resolve`]: a `ceph_osd:` entry to checked targets;
+//! - [`follow`]: `watch`'s follower of the OSDs it is configured with: a
+//!   restart seen through the unit or container, continued to the same
+//!   milestones, acting on nothing.
 //!
 //! This file: the entry's connections, what a target keeps ([`OsdDetail`]),
 //! and the two seams it implements ([`Driver`] for the entry, [`Restart`]
 //! for one OSD).
 
 mod act;
+pub mod follow;
 mod gates;
 mod observe;
 mod resolve;

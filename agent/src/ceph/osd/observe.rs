@@ -8,182 +8,220 @@
 //! epoch (the mgr's stats lag and can still show the PGs as clean from
 //! before the restart).
 
-use super::{CephOsds, OsdDetail};
-use crate::abort::bounded;
+use crate::abort::{Abort, bounded};
 use crate::ceph::asok;
-use crate::ceph::mon::PgState;
+use crate::ceph::mon::{MonClient, MonError, PgState};
 use crate::scenario::WaitFor;
-use crate::target::RestartContext;
 use crate::timeline::{Ending, Timeline, realtime_nanos};
 use bounce_wire::{BoundaryName, Source};
 use std::collections::HashSet;
+use std::path::Path;
 use std::time::Duration;
+use tokio::time::Instant;
 
 const ASOK_POLL: Duration = Duration::from_millis(20);
 /// The mgr's PG stats: their own period (5 s stock) bounds the resolution,
 /// and `pg dump pgs` grows with the cluster, so no faster than this.
 const PG_POLL: Duration = Duration::from_millis(250);
 
-impl CephOsds {
-    /// osd_boot, osd_up, pgs_active, pgs_clean: up to the gates' `wait_for`.
-    pub(super) async fn follow_milestones(
-        &self,
-        cx: &RestartContext<'_>,
-        d: &OsdDetail,
-        up_from_before: u64,
-        carried: Option<&HashSet<String>>,
-        tl: &mut Timeline,
-    ) -> Ending {
-        let (deadline, abort) = (cx.deadline, cx.abort);
-        let src = |q: &str| Source::Ceph { query: q.into() };
-        let wait_for = self.gates.wait_for;
-        // What the last poll said, so that a wait that runs out says why
-        // (a mon that does not answer, an OSD still `booting`).
-        let last = std::sync::Mutex::new(String::new());
-        let said = |what: String| *last.lock().expect("last answer") = what;
-        let interrupted = |i, what: &str| {
-            let last = last.lock().expect("last answer");
-            let doing = match last.is_empty() {
-                true => format!("waiting for {what}"),
-                false => format!("waiting for {what}; last answer: {last}"),
-            };
-            cx.interrupted(i, &doing)
+/// What the milestones of one OSD restart are measured against: the OSD,
+/// the cluster as it was before the stop, and the restart's bounds.
+pub struct OsdWait<'a> {
+    pub id: u32,
+    pub admin_socket: &'a Path,
+    /// The OSD's `up_from` before the stop: `osd_up` needs a newer one.
+    pub up_from_before: u64,
+    /// The PGs it carried before the stop (unknown: all of them count).
+    pub carried: Option<&'a HashSet<String>>,
+    /// The last milestone waited for.
+    pub wait_for: WaitFor,
+    pub deadline: Instant,
+    pub abort: &'a Abort,
+    /// The restart's timeout, for the words of one that ran out.
+    pub timeout: Duration,
+}
+
+/// The OSD's `up_from` epoch in the osdmap now (0 when it is not in it).
+pub async fn up_from(cli: &MonClient, id: u32) -> Result<u64, MonError> {
+    let (_, osds) = cli.osd_dump().await?;
+    Ok(osds
+        .iter()
+        .find(|o| o.id == id)
+        .map(|o| o.up_from)
+        .unwrap_or(0))
+}
+
+/// The PGs the OSD carries now (up or acting), when `wait_for` needs PG
+/// states; `None` when not needed or the question failed (then every PG
+/// must be fresh, the strict reading).
+pub async fn carried(cli: &MonClient, id: u32, wait_for: WaitFor) -> Option<HashSet<String>> {
+    if wait_for < WaitFor::PgsActive {
+        return None;
+    }
+    cli.pgs().await.ok().map(|pgs| carried_by(&pgs, id))
+}
+
+/// The PGs whose up or acting set holds OSD `id`.
+pub fn carried_by(pgs: &[PgState], id: u32) -> HashSet<String> {
+    pgs.iter()
+        .filter(|p| p.up.contains(&id) || p.acting.contains(&id))
+        .map(|p| p.pgid.clone())
+        .collect()
+}
+
+/// osd_boot, osd_up, pgs_active, pgs_clean: up to `w.wait_for`, after the
+/// OSD's process runs again (whoever restarted it).
+pub async fn follow_milestones(cli: &MonClient, w: OsdWait<'_>, tl: &mut Timeline) -> Ending {
+    let (deadline, abort) = (w.deadline, w.abort);
+    let src = |q: &str| Source::Ceph { query: q.into() };
+    let wait_for = w.wait_for;
+    let (carried, up_from_before) = (w.carried, w.up_from_before);
+    // What the last poll said, so that a wait that runs out says why
+    // (a mon that does not answer, an OSD still `booting`).
+    let last = std::sync::Mutex::new(String::new());
+    let said = |what: String| *last.lock().expect("last answer") = what;
+    let interrupted = |i, what: &str| {
+        let last = last.lock().expect("last answer");
+        let doing = match last.is_empty() {
+            true => format!("waiting for {what}"),
+            false => format!("waiting for {what}; last answer: {last}"),
         };
-        // The OSD's own view.
-        let booted = bounded(
-            async {
-                loop {
-                    match asok::osd_status(&d.admin_socket, Duration::from_secs(1)).await {
-                        Ok(s) if s.state == "active" => return realtime_nanos(),
-                        Ok(s) => said(format!("the admin socket says `{}`", s.state)),
-                        Err(e) => said(format!("the admin socket: {e}")),
-                    }
-                    tokio::time::sleep(ASOK_POLL).await;
+        Ending::interrupted(i, w.timeout, &doing)
+    };
+    // The OSD's own view.
+    let booted = bounded(
+        async {
+            loop {
+                match asok::osd_status(w.admin_socket, Duration::from_secs(1)).await {
+                    Ok(s) if s.state == "active" => return realtime_nanos(),
+                    Ok(s) => said(format!("the admin socket says `{}`", s.state)),
+                    Err(e) => said(format!("the admin socket: {e}")),
                 }
-            },
-            deadline,
-            abort,
-        )
-        .await;
-        match booted {
-            Ok(at) => tl.mark(
-                BoundaryName::OsdActive,
+                tokio::time::sleep(ASOK_POLL).await;
+            }
+        },
+        deadline,
+        abort,
+    )
+    .await;
+    match booted {
+        Ok(at) => tl.mark(
+            BoundaryName::OsdActive,
+            at,
+            src(&format!(
+                "admin socket status, every {} ms",
+                ASOK_POLL.as_millis()
+            )),
+        ),
+        Err(i) => return interrupted(i, "osd_boot (admin socket state active)"),
+    }
+    // The mon's view: up from a new epoch.
+    let up = bounded(
+        async {
+            loop {
+                said("the cluster has not answered `osd dump` yet".into());
+                match cli.osd_dump().await {
+                    Ok((_, osds)) => match osds.iter().find(|o| o.id == w.id) {
+                        Some(o) if o.up && o.up_from > up_from_before => {
+                            return (realtime_nanos(), o.up_from);
+                        }
+                        _ => said(format!("osd.{} not yet up from a new epoch", w.id)),
+                    },
+                    Err(e) => said(e.to_string()),
+                }
+                tokio::time::sleep(cli.osdmap_poll()).await;
+            }
+        },
+        deadline,
+        abort,
+    )
+    .await;
+    let up_from = match up {
+        Ok((at, epoch)) => {
+            tl.mark(
+                BoundaryName::OsdUp,
                 at,
                 src(&format!(
-                    "admin socket status, every {} ms",
-                    ASOK_POLL.as_millis()
+                    "osd dump via {}, every {} ms",
+                    cli.way(),
+                    cli.osdmap_poll().as_millis()
                 )),
-            ),
-            Err(i) => return interrupted(i, "osd_boot (admin socket state active)"),
+            );
+            epoch
         }
-        // The mon's view: up from a new epoch.
-        let up = bounded(
+        Err(i) => return interrupted(i, "osd_up"),
+    };
+    let mut ready = tl.boundary(BoundaryName::OsdUp).cloned();
+    if wait_for >= WaitFor::PgsActive {
+        // PGs, counted only from stats reported at or after the new epoch.
+        let pgs = bounded(
             async {
+                let mut active_at = None;
                 loop {
-                    said("the cluster has not answered `osd dump` yet".into());
-                    match self.cli.osd_dump().await {
-                        Ok((_, osds)) => match osds.iter().find(|o| o.id == d.id) {
-                            Some(o) if o.up && o.up_from > up_from_before => {
-                                return (realtime_nanos(), o.up_from);
-                            }
-                            _ => said(format!("osd.{} not yet up from a new epoch", d.id)),
-                        },
-                        Err(e) => said(e.to_string()),
+                    said("the cluster has not answered `pg dump pgs` yet".into());
+                    let seen = match cli.pgs().await {
+                        Ok(p) => pg_milestones(&p, carried, up_from).or_else(|| {
+                            said(format!("no fresh PG stats since epoch {up_from} yet"));
+                            None
+                        }),
+                        Err(e) => {
+                            said(e.to_string());
+                            None
+                        }
+                    };
+                    if let Some((active, clean)) = seen {
+                        said("PGs not all active+clean yet".into());
+                        let now = realtime_nanos();
+                        if active_at.is_none() && active {
+                            active_at = Some(now);
+                        }
+                        if let Some(a) = active_at
+                            && (wait_for == WaitFor::PgsActive || clean)
+                        {
+                            return (a, clean.then_some(now));
+                        }
                     }
-                    tokio::time::sleep(self.cli.osdmap_poll()).await;
+                    tokio::time::sleep(PG_POLL).await;
                 }
             },
             deadline,
             abort,
         )
         .await;
-        let up_from = match up {
-            Ok((at, epoch)) => {
-                tl.mark(
-                    BoundaryName::OsdUp,
-                    at,
-                    src(&format!(
-                        "osd dump via {}, every {} ms",
-                        self.cli.way(),
-                        self.cli.osdmap_poll().as_millis()
-                    )),
+        match pgs {
+            Ok((active, clean)) => {
+                let pg_src = format!(
+                    "pg dump pgs via {}, every {} ms",
+                    cli.way(),
+                    PG_POLL.as_millis()
                 );
-                epoch
+                tl.mark(BoundaryName::PgsActive, active, src(&pg_src));
+                if let Some(c) = clean {
+                    tl.mark(BoundaryName::PgsClean, c, src(&pg_src));
+                }
+                let last = if wait_for == WaitFor::PgsClean {
+                    BoundaryName::PgsClean
+                } else {
+                    BoundaryName::PgsActive
+                };
+                ready = tl.boundary(last).cloned();
             }
-            Err(i) => return interrupted(i, "osd_up"),
-        };
-        let mut ready = tl.boundary(BoundaryName::OsdUp).cloned();
-        if wait_for >= WaitFor::PgsActive {
-            // PGs, counted only from stats reported at or after the new epoch.
-            let pgs = bounded(
-                async {
-                    let mut active_at = None;
-                    loop {
-                        said("the cluster has not answered `pg dump pgs` yet".into());
-                        let seen = match self.cli.pgs().await {
-                            Ok(p) => pg_milestones(&p, carried, up_from).or_else(|| {
-                                said(format!("no fresh PG stats since epoch {up_from} yet"));
-                                None
-                            }),
-                            Err(e) => {
-                                said(e.to_string());
-                                None
-                            }
-                        };
-                        if let Some((active, clean)) = seen {
-                            said("PGs not all active+clean yet".into());
-                            let now = realtime_nanos();
-                            if active_at.is_none() && active {
-                                active_at = Some(now);
-                            }
-                            if let Some(a) = active_at
-                                && (wait_for == WaitFor::PgsActive || clean)
-                            {
-                                return (a, clean.then_some(now));
-                            }
-                        }
-                        tokio::time::sleep(PG_POLL).await;
-                    }
-                },
-                deadline,
-                abort,
-            )
-            .await;
-            match pgs {
-                Ok((active, clean)) => {
-                    let pg_src = format!(
-                        "pg dump pgs via {}, every {} ms",
-                        self.cli.way(),
-                        PG_POLL.as_millis()
-                    );
-                    tl.mark(BoundaryName::PgsActive, active, src(&pg_src));
-                    if let Some(c) = clean {
-                        tl.mark(BoundaryName::PgsClean, c, src(&pg_src));
-                    }
-                    let last = if wait_for == WaitFor::PgsClean {
-                        BoundaryName::PgsClean
+            Err(i) => {
+                return interrupted(
+                    i,
+                    if wait_for == WaitFor::PgsClean {
+                        "pgs_clean"
                     } else {
-                        BoundaryName::PgsActive
-                    };
-                    ready = tl.boundary(last).cloned();
-                }
-                Err(i) => {
-                    return interrupted(
-                        i,
-                        if wait_for == WaitFor::PgsClean {
-                            "pgs_clean"
-                        } else {
-                            "pgs_active"
-                        },
-                    );
-                }
+                        "pgs_active"
+                    },
+                );
             }
         }
-        if let Some(b) = ready {
-            tl.mark(BoundaryName::Ready, b.unix_nanos, b.source);
-        }
-        Ending::ok()
     }
+    if let Some(b) = ready {
+        tl.mark(BoundaryName::Ready, b.unix_nanos, b.source);
+    }
+    Ending::ok()
 }
 
 /// What a `pg dump pgs` says after the OSD came up from epoch `up_from`:

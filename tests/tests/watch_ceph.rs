@@ -1,0 +1,165 @@
+//! `bounce-agent watch` following the test cluster's OSDs (units of the
+//! test systemd manager, as ceph-ansible runs them): a `systemctl restart`
+//! of an OSD's unit, then a stop and a start, each appear once, as the
+//! OSD's (not again as the unit's, though a `systemd:` entry names the unit
+//! too), with their cause and Ceph's milestones in order, checked against
+//! systemd's own realtime stamps and the OSD's own log. Under the cluster
+//! lock; the cluster settles before and after.
+
+use bounce_tests::*;
+use bounce_wire::{BoundaryName, Cause, Origin, Outcome, Phase, Source, TargetRef, TimelineRecord};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const MS: i64 = 1_000_000;
+
+/// Every record of the test cluster's OSD units in the watcher's day
+/// folders, in order (the shared engine's containers restart meanwhile).
+fn records(dir: &Path) -> Vec<TimelineRecord> {
+    let mut out: Vec<TimelineRecord> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("timelines.jsonl").exists())
+        .flat_map(|e| read_timelines(&e.path()))
+        .filter(|r| r.service == "ceph-osd" || r.service.starts_with("ceph-osd@"))
+        .collect();
+    out.sort_by_key(|r| r.timestamps.iter().map(|b| b.unix_nanos).min());
+    out
+}
+
+fn wait_for(dir: &Path, n: usize) -> Vec<TimelineRecord> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let got = records(dir);
+        if got.len() >= n || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// What the watcher said about the OSDs.
+fn said(dir: &Path) -> String {
+    let log = std::fs::read_to_string(dir.join("watch.log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("ceph-osd")).collect();
+    lines.join("\n")
+}
+
+/// The boundary agrees with systemd's own realtime stamp of the unit (ours
+/// is its monotonic one placed on the realtime axis: within 2 ms).
+fn agrees(r: &TimelineRecord, b: BoundaryName, unit: &str, p: &str) {
+    let got = at(r, b);
+    let systemd = unit_usec_prop(unit, p) * 1000;
+    assert!(
+        (got - systemd).abs() < 2 * MS,
+        "{b:?} {got} vs systemd's {p} {systemd}: {r:#?}"
+    );
+    assert!(
+        matches!(r.boundary(b).unwrap().source, Source::Systemd { .. }),
+        "{r:?}"
+    );
+}
+
+/// One OSD restart as watch recorded it: the OSD's, by cause, with the
+/// unit's boundaries and Ceph's milestones in order up to `pgs_active`.
+fn is_osd_restart(r: &TimelineRecord, id: u32, unit: &str, cause: Cause) {
+    assert_eq!(
+        (r.origin, r.cause, r.outcome),
+        (Origin::Watch, Some(cause), Outcome::Ok),
+        "{r:#?}"
+    );
+    assert_eq!(r.service, "ceph-osd");
+    assert!(
+        matches!(&r.target, TargetRef::CephOsd { id: i, unit: Some(u), .. } if *i == id && u == unit),
+        "{:?}",
+        r.target
+    );
+    let order = [
+        BoundaryName::Requested,
+        BoundaryName::Exited,
+        BoundaryName::Started,
+        BoundaryName::OsdActive,
+        BoundaryName::OsdUp,
+        BoundaryName::PgsActive,
+    ];
+    let times: Vec<i64> = order.iter().map(|b| at(r, *b)).collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "milestones in order: {r:#?}"
+    );
+    assert_eq!(at(r, BoundaryName::Ready), at(r, BoundaryName::PgsActive));
+    for p in [
+        Phase::Stop,
+        Phase::Start,
+        Phase::OsdBoot,
+        Phase::OsdUp,
+        Phase::PgsActive,
+        Phase::Total,
+    ] {
+        assert!(r.phases.contains_key(&p), "{p} missing: {r:#?}");
+    }
+    let up = r.boundary(BoundaryName::OsdUp).unwrap();
+    assert!(
+        serde_json::to_string(&up.source)
+            .unwrap()
+            .contains("osd dump via the ceph CLI"),
+        "{up:?}"
+    );
+    osd_log_agrees(r);
+}
+
+#[test]
+fn an_osd_unit_restart_and_a_stop_start_are_recorded_once_as_the_osds_with_cephs_milestones() {
+    let _one = lock_cluster();
+    let env = ceph_up();
+    env.wait_settled(&[]);
+    let bus = &systemd_up().bus;
+    let id = *env.osds.last().unwrap();
+    let unit = format!("ceph-osd@{id}.service");
+    let dir = Scratch::new("watch-ceph");
+    let config = dir.write(
+        "watch.yaml",
+        &format!(
+            "deployment: lab\nsystemd:\n  - bus: \"{bus}\"\n    units: [\"ceph-osd@*.service\"]\nosds:\n  - ceph_osd:\n      ids: all\n      bus: \"{bus}\"\n      ceph: [ceph, --conf, \"{}\"]\n      admin_socket: \"{}/ceph-osd.{{id}}.asok\"\n    wait_for: pgs_active\n    timeout: 120s\n",
+            env.conf.display(),
+            env.run_dir.display()
+        ),
+    );
+    let out = dir.path("watch");
+    let _w = WatchProcess::start(&out, &["--config", config.to_str().unwrap()]);
+    // The cursor says the engine is followed; give the manager's match a moment too.
+    std::thread::sleep(Duration::from_secs(1));
+
+    systemctl(&["restart", &unit]).unwrap();
+    let got = wait_for(&out, 1);
+    assert_eq!(got.len(), 1, "{got:#?}\n{}", said(&out));
+    let r = &got[0];
+    // systemd's stamps, read before anything else restarts the unit.
+    agrees(r, BoundaryName::Requested, &unit, "ActiveExitTimestamp");
+    agrees(r, BoundaryName::Exited, &unit, "InactiveEnterTimestamp");
+    agrees(r, BoundaryName::Started, &unit, "ActiveEnterTimestamp");
+    is_osd_restart(r, id, &unit, Cause::Restart);
+    env.wait_settled(&[]);
+
+    // A stop, later a start: the OSD down a second meanwhile.
+    systemctl(&["stop", &unit]).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    systemctl(&["start", &unit]).unwrap();
+    let got = wait_for(&out, 2);
+    assert_eq!(got.len(), 2, "{got:#?}\n{}", said(&out));
+    let ss = &got[1];
+    agrees(ss, BoundaryName::Started, &unit, "ActiveEnterTimestamp");
+    is_osd_restart(ss, id, &unit, Cause::StopStart);
+    assert!(
+        ss.phases.get(&Phase::Start).is_some_and(|s| *s >= 1.0),
+        "stopped 1 s: {ss:#?}"
+    );
+    env.wait_settled(&[]);
+
+    // Nothing more came: each restart once, as the OSD's, none as the unit's.
+    std::thread::sleep(Duration::from_millis(1500));
+    let all = records(&out);
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert!(all.iter().all(|r| r.service == "ceph-osd"), "{all:#?}");
+}

@@ -1,0 +1,219 @@
+//! `bounce-agent watch` outliving its sources (issues 11 and 13), on real
+//! parts no other test shares: a simulated node's own dockerd stopped and
+//! started again, and a private systemd user manager's bus taken down and
+//! brought back. Once the source answers again, a restart is still timed,
+//! and once.
+
+use bounce_tests::*;
+use bounce_wire::{BoundaryName, Cause, Outcome, Phase, TimelineRecord};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The simulated node whose engine this test stops and starts.
+const NODE: &str = "watch-loss";
+/// A private user manager, its units and files under this folder.
+const PRIVATE_MANAGER: &str = "/tmp/bounce-systemd-watch-loss";
+
+/// Every record of `service` in the watcher's day folders, in order.
+fn records_of(dir: &Path, service: &str) -> Vec<TimelineRecord> {
+    let mut out: Vec<TimelineRecord> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("timelines.jsonl").exists())
+        .flat_map(|e| read_timelines(&e.path()))
+        .filter(|r| r.service == service)
+        .collect();
+    out.sort_by_key(|r| r.timestamps.iter().map(|b| b.unix_nanos).min());
+    out
+}
+
+/// Waits (bounded) for a record of `service` that `pick` accepts.
+fn wait_for(dir: &Path, service: &str, pick: impl Fn(&TimelineRecord) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while Instant::now() < deadline {
+        if records_of(dir, service).iter().any(&pick) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "no such record of {service}: {:#?}",
+        records_of(dir, service)
+    );
+}
+
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
+/// `docker -H HOST ARGS` against the node's engine.
+fn node_docker(host: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("docker")
+        .arg("-H")
+        .arg(host)
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    match out.status.success() {
+        true => Ok(String::from_utf8_lossy(&out.stdout).trim().to_string()),
+        false => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+    }
+}
+
+/// The node's engine and a container on it: removed and stopped when dropped.
+struct NodeContainer {
+    host: String,
+    name: String,
+}
+
+impl Drop for NodeContainer {
+    fn drop(&mut self) {
+        let _ = node_docker(&self.host, &["rm", "-f", &self.name]);
+        docker_node_stop(NODE, "down");
+    }
+}
+
+#[test]
+fn watch_follows_a_restarted_dockerd_again_and_times_the_next_restart_once() {
+    docker_up();
+    let host = docker_node_up(NODE);
+    let c = NodeContainer {
+        host: host.clone(),
+        name: format!("bounce-t-watch-loss-{}", std::process::id()),
+    };
+    let _ = node_docker(&host, &["rm", "-f", &c.name]);
+    node_docker(
+        &host,
+        &[
+            "run",
+            "-d",
+            "--name",
+            &c.name,
+            "--restart",
+            "always",
+            "--network",
+            "none",
+            IMAGE,
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; while :; do sleep 0.1; done",
+        ],
+    )
+    .expect("a container on the node's engine");
+    let dir = Scratch::new("watch-loss-docker");
+    let out = dir.path("watch");
+    let _w = WatchProcess::start_env(&out, &[], &[("DOCKER_HOST", &host)]);
+
+    // The engine goes (its containers with it) and comes back, starting
+    // the container again by its restart policy.
+    docker_node_stop(NODE, "down");
+    std::thread::sleep(Duration::from_secs(1));
+    docker_node_up(NODE);
+    let running = Instant::now() + Duration::from_secs(30);
+    while node_docker(&host, &["inspect", "-f", "{{.State.Running}}", &c.name]).as_deref()
+        != Ok("true")
+    {
+        assert!(Instant::now() < running, "the container did not come back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The watcher asks every second whether the engine is back.
+    std::thread::sleep(Duration::from_secs(3));
+    let back = now_nanos();
+    node_docker(&host, &["restart", "-t", "2", &c.name]).expect("docker restart");
+    let after = |r: &TimelineRecord| {
+        r.boundary(BoundaryName::Requested)
+            .is_some_and(|b| b.unix_nanos > back)
+    };
+    wait_for(&out, &c.name, after);
+    std::thread::sleep(Duration::from_millis(1500));
+    let all = records_of(&out, &c.name);
+    let got: Vec<&TimelineRecord> = all.iter().filter(|r| after(r)).collect();
+    assert_eq!(got.len(), 1, "once: {all:#?}");
+    let r = got[0];
+    assert_eq!(
+        (r.cause, r.outcome),
+        (Some(Cause::Restart), Outcome::Ok),
+        "{r:#?}"
+    );
+    for p in [Phase::Stop, Phase::Start, Phase::Ready, Phase::Total] {
+        assert!(r.phases.contains_key(&p), "{p} missing: {r:#?}");
+    }
+    // Nothing recorded twice, the restart across the engine's own stop included.
+    let mut keys: Vec<i64> = all.iter().map(|r| r.events[0].unix_nanos).collect();
+    keys.dedup();
+    assert_eq!(keys.len(), all.len(), "{all:#?}");
+}
+
+/// The private manager's unit; removed, and the manager told to exit, when dropped.
+struct PrivateUnit {
+    env: SystemdEnv,
+    name: String,
+}
+
+impl Drop for PrivateUnit {
+    fn drop(&mut self) {
+        let _ = self.env.systemctl(&["start", "dbus.socket"]);
+        let _ = self.env.systemctl(&["stop", &self.name]);
+        let _ = std::fs::remove_file(self.env.unit_dir.join(&self.name));
+        let _ = self.env.systemctl(&["exit"]);
+    }
+}
+
+#[test]
+fn watch_follows_a_managers_bus_again_and_times_the_next_unit_restart_once() {
+    let unit = PrivateUnit {
+        env: systemd_private(Path::new(PRIVATE_MANAGER)),
+        name: format!("bounce-t-watch-loss-{}.service", std::process::id()),
+    };
+    std::fs::write(
+        unit.env.unit_dir.join(&unit.name),
+        "[Service]\nExecStart=/bin/sleep 3600\n",
+    )
+    .unwrap();
+    unit.env.systemctl(&["daemon-reload"]).unwrap();
+    unit.env.systemctl(&["start", &unit.name]).unwrap();
+    let dir = Scratch::new("watch-loss-systemd");
+    let config = dir.write(
+        "watch.yaml",
+        &format!(
+            "systemd:\n  - bus: \"{}\"\n    units: [\"{}\"]\n",
+            unit.env.bus, unit.name
+        ),
+    );
+    let out = dir.path("watch");
+    let _w = WatchProcess::start(&out, &["--config", config.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_secs(1));
+
+    unit.env
+        .systemctl(&["stop", "dbus.socket", "dbus.service"])
+        .expect("taking the private bus down");
+    std::thread::sleep(Duration::from_millis(1500));
+    unit.env
+        .systemctl(&["start", "dbus.socket"])
+        .expect("bringing the private bus back");
+    // The watcher tries every second; the manager joins the new bus too.
+    std::thread::sleep(Duration::from_secs(4));
+    unit.env.systemctl(&["restart", &unit.name]).unwrap();
+    wait_for(&out, &unit.name, |_| true);
+    std::thread::sleep(Duration::from_millis(1500));
+    let got = records_of(&out, &unit.name);
+    assert_eq!(got.len(), 1, "once: {got:#?}");
+    let r = &got[0];
+    assert_eq!(
+        (r.cause, r.outcome),
+        (Some(Cause::Restart), Outcome::Ok),
+        "{r:#?}"
+    );
+    for b in [
+        BoundaryName::Requested,
+        BoundaryName::Exited,
+        BoundaryName::Started,
+    ] {
+        assert!(r.boundary(b).is_some(), "{b:?} missing: {r:#?}");
+    }
+}
