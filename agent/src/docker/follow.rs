@@ -48,15 +48,10 @@ impl DockerEngine {
         let deadline = Instant::now() + ready.timeout;
         let observer = self.observer_fed(&facts.id, seen);
         let mut tl = timeline_of(&facts);
-        // The state read after this start holds this exit or a later one,
-        // which the `die` event bounds: no lower bound is needed, and the
-        // `kill` event is none. The engine logs `kill` only once the signal
-        // was delivered, so on a loaded node the process can exit (and be
-        // stamped) before it: bounding by it lost State.FinishedAt to the
-        // `die` event now and then, where `run`, bounded by its own request,
-        // kept it. Only the zero time of a container that never exited (a
-        // recreate's new one) is left out.
-        observer.stamp_from_state_after(&mut tl, 0).await;
+        // Nobody requested a crash: the state read after this start holds
+        // this exit or a later one, which the `die` event bounds.
+        let after = facts.requested.unwrap_or(i64::MIN);
+        observer.stamp_from_state_after(&mut tl, after).await;
         observer.seen().to_timeline(&mut tl);
         let detail = self.detail_of(&facts.id).await;
         let probes = match (ready.probes, &detail) {

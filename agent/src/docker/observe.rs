@@ -257,9 +257,9 @@ impl ContainerObserver {
     }
 
     /// [`Self::stamp_from_state`] with the instant no exit of this restart
-    /// can precede (`run`: its request; `watch`, which did not request it:
-    /// 0, since the state read after this start holds this exit or a later
-    /// one, and a later one is after `die`).
+    /// can precede (the request; for a restart nobody requested, e.g. a
+    /// crash watch observed, `i64::MIN`: the state read after this start
+    /// holds this exit or a later one, and a later one is after `die`).
     pub async fn stamp_from_state_after(&self, tl: &mut Timeline, requested: i64) {
         let o = self.seen();
         let (Some(die), Some(start)) = (o.exited, o.started) else {
