@@ -126,6 +126,8 @@ pub struct Upkeep {
     next: Instant,
     /// What this pass has done so far, said once it ends.
     pass: (u64, u64, u64, u64),
+    /// When this pass found its first work.
+    began: Option<Instant>,
 }
 
 impl Upkeep {
@@ -134,6 +136,7 @@ impl Upkeep {
             policy,
             next: Instant::now(),
             pass: (0, 0, 0, 0),
+            began: None,
         }
     }
 
@@ -151,19 +154,23 @@ impl Upkeep {
         {
             return;
         }
+        let began = *self.began.get_or_insert_with(Instant::now);
         match self.try_step(store, now_unix_nanos()) {
             Ok(true) => self.next = Instant::now(),
             Ok(false) => {
                 let (t, h, r, p) = std::mem::take(&mut self.pass);
+                self.began = None;
                 if t + h + r + p > 0 {
                     eprintln!(
-                        "bounce-collector: retention: dropped {t} timeline(s) (kept merged per deployment and hour), {h} hourly row(s), {r} run(s); gave back {} MiB",
-                        p * store.page_size() / (1 << 20)
+                        "bounce-collector: retention: dropped {t} timeline(s) (kept merged per deployment and hour), {h} hourly row(s), {r} run(s); gave back {:.1} MiB; in {:.1}s",
+                        (p * store.page_size()) as f64 / f64::from(1 << 20),
+                        began.elapsed().as_secs_f64()
                     );
                 }
                 self.next = Instant::now() + self.policy.every;
             }
             Err(e) => {
+                self.began = None;
                 eprintln!("bounce-collector: retention step failed (retried later): {e}");
                 self.next = Instant::now() + self.policy.every;
             }

@@ -81,7 +81,7 @@ pub struct Args {
     #[arg(long, value_name = "AGE", default_value = "1m", value_parser = parse_every)]
     retention_every: Duration,
     /// Rows one retention step handles (one transaction between ingest groups).
-    #[arg(long, default_value_t = 500, hide = true)]
+    #[arg(long, default_value_t = 100, hide = true)]
     retention_chunk: usize,
 }
 

@@ -284,8 +284,14 @@ impl Store {
         if free == 0 {
             return Ok(0);
         }
-        self.conn
-            .execute_batch(&format!("PRAGMA incremental_vacuum({pages})"))?;
+        // The pragma frees one page per row it steps through: step them all.
+        let mut stmt = self
+            .conn
+            .prepare(&format!("PRAGMA incremental_vacuum({pages})"))?;
+        let mut rows = stmt.query([])?;
+        while rows.next()?.is_some() {}
+        drop(rows);
+        drop(stmt);
         Ok((free - pragma("freelist_count")?).max(0) as u64)
     }
 
@@ -851,6 +857,7 @@ mod tests {
             free > 100 * 1024,
             "deleted timelines left free pages: {free}"
         );
+        assert_eq!(s.vacuum_step(16).unwrap(), 16, "a whole step at once");
         let mut steps = 0;
         loop {
             let pages = s.vacuum_step(16).unwrap();
