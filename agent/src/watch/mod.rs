@@ -295,7 +295,7 @@ pub async fn watch(
                     record(&mut runs, &key, unfinished(u, bound))?;
                 }
                 let oldest = tracker.oldest_open().into_iter().chain(in_flight.first().map(|k| k.opened_at)).min();
-                let at = oldest.unwrap_or(seen.resume_from());
+                let at = oldest.unwrap_or(seen.newest());
                 cursor.save(at).map_err(|e| WatchError::Cursor(cursor_dir.display().to_string(), e))?;
             }
         }
@@ -307,7 +307,7 @@ pub async fn watch(
         .chain(in_flight.first().map(|k| k.opened_at))
         .min();
     cursor
-        .save(oldest.unwrap_or(seen.resume_from()))
+        .save(oldest.unwrap_or(seen.newest()))
         .map_err(|e| WatchError::Cursor(cursor_dir.display().to_string(), e))?;
     Ok(runs)
 }

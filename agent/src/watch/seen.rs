@@ -7,7 +7,9 @@
 //! published event can carry an earlier stamp (measured: one restart of 60
 //! restarted at once was lost when such an event was dropped as old). Events
 //! are therefore told apart by (stamp, container, action), remembered for
-//! [`REPLAY`] behind the newest stamp, and a stream is reopened from there.
+//! [`REPLAY`] behind the newest stamp, and a stream reopened by a running
+//! watcher starts from there (a watcher started again resumes from its
+//! cursor instead: the oldest open restart, else the newest stamp).
 
 use bollard::models::EventMessage;
 use std::collections::BTreeSet;
@@ -58,6 +60,14 @@ impl Seen {
     /// remembered (and not taken twice) or not seen yet.
     pub fn resume_from(&self) -> i64 {
         (self.newest - REPLAY).max(self.start)
+    }
+
+    /// The newest stamp taken: what the watcher saves as its cursor when no
+    /// restart is open. Not [`Seen::resume_from`]: a watcher started again
+    /// remembers nothing, and a replay from 10 s back could cut a finished
+    /// restart whose stop took longer in half and record its tail again.
+    pub fn newest(&self) -> i64 {
+        self.newest
     }
 }
 

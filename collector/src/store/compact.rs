@@ -378,7 +378,7 @@ impl Store {
         origin: Option<&str>,
     ) -> Result<Option<Compacted>, StoreError> {
         let first = since.map_or(i64::MIN, |s| s.div_euclid(HOUR_NANOS));
-        let last = until.map_or(i64::MAX, |u| (u - 1).div_euclid(HOUR_NANOS));
+        let last = until.map_or(i64::MAX, |u| u.saturating_sub(1).div_euclid(HOUR_NANOS));
         let filter = "hour BETWEEN ?1 AND ?2 AND deployment = ?3 AND (?4 IS NULL OR origin = ?4)";
         let args = params![first, last, deployment, origin];
         let mut outcomes = BTreeMap::new();
