@@ -40,6 +40,10 @@ use zbus::zvariant::OwnedObjectPath;
 
 /// How often to try the bus again after it went away.
 const RECONNECT_POLL: Duration = Duration::from_millis(250);
+/// How long one try to connect may take: a socket-activated bus accepts the
+/// connection before its daemon answers, and a try that hangs must not use
+/// up the whole restart's timeout (seen once under load: no try ended).
+const CONNECT_TRY: Duration = Duration::from_secs(3);
 
 /// A connection to one systemd manager.
 pub struct SystemdManager {
@@ -112,15 +116,18 @@ impl SystemdManager {
         let reconnected = bounded(
             async {
                 loop {
-                    match bus::connect(&self.bus).await.map_err(|e| e.to_string()) {
-                        Ok(link) => match link.answers().await {
-                            Ok(()) => {
-                                *self.link.write().expect("link lock") = link;
-                                return;
-                            }
-                            Err(why) => last = why,
-                        },
-                        Err(why) => last = why,
+                    let try_once = async {
+                        let link = bus::connect(&self.bus).await.map_err(|e| e.to_string())?;
+                        link.answers().await?;
+                        Ok::<_, String>(link)
+                    };
+                    match tokio::time::timeout(CONNECT_TRY, try_once).await {
+                        Ok(Ok(link)) => {
+                            *self.link.write().expect("link lock") = link;
+                            return;
+                        }
+                        Ok(Err(why)) => last = why,
+                        Err(_) => last = format!("no answer within {} s", CONNECT_TRY.as_secs()),
                     }
                     tokio::time::sleep(RECONNECT_POLL).await;
                 }
