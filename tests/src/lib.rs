@@ -1045,6 +1045,37 @@ pub fn batch_of(
 
 /// A `bounce-agent watch` (node `wt`) writing into a folder, killed
 /// (SIGKILL) when dropped.
+/// Every record of `service` in a watcher's day folders under `dir`, in
+/// the order their restarts opened.
+pub fn watch_records_of(dir: &Path, service: &str) -> Vec<TimelineRecord> {
+    let mut out: Vec<TimelineRecord> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("timelines.jsonl").exists())
+        .flat_map(|e| read_timelines(&e.path()))
+        .filter(|r| r.service == service)
+        .collect();
+    out.sort_by_key(|r| r.timestamps.iter().map(|b| b.unix_nanos).min());
+    out
+}
+
+/// A unit of a private manager (`systemd_private`); stopped and removed,
+/// its bus brought back and the manager told to exit, when dropped.
+pub struct PrivateUnit {
+    pub env: SystemdEnv,
+    pub name: String,
+}
+
+impl Drop for PrivateUnit {
+    fn drop(&mut self) {
+        let _ = self.env.systemctl(&["start", "dbus.socket"]);
+        let _ = self.env.systemctl(&["stop", &self.name]);
+        let _ = std::fs::remove_file(self.env.unit_dir.join(&self.name));
+        let _ = self.env.systemctl(&["exit"]);
+    }
+}
+
 pub struct WatchProcess(pub std::process::Child);
 
 impl WatchProcess {

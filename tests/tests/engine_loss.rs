@@ -200,22 +200,6 @@ fn dockerd_restarted_mid_run_fails_the_restart_in_flight_and_the_next_waits_for_
 /// manager of the other tests keeps its bus.
 const PRIVATE_MANAGER: &str = "/tmp/bounce-systemd-engine-loss";
 
-/// A unit of the private manager; stopped and removed, and the manager
-/// told to exit, when dropped.
-struct PrivateUnit {
-    env: SystemdEnv,
-    name: String,
-}
-
-impl Drop for PrivateUnit {
-    fn drop(&mut self) {
-        let _ = self.env.systemctl(&["start", "dbus.socket"]);
-        let _ = self.env.systemctl(&["stop", &self.name]);
-        let _ = std::fs::remove_file(self.env.unit_dir.join(&self.name));
-        let _ = self.env.systemctl(&["exit"]);
-    }
-}
-
 #[test]
 fn the_managers_bus_dropped_mid_run_fails_the_restart_in_flight_and_the_next_reconnects() {
     let shared = systemd_up();

@@ -15,32 +15,18 @@ const NODE: &str = "watch-loss";
 /// A private user manager, its units and files under this folder.
 const PRIVATE_MANAGER: &str = "/tmp/bounce-systemd-watch-loss";
 
-/// Every record of `service` in the watcher's day folders, in order.
-fn records_of(dir: &Path, service: &str) -> Vec<TimelineRecord> {
-    let mut out: Vec<TimelineRecord> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.path().join("timelines.jsonl").exists())
-        .flat_map(|e| read_timelines(&e.path()))
-        .filter(|r| r.service == service)
-        .collect();
-    out.sort_by_key(|r| r.timestamps.iter().map(|b| b.unix_nanos).min());
-    out
-}
-
 /// Waits (bounded) for a record of `service` that `pick` accepts.
 fn wait_for(dir: &Path, service: &str, pick: impl Fn(&TimelineRecord) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(40);
     while Instant::now() < deadline {
-        if records_of(dir, service).iter().any(&pick) {
+        if watch_records_of(dir, service).iter().any(&pick) {
             return;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!(
         "no such record of {service}: {:#?}",
-        records_of(dir, service)
+        watch_records_of(dir, service)
     );
 }
 
@@ -131,7 +117,7 @@ fn watch_follows_a_restarted_dockerd_again_and_times_the_next_restart_once() {
     };
     wait_for(&out, &c.name, after);
     std::thread::sleep(Duration::from_millis(1500));
-    let all = records_of(&out, &c.name);
+    let all = watch_records_of(&out, &c.name);
     let got: Vec<&TimelineRecord> = all.iter().filter(|r| after(r)).collect();
     assert_eq!(got.len(), 1, "once: {all:#?}");
     let r = got[0];
@@ -147,21 +133,6 @@ fn watch_follows_a_restarted_dockerd_again_and_times_the_next_restart_once() {
     let mut keys: Vec<i64> = all.iter().map(|r| r.events[0].unix_nanos).collect();
     keys.dedup();
     assert_eq!(keys.len(), all.len(), "{all:#?}");
-}
-
-/// The private manager's unit; removed, and the manager told to exit, when dropped.
-struct PrivateUnit {
-    env: SystemdEnv,
-    name: String,
-}
-
-impl Drop for PrivateUnit {
-    fn drop(&mut self) {
-        let _ = self.env.systemctl(&["start", "dbus.socket"]);
-        let _ = self.env.systemctl(&["stop", &self.name]);
-        let _ = std::fs::remove_file(self.env.unit_dir.join(&self.name));
-        let _ = self.env.systemctl(&["exit"]);
-    }
 }
 
 #[test]
@@ -201,7 +172,7 @@ fn watch_follows_a_managers_bus_again_and_times_the_next_unit_restart_once() {
     unit.env.systemctl(&["restart", &unit.name]).unwrap();
     wait_for(&out, &unit.name, |_| true);
     std::thread::sleep(Duration::from_millis(1500));
-    let got = records_of(&out, &unit.name);
+    let got = watch_records_of(&out, &unit.name);
     assert_eq!(got.len(), 1, "once: {got:#?}");
     let r = &got[0];
     assert_eq!(

@@ -6,7 +6,7 @@
 //! refused and changes nothing.
 
 use bounce_tests::*;
-use bounce_wire::{BoundaryName, Cause, Outcome, Phase, Source, TimelineRecord};
+use bounce_wire::{BoundaryName, Cause, Outcome, Phase, Source};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -87,17 +87,6 @@ fn through(socket: &Path, method: &str, path: &str) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
-fn records_of(dir: &Path, name: &str) -> Vec<TimelineRecord> {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.path().join("timelines.jsonl").exists())
-        .flat_map(|e| read_timelines(&e.path()))
-        .filter(|r| r.service == name)
-        .collect()
-}
-
 #[test]
 fn watch_times_restarts_through_a_read_only_proxy_that_refuses_writes() {
     docker_up();
@@ -137,7 +126,7 @@ fn watch_times_restarts_through_a_read_only_proxy_that_refuses_writes() {
     docker(&["restart", "-t", "5", &c.name]).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let got = loop {
-        let got = records_of(&out, &c.name);
+        let got = watch_records_of(&out, &c.name);
         if !got.is_empty() || Instant::now() > deadline {
             break got;
         }

@@ -13,24 +13,10 @@ use std::time::{Duration, Instant};
 
 const MS: i64 = 1_000_000;
 
-/// Every record of `service` in the watcher's day folders, in order.
-fn records_of(dir: &Path, service: &str) -> Vec<TimelineRecord> {
-    let mut out: Vec<TimelineRecord> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.path().join("timelines.jsonl").exists())
-        .flat_map(|e| read_timelines(&e.path()))
-        .filter(|r| r.service == service)
-        .collect();
-    out.sort_by_key(|r| r.timestamps.iter().map(|b| b.unix_nanos).min());
-    out
-}
-
 fn wait_for(dir: &Path, service: &str, n: usize) -> Vec<TimelineRecord> {
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
-        let got = records_of(dir, service);
+        let got = watch_records_of(dir, service);
         if got.len() >= n || Instant::now() > deadline {
             return got;
         }
@@ -199,6 +185,6 @@ fn unit_restarts_are_recorded_once_by_cause_against_systemds_own_stamps() {
 
     // Nothing more came: the container's restart is the unit's, once.
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(records_of(&out, &c.name).len(), 1);
-    assert_eq!(records_of(&out, &plain.name).len(), 2);
+    assert_eq!(watch_records_of(&out, &c.name).len(), 1);
+    assert_eq!(watch_records_of(&out, &plain.name).len(), 2);
 }
