@@ -38,7 +38,8 @@ pub struct Args {
     /// configuration's `deployment:`, else `default`).
     #[arg(long)]
     deployment: Option<String>,
-    /// Also send the results to a bounce-collector (http://HOST:PORT).
+    /// Also send the results to a bounce-collector (https://HOST:PORT with
+    /// --ca-file; http:// only to loopback or with --insecure-plain-http).
     #[arg(long)]
     collector: Option<String>,
     #[command(flatten)]
