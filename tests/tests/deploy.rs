@@ -213,6 +213,24 @@ fn the_images_build_and_an_agent_image_streams_a_run_to_the_collector_image_over
         state.join("store.db").exists(),
         "the store is not in the volume"
     );
+    // Prometheus' view: /metrics from the image over TLS, the run's restart in it.
+    let metrics = ok(
+        "curl /metrics from the collector image",
+        Command::new("curl")
+            .args(["-sS", "--fail", "--cacert"])
+            .arg(etc.join("ca.pem"))
+            .arg(format!("https://localhost:{port}/metrics"))
+            .output()
+            .unwrap(),
+    );
+    let restarts = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("bounce_restarts_total{deployment=\"images\"")
+                && l.contains("outcome=\"ok\"")
+        })
+        .unwrap_or_else(|| panic!("no bounce_restarts_total for the run in /metrics:\n{metrics}"));
+    assert!(restarts.ends_with(" 1"), "{restarts}");
 }
 
 fn chown(path: &Path, uid: u32) {
