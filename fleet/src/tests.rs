@@ -77,6 +77,35 @@ impl Fleet {
     fn state(&self, lease: LeaseId) -> ReqState {
         self.book.core.reqs[lease.0 as usize].state
     }
+    fn renew(&mut self, node: &str, lease: LeaseId) -> Result<Millis, Refusal> {
+        let s = self.book.renew(RUN, node, lease, self.now);
+        self.keep(s)
+    }
+    fn join(&mut self, node: &str) -> Result<u32, Refusal> {
+        let s = self.book.join(RUN, node, self.now);
+        self.keep(s)
+    }
+    fn finish(&mut self, node: &str) -> Result<(), Refusal> {
+        let s = self.book.finish(RUN, node, self.now);
+        self.keep(s)
+    }
+    fn resolve(&mut self, node: &str, by: &str) -> Result<(), Refusal> {
+        let s = self.book.resolve(RUN, node, by, self.now);
+        self.keep(s)
+    }
+    fn resume(&mut self) -> Result<(), Refusal> {
+        let s = self.book.resume(self.now);
+        self.keep(s)
+    }
+    /// Time passes to `now`: expiries, kept like any other change.
+    fn tick(&mut self) {
+        let events = self.book.tick(self.now);
+        self.keep(Step {
+            answer: Ok(()),
+            events,
+        })
+        .unwrap();
+    }
 }
 
 fn restart(service: &str, kind: Kind) -> Restart {
@@ -213,15 +242,9 @@ fn a_lost_lease_keeps_its_slots_and_pauses_until_resolved() {
     let a = lease(f.ask("ctl1", "nova_api").unwrap());
     let b = lease(f.ask("ctl2", "nova_api").unwrap());
     f.now = Millis(TTL / 2);
-    let s = f.book.renew(RUN, "ctl1", a, f.now);
-    assert_eq!(f.keep(s), Ok(Millis(TTL / 2 + TTL)));
+    assert_eq!(f.renew("ctl1", a), Ok(Millis(TTL / 2 + TTL)));
     f.now = Millis(TTL / 2 + TTL);
-    let ev = f.book.tick(f.now);
-    f.keep(Step {
-        answer: Ok(()),
-        events: ev,
-    })
-    .unwrap();
+    f.tick();
     let st = f.book.status();
     assert_eq!(st.nodes[0].state, NodeState::Lost);
     assert_eq!(
@@ -238,13 +261,10 @@ fn a_lost_lease_keeps_its_slots_and_pauses_until_resolved() {
         f.ask("ctl1", "keystone"),
         Err(Refusal::NodeLost(_))
     ));
-    let s = f.book.resume(f.now);
-    assert_eq!(f.keep(s), Err(Refusal::StillLost(vec!["ctl1".into()])));
-    let s = f.book.resolve(RUN, "ctl1", "admin", f.now);
-    f.keep(s).unwrap();
+    assert_eq!(f.resume(), Err(Refusal::StillLost(vec!["ctl1".into()])));
+    f.resolve("ctl1", "admin").unwrap();
     assert_eq!(f.state(b), ReqState::Waiting, "still paused");
-    let s = f.book.resume(f.now);
-    f.keep(s).unwrap();
+    f.resume().unwrap();
     assert!(matches!(f.state(b), ReqState::Granted { .. }));
 }
 
@@ -263,19 +283,12 @@ fn a_resolved_node_leaves_every_queue_and_is_granted_nothing_more() {
     assert_eq!(f.state(k1), ReqState::Waiting);
     assert_eq!(f.book.status().queue[1].blocked_on, "service:keystone");
     f.now = Millis(TTL / 2);
-    let s = f.book.renew(RUN, "ctl2", k2, f.now);
-    f.keep(s).unwrap();
+    f.renew("ctl2", k2).unwrap();
     // ctl1's agent dies: its lease expires, the operator resolves it.
     f.now = Millis(TTL);
-    let ev = f.book.tick(f.now);
-    f.keep(Step {
-        answer: Ok(()),
-        events: ev,
-    })
-    .unwrap();
+    f.tick();
     assert_eq!(f.state(a), ReqState::Lost);
-    let s = f.book.resolve(RUN, "ctl1", "admin", f.now);
-    f.keep(s).unwrap();
+    f.resolve("ctl1", "admin").unwrap();
     assert_eq!(f.state(k1), ReqState::Withdrawn(Withdrawal::Resolved));
     let st = f.book.status();
     assert_eq!(st.nodes[0].state, NodeState::Resolved);
@@ -283,8 +296,7 @@ fn a_resolved_node_leaves_every_queue_and_is_granted_nothing_more() {
     assert!(st.queue.iter().all(|q| q.node != "ctl1"), "{:?}", st.queue);
     let keystone = st.limits.iter().find(|l| l.key == "service:keystone");
     assert_eq!(keystone.map(|l| l.waiting), Some(1), "only ctl3 queues");
-    let s = f.book.resume(f.now);
-    f.keep(s).unwrap();
+    f.resume().unwrap();
     // keystone comes free: ctl3 gets it, not the dead ctl1.
     f.back("ctl2", k2, Outcome::Ok).unwrap();
     assert!(matches!(f.state(k3), ReqState::Granted { .. }));
@@ -301,8 +313,7 @@ fn a_resolved_node_leaves_every_queue_and_is_granted_nothing_more() {
     assert!(f.book.resolved("ctl1"));
     f.back("ctl3", k3, Outcome::Ok).unwrap();
     for n in ["ctl1", "ctl2", "ctl3"] {
-        let s = f.book.finish(RUN, n, f.now);
-        f.keep(s).unwrap();
+        f.finish(n).unwrap();
     }
     assert_eq!(f.book.status().state, FleetState::Done);
 }
@@ -319,18 +330,11 @@ fn a_resolved_node_rejoins_under_its_next_epoch_and_asks_anew() {
     assert_eq!(f.state(b), ReqState::Waiting);
     // ctl1's agent dies mid-restart.
     f.now = Millis(TTL);
-    let ev = f.book.tick(f.now);
-    f.keep(Step {
-        answer: Ok(()),
-        events: ev,
-    })
-    .unwrap();
+    f.tick();
     assert_eq!(f.state(a), ReqState::Lost);
     // A new agent on the lost node is refused until an operator resolved it.
-    let s = f.book.join(RUN, "ctl1", f.now);
-    assert_eq!(f.keep(s), Err(Refusal::NodeLost("ctl1".into())));
-    let s = f.book.resolve(RUN, "ctl1", "admin token 2", f.now);
-    f.keep(s).unwrap();
+    assert_eq!(f.join("ctl1"), Err(Refusal::NodeLost("ctl1".into())));
+    f.resolve("ctl1", "admin token 2").unwrap();
     let st = f.book.status();
     assert_eq!(st.nodes[0].state, NodeState::Resolved);
     assert_eq!(st.nodes[0].epoch, 0);
@@ -351,15 +355,17 @@ fn a_resolved_node_rejoins_under_its_next_epoch_and_asks_anew() {
         })
     );
     assert!(f.book.fence("ctl1", 1).is_ok());
-    let s = f.book.join(RUN, "ctl2", f.now);
-    assert_eq!(f.keep(s), Ok(0), "a node never resolved stays at epoch 0");
+    assert_eq!(
+        f.join("ctl2"),
+        Ok(0),
+        "a node never resolved stays at epoch 0"
+    );
     // The same restart asked again is a new request, served in turn
     // (ctl2 asked first); the lost one stays resolved in the history.
     let a2 = lease(f.ask("ctl1", "nova_api").unwrap());
     assert_ne!(a2, a);
     assert_eq!(f.state(a), ReqState::Resolved);
-    let s = f.book.resume(f.now);
-    f.keep(s).unwrap();
+    f.resume().unwrap();
     assert!(matches!(f.state(b), ReqState::Granted { .. }));
     assert_eq!(f.state(a2), ReqState::Waiting);
     f.back("ctl2", b, Outcome::Ok).unwrap();
@@ -377,8 +383,7 @@ fn a_resolved_node_rejoins_under_its_next_epoch_and_asks_anew() {
     );
     f.back("ctl1", a2, Outcome::Ok).unwrap();
     for n in ["ctl1", "ctl2", "ctl3"] {
-        let s = f.book.finish(RUN, n, f.now);
-        f.keep(s).unwrap();
+        f.finish(n).unwrap();
     }
     assert_eq!(f.book.status().state, FleetState::Done);
     // Once aborted, a resolved node stays out.
@@ -415,21 +420,13 @@ fn an_osd_grant_names_the_osds_granted_before_it_and_still_held() {
     assert_eq!(f.book.alongside(n), Vec::<String>::new(), "not an OSD");
     // osd.0 lost: still down as far as anyone knows, still named.
     f.now = Millis(TTL / 2);
-    let s = f.book.renew(RUN, "ctl2", b, f.now);
-    f.keep(s).unwrap();
-    let s = f.book.renew(RUN, "ctl3", n, f.now);
-    f.keep(s).unwrap();
+    f.renew("ctl2", b).unwrap();
+    f.renew("ctl3", n).unwrap();
     f.now = Millis(TTL);
-    let ev = f.book.tick(f.now);
-    f.keep(Step {
-        answer: Ok(()),
-        events: ev,
-    })
-    .unwrap();
+    f.tick();
     assert_eq!(f.state(a), ReqState::Lost);
     assert_eq!(f.book.alongside(b), ["osd.0"]);
-    let s = f.book.resolve(RUN, "ctl1", "admin", f.now);
-    f.keep(s).unwrap();
+    f.resolve("ctl1", "admin").unwrap();
     assert_eq!(f.book.alongside(b), Vec::<String>::new(), "osd.0 resolved");
 }
 
@@ -495,8 +492,7 @@ fn status_in_words_names_every_node_the_queue_each_limit_and_who_paused() {
         "{w}"
     );
     assert!(w.contains("waits for a resume"), "{w}");
-    let s = f.book.resume(f.now);
-    f.keep(s).unwrap();
+    f.resume().unwrap();
     f.now = f.now.plus(900);
     let w = f.book.status().words(f.now);
     assert!(w.starts_with("fleet run r1: running\n"), "{w}");
@@ -524,12 +520,7 @@ fn status_in_words_names_every_node_the_queue_each_limit_and_who_paused() {
     );
     // ctl1's lease expires: it is named lost, with the way out.
     f.now = f.now.plus(4_100);
-    let ev = f.book.tick(f.now);
-    f.keep(Step {
-        answer: Ok(()),
-        events: ev,
-    })
-    .unwrap();
+    f.tick();
     assert_eq!(f.state(a), ReqState::Lost);
     f.now = f.now.plus(2_000);
     let w = f.book.status().words(f.now);
@@ -800,19 +791,16 @@ proptest! {
         // or answered "abort"/withdrawn; none is left waiting.
         let names: Vec<String> = f.book.core.nodes.iter().map(|n| n.spec.name.clone()).collect();
         for n in &names {
-            let s = f.book.resolve(RUN, n, "admin", f.now);
-            let _ = f.keep(s);
+            let _ = f.resolve(n, "admin");
         }
-        let s = f.book.resume(f.now);
-        let _ = f.keep(s);
+        let _ = f.resume();
         for _ in 0..200 {
             let Some(l) = pick(&f.book, 0, |s| matches!(s, ReqState::Granted { .. })) else { break };
             let from = f.log.len();
             f.back(&node_of(&f.book, l), l, Outcome::Ok).unwrap();
             check(&mut f, from);
             if f.book.status().state != FleetState::Running {
-                let s = f.book.resume(f.now);
-                let _ = f.keep(s);
+                let _ = f.resume();
             }
         }
         let left: BTreeMap<u64, ReqState> = f.book.core.reqs.iter().enumerate()
