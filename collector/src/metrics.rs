@@ -169,12 +169,16 @@ pub fn render(store: &Mutex<Store>, what: &Exposition<'_>) -> Result<String, Str
         ),
         family(
             "bounce_collector_retention_dropped_total",
-            "What the collector's retention dropped: timelines (kept merged per deployment and hour), hour_rows (merged rows expired), runs (expired with their batch keys).",
+            "What the collector's retention dropped: timelines (kept merged per deployment and hour), rolled_up (hourly rows merged into days), hour_rows and day_rows (merged rows expired), runs (expired with their batch keys), fleet_log_rows, set_aside (rows it could not read, kept aside).",
             MetricType::COUNTER,
             [
                 ("timelines", dropped.timelines),
+                ("rolled_up", dropped.rolled_up),
                 ("hour_rows", dropped.hour_rows),
+                ("day_rows", dropped.day_rows),
                 ("runs", dropped.runs),
+                ("fleet_log_rows", dropped.fleet_log_rows),
+                ("set_aside", dropped.set_aside),
             ]
             .into_iter()
             .map(|(what, n)| counter(n as f64, labels(&[("what", what)])))

@@ -1,7 +1,8 @@
 //! What retention dropped from what a report covers, said in the report so
 //! it never reads as complete when it is not: for a range, the restarts
-//! whose timelines were dropped, merged from the hourly histograms (their
-//! table, outcomes and the whole hours they cover); for one run, how many
+//! whose timelines were dropped, merged from the hourly and daily
+//! histograms (their table, outcomes and the whole hours or days they
+//! cover); for one run, how many
 //! of its restarts are missing and where their numbers are.
 
 use crate::cmd::at::Source;
@@ -71,11 +72,19 @@ const TITLE: &str = "## Restarts whose timelines retention dropped\n\n";
 pub fn range_section(deployment: &str, c: &Compacted) -> String {
     let mut out = String::from(TITLE);
     let outcomes: Vec<String> = c.outcomes.iter().map(|(o, n)| format!("{o} {n}")).collect();
+    let grain = match c.daily_until_unix_nanos {
+        Some(days) if days >= c.end_unix_nanos => "per day, so the numbers below cover the whole days".to_string(),
+        Some(days) => format!(
+            "per day before {} and per hour after, so the numbers below cover the whole days and hours",
+            utc(days)
+        ),
+        None => "per hour, so the numbers below cover the whole hours".to_string(),
+    };
     let _ = write!(
         out,
         "The collector's retention dropped the timelines of {} restart(s) of deployment \
          `{deployment}` in this range: they are **not** in the tables, charts and lists above. \
-         What is kept of them is merged per hour, so the numbers below cover the whole hours \
+         What is kept of them is merged {grain} \
          from {} to {} (the first and last may reach past the range's ends). \
          Outcomes: {}.\n\n",
         c.restarts,
@@ -141,8 +150,22 @@ mod tests {
             rows: Vec::new(),
             first_hour_unix_nanos: 0,
             end_unix_nanos: 3_600_000_000_000,
+            daily_until_unix_nanos: None,
         };
         let s = range_section("lab", &c);
         assert!(s.contains("3 restart(s)") && s.contains("ok 3"), "{s}");
+        assert!(s.contains("merged per hour"), "{s}");
+        let days = |until| Compacted {
+            daily_until_unix_nanos: Some(until),
+            end_unix_nanos: 3 * 86_400_000_000_000,
+            ..c.clone()
+        };
+        let s = range_section("lab", &days(3 * 86_400_000_000_000));
+        assert!(s.contains("merged per day, so"), "{s}");
+        let s = range_section("lab", &days(2 * 86_400_000_000_000));
+        assert!(
+            s.contains("per day before 1970-01-03 00:00:00 UTC and per hour after"),
+            "{s}"
+        );
     }
 }

@@ -73,10 +73,22 @@ pub struct Args {
     /// and phase (reports over old ranges read those). Default: keep all.
     #[arg(long, value_name = "AGE", default_value = "forever", value_parser = Keep::parse)]
     keep_timelines: Keep,
-    /// Drop the hourly histograms, and runs left without timelines, older
-    /// than this (at least --keep-timelines). Default: keep all.
+    /// Roll the hourly histograms of days older than this up into one per
+    /// day (at least --keep-timelines; reports then read whole days there).
+    /// Default: keep them hourly.
+    #[arg(long, value_name = "AGE", default_value = "forever", value_parser = Keep::parse)]
+    keep_hourly: Keep,
+    /// Drop the merged histograms (hourly and daily) older than this, and
+    /// runs left without timelines once their agents are quiet (at least
+    /// --keep-hourly, or --keep-timelines). Default: keep all.
     #[arg(long, value_name = "AGE", default_value = "forever", value_parser = Keep::parse)]
     keep_histograms: Keep,
+    /// A run (its batch keys, which make a resent batch a duplicate, and
+    /// its fleet log) expires only once no batch of it arrived for this
+    /// long; a run some agent never ended, only once quiet past
+    /// --keep-histograms too.
+    #[arg(long, value_name = "AGE", default_value = "2d", value_parser = parse_every)]
+    resend_window: Duration,
     /// How often retention looks for work when it had none.
     #[arg(long, value_name = "AGE", default_value = "1m", value_parser = parse_every)]
     retention_every: Duration,
@@ -89,12 +101,16 @@ fn parse_every(s: &str) -> Result<Duration, String> {
     parse_keep(s)?.ok_or_else(|| format!("{s:?}: give an interval (1m, 30s)"))
 }
 
-/// The policy the flags set; the store converted to incremental vacuum
-/// once, when the policy deletes and the store was made without it.
-fn retention(args: &Args, store: &mut Store) -> Result<Option<Upkeep>> {
+/// The policy the flags set. A store made without incremental
+/// auto-vacuum is served as it is (freed pages are reused, not given back):
+/// converting it takes a VACUUM of the whole file, done offline by
+/// `store --vacuum`, never at start.
+fn retention(args: &Args, store: &Store) -> Result<Option<Upkeep>> {
     let policy = Policy {
         keep_timelines: args.keep_timelines.0,
+        keep_hourly: args.keep_hourly.0,
         keep_histograms: args.keep_histograms.0,
+        resend_window: args.resend_window,
         every: args.retention_every,
         chunk: args.retention_chunk.max(1),
         vacuum_pages: 256,
@@ -103,26 +119,22 @@ fn retention(args: &Args, store: &mut Store) -> Result<Option<Upkeep>> {
     if !policy.deletes() {
         return Ok(None);
     }
+    let forever = |k: &Keep| k.0.map_or("forever".into(), words);
+    eprintln!(
+        "bounce-collector: retention: timelines kept {}, hourly histograms {}, all histograms {}; a run expires once quiet for {}",
+        forever(&args.keep_timelines),
+        forever(&args.keep_hourly),
+        forever(&args.keep_histograms),
+        words(args.resend_window)
+    );
     if store.auto_vacuum()? != "incremental" {
-        let mib = store.size_on_disk() / (1 << 20);
         eprintln!(
-            "bounce-collector: {}: converting the store to incremental auto-vacuum, once: a VACUUM of {mib} MiB (needs as much free disk again; ingest starts after it)...",
-            args.store.display()
-        );
-        let began = std::time::Instant::now();
-        store
-            .convert_to_incremental()
-            .with_context(|| format!("{}: VACUUM", args.store.display()))?;
-        eprintln!(
-            "bounce-collector: store converted in {:.1}s",
-            began.elapsed().as_secs_f64()
+            "bounce-collector: {}: made without incremental auto-vacuum: the space retention frees is reused by new rows but not given back to the file system; to give it back, stop the collector and run `bounce-collector store --store {} --vacuum` once (a VACUUM of {} MiB; needs as much free disk again)",
+            args.store.display(),
+            args.store.display(),
+            store.size_on_disk() / (1 << 20)
         );
     }
-    eprintln!(
-        "bounce-collector: retention: timelines kept {}, hourly histograms kept {}",
-        args.keep_timelines.0.map_or("forever".into(), words),
-        args.keep_histograms.0.map_or("forever".into(), words)
-    );
     Ok(Some(Upkeep::new(policy)))
 }
 
@@ -174,8 +186,8 @@ async fn serve(args: Args) -> Result<()> {
     };
     let audit = Audit::open(&args.audit_log)
         .with_context(|| format!("{}: cannot open the audit log", args.audit_log.display()))?;
-    let mut store = open()?;
-    let upkeep = retention(&args, &mut store)?;
+    let store = open()?;
+    let upkeep = retention(&args, &store)?;
     let writer = Writer::start(store, upkeep);
     let reader = open()?;
     // Fleet runs as their logs left them; leases in flight get a fresh TTL.

@@ -1,6 +1,9 @@
 //! `store --store FILE`: what a collector's store holds and what retention
 //! dropped from it: size (database, write-ahead log, free pages), vacuum
-//! mode, the oldest timeline kept, the hours of merged histograms.
+//! mode, the oldest timeline kept, the hours and days of merged
+//! histograms, the rows retention could not read. `--vacuum` converts a
+//! store made without incremental auto-vacuum, offline (serve never does:
+//! the VACUUM rewrites the whole file and would hold ingest meanwhile).
 
 use crate::store::Store;
 use anyhow::{Context, Result, bail};
@@ -16,6 +19,12 @@ pub struct Args {
     /// Print it as JSON.
     #[arg(long)]
     json: bool,
+    /// Convert a store made without incremental auto-vacuum, so retention
+    /// can give freed space back to the file system: one VACUUM of the
+    /// whole file (needs as much free disk again). Stop the collector
+    /// first: the VACUUM holds the store's write lock until it ends.
+    #[arg(long)]
+    vacuum: bool,
 }
 
 fn mib(bytes: u64) -> String {
@@ -29,8 +38,31 @@ pub fn run(args: Args) -> Result<ExitCode> {
             args.store.display()
         );
     }
-    let store = Store::open(&args.store)
+    let mut store = Store::open(&args.store)
         .with_context(|| format!("{}: cannot open the store", args.store.display()))?;
+    if args.vacuum {
+        if store.auto_vacuum()? == "incremental" {
+            eprintln!(
+                "{}: already incremental: retention gives freed pages back as it goes",
+                args.store.display()
+            );
+        } else {
+            let began = std::time::Instant::now();
+            eprintln!(
+                "{}: VACUUM of {} to incremental auto-vacuum...",
+                args.store.display(),
+                mib(store.size_on_disk())
+            );
+            store
+                .convert_to_incremental()
+                .with_context(|| format!("{}: VACUUM", args.store.display()))?;
+            eprintln!(
+                "{}: converted in {:.1}s",
+                args.store.display(),
+                began.elapsed().as_secs_f64()
+            );
+        }
+    }
     let f = store.facts()?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&f)?);
@@ -53,13 +85,25 @@ pub fn run(args: Args) -> Result<ExitCode> {
         when(f.oldest_timeline_unix_nanos)
     );
     println!(
-        "histograms   {} hour(s) merged from dropped timelines, the oldest {}",
+        "histograms   {} hour(s) merged from dropped timelines, the oldest {}; {} day(s) rolled up from hours, the oldest {}",
         f.compacted_hours,
-        when(f.oldest_compacted_hour_unix_nanos)
+        when(f.oldest_compacted_hour_unix_nanos),
+        f.compacted_days,
+        when(f.oldest_compacted_day_unix_nanos)
     );
+    let d = &f.dropped;
     println!(
-        "retention    dropped {} timeline(s), {} hourly row(s), {} run(s)",
-        f.dropped.timelines, f.dropped.hour_rows, f.dropped.runs
+        "retention    dropped {} timeline(s), rolled {} hourly row(s) up into days, expired {} hourly and {} daily row(s), {} run(s), {} fleet log row(s)",
+        d.timelines, d.rolled_up, d.hour_rows, d.day_rows, d.runs, d.fleet_log_rows
     );
+    if d.set_aside > 0 {
+        println!(
+            "unreadable   {} row(s) retention could not read, set aside (table retention_set_aside), the first:",
+            d.set_aside
+        );
+        for why in &f.set_aside {
+            println!("             {why}");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,8 @@
 //! A fleet run's log in the store: every node that joined and every lease
-//! book event, one row each in the order they happened, appended by the
-//! single writer in the transaction that precedes the answer; read back
-//! whole at start to rebuild every fleet run.
+//! book event, one row each in the order they happened (and when, on the
+//! collector's clock: retention expires a log only once it is quiet),
+//! appended by the single writer in the transaction that precedes the
+//! answer; read back whole at start to rebuild every fleet run.
 
 use bounce_fleet::Event;
 use bounce_wire::lease::FleetTerms;
@@ -13,7 +14,8 @@ pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS fleet_log (
     id INTEGER PRIMARY KEY,
     run_id TEXT NOT NULL,
-    record TEXT NOT NULL
+    record TEXT NOT NULL,
+    written_unix_nanos INTEGER
 );
 CREATE INDEX IF NOT EXISTS fleet_log_run ON fleet_log (run_id, id);
 ";
@@ -32,12 +34,21 @@ pub enum FleetRecord {
     Event { event: Event },
 }
 
-pub fn append(tx: &Transaction<'_>, run: &str, records: &[FleetRecord]) -> rusqlite::Result<()> {
-    let mut stmt = tx.prepare_cached("INSERT INTO fleet_log (run_id, record) VALUES (?1, ?2)")?;
+/// Appends `records` of `run`, written at `now` (Unix nanoseconds).
+pub fn append(
+    tx: &Transaction<'_>,
+    run: &str,
+    records: &[FleetRecord],
+    now: i64,
+) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO fleet_log (run_id, record, written_unix_nanos) VALUES (?1, ?2, ?3)",
+    )?;
     for r in records {
         stmt.execute(params![
             run,
-            serde_json::to_string(r).expect("fleet records serialize")
+            serde_json::to_string(r).expect("fleet records serialize"),
+            now
         ])?;
     }
     Ok(())

@@ -1,16 +1,21 @@
-//! Retention's work on the store, in bounded steps: timelines that opened
-//! before a cutoff are folded into merged histograms per deployment and
-//! hour, then deleted; later those hours, and the runs left without
-//! timelines, expire; free pages go back to the file a few at a time
-//! (`PRAGMA incremental_vacuum`). Each step is one transaction of at most
-//! `limit` rows, so the single writer is back to ingest quickly, and a kill
-//! at any moment leaves the store as it was before or after a step.
+//! Retention's merging work on the store, in bounded steps: timelines that
+//! opened before a cutoff are folded into merged histograms per deployment
+//! and hour, then deleted; later, the hours of whole days are rolled up into
+//! one row per day (kept longer); free pages go back to the file a few at a
+//! time (`PRAGMA incremental_vacuum`). Expiry is `expire.rs`. Each step is
+//! one transaction of at most `limit` rows, so the single writer is back to
+//! ingest quickly, and a kill at any moment leaves the store as it was
+//! before or after a step.
+//!
+//! A row a step cannot read (a timeline that is not a timeline, a merged
+//! histogram that does not parse) is set aside in `retention_set_aside`,
+//! counted and said, so one bad row never stops retention.
 //!
 //! What never shrinks: the series /metrics counts (`series_*`) and the
 //! per-node counts (timelines and `compacted_node_outcomes` together), so a
 //! counter never goes down because retention dropped what it counted.
 
-use super::{Store, StoreError, origin_and_cause};
+use super::{Store, StoreError, now_unix_nanos, origin_and_cause};
 use bounce_wire::sparse::SparseHistogram;
 use bounce_wire::summary::SummaryRow;
 use bounce_wire::tally::RunTally;
@@ -19,34 +24,53 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// `hour` is the hour the restarts opened in, as whole hours since the Unix epoch.
-pub(super) const SCHEMA: &str = "
+pub const HOUR_NANOS: i64 = 3_600_000_000_000;
+pub const DAY_NANOS: i64 = 24 * HOUR_NANOS;
+
+/// The grains merged histograms are kept at: per hour from timelines, per
+/// day from whole days of hours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grain {
+    Hour,
+    Day,
+}
+
+impl Grain {
+    pub const ALL: [Grain; 2] = [Grain::Hour, Grain::Day];
+
+    pub(super) fn histograms(self) -> &'static str {
+        match self {
+            Grain::Hour => "compacted_histograms",
+            Grain::Day => "compacted_daily_histograms",
+        }
+    }
+
+    pub(super) fn outcomes(self) -> &'static str {
+        match self {
+            Grain::Hour => "compacted_outcomes",
+            Grain::Day => "compacted_daily_outcomes",
+        }
+    }
+
+    /// The time column: whole hours, or days, since the Unix epoch.
+    pub(super) fn column(self) -> &'static str {
+        match self {
+            Grain::Hour => "hour",
+            Grain::Day => "day",
+        }
+    }
+
+    pub fn nanos(self) -> i64 {
+        match self {
+            Grain::Hour => HOUR_NANOS,
+            Grain::Day => DAY_NANOS,
+        }
+    }
+}
+
+/// The tables retention keeps besides the merged ones ([`schema`]).
+const FIXED: &str = "
 CREATE INDEX IF NOT EXISTS timelines_opened ON timelines (opened_unix_nanos);
-CREATE TABLE IF NOT EXISTS compacted_histograms (
-    hour INTEGER NOT NULL,
-    deployment TEXT NOT NULL,
-    scenario TEXT NOT NULL,
-    origin TEXT NOT NULL,
-    cause TEXT NOT NULL,
-    service TEXT NOT NULL,
-    phase TEXT NOT NULL,
-    histogram TEXT NOT NULL,
-    count INTEGER NOT NULL,
-    sum_seconds REAL NOT NULL,
-    failures INTEGER NOT NULL,
-    PRIMARY KEY (hour, deployment, scenario, origin, cause, service, phase)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS compacted_outcomes (
-    hour INTEGER NOT NULL,
-    deployment TEXT NOT NULL,
-    scenario TEXT NOT NULL,
-    origin TEXT NOT NULL,
-    cause TEXT NOT NULL,
-    service TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    count INTEGER NOT NULL,
-    PRIMARY KEY (hour, deployment, scenario, origin, cause, service, outcome)
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS compacted_node_outcomes (
     deployment TEXT NOT NULL,
     scenario TEXT NOT NULL,
@@ -61,32 +85,80 @@ CREATE TABLE IF NOT EXISTS retention_totals (
     what TEXT PRIMARY KEY,
     count INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS retention_set_aside (
+    id INTEGER PRIMARY KEY,
+    what TEXT NOT NULL,
+    run_id TEXT,
+    body TEXT NOT NULL,
+    error TEXT NOT NULL,
+    set_aside_unix_nanos INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS retention_set_aside_run ON retention_set_aside (run_id);
 ";
 
-pub const HOUR_NANOS: i64 = 3_600_000_000_000;
+/// Retention's tables: merged histograms and outcome counts per hour and
+/// per day (deployment, scenario, origin, cause, service, phase/outcome).
+pub(super) fn schema() -> String {
+    let mut out = FIXED.to_string();
+    for g in Grain::ALL {
+        let (h, o, t) = (g.histograms(), g.outcomes(), g.column());
+        out.push_str(&format!(
+            "CREATE TABLE IF NOT EXISTS {h} (
+    {t} INTEGER NOT NULL, deployment TEXT NOT NULL, scenario TEXT NOT NULL,
+    origin TEXT NOT NULL, cause TEXT NOT NULL, service TEXT NOT NULL, phase TEXT NOT NULL,
+    histogram TEXT NOT NULL, count INTEGER NOT NULL, sum_seconds REAL NOT NULL,
+    failures INTEGER NOT NULL,
+    PRIMARY KEY ({t}, deployment, scenario, origin, cause, service, phase)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS {o} (
+    {t} INTEGER NOT NULL, deployment TEXT NOT NULL, scenario TEXT NOT NULL,
+    origin TEXT NOT NULL, cause TEXT NOT NULL, service TEXT NOT NULL, outcome TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY ({t}, deployment, scenario, origin, cause, service, outcome)
+) WITHOUT ROWID;
+"
+        ));
+    }
+    out
+}
 
-/// Runs expired in one step at most (each takes its batch keys along).
-const RUNS_PER_STEP: usize = 16;
+/// The key columns of a merged row, after its time (phase or outcome last).
+const KEY: &str = "deployment, scenario, origin, cause, service";
 
 /// What one step did; a step that did `limit` of something has more to do.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Done {
     /// Timelines folded into hourly histograms and deleted.
     pub timelines: u64,
     /// Older timelines whose opening instant was filled in.
     pub filled: u64,
+    /// Hourly rows merged into daily ones and deleted.
+    pub rolled_up: u64,
     /// Hourly histogram and outcome rows expired.
     pub hour_rows: u64,
-    /// Runs expired (with their agents and batch keys).
+    /// Daily histogram and outcome rows expired.
+    pub day_rows: u64,
+    /// Runs expired (with their agents, batch keys and fleet log).
     pub runs: u64,
+    /// Fleet log rows expired (with their run, or alone when the fleet
+    /// run never stored a batch).
+    pub fleet_log_rows: u64,
+    /// Rows that could not be read, set aside: what each was and why.
+    pub set_aside: Vec<String>,
 }
 
 /// What retention dropped so far (what `store` and /metrics show).
 #[derive(Debug, Default, Clone, Copy, Serialize)]
 pub struct Dropped {
     pub timelines: u64,
+    /// Hourly rows merged into days (not dropped: kept per day).
+    pub rolled_up: u64,
     pub hour_rows: u64,
+    pub day_rows: u64,
     pub runs: u64,
+    pub fleet_log_rows: u64,
+    /// Unreadable rows moved to `retention_set_aside`.
+    pub set_aside: u64,
 }
 
 /// The store's size and age, for `bounce-collector store`.
@@ -104,36 +176,66 @@ pub struct StoreFacts {
     pub runs: u64,
     pub compacted_hours: u64,
     pub oldest_compacted_hour_unix_nanos: Option<i64>,
+    pub compacted_days: u64,
+    pub oldest_compacted_day_unix_nanos: Option<i64>,
     pub dropped: Dropped,
+    /// The first rows set aside (what, run, why), at most 5.
+    pub set_aside: Vec<String>,
 }
 
 /// Restarts of a range whose timelines retention dropped, merged from the
-/// hourly histograms that overlap it.
+/// hourly (and daily) histograms that overlap it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Compacted {
     pub restarts: u64,
     pub outcomes: BTreeMap<String, u64>,
     /// Per (service, phase), as a run's table.
     pub rows: Vec<SummaryRow>,
-    /// The whole hours merged: from this instant...
+    /// The whole hours (or days) merged: from this instant...
     pub first_hour_unix_nanos: i64,
     /// ...to this one (exclusive).
     pub end_unix_nanos: i64,
+    /// Some of it merged per whole day: up to this instant (exclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_until_unix_nanos: Option<i64>,
 }
 
-/// (hour, deployment, scenario, origin, cause): one group of a step.
-type Group = (i64, String, String, &'static str, &'static str);
+/// One merged row's key at its grain: (time, deployment, scenario, origin,
+/// cause, service, phase or outcome).
+type RowKey = (i64, String, String, String, String, String, String);
+
+/// A merged histogram with the numbers kept beside it.
+#[derive(Default)]
+struct Merged {
+    h: SparseHistogram,
+    count: i64,
+    sum: f64,
+    failures: i64,
+}
+
+impl Merged {
+    fn add(&mut self, other: &Merged) {
+        self.h.add(&other.h);
+        self.count += other.count;
+        self.sum += other.sum;
+        self.failures += other.failures;
+    }
+}
 
 impl Store {
     /// Folds up to `limit` timelines that opened before `before` (Unix
     /// nanoseconds) into the hourly histograms and deletes them, in one
     /// transaction; first fills in, `limit` at a time, when timelines
-    /// stored before that was kept opened.
+    /// stored before that was kept opened. A timeline that does not read
+    /// is set aside, not folded.
     pub fn compact_timelines(&mut self, before: i64, limit: usize) -> Result<Done, StoreError> {
         let tx = self.conn.transaction()?;
+        // json_valid first: json_each fails the statement on a malformed row.
         let filled = tx.execute(
             "UPDATE timelines SET opened_unix_nanos = coalesce(
-                 (SELECT min(json_extract(b.value, '$.unix_nanos')) FROM json_each(timelines.record, '$.timestamps') b),
+                 (SELECT min(json_extract(b.value, '$.unix_nanos')) FROM json_each(
+                     CASE WHEN json_valid(timelines.record) THEN timelines.record ELSE '{}' END,
+                     '$.timestamps') b),
                  (SELECT started_unix_nanos FROM runs r WHERE r.run_id = timelines.run_id), 0)
              WHERE rowid IN (SELECT rowid FROM timelines WHERE opened_unix_nanos IS NULL LIMIT ?1)",
             [limit as i64],
@@ -160,10 +262,17 @@ impl Store {
         let mut groups: BTreeMap<Group, Vec<TimelineRecord>> = BTreeMap::new();
         let mut per_run: BTreeMap<String, i64> = BTreeMap::new();
         let mut per_node: BTreeMap<[String; 6], i64> = BTreeMap::new();
+        let mut set_aside = Vec::new();
         for (rowid, run_id, agent, deployment, scenario, record, opened) in &rows {
-            let t: TimelineRecord = serde_json::from_str(record).map_err(|e| {
-                StoreError::Corrupt(format!("timeline {rowid} of run {run_id}: {e}"))
-            })?;
+            let t: TimelineRecord = match serde_json::from_str(record) {
+                Ok(t) => t,
+                Err(e) => {
+                    let why = format!("timeline {rowid} of run {run_id} (agent {agent}): {e}");
+                    set_row_aside(&tx, "timeline", Some(run_id), record, &why)?;
+                    set_aside.push(why);
+                    continue;
+                }
+            };
             let (origin, cause) = origin_and_cause(&t);
             *per_run.entry(run_id.clone()).or_default() += 1;
             *per_node
@@ -183,7 +292,7 @@ impl Store {
                 .push(t);
         }
         for (group, timelines) in &groups {
-            fold_group(&tx, group, timelines)?;
+            fold_group(&tx, group, timelines, &mut set_aside)?;
         }
         for (run_id, n) in &per_run {
             tx.execute(
@@ -205,66 +314,93 @@ impl Store {
                 delete.execute([row.0])?;
             }
         }
-        add_total(&tx, "timelines", rows.len() as u64)?;
+        let folded = per_run.values().sum::<i64>() as u64;
+        add_total(&tx, "timelines", folded)?;
+        add_total(&tx, "set_aside", set_aside.len() as u64)?;
         tx.commit()?;
         Ok(Done {
-            timelines: rows.len() as u64,
+            timelines: folded,
             filled,
+            set_aside,
             ..Done::default()
         })
     }
 
-    /// Expires, in one transaction, up to `limit` hourly rows of hours
-    /// before `before`, and a few runs that started before it and hold no
-    /// timeline any more (their agents and batch keys with them: a batch
-    /// resent after that would be taken as new).
-    pub fn expire(&mut self, before: i64, limit: usize) -> Result<Done, StoreError> {
+    /// Merges up to `limit` hourly rows (histograms, and as many outcome
+    /// rows) of days that ended by `before` into one row per day, and
+    /// deletes them, in one transaction. A day may take several steps:
+    /// each hour is in exactly one of the two tables after each.
+    pub fn roll_up_hours(&mut self, before: i64, limit: usize) -> Result<Done, StoreError> {
+        let first_kept_hour = before.div_euclid(DAY_NANOS) * 24;
         let tx = self.conn.transaction()?;
-        let hour = before.div_euclid(HOUR_NANOS);
-        let mut hour_rows = 0;
-        for (table, key) in [
-            (
-                "compacted_histograms",
-                "hour, deployment, scenario, origin, cause, service, phase",
-            ),
-            (
-                "compacted_outcomes",
-                "hour, deployment, scenario, origin, cause, service, outcome",
-            ),
-        ] {
-            hour_rows += tx.execute(
-                &format!(
-                    "DELETE FROM {table} WHERE ({key}) IN
-                     (SELECT {key} FROM {table} WHERE hour < ?1 ORDER BY hour LIMIT ?2)"
-                ),
-                params![hour, limit as i64],
-            )? as u64;
-        }
-        let runs: Vec<String> = {
-            let mut stmt = tx.prepare(
-                "SELECT run_id FROM runs r WHERE started_unix_nanos < ?1
-                   AND NOT EXISTS (SELECT 1 FROM timelines t WHERE t.run_id = r.run_id)
-                 ORDER BY started_unix_nanos LIMIT ?2",
-            )?;
-            stmt.query_map(params![before, RUNS_PER_STEP as i64], |r| r.get(0))?
-                .collect::<Result<_, _>>()?
+        let mut set_aside = Vec::new();
+        let mut rolled_up = 0;
+        // Histograms.
+        let rows = {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT hour, {KEY}, phase, histogram, count, sum_seconds, failures
+                 FROM compacted_histograms WHERE hour < ?1 ORDER BY hour LIMIT ?2"
+            ))?;
+            stmt.query_map(params![first_kept_hour, limit as i64], |r| {
+                Ok((
+                    row_key(r)?,
+                    r.get::<_, String>(7)?,
+                    Merged {
+                        h: SparseHistogram::default(),
+                        count: r.get(8)?,
+                        sum: r.get(9)?,
+                        failures: r.get(10)?,
+                    },
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?
         };
-        for run in &runs {
-            // By (agent, run): the batch key's own order, no scan.
-            tx.execute(
-                "DELETE FROM batches WHERE (agent, run_id) IN
-                 (SELECT agent, run_id FROM run_agents WHERE run_id = ?1)",
-                [run],
-            )?;
-            tx.execute("DELETE FROM run_agents WHERE run_id = ?1", [run])?;
-            tx.execute("DELETE FROM runs WHERE run_id = ?1", [run])?;
+        let mut days: BTreeMap<RowKey, Merged> = BTreeMap::new();
+        for (key, text, mut m) in rows {
+            delete_hour_row(&tx, Grain::Hour.histograms(), "phase", &key)?;
+            rolled_up += 1;
+            match SparseHistogram::parse(&text) {
+                Ok(h) => m.h = h,
+                Err(e) => {
+                    let why = format!("hourly histogram {key:?}: {e}");
+                    set_row_aside(&tx, "compacted_histograms", None, &text, &why)?;
+                    set_aside.push(why);
+                    continue;
+                }
+            }
+            let day = (key.0.div_euclid(24), key.1, key.2, key.3, key.4, key.5, key.6);
+            days.entry(day).or_default().add(&m);
         }
-        add_total(&tx, "hour_rows", hour_rows)?;
-        add_total(&tx, "runs", runs.len() as u64)?;
+        for (key, m) in &days {
+            add_histogram(&tx, Grain::Day, key, m, &mut set_aside)?;
+        }
+        // Outcome counts.
+        let rows = {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT hour, {KEY}, outcome, count FROM compacted_outcomes
+                 WHERE hour < ?1 ORDER BY hour LIMIT ?2"
+            ))?;
+            stmt.query_map(params![first_kept_hour, limit as i64], |r| {
+                Ok((row_key(r)?, r.get::<_, i64>(7)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?
+        };
+        let mut days: BTreeMap<RowKey, i64> = BTreeMap::new();
+        for (key, n) in rows {
+            delete_hour_row(&tx, Grain::Hour.outcomes(), "outcome", &key)?;
+            rolled_up += 1;
+            let day = (key.0.div_euclid(24), key.1, key.2, key.3, key.4, key.5, key.6);
+            *days.entry(day).or_default() += n;
+        }
+        for (key, n) in &days {
+            add_outcome(&tx, Grain::Day, key, *n)?;
+        }
+        add_total(&tx, "rolled_up", rolled_up)?;
+        add_total(&tx, "set_aside", set_aside.len() as u64)?;
         tx.commit()?;
         Ok(Done {
-            hour_rows,
-            runs: runs.len() as u64,
+            rolled_up,
+            set_aside,
             ..Done::default()
         })
     }
@@ -315,7 +451,7 @@ impl Store {
 
     /// Turns on incremental auto-vacuum in a store made without it: one
     /// VACUUM, which rewrites the whole file (as much free disk again, and
-    /// nothing else is written meanwhile).
+    /// nothing else is written meanwhile: `store --vacuum`, offline).
     pub fn convert_to_incremental(&mut self) -> Result<(), StoreError> {
         self.conn
             .pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
@@ -331,12 +467,17 @@ impl Store {
             .prepare("SELECT what, count FROM retention_totals")?;
         for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
             let (what, n) = row?;
-            match what.as_str() {
-                "timelines" => d.timelines = n as u64,
-                "hour_rows" => d.hour_rows = n as u64,
-                "runs" => d.runs = n as u64,
-                _ => {}
-            }
+            let slot = match what.as_str() {
+                "timelines" => &mut d.timelines,
+                "rolled_up" => &mut d.rolled_up,
+                "hour_rows" => &mut d.hour_rows,
+                "day_rows" => &mut d.day_rows,
+                "runs" => &mut d.runs,
+                "fleet_log_rows" => &mut d.fleet_log_rows,
+                "set_aside" => &mut d.set_aside,
+                _ => continue,
+            };
+            *slot = n as u64;
         }
         Ok(d)
     }
@@ -351,6 +492,13 @@ impl Store {
             p.push(suffix);
             std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
         };
+        let set_aside = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT error FROM retention_set_aside ORDER BY id LIMIT 5")?;
+            stmt.query_map([], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?
+        };
         Ok(StoreFacts {
             database_bytes: file(""),
             wal_bytes: file("-wal"),
@@ -363,13 +511,20 @@ impl Store {
                 .unwrap_or(0) as u64,
             oldest_compacted_hour_unix_nanos: one("SELECT min(hour) FROM compacted_histograms")?
                 .map(|h| h * HOUR_NANOS),
+            compacted_days: one("SELECT count(DISTINCT day) FROM compacted_daily_histograms")?
+                .unwrap_or(0) as u64,
+            oldest_compacted_day_unix_nanos: one(
+                "SELECT min(day) FROM compacted_daily_histograms",
+            )?
+            .map(|d| d * DAY_NANOS),
             dropped: self.dropped()?,
+            set_aside,
         })
     }
 
     /// The restarts of `deployment` whose timelines were dropped, from
-    /// every hour that overlaps [since, until) (Unix nanoseconds), of one
-    /// origin or all; None when there are none.
+    /// every hour (and day) that overlaps [since, until) (Unix
+    /// nanoseconds), of one origin or all; None when there are none.
     pub fn compacted(
         &self,
         deployment: &str,
@@ -377,15 +532,23 @@ impl Store {
         until: Option<i64>,
         origin: Option<&str>,
     ) -> Result<Option<Compacted>, StoreError> {
-        let first = since.map_or(i64::MIN, |s| s.div_euclid(HOUR_NANOS));
-        let last = until.map_or(i64::MAX, |u| u.saturating_sub(1).div_euclid(HOUR_NANOS));
-        let filter = "hour BETWEEN ?1 AND ?2 AND deployment = ?3 AND (?4 IS NULL OR origin = ?4)";
-        let args = params![first, last, deployment, origin];
         let mut outcomes = BTreeMap::new();
-        let mut hours: Option<(i64, i64)> = None;
-        {
+        // Per grain: the first and end instants of the rows found.
+        let mut spans: Vec<(Grain, i64, i64)> = Vec::new();
+        let mut series: BTreeMap<(String, Phase), Merged> = BTreeMap::new();
+        for grain in Grain::ALL {
+            let n = grain.nanos();
+            let first = since.map_or(i64::MIN, |s| s.div_euclid(n));
+            let last = until.map_or(i64::MAX, |u| u.saturating_sub(1).div_euclid(n));
+            let filter = format!(
+                "{} BETWEEN ?1 AND ?2 AND deployment = ?3 AND (?4 IS NULL OR origin = ?4)",
+                grain.column()
+            );
+            let args = params![first, last, deployment, origin];
             let mut stmt = self.conn.prepare(&format!(
-                "SELECT outcome, sum(count), min(hour), max(hour) FROM compacted_outcomes WHERE {filter} GROUP BY outcome"
+                "SELECT outcome, sum(count), min({t}), max({t}) FROM {table} WHERE {filter} GROUP BY outcome",
+                t = grain.column(),
+                table = grain.outcomes(),
             ))?;
             let rows = stmt.query_map(args, |r| {
                 Ok((
@@ -395,82 +558,193 @@ impl Store {
                     r.get::<_, i64>(3)?,
                 ))
             })?;
+            let mut span: Option<(i64, i64)> = None;
             for row in rows {
-                let (outcome, n, lo, hi) = row?;
-                outcomes.insert(outcome, n as u64);
-                hours = Some(hours.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+                let (outcome, count, lo, hi) = row?;
+                *outcomes.entry(outcome).or_insert(0) += count as u64;
+                span = Some(span.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+            }
+            let Some((lo, hi)) = span else {
+                continue;
+            };
+            spans.push((grain, lo * n, (hi + 1) * n));
+            let mut stmt = self.conn.prepare(&format!(
+                "SELECT service, phase, histogram, count, sum_seconds, failures FROM {} WHERE {filter}",
+                grain.histograms()
+            ))?;
+            let rows = stmt.query_map(args, |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    Merged {
+                        h: SparseHistogram::default(),
+                        count: r.get(3)?,
+                        sum: r.get(4)?,
+                        failures: r.get(5)?,
+                    },
+                ))
+            })?;
+            for row in rows {
+                let (service, phase, text, mut m) = row?;
+                let phase = Phase::parse(&phase)
+                    .ok_or_else(|| StoreError::Corrupt(format!("compacted phase {phase:?}")))?;
+                m.h = SparseHistogram::parse(&text).map_err(StoreError::Corrupt)?;
+                series.entry((service, phase)).or_default().add(&m);
             }
         }
-        let Some((lo, hi)) = hours else {
+        if spans.is_empty() {
             return Ok(None);
-        };
-        let mut series: BTreeMap<(String, Phase), (SparseHistogram, u64, f64, u64)> =
-            BTreeMap::new();
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT service, phase, histogram, count, sum_seconds, failures FROM compacted_histograms WHERE {filter}"
-        ))?;
-        let rows = stmt.query_map(args, |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, f64>(4)?,
-                r.get::<_, i64>(5)?,
-            ))
-        })?;
-        for row in rows {
-            let (service, phase, text, count, sum, failures) = row?;
-            let phase = Phase::parse(&phase)
-                .ok_or_else(|| StoreError::Corrupt(format!("compacted phase {phase:?}")))?;
-            let slot = series.entry((service, phase)).or_default();
-            slot.0
-                .add(&SparseHistogram::parse(&text).map_err(StoreError::Corrupt)?);
-            slot.1 += count as u64;
-            slot.2 += sum;
-            slot.3 += failures as u64;
         }
         Ok(Some(Compacted {
             restarts: outcomes.values().sum(),
             outcomes,
             rows: series
                 .into_iter()
-                .map(|((service, phase), (h, count, sum, failures))| {
-                    row_of(service, phase, &h, count, sum, failures)
-                })
+                .map(|((service, phase), m)| row_of(service, phase, &m))
                 .collect(),
-            first_hour_unix_nanos: lo * HOUR_NANOS,
-            end_unix_nanos: (hi + 1) * HOUR_NANOS,
+            first_hour_unix_nanos: spans.iter().map(|s| s.1).min().unwrap_or(0),
+            end_unix_nanos: spans.iter().map(|s| s.2).max().unwrap_or(0),
+            daily_until_unix_nanos: spans
+                .iter()
+                .find(|s| s.0 == Grain::Day)
+                .map(|s| s.2),
         }))
     }
 }
 
+/// (hour, deployment, scenario, origin, cause): one group of a step.
+type Group = (i64, String, String, &'static str, &'static str);
+
+/// A merged row's key from its first seven columns.
+fn row_key(r: &rusqlite::Row<'_>) -> rusqlite::Result<RowKey> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+/// Deletes one hourly row (`last`: its phase or outcome column).
+fn delete_hour_row(
+    tx: &Transaction<'_>,
+    table: &str,
+    last: &str,
+    k: &RowKey,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(&format!(
+        "DELETE FROM {table} WHERE hour = ?1 AND deployment = ?2 AND scenario = ?3
+           AND origin = ?4 AND cause = ?5 AND service = ?6 AND {last} = ?7"
+    ))?
+    .execute(params![k.0, k.1, k.2, k.3, k.4, k.5, k.6])?;
+    Ok(())
+}
+
+/// Keeps a row retention cannot read, with why, out of its way.
+fn set_row_aside(
+    tx: &Transaction<'_>,
+    what: &str,
+    run_id: Option<&str>,
+    body: &str,
+    why: &str,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO retention_set_aside (what, run_id, body, error, set_aside_unix_nanos)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![what, run_id, body, why, now_unix_nanos()],
+    )?;
+    Ok(())
+}
+
 /// One table row from a merged histogram (quantiles as a run's table has
 /// them: HDR's, 3 significant digits).
-fn row_of(
-    service: String,
-    phase: Phase,
-    h: &SparseHistogram,
-    count: u64,
-    sum: f64,
-    failures: u64,
-) -> SummaryRow {
-    let q = (!h.is_empty()).then(|| {
-        let dense = h.to_hdr();
+fn row_of(service: String, phase: Phase, m: &Merged) -> SummaryRow {
+    let q = (!m.h.is_empty()).then(|| {
+        let dense = m.h.to_hdr();
         let at = |q: f64| dense.value_at_quantile(q) as f64 / 1e6;
         [at(0.5), at(0.9), at(0.99), dense.max() as f64 / 1e6]
     });
     SummaryRow {
         service,
         phase,
-        count,
+        count: m.count as u64,
         p50: q.map(|q| q[0]),
         p90: q.map(|q| q[1]),
         p99: q.map(|q| q[2]),
         max: q.map(|q| q[3]),
-        sum,
-        failures,
+        sum: m.sum,
+        failures: m.failures as u64,
     }
+}
+
+/// Adds `m` into the stored row of `key` at `grain` (creating it). A
+/// stored histogram that does not parse is set aside and the row starts
+/// again from `m`.
+fn add_histogram(
+    tx: &Transaction<'_>,
+    grain: Grain,
+    key: &RowKey,
+    m: &Merged,
+    set_aside: &mut Vec<String>,
+) -> Result<(), StoreError> {
+    let (table, t) = (grain.histograms(), grain.column());
+    let stored: Option<(String, i64, f64, i64)> = tx
+        .prepare_cached(&format!(
+            "SELECT histogram, count, sum_seconds, failures FROM {table}
+             WHERE {t} = ?1 AND deployment = ?2 AND scenario = ?3 AND origin = ?4
+               AND cause = ?5 AND service = ?6 AND phase = ?7"
+        ))?
+        .query_row(
+            params![key.0, key.1, key.2, key.3, key.4, key.5, key.6],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let mut sum = Merged::default();
+    if let Some((text, count, s, failures)) = stored {
+        match SparseHistogram::parse(&text) {
+            Ok(h) => sum = Merged { h, count, sum: s, failures },
+            Err(e) => {
+                let why = format!("{table} {key:?}: {e}");
+                set_row_aside(tx, table, None, &text, &why)?;
+                set_aside.push(why);
+            }
+        }
+    }
+    sum.add(m);
+    tx.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO {table}
+         ({t}, {KEY}, phase, histogram, count, sum_seconds, failures)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+    ))?
+    .execute(params![
+        key.0,
+        key.1,
+        key.2,
+        key.3,
+        key.4,
+        key.5,
+        key.6,
+        sum.h.to_text(),
+        sum.count,
+        sum.sum,
+        sum.failures
+    ])?;
+    Ok(())
+}
+
+/// Adds `n` restarts to the stored outcome count of `key` at `grain`.
+fn add_outcome(tx: &Transaction<'_>, grain: Grain, key: &RowKey, n: i64) -> Result<(), StoreError> {
+    let (table, t) = (grain.outcomes(), grain.column());
+    tx.prepare_cached(&format!(
+        "INSERT INTO {table} ({t}, {KEY}, outcome, count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT ({t}, {KEY}, outcome) DO UPDATE SET count = count + ?8"
+    ))?
+    .execute(params![key.0, key.1, key.2, key.3, key.4, key.5, key.6, n])?;
+    Ok(())
 }
 
 /// One (hour, deployment, scenario, origin, cause)'s timelines added into
@@ -479,54 +753,28 @@ fn fold_group(
     tx: &Transaction<'_>,
     (hour, deployment, scenario, origin, cause): &Group,
     timelines: &[TimelineRecord],
+    set_aside: &mut Vec<String>,
 ) -> Result<(), StoreError> {
+    let key = |service: &str, last: &str| -> RowKey {
+        (
+            *hour,
+            deployment.clone(),
+            scenario.clone(),
+            origin.to_string(),
+            cause.to_string(),
+            service.to_string(),
+            last.to_string(),
+        )
+    };
     let tally = RunTally::of(timelines);
     for ((service, phase), s) in tally.series() {
-        let stored: Option<(String, i64, f64, i64)> = tx
-            .query_row(
-                "SELECT histogram, count, sum_seconds, failures FROM compacted_histograms
-                 WHERE hour = ?1 AND deployment = ?2 AND scenario = ?3 AND origin = ?4
-                   AND cause = ?5 AND service = ?6 AND phase = ?7",
-                params![
-                    hour,
-                    deployment,
-                    scenario,
-                    origin,
-                    cause,
-                    service,
-                    phase.as_str()
-                ],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()?;
-        let (mut h, count, sum, failures) = match stored {
-            Some((text, c, s, f)) => (
-                SparseHistogram::parse(&text).map_err(StoreError::Corrupt)?,
-                c,
-                s,
-                f,
-            ),
-            None => (SparseHistogram::default(), 0, 0.0, 0),
+        let m = Merged {
+            h: s.hist.clone(),
+            count: s.count as i64,
+            sum: s.sum,
+            failures: s.failures as i64,
         };
-        h.add(&s.hist);
-        tx.execute(
-            "INSERT OR REPLACE INTO compacted_histograms
-             (hour, deployment, scenario, origin, cause, service, phase, histogram, count, sum_seconds, failures)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![
-                hour,
-                deployment,
-                scenario,
-                origin,
-                cause,
-                service,
-                phase.as_str(),
-                h.to_text(),
-                count + s.count as i64,
-                sum + s.sum,
-                failures + s.failures as i64
-            ],
-        )?;
+        add_histogram(tx, Grain::Hour, &key(service, phase.as_str()), &m, set_aside)?;
     }
     let mut by_outcome: BTreeMap<(&str, &str), i64> = BTreeMap::new();
     for t in timelines {
@@ -535,17 +783,12 @@ fn fold_group(
             .or_default() += 1;
     }
     for ((service, outcome), n) in by_outcome {
-        tx.execute(
-            "INSERT INTO compacted_outcomes (hour, deployment, scenario, origin, cause, service, outcome, count)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT (hour, deployment, scenario, origin, cause, service, outcome) DO UPDATE SET count = count + ?8",
-            params![hour, deployment, scenario, origin, cause, service, outcome, n],
-        )?;
+        add_outcome(tx, Grain::Hour, &key(service, outcome), n)?;
     }
     Ok(())
 }
 
-fn add_total(tx: &Transaction<'_>, what: &str, n: u64) -> Result<(), StoreError> {
+pub(super) fn add_total(tx: &Transaction<'_>, what: &str, n: u64) -> Result<(), StoreError> {
     if n > 0 {
         tx.execute(
             "INSERT INTO retention_totals (what, count) VALUES (?1, ?2)
@@ -557,8 +800,10 @@ fn add_total(tx: &Transaction<'_>, what: &str, n: u64) -> Result<(), StoreError>
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::fleet::log::FleetRecord;
+    use crate::store::expire::Expiry;
     use crate::store::{Item, Stored};
     use bounce_wire::ingest::{Batch, RunHeader, histograms_of};
     use bounce_wire::summary::rows_from_timelines;
@@ -568,7 +813,7 @@ mod tests {
     };
     use std::path::PathBuf;
 
-    const DAY: i64 = 86_400_000_000_000;
+    const DAY: i64 = DAY_NANOS;
     /// 2026-11-18, a fixed "now" the data is placed around.
     const NOW: i64 = 1_795_500_000_000_000_000;
 
@@ -650,7 +895,7 @@ mod tests {
         Item::Batch(Box::new(b), hs)
     }
 
-    fn temp_store(name: &str) -> (PathBuf, Store) {
+    pub(crate) fn temp_store(name: &str) -> (PathBuf, Store) {
         let path =
             std::env::temp_dir().join(format!("bounce-compact-{name}-{}", std::process::id()));
         for suffix in ["", "-wal", "-shm"] {
@@ -661,7 +906,7 @@ mod tests {
     }
 
     /// 30 restarts a month ago over two hours on n1, 5 an hour ago on n2.
-    fn month_old_and_fresh(s: &mut Store) -> Vec<TimelineRecord> {
+    pub(crate) fn month_old_and_fresh(s: &mut Store) -> Vec<TimelineRecord> {
         let old_day = NOW - 30 * DAY;
         let old: Vec<TimelineRecord> = (0..30)
             .map(|i| {
@@ -801,20 +1046,249 @@ mod tests {
             None
         );
 
-        // A resent batch of a compacted run is still a duplicate.
+        // A resent batch of a compacted run is still a duplicate, and
+        // counts as hearing from the run.
+        heard(&s, "w-n1-old", NOW - 30 * DAY);
         let again = s
             .commit_group(&[batch(&old[3], NOW - 30 * DAY, 4)])
             .unwrap();
         assert_eq!(again, [Stored::Duplicate]);
         assert_eq!(counters(&s), before);
+        let last: i64 = s
+            .conn
+            .query_row(
+                "SELECT last_batch_unix_nanos FROM runs WHERE run_id = 'w-n1-old'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(last > NOW, "heard now, on the collector's clock");
 
-        // Expiry: the hours and the run left without timelines go, the fresh run stays.
-        while s.expire(NOW - 29 * DAY, 5).unwrap() != Done::default() {}
+        // Expiry: the hours go; a run its agents sent to a day ago stays,
+        // so its batch keys still make resends duplicates.
+        heard(&s, "w-n1-old", NOW - DAY);
+        let (before_cut, quiet) = (NOW - 29 * DAY, NOW - 2 * DAY);
+        let e = expire_all(&mut s, before_cut, quiet);
+        assert!(e.runs == 0 && e.hour_rows > 0, "{e:?}");
+        assert_eq!(restarts_of(&s).len(), 2, "the live run stays");
+        // Quiet for the window, but its agent never said the run ended: it
+        // may come back with a spool, so it waits for the histogram cutoff.
+        heard(&s, "w-n1-old", NOW - 10 * DAY);
+        assert_eq!(expire_all(&mut s, before_cut, quiet).runs, 0);
+        // Its agent ended it: quiet for the window is enough.
+        s.conn
+            .execute(
+                "UPDATE run_agents SET finished_unix_nanos = ?1 WHERE run_id = 'w-n1-old'",
+                [NOW - 20 * DAY],
+            )
+            .unwrap();
+        assert_eq!(expire_all(&mut s, before_cut, quiet).runs, 1);
         assert_eq!(restarts_of(&s), [("w-n2-new".to_string(), 5, 0)]);
         assert_eq!(s.compacted("d", None, None, None).unwrap(), None);
         let d = s.dropped().unwrap();
         assert!(d.runs == 1 && d.hour_rows > 0, "{d:?}");
         assert_eq!(counters(&s), before, "counters never go down");
+        drop(s);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// When the collector last heard from `run` (its clock).
+    fn heard(s: &Store, run: &str, at: i64) {
+        s.conn
+            .execute(
+                "UPDATE runs SET last_batch_unix_nanos = ?2 WHERE run_id = ?1",
+                params![run, at],
+            )
+            .unwrap();
+    }
+
+    /// Expiry steps until one finds nothing; what they did together.
+    fn expire_all(s: &mut Store, before: i64, quiet_since: i64) -> Done {
+        let mut all = Done::default();
+        for _ in 0..1000 {
+            let d = s.expire(Expiry { before, quiet_since }, 5).unwrap();
+            if d == Done::default() {
+                return all;
+            }
+            all.hour_rows += d.hour_rows;
+            all.day_rows += d.day_rows;
+            all.runs += d.runs;
+            all.fleet_log_rows += d.fleet_log_rows;
+        }
+        panic!("expiry never ended")
+    }
+
+    fn compact_all(s: &mut Store, before: i64) -> Done {
+        let mut all = Done::default();
+        for _ in 0..1000 {
+            let d = s.compact_timelines(before, 7).unwrap();
+            if d.timelines == 0 && d.set_aside.is_empty() && d.filled == 0 {
+                return all;
+            }
+            all.timelines += d.timelines;
+            all.set_aside.extend(d.set_aside);
+        }
+        panic!("compaction never ended")
+    }
+
+    #[test]
+    fn a_fleet_log_expires_with_its_run_once_quiet() {
+        let (path, mut s) = temp_store("fleet");
+        month_old_and_fresh(&mut s);
+        compact_all(&mut s, NOW - 14 * DAY);
+        let record = FleetRecord::Event {
+            event: bounce_fleet::Event::Resumed {
+                at: bounce_fleet::Millis(1),
+            },
+        };
+        s.commit_group(&[
+            Item::Fleet("w-n1-old".into(), vec![record.clone(), record.clone()]),
+            // A fleet run no agent ever sent a batch of.
+            Item::Fleet("fleet-joining".into(), vec![record]),
+        ])
+        .unwrap();
+        let written = |s: &Store, run: &str, at: i64| {
+            s.conn
+                .execute(
+                    "UPDATE fleet_log SET written_unix_nanos = ?2 WHERE run_id = ?1",
+                    params![run, at],
+                )
+                .unwrap();
+        };
+        // Its agent long quiet, but the fleet run still wrote a day ago.
+        heard(&s, "w-n1-old", NOW - 30 * DAY);
+        written(&s, "w-n1-old", NOW - DAY);
+        written(&s, "fleet-joining", NOW - 3 * DAY);
+        let (before, quiet) = (NOW - 29 * DAY, NOW - 2 * DAY);
+        let e = expire_all(&mut s, before, quiet);
+        assert_eq!((e.runs, e.fleet_log_rows), (0, 0), "{e:?}");
+        assert_eq!(s.fleet_log().unwrap().len(), 3);
+        // Quiet: the run goes with its whole log; the other log waits for
+        // the histogram cutoff (it may still be joining).
+        written(&s, "w-n1-old", NOW - 3 * DAY);
+        let e = expire_all(&mut s, before, quiet);
+        assert_eq!((e.runs, e.fleet_log_rows), (1, 2), "{e:?}");
+        let left: Vec<String> = s.fleet_log().unwrap().into_iter().map(|r| r.0).collect();
+        assert_eq!(left, ["fleet-joining"]);
+        written(&s, "fleet-joining", NOW - 40 * DAY);
+        assert_eq!(expire_all(&mut s, before, quiet).fleet_log_rows, 1);
+        assert!(s.fleet_log().unwrap().is_empty());
+        assert_eq!(s.dropped().unwrap().fleet_log_rows, 3);
+        assert_eq!(restarts_of(&s).len(), 1, "the fresh run stays");
+        drop(s);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn an_unreadable_row_is_set_aside_and_the_rest_compacted() {
+        let (path, mut s) = temp_store("unreadable");
+        month_old_and_fresh(&mut s);
+        s.conn
+            .execute(
+                "INSERT INTO timelines (run_id, agent, service, outcome, record, opened_unix_nanos)
+                 VALUES ('w-n1-old', 'n1', 'nova_api', 'ok', 'not json', ?1),
+                        ('w-n1-old', 'n1', 'nova_api', 'ok', '{\"run_id\": 1}', NULL)",
+                [NOW - 30 * DAY],
+            )
+            .unwrap();
+        let done = compact_all(&mut s, NOW - 14 * DAY);
+        assert_eq!(done.timelines, 30);
+        assert_eq!(done.set_aside.len(), 2, "{:?}", done.set_aside);
+        assert!(
+            done.set_aside.iter().all(|w| w.contains("of run w-n1-old")),
+            "{:?}",
+            done.set_aside
+        );
+        let f = s.facts().unwrap();
+        assert_eq!((f.timelines, f.dropped.set_aside), (5, 2));
+        assert_eq!(f.set_aside.len(), 2);
+
+        // A merged hour that does not parse: set aside, the hour goes on
+        // from what is folded into it next.
+        let hour0 = (NOW - 30 * DAY).div_euclid(HOUR_NANOS);
+        let spoiled = s
+            .conn
+            .execute(
+                "UPDATE compacted_histograms SET histogram = 'garbage'
+                 WHERE hour = ?1 AND service = 'nova_api' AND phase IN ('stop', 'start')",
+                [hour0],
+            )
+            .unwrap();
+        assert_eq!(spoiled, 2, "stop, start");
+        let late = watched("w-n1-old", "n1", "nova_api", NOW - 30 * DAY, 500);
+        s.commit_group(&[batch(&late, NOW - 30 * DAY, 99)]).unwrap();
+        let done = compact_all(&mut s, NOW - 14 * DAY);
+        assert_eq!((done.timelines, done.set_aside.len()), (1, spoiled), "{done:?}");
+        let c = s.compacted("d", None, None, None).unwrap().unwrap();
+        assert_eq!(c.restarts, 31, "outcome counts were readable");
+        let stop = |c: &Compacted| {
+            c.rows
+                .iter()
+                .find(|r| r.service == "nova_api" && r.phase == Phase::Stop)
+                .map(|r| r.count)
+        };
+        assert_eq!(stop(&c), Some(1 + 5), "hour 0 again from the late one, hour 1's five");
+        // Rolled up, unreadable hours are set aside too, not looped on.
+        let hours = s
+            .conn
+            .execute("UPDATE compacted_histograms SET histogram = 'garbage'", [])
+            .unwrap();
+        let rolled = s.roll_up_hours(NOW, 1000).unwrap();
+        assert_eq!(rolled.set_aside.len(), hours);
+        assert_eq!(s.roll_up_hours(NOW, 1000).unwrap(), Done::default());
+        let c = s.compacted("d", None, None, None).unwrap().unwrap();
+        assert_eq!((c.restarts, c.rows.len()), (31, 0));
+        assert_eq!(
+            s.dropped().unwrap().set_aside,
+            (2 + spoiled + hours) as u64
+        );
+        drop(s);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn hours_roll_up_into_days_that_reports_read_the_same() {
+        let (path, mut s) = temp_store("rollup");
+        month_old_and_fresh(&mut s);
+        compact_all(&mut s, NOW - 14 * DAY);
+        let range = |s: &Store| {
+            s.compacted("d", Some(NOW - 31 * DAY), Some(NOW - 29 * DAY), None)
+                .unwrap()
+                .unwrap()
+        };
+        let hourly = range(&s);
+        assert_eq!(hourly.daily_until_unix_nanos, None);
+        let mut steps = 0;
+        while s.roll_up_hours(NOW - 20 * DAY, 3).unwrap().rolled_up > 0 {
+            steps += 1;
+        }
+        assert!(steps > 2, "bounded steps: {steps}");
+        let daily = range(&s);
+        let day = (NOW - 30 * DAY).div_euclid(DAY) * DAY;
+        assert_eq!(daily.rows, hourly.rows, "the same table, from days");
+        assert_eq!(daily.outcomes, hourly.outcomes);
+        assert_eq!(
+            (
+                daily.first_hour_unix_nanos,
+                daily.end_unix_nanos,
+                daily.daily_until_unix_nanos
+            ),
+            (day, day + DAY, Some(day + DAY))
+        );
+        let f = s.facts().unwrap();
+        assert_eq!((f.compacted_hours, f.compacted_days), (0, 1));
+        assert_eq!(f.oldest_compacted_day_unix_nanos, Some(day));
+
+        // A late restart of that day: hourly again, read with the day.
+        let late = watched("w-n1-old", "n1", "keystone", NOW - 30 * DAY, 900);
+        s.commit_group(&[batch(&late, NOW - 30 * DAY, 99)]).unwrap();
+        compact_all(&mut s, NOW - 14 * DAY);
+        assert_eq!(range(&s).restarts, 31);
+
+        // Expiry takes whole days past the cutoff.
+        let e = expire_all(&mut s, NOW - 29 * DAY, NOW - 2 * DAY);
+        assert!(e.day_rows > 0 && e.hour_rows > 0, "{e:?}");
+        assert_eq!(s.compacted("d", None, None, None).unwrap(), None);
         drop(s);
         let _ = std::fs::remove_file(&path);
     }

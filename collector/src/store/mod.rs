@@ -17,6 +17,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 pub mod compact;
+pub mod expire;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -199,12 +200,26 @@ impl Store {
             ("batches", "digest", "TEXT"),
             ("timelines", "opened_unix_nanos", "INTEGER"),
             ("runs", "dropped_timelines", "INTEGER NOT NULL DEFAULT 0"),
+            ("runs", "last_batch_unix_nanos", "INTEGER"),
+            ("fleet_log", "written_unix_nanos", "INTEGER"),
         ] {
             if !has_column(&conn, table, column)? {
                 conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
             }
         }
-        conn.execute_batch(compact::SCHEMA)?;
+        // When a run last heard from its agents, on the collector's clock
+        // (retention expires only runs quiet for the resend window): rows
+        // from before that was kept start their quiet time now.
+        let now = now_unix_nanos();
+        conn.execute(
+            "UPDATE runs SET last_batch_unix_nanos = ?1 WHERE last_batch_unix_nanos IS NULL",
+            [now],
+        )?;
+        conn.execute(
+            "UPDATE fleet_log SET written_unix_nanos = ?1 WHERE written_unix_nanos IS NULL",
+            [now],
+        )?;
+        conn.execute_batch(&compact::schema())?;
         split_series_by_origin(&mut conn)?;
         Ok(Store {
             conn,
@@ -240,7 +255,7 @@ impl Store {
             out.push(match item {
                 Item::Batch(batch, histograms) => apply(&tx, batch, histograms, &mut pending)?,
                 Item::Fleet(run, records) => {
-                    fleet_log::append(&tx, run, records)?;
+                    fleet_log::append(&tx, run, records, now_unix_nanos())?;
                     Stored::New
                 }
             });
@@ -595,6 +610,12 @@ fn apply(
         "INSERT OR IGNORE INTO batches (agent, run_id, seq, digest) VALUES (?1, ?2, ?3, ?4)",
         params![batch.agent, run.run_id.as_str(), batch.seq as i64, digest],
     )?;
+    // A resend counts as hearing from the run as much as a new batch:
+    // retention keeps the keys that make it a duplicate while they come.
+    tx.execute(
+        "UPDATE runs SET last_batch_unix_nanos = ?2 WHERE run_id = ?1",
+        params![run.run_id.as_str(), now_unix_nanos()],
+    )?;
     if inserted == 0 {
         let stored: Option<String> = tx.query_row(
             "SELECT digest FROM batches WHERE agent = ?1 AND run_id = ?2 AND seq = ?3",
@@ -611,8 +632,8 @@ fn apply(
         });
     }
     tx.execute(
-            "INSERT OR IGNORE INTO runs (run_id, deployment, scenario, started_unix_nanos) VALUES (?1, ?2, ?3, ?4)",
-            params![run.run_id.as_str(), run.deployment, run.scenario, header.started_unix_nanos],
+            "INSERT OR IGNORE INTO runs (run_id, deployment, scenario, started_unix_nanos, last_batch_unix_nanos) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![run.run_id.as_str(), run.deployment, run.scenario, header.started_unix_nanos, now_unix_nanos()],
         )?;
     tx.execute(
             "INSERT OR IGNORE INTO run_agents (run_id, agent, node_facts, planned) VALUES (?1, ?2, ?3, ?4)",
@@ -697,6 +718,13 @@ fn apply(
         }
     }
     Ok(Stored::New)
+}
+
+/// Now on the collector's own clock, Unix nanoseconds.
+pub fn now_unix_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// When a restart opened: its first boundary (the request, or for a crash
