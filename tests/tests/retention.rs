@@ -360,3 +360,97 @@ fn a_report_over_a_compacted_range_comes_from_histograms_and_says_so() {
     assert!(ok, "{err}");
     assert!(text.contains("dropped 180 timeline(s)"), "{text}");
 }
+
+fn dropped_of(c: &CollectorProcess, what: &str) -> u64 {
+    metric(
+        c,
+        &format!("bounce_collector_retention_dropped_total{{what=\"{what}\"}}"),
+    )
+    .unwrap_or(0.0) as u64
+}
+
+#[test]
+fn a_short_policy_keeps_a_live_run_whose_resends_stay_duplicates() {
+    let dir = Scratch::new("retention-live");
+    // A store an older collector made: no incremental auto-vacuum.
+    drop(CollectorProcess::start(&dir.0));
+    let store = dir.path("store.db");
+    let out = Command::new("sqlite3")
+        .arg(&store)
+        .arg("PRAGMA auto_vacuum = NONE; VACUUM;")
+        .output()
+        .expect("sqlite3");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(store_facts(&store)["auto_vacuum"], "none");
+
+    // Serving starts at once (no VACUUM at start), with a policy shorter
+    // than the run: its restarts opened two hours ago, its day goes on.
+    let short = [
+        "--keep-timelines",
+        "1s",
+        "--keep-histograms",
+        "1s",
+        "--retention-every",
+        "1s",
+    ];
+    let c = CollectorProcess::start_with(&dir.0, &short);
+    let run = "watch-cmp01-live";
+    let batch_of = |seq: u64| {
+        let t = watched(
+            run,
+            "cmp01",
+            "nova_api",
+            now() - 2 * 3_600_000_000_000,
+            seq as i64,
+        );
+        batch(vec![t], now() - DAY / 2, seq)
+    };
+    let first = batch_of(1);
+    let (status, body) = c.ingest(AGENT_TOKEN, &first);
+    assert!(status == 200 && body.contains("stored"), "{status} {body}");
+    // Compacted, and its hour expired: the pass that could expire the run ran.
+    wait_for("the timeline compacted, its hour expired", || {
+        dropped(&c) == 1 && dropped_of(&c, "hour_rows") > 0
+    });
+    let (status, body) = c.ingest(AGENT_TOKEN, &first);
+    assert!(
+        status == 200 && body.contains("duplicate"),
+        "a resend after compaction is not stored again: {status} {body}"
+    );
+    let (status, body) = c.ingest(AGENT_TOKEN, &batch_of(2));
+    assert!(status == 200 && body.contains("stored"), "{status} {body}");
+    let hours = dropped_of(&c, "hour_rows");
+    wait_for("the second compacted and expired", || {
+        dropped(&c) == 2 && dropped_of(&c, "hour_rows") > hours
+    });
+    assert_eq!(dropped_of(&c, "runs"), 0, "the live run is not expired");
+    let (status, body) = c.http("GET", "/api/v1/runs", Some(ADMIN_TOKEN), None);
+    assert_eq!(status, 200, "{body}");
+    let runs: Value = serde_json::from_str(&body).unwrap();
+    let listed = runs
+        .as_array()
+        .or_else(|| runs["runs"].as_array())
+        .expect("a list of runs")
+        .iter()
+        .find(|r| r["run_id"] == run)
+        .unwrap_or_else(|| panic!("{run} kept: {body}"))
+        .clone();
+    assert_eq!(
+        (listed["restarts"].as_u64(), listed["timelines_dropped"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(
+        metric(&c, "bounce_restarts_total").unwrap() as u64,
+        2,
+        "each restart counted once"
+    );
+    drop(c);
+
+    // Converted offline, when the operator says so.
+    let path = store.to_str().unwrap();
+    let (ok, _, err) = collector_cli(&["store", "--store", path, "--vacuum"]);
+    assert!(ok && err.contains("converted"), "{err}");
+    assert_eq!(store_facts(&store)["auto_vacuum"], "incremental");
+    let (ok, _, err) = collector_cli(&["store", "--store", path, "--vacuum"]);
+    assert!(ok && err.contains("already incremental"), "{err}");
+}

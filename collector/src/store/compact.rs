@@ -1180,6 +1180,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_older_store_s_runs_start_their_quiet_time_when_opened() {
+        let (path, mut s) = temp_store("quiet");
+        month_old_and_fresh(&mut s);
+        s.conn
+            .execute_batch("ALTER TABLE runs DROP COLUMN last_batch_unix_nanos")
+            .unwrap();
+        drop(s);
+        let mut s = Store::open(&path).unwrap();
+        compact_all(&mut s, NOW - 14 * DAY);
+        s.conn
+            .execute("UPDATE run_agents SET finished_unix_nanos = 1", [])
+            .unwrap();
+        // Its agents quiet since NOW (a past instant): not this run, whose
+        // quiet time began when the store was opened.
+        let e = expire_all(&mut s, NOW - 29 * DAY, NOW);
+        assert_eq!(e.runs, 0, "{e:?}");
+        assert_eq!(expire_all(&mut s, NOW - 29 * DAY, i64::MAX).runs, 1);
+        drop(s);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
     fn an_unreadable_row_is_set_aside_and_the_rest_compacted() {
         let (path, mut s) = temp_store("unreadable");
         month_old_and_fresh(&mut s);

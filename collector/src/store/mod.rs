@@ -194,31 +194,26 @@ impl Store {
         conn.execute_batch(fleet_log::SCHEMA)?;
         // Stores made before runs kept their scenario text, batches their
         // digest, timelines when they opened (filled in by retention's
-        // steps, `compact.rs`) or runs what retention dropped.
-        for (table, column, kind) in [
-            ("runs", "scenario_yaml", "TEXT"),
-            ("batches", "digest", "TEXT"),
-            ("timelines", "opened_unix_nanos", "INTEGER"),
-            ("runs", "dropped_timelines", "INTEGER NOT NULL DEFAULT 0"),
-            ("runs", "last_batch_unix_nanos", "INTEGER"),
-            ("fleet_log", "written_unix_nanos", "INTEGER"),
+        // steps, `compact.rs`), runs what retention dropped, or runs and
+        // fleet logs when they last heard from their agents (on the
+        // collector's clock; retention expires only what has been quiet
+        // for the resend window): rows from before then start it now.
+        let now = now_unix_nanos();
+        for (table, column, kind, then) in [
+            ("runs", "scenario_yaml", "TEXT", None),
+            ("batches", "digest", "TEXT", None),
+            ("timelines", "opened_unix_nanos", "INTEGER", None),
+            ("runs", "dropped_timelines", "INTEGER NOT NULL DEFAULT 0", None),
+            ("runs", "last_batch_unix_nanos", "INTEGER", Some(now)),
+            ("fleet_log", "written_unix_nanos", "INTEGER", Some(now)),
         ] {
             if !has_column(&conn, table, column)? {
                 conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
+                if let Some(value) = then {
+                    conn.execute(&format!("UPDATE {table} SET {column} = ?1"), [value])?;
+                }
             }
         }
-        // When a run last heard from its agents, on the collector's clock
-        // (retention expires only runs quiet for the resend window): rows
-        // from before that was kept start their quiet time now.
-        let now = now_unix_nanos();
-        conn.execute(
-            "UPDATE runs SET last_batch_unix_nanos = ?1 WHERE last_batch_unix_nanos IS NULL",
-            [now],
-        )?;
-        conn.execute(
-            "UPDATE fleet_log SET written_unix_nanos = ?1 WHERE written_unix_nanos IS NULL",
-            [now],
-        )?;
         conn.execute_batch(&compact::schema())?;
         split_series_by_origin(&mut conn)?;
         Ok(Store {

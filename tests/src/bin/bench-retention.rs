@@ -7,7 +7,8 @@
 //!
 //! Reports store bytes per 1,000 restarts before and after compaction
 //! (checkpointed, after the collector's clean exit), how long compaction
-//! took, and ingest latency p50/p99 with and without compaction running.
+//! took, ingest latency p50/p99 with and without compaction running, and
+//! the bytes once the old day's hours are rolled up into days.
 //!
 //!   BOUNCE_COLLECTOR=target/release/bounce-collector target/release/bench-retention [RESTARTS] [NODES] [HOURS] [CONCURRENCY]
 
@@ -274,6 +275,29 @@ async fn main() {
     }
     let said = stop(child, &dir);
     let after = store_bytes(&dir);
+    // 4. The old day's hours rolled up into one row per day (--keep-hourly).
+    let log = std::fs::File::create(dir.path("serve3.log")).unwrap();
+    let (child, _) = bench_collector_with(
+        &dir,
+        &[
+            "--keep-timelines",
+            "1s",
+            "--keep-hourly",
+            "1s",
+            "--retention-every",
+            "2s",
+        ],
+        Stdio::from(log),
+    );
+    while !std::fs::read_to_string(dir.path("serve3.log"))
+        .unwrap_or_default()
+        .contains("retention: dropped")
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rolled = std::fs::read_to_string(dir.path("serve3.log")).unwrap_or_default();
+    let said_daily = stop(child, &dir);
+    let daily = store_bytes(&dir);
     println!(
         "  store with the fresh {} kept: {:.2} MiB; all {all} compacted: {:.2} MiB = {:.3} MiB per 1,000 restarts ({:.1}x smaller)",
         2 * fresh,
@@ -283,6 +307,17 @@ async fn main() {
         mib_per_1000(before, restarts) / mib_per_1000(after, all)
     );
     for line in said.lines() {
+        println!("    {line}");
+    }
+    println!(
+        "  the old day's hours rolled up into days: {:.2} MiB = {:.3} MiB per 1,000 restarts",
+        daily as f64 / 1048576.0,
+        mib_per_1000(daily, all)
+    );
+    for line in rolled.lines().filter(|l| l.contains("retention: dropped")) {
+        println!("    {}", line.trim_start_matches("bounce-collector: "));
+    }
+    for line in said_daily.lines().filter(|l| l.starts_with("histograms")) {
         println!("    {line}");
     }
     if std::env::var_os("BENCH_KEEP_STORE").is_some() {
