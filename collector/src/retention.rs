@@ -52,13 +52,20 @@ impl Policy {
                 words(y)
             ))
         };
-        const HOURS: &str = "the merged histograms are what is left of a restart once its timeline is dropped";
+        const HOURS: &str =
+            "the merged histograms are what is left of a restart once its timeline is dropped";
         match (t, h, d) {
             (None, Some(_), _) | (None, _, Some(_)) => Err(format!(
                 "{} without --keep-timelines: histograms are made only from dropped timelines; give --keep-timelines too",
-                if h.is_some() { "--keep-hourly" } else { "--keep-histograms" }
+                if h.is_some() {
+                    "--keep-hourly"
+                } else {
+                    "--keep-histograms"
+                }
             )),
-            (Some(t), Some(h), _) if h < t => shorter("--keep-hourly", h, "--keep-timelines", t, HOURS),
+            (Some(t), Some(h), _) if h < t => {
+                shorter("--keep-hourly", h, "--keep-timelines", t, HOURS)
+            }
             (Some(t), _, Some(d)) if d < t => {
                 shorter("--keep-histograms", d, "--keep-timelines", t, HOURS)
             }
@@ -255,7 +262,10 @@ impl Upkeep {
             done
         };
         if let Some(keep) = self.policy.keep_timelines {
-            let done = said(store.compact_timelines(cutoff(keep), chunk)?, &mut self.pass);
+            let done = said(
+                store.compact_timelines(cutoff(keep), chunk)?,
+                &mut self.pass,
+            );
             more |= full(done.timelines + done.set_aside.len() as u64) || full(done.filled);
         }
         if let Some(keep) = self.policy.keep_hourly.filter(|_| !more) {
@@ -328,9 +338,15 @@ mod tests {
         assert!(hourly("14d", "90d", "400d").check().is_ok());
         assert!(hourly("14d", "90d", "forever").check().is_ok());
         let e = hourly("14d", "7d", "400d").check().unwrap_err();
-        assert!(e.contains("--keep-hourly 7d is shorter than --keep-timelines 14d"), "{e}");
+        assert!(
+            e.contains("--keep-hourly 7d is shorter than --keep-timelines 14d"),
+            "{e}"
+        );
         let e = hourly("14d", "90d", "30d").check().unwrap_err();
-        assert!(e.contains("--keep-histograms 30d is shorter than --keep-hourly 90d"), "{e}");
+        assert!(
+            e.contains("--keep-histograms 30d is shorter than --keep-hourly 90d"),
+            "{e}"
+        );
         let e = hourly("forever", "90d", "forever").check().unwrap_err();
         assert!(e.contains("--keep-hourly without --keep-timelines"), "{e}");
     }
@@ -358,9 +374,16 @@ mod tests {
             .execute_batch("DROP TABLE compacted_outcomes")
             .unwrap();
         u.step(&mut s);
-        assert_eq!(u.pass, Pass::default(), "what the failed pass did is said, not kept");
+        assert_eq!(
+            u.pass,
+            Pass::default(),
+            "what the failed pass did is said, not kept"
+        );
         assert!(u.began.is_none());
-        assert!(!u.wait().is_zero(), "tried again after the interval, not in a loop");
+        assert!(
+            !u.wait().is_zero(),
+            "tried again after the interval, not in a loop"
+        );
         drop(s);
         let mut s = Store::open(&path).unwrap();
         u.next = Instant::now();
@@ -370,7 +393,11 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(s.dropped().unwrap().timelines, 30, "the next pass did the rest");
+        assert_eq!(
+            s.dropped().unwrap().timelines,
+            30,
+            "the next pass did the rest"
+        );
         assert_eq!(u.pass, Pass::default());
         drop(s);
         let _ = std::fs::remove_file(&path);

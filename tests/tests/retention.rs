@@ -436,7 +436,10 @@ fn a_short_policy_keeps_a_live_run_whose_resends_stay_duplicates() {
         .unwrap_or_else(|| panic!("{run} kept: {body}"))
         .clone();
     assert_eq!(
-        (listed["restarts"].as_u64(), listed["timelines_dropped"].as_u64()),
+        (
+            listed["restarts"].as_u64(),
+            listed["timelines_dropped"].as_u64()
+        ),
         (Some(2), Some(2))
     );
     assert_eq!(

@@ -73,7 +73,9 @@ pub fn range_section(deployment: &str, c: &Compacted) -> String {
     let mut out = String::from(TITLE);
     let outcomes: Vec<String> = c.outcomes.iter().map(|(o, n)| format!("{o} {n}")).collect();
     let grain = match c.daily_until_unix_nanos {
-        Some(days) if days >= c.end_unix_nanos => "per day, so the numbers below cover the whole days".to_string(),
+        Some(days) if days >= c.end_unix_nanos => {
+            "per day, so the numbers below cover the whole days".to_string()
+        }
         Some(days) => format!(
             "per day before {} and per hour after, so the numbers below cover the whole days and hours",
             utc(days)

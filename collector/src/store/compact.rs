@@ -368,7 +368,15 @@ impl Store {
                     continue;
                 }
             }
-            let day = (key.0.div_euclid(24), key.1, key.2, key.3, key.4, key.5, key.6);
+            let day = (
+                key.0.div_euclid(24),
+                key.1,
+                key.2,
+                key.3,
+                key.4,
+                key.5,
+                key.6,
+            );
             days.entry(day).or_default().add(&m);
         }
         for (key, m) in &days {
@@ -389,7 +397,15 @@ impl Store {
         for (key, n) in rows {
             delete_hour_row(&tx, Grain::Hour.outcomes(), "outcome", &key)?;
             rolled_up += 1;
-            let day = (key.0.div_euclid(24), key.1, key.2, key.3, key.4, key.5, key.6);
+            let day = (
+                key.0.div_euclid(24),
+                key.1,
+                key.2,
+                key.3,
+                key.4,
+                key.5,
+                key.6,
+            );
             *days.entry(day).or_default() += n;
         }
         for (key, n) in &days {
@@ -605,10 +621,7 @@ impl Store {
                 .collect(),
             first_hour_unix_nanos: spans.iter().map(|s| s.1).min().unwrap_or(0),
             end_unix_nanos: spans.iter().map(|s| s.2).max().unwrap_or(0),
-            daily_until_unix_nanos: spans
-                .iter()
-                .find(|s| s.0 == Grain::Day)
-                .map(|s| s.2),
+            daily_until_unix_nanos: spans.iter().find(|s| s.0 == Grain::Day).map(|s| s.2),
         }))
     }
 }
@@ -706,7 +719,14 @@ fn add_histogram(
     let mut sum = Merged::default();
     if let Some((text, count, s, failures)) = stored {
         match SparseHistogram::parse(&text) {
-            Ok(h) => sum = Merged { h, count, sum: s, failures },
+            Ok(h) => {
+                sum = Merged {
+                    h,
+                    count,
+                    sum: s,
+                    failures,
+                }
+            }
             Err(e) => {
                 let why = format!("{table} {key:?}: {e}");
                 set_row_aside(tx, table, None, &text, &why)?;
@@ -774,7 +794,13 @@ fn fold_group(
             sum: s.sum,
             failures: s.failures as i64,
         };
-        add_histogram(tx, Grain::Hour, &key(service, phase.as_str()), &m, set_aside)?;
+        add_histogram(
+            tx,
+            Grain::Hour,
+            &key(service, phase.as_str()),
+            &m,
+            set_aside,
+        )?;
     }
     let mut by_outcome: BTreeMap<(&str, &str), i64> = BTreeMap::new();
     for t in timelines {
@@ -1106,7 +1132,15 @@ pub(crate) mod tests {
     fn expire_all(s: &mut Store, before: i64, quiet_since: i64) -> Done {
         let mut all = Done::default();
         for _ in 0..1000 {
-            let d = s.expire(Expiry { before, quiet_since }, 5).unwrap();
+            let d = s
+                .expire(
+                    Expiry {
+                        before,
+                        quiet_since,
+                    },
+                    5,
+                )
+                .unwrap();
             if d == Done::default() {
                 return all;
             }
@@ -1240,7 +1274,11 @@ pub(crate) mod tests {
         let late = watched("w-n1-old", "n1", "nova_api", NOW - 30 * DAY, 500);
         s.commit_group(&[batch(&late, NOW - 30 * DAY, 99)]).unwrap();
         let done = compact_all(&mut s, NOW - 14 * DAY);
-        assert_eq!((done.timelines, done.set_aside.len()), (1, spoiled), "{done:?}");
+        assert_eq!(
+            (done.timelines, done.set_aside.len()),
+            (1, spoiled),
+            "{done:?}"
+        );
         let c = s.compacted("d", None, None, None).unwrap().unwrap();
         assert_eq!(c.restarts, 31, "outcome counts were readable");
         let stop = |c: &Compacted| {
@@ -1249,7 +1287,11 @@ pub(crate) mod tests {
                 .find(|r| r.service == "nova_api" && r.phase == Phase::Stop)
                 .map(|r| r.count)
         };
-        assert_eq!(stop(&c), Some(1 + 5), "hour 0 again from the late one, hour 1's five");
+        assert_eq!(
+            stop(&c),
+            Some(1 + 5),
+            "hour 0 again from the late one, hour 1's five"
+        );
         // Rolled up, unreadable hours are set aside too, not looped on.
         let hours = s
             .conn
@@ -1260,10 +1302,7 @@ pub(crate) mod tests {
         assert_eq!(s.roll_up_hours(NOW, 1000).unwrap(), Done::default());
         let c = s.compacted("d", None, None, None).unwrap().unwrap();
         assert_eq!((c.restarts, c.rows.len()), (31, 0));
-        assert_eq!(
-            s.dropped().unwrap().set_aside,
-            (2 + spoiled + hours) as u64
-        );
+        assert_eq!(s.dropped().unwrap().set_aside, (2 + spoiled + hours) as u64);
         drop(s);
         let _ = std::fs::remove_file(&path);
     }

@@ -35,10 +35,7 @@ impl Store {
         let mut rows = [0u64; 2];
         for (grain, n) in Grain::ALL.into_iter().zip(&mut rows) {
             let (t, end) = (grain.column(), e.before.div_euclid(grain.nanos()));
-            for (table, last) in [
-                (grain.histograms(), "phase"),
-                (grain.outcomes(), "outcome"),
-            ] {
+            for (table, last) in [(grain.histograms(), "phase"), (grain.outcomes(), "outcome")] {
                 let key = format!("{t}, deployment, scenario, origin, cause, service, {last}");
                 *n += tx.execute(
                     &format!(

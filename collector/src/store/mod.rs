@@ -203,7 +203,12 @@ impl Store {
             ("runs", "scenario_yaml", "TEXT", None),
             ("batches", "digest", "TEXT", None),
             ("timelines", "opened_unix_nanos", "INTEGER", None),
-            ("runs", "dropped_timelines", "INTEGER NOT NULL DEFAULT 0", None),
+            (
+                "runs",
+                "dropped_timelines",
+                "INTEGER NOT NULL DEFAULT 0",
+                None,
+            ),
             ("runs", "last_batch_unix_nanos", "INTEGER", Some(now)),
             ("fleet_log", "written_unix_nanos", "INTEGER", Some(now)),
         ] {
