@@ -60,7 +60,9 @@ enum Command {
     #[command(verbatim_doc_comment)]
     Report(cmd::report::Args),
     /// What a store holds and what retention dropped from it: size, vacuum
-    /// mode, the oldest timeline kept, the hours of merged histograms.
+    /// mode, the oldest timeline kept, the hours and days of merged
+    /// histograms, rows it could not read; --vacuum converts an older store
+    /// to incremental auto-vacuum (offline).
     Store(cmd::store::Args),
     /// A fleet run's status, and an operator's control of it: pause,
     /// resume, abort, resolve a lost node (over a running collector's admin API).
