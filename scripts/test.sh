@@ -23,6 +23,11 @@ if ! command -v haproxy >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy >/dev/null \
     || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy >/dev/null; }
 fi
+# The sqlite3 CLI, to make an older collector store (tests/tests/retention.rs).
+if ! command -v sqlite3 >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends sqlite3 >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends sqlite3 >/dev/null; }
+fi
 # Another HdrHistogram implementation, to prove our .hlog files are standard.
 python3 -c 'import hdrh' 2>/dev/null || python3 -m pip install --quiet --root-user-action=ignore hdrhistogram
 # --no-fail-fast: one failing test binary does not hide the others.
