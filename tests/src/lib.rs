@@ -847,6 +847,67 @@ pub fn osd_log_agrees(t: &TimelineRecord) {
     );
 }
 
+/// One OSD of the test cluster moved from its unit into a container (the
+/// host's Ceph binaries bind-mounted into the busybox image, host network, as
+/// containerized deployments run them); moved back when dropped.
+pub struct OsdInContainer {
+    pub id: u32,
+    pub name: String,
+}
+
+impl OsdInContainer {
+    /// Call under `lock_cluster()`.
+    pub fn start(id: u32) -> OsdInContainer {
+        docker_up();
+        let name = format!("bounce-t-osd-{id}");
+        let _ = docker(&["rm", "-f", &name]);
+        // A clean stop: memstore saves its data on unmount.
+        systemctl(&["stop", &format!("ceph-osd@{id}.service")]).unwrap();
+        let env = ceph_up();
+        let data = env.conf.parent().unwrap().display().to_string();
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            "host",
+            "--restart",
+            "unless-stopped",
+            "--stop-timeout",
+            "30",
+            "-v",
+            "/usr:/usr:ro",
+            "-v",
+            "/lib:/lib:ro",
+            "-v",
+            "/lib64:/lib64:ro",
+            "-v",
+            "/etc/ld.so.cache:/etc/ld.so.cache:ro",
+            "-v",
+            &format!("{data}:{data}"),
+            IMAGE,
+            "/usr/bin/ceph-osd",
+            "-f",
+            "-i",
+            &id.to_string(),
+            "-c",
+            &env.conf.display().to_string(),
+        ])
+        .unwrap();
+        OsdInContainer { id, name }
+    }
+}
+
+impl Drop for OsdInContainer {
+    fn drop(&mut self) {
+        let _ = docker(&["stop", "-t", "30", &self.name]);
+        let _ = docker(&["rm", "-f", &self.name]);
+        let _ = systemctl(&["start", &format!("ceph-osd@{}.service", self.id)]);
+        ceph_up().wait_settled(&[]);
+    }
+}
+
 /// Holds the test Ceph cluster for one test at a time, across test
 /// processes (an flock on a file beside it).
 pub struct ClusterLock {

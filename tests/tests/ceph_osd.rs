@@ -543,66 +543,6 @@ fn a_librados_session_follows_the_same_milestones_and_cleans_up_after_a_kill_9()
     assert!(!state.join("ceph-flags.json").exists());
 }
 
-/// One OSD of the test cluster moved from its unit into a container (the
-/// host's Ceph binaries bind-mounted into the busybox image, host network, as
-/// containerized deployments run them); moved back when dropped.
-struct OsdInContainer {
-    id: u32,
-    name: String,
-}
-
-impl OsdInContainer {
-    fn start(id: u32) -> OsdInContainer {
-        docker_up();
-        let name = format!("bounce-t-osd-{id}");
-        let _ = docker(&["rm", "-f", &name]);
-        // A clean stop: memstore saves its data on unmount.
-        systemctl(&["stop", &format!("ceph-osd@{id}.service")]).unwrap();
-        let env = ceph_up();
-        let data = env.conf.parent().unwrap().display().to_string();
-        docker(&[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--network",
-            "host",
-            "--restart",
-            "unless-stopped",
-            "--stop-timeout",
-            "30",
-            "-v",
-            "/usr:/usr:ro",
-            "-v",
-            "/lib:/lib:ro",
-            "-v",
-            "/lib64:/lib64:ro",
-            "-v",
-            "/etc/ld.so.cache:/etc/ld.so.cache:ro",
-            "-v",
-            &format!("{data}:{data}"),
-            IMAGE,
-            "/usr/bin/ceph-osd",
-            "-f",
-            "-i",
-            &id.to_string(),
-            "-c",
-            &env.conf.display().to_string(),
-        ])
-        .unwrap();
-        OsdInContainer { id, name }
-    }
-}
-
-impl Drop for OsdInContainer {
-    fn drop(&mut self) {
-        let _ = docker(&["stop", "-t", "30", &self.name]);
-        let _ = docker(&["rm", "-f", &self.name]);
-        let _ = systemctl(&["start", &format!("ceph-osd@{}.service", self.id)]);
-        wait_healthy();
-    }
-}
-
 #[test]
 fn an_osd_in_a_container_is_restarted_through_the_engine_and_followed_the_same_way() {
     let _one = lock_cluster();

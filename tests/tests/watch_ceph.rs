@@ -3,8 +3,10 @@
 //! of an OSD's unit, then a stop and a start, each appear once, as the
 //! OSD's (not again as the unit's, though a `systemd:` entry names the unit
 //! too), with their cause and Ceph's milestones in order, checked against
-//! systemd's own realtime stamps and the OSD's own log. Under the cluster
-//! lock; the cluster settles before and after.
+//! systemd's own realtime stamps and the OSD's own log. An OSD moved into
+//! a container (`via: docker`, as kolla runs it): a `docker restart`, then
+//! a restart of kolla's unit wrapping it, each once, as the OSD's. Under
+//! the cluster lock; the cluster settles before and after.
 
 use bounce_tests::*;
 use bounce_wire::{BoundaryName, Cause, Origin, Outcome, Phase, Source, TargetRef, TimelineRecord};
@@ -22,7 +24,11 @@ fn records(dir: &Path) -> Vec<TimelineRecord> {
         .flatten()
         .filter(|e| e.path().join("timelines.jsonl").exists())
         .flat_map(|e| read_timelines(&e.path()))
-        .filter(|r| r.service == "ceph-osd" || r.service.starts_with("ceph-osd@"))
+        .filter(|r| {
+            r.service == "ceph-osd"
+                || r.service.starts_with("ceph-osd@")
+                || r.service.starts_with("bounce-t-osd-")
+        })
         .collect();
     out.sort_by_key(|r| r.timestamps.iter().map(|b| b.unix_nanos).min());
     out
@@ -61,9 +67,15 @@ fn agrees(r: &TimelineRecord, b: BoundaryName, unit: &str, p: &str) {
     );
 }
 
-/// One OSD restart as watch recorded it: the OSD's, by cause, with the
-/// unit's boundaries and Ceph's milestones in order up to `pgs_active`.
-fn is_osd_restart(r: &TimelineRecord, id: u32, unit: &str, cause: Cause) {
+/// One OSD restart as watch recorded it: the OSD's (through `unit` and/or
+/// `container`), by cause, with the unit's or container's boundaries and
+/// Ceph's milestones in order up to `pgs_active`.
+fn is_osd_restart(
+    r: &TimelineRecord,
+    id: u32,
+    (unit, container): (Option<&str>, Option<&str>),
+    cause: Cause,
+) {
     assert_eq!(
         (r.origin, r.cause, r.outcome),
         (Origin::Watch, Some(cause), Outcome::Ok),
@@ -71,7 +83,8 @@ fn is_osd_restart(r: &TimelineRecord, id: u32, unit: &str, cause: Cause) {
     );
     assert_eq!(r.service, "ceph-osd");
     assert!(
-        matches!(&r.target, TargetRef::CephOsd { id: i, unit: Some(u), .. } if *i == id && u == unit),
+        matches!(&r.target, TargetRef::CephOsd { id: i, unit: u, container: c, .. }
+            if *i == id && u.as_deref() == unit && c.as_deref() == container),
         "{:?}",
         r.target
     );
@@ -139,7 +152,7 @@ fn an_osd_unit_restart_and_a_stop_start_are_recorded_once_as_the_osds_with_cephs
     agrees(r, BoundaryName::Requested, &unit, "ActiveExitTimestamp");
     agrees(r, BoundaryName::Exited, &unit, "InactiveEnterTimestamp");
     agrees(r, BoundaryName::Started, &unit, "ActiveEnterTimestamp");
-    is_osd_restart(r, id, &unit, Cause::Restart);
+    is_osd_restart(r, id, (Some(&unit), None), Cause::Restart);
     env.wait_settled(&[]);
 
     // A stop, later a start: the OSD down a second meanwhile.
@@ -150,7 +163,7 @@ fn an_osd_unit_restart_and_a_stop_start_are_recorded_once_as_the_osds_with_cephs
     assert_eq!(got.len(), 2, "{got:#?}\n{}", said(&out));
     let ss = &got[1];
     agrees(ss, BoundaryName::Started, &unit, "ActiveEnterTimestamp");
-    is_osd_restart(ss, id, &unit, Cause::StopStart);
+    is_osd_restart(ss, id, (Some(&unit), None), Cause::StopStart);
     assert!(
         ss.phases.get(&Phase::Start).is_some_and(|s| *s >= 1.0),
         "stopped 1 s: {ss:#?}"
@@ -162,4 +175,107 @@ fn an_osd_unit_restart_and_a_stop_start_are_recorded_once_as_the_osds_with_cephs
     let all = records(&out);
     assert_eq!(all.len(), 2, "{all:#?}");
     assert!(all.iter().all(|r| r.service == "ceph-osd"), "{all:#?}");
+}
+
+/// The cluster's last OSD moved into a container (as kolla runs it) and
+/// watched `via: docker`: a `docker restart` of its container, then a
+/// `systemctl restart` of kolla's unit wrapping that container, each
+/// recorded once, as the OSD's (neither as the container's nor as the
+/// unit's), with Ceph's milestones; the engine's and systemd's own stamps
+/// agree.
+#[test]
+fn an_osd_in_a_container_is_recorded_once_as_the_osds_through_the_engine_or_its_kolla_unit() {
+    let _one = lock_cluster();
+    let env = ceph_up();
+    env.wait_settled(&[]);
+    let bus = &systemd_up().bus;
+    let id = *env.osds.last().unwrap();
+    let osd = OsdInContainer::start(id);
+    env.wait_settled(&[]);
+    let dir = Scratch::new("watch-ceph-docker");
+    let osds = format!(
+        "osds:\n  - ceph_osd:\n      ids: all\n      via: docker\n      container: \"bounce-t-osd-{{id}}\"\n      ceph: [ceph, --conf, \"{}\"]\n      admin_socket: \"{}/ceph-osd.{{id}}.asok\"\n    wait_for: pgs_active\n    timeout: 120s\n",
+        env.conf.display(),
+        env.run_dir.display()
+    );
+    let config = dir.write("watch.yaml", &format!("deployment: lab\n{osds}"));
+    let out = dir.path("watch");
+    let w = WatchProcess::start(&out, &["--config", config.to_str().unwrap()]);
+
+    let started_at = || docker(&["inspect", "-f", "{{.State.StartedAt}}", &osd.name]).unwrap();
+    let before = started_at();
+    docker(&["restart", "-t", "30", &osd.name]).unwrap();
+    let got = wait_for(&out, 1);
+    assert_eq!(got.len(), 1, "{got:#?}\n{}", said(&out));
+    let r = &got[0];
+    let after = started_at();
+    assert_ne!(before, after, "the container was restarted");
+    // The engine's own stamps: its state, its `kill` (or the exit, which
+    // the `kill` stamp followed: scenarios/README.md, watch).
+    assert_eq!(at(r, BoundaryName::Started), rfc3339_nanos(after.trim()));
+    for b in [BoundaryName::Exited, BoundaryName::Started] {
+        let source = &r.boundary(b).unwrap().source;
+        assert!(
+            matches!(source, Source::DockerState { .. }),
+            "{b:?}: {r:#?}"
+        );
+    }
+    let requested = r.boundary(BoundaryName::Requested).unwrap();
+    assert!(
+        requested.source
+            == (Source::DockerEvent {
+                action: "kill".into()
+            })
+            || Some(requested) == r.boundary(BoundaryName::Exited),
+        "{r:#?}"
+    );
+    is_osd_restart(r, id, (None, Some(&osd.name)), Cause::Restart);
+    env.wait_settled(&[]);
+    assert_eq!(records(&out).len(), 1, "once: {:#?}", records(&out));
+    drop(w);
+
+    // kolla's unit: the container attached, stopped through the engine.
+    let kolla = TestUnit::start(
+        "watch-osd-kolla",
+        &format!(
+            "[Service]\nExecStart=/usr/bin/docker start -a {n}\nExecStop=/usr/bin/docker stop -t 30 {n}\n",
+            n = osd.name
+        ),
+    );
+    let config = dir.write(
+        "watch-kolla.yaml",
+        &format!(
+            "deployment: lab\nsystemd:\n  - bus: \"{bus}\"\n    units: [\"{}\"]\n{osds}",
+            kolla.name
+        ),
+    );
+    let out = dir.path("watch-kolla");
+    let _w = WatchProcess::start(&out, &["--config", config.to_str().unwrap()]);
+    // The cursor says the engine is followed; give the manager's match a moment too.
+    std::thread::sleep(Duration::from_secs(1));
+    systemctl(&["restart", &kolla.name]).unwrap();
+    let got = wait_for(&out, 1);
+    assert_eq!(got.len(), 1, "{got:#?}\n{}", said(&out));
+    let r = &got[0];
+    agrees(
+        r,
+        BoundaryName::Requested,
+        &kolla.name,
+        "ActiveExitTimestamp",
+    );
+    agrees(
+        r,
+        BoundaryName::Started,
+        &kolla.name,
+        "ActiveEnterTimestamp",
+    );
+    is_osd_restart(r, id, (Some(&kolla.name), Some(&osd.name)), Cause::Restart);
+    env.wait_settled(&[]);
+    // Nothing more came: once, as the OSD's, not as the unit's (whose
+    // service is the container's name).
+    std::thread::sleep(Duration::from_millis(1500));
+    let all = records(&out);
+    assert_eq!(all.len(), 1, "{all:#?}");
+    drop(kolla);
+    drop(osd);
 }

@@ -5,7 +5,7 @@
 //! nothing; only exec probes, when given, run anything in the container.
 
 use super::DockerEngine;
-use super::observe::Observed;
+use super::observe::{Observed, StateStamps};
 use super::restarts::{RestartFacts, Started, Unfinished};
 use crate::abort::Abort;
 use crate::readiness::{self, ReadyWait};
@@ -47,12 +47,8 @@ impl DockerEngine {
         let Started { facts, seen } = started;
         let deadline = Instant::now() + ready.timeout;
         let observer = self.observer_fed(&facts.id, seen);
-        let mut tl = timeline_of(&facts);
-        // Nobody requested a crash: the state read after this start holds
-        // this exit or a later one, which the `die` event bounds.
-        let after = facts.requested.unwrap_or(i64::MIN);
-        observer.stamp_from_state_after(&mut tl, after).await;
-        observer.seen().to_timeline(&mut tl);
+        let state = observer.state_stamps().await;
+        let mut tl = stamped(&facts, &observer.seen(), state);
         let detail = self.detail_of(&facts.id).await;
         let probes = match (ready.probes, &detail) {
             (Some(p), _) => p.to_vec(),
@@ -110,6 +106,7 @@ impl DockerEngine {
 pub fn unfinished(u: Unfinished, bound: Duration) -> Followed {
     let mut tl = timeline_of(&u.facts);
     u.seen.to_timeline(&mut tl);
+    mark_requested(&mut tl, u.facts.requested);
     let ending = Ending::new(
         Outcome::Incomplete,
         format!(
@@ -118,6 +115,21 @@ pub fn unfinished(u: Unfinished, bound: Duration) -> Followed {
         ),
     );
     finish(u.facts, &u.seen, tl, ending)
+}
+
+/// The timeline of a restart that reached its start, from what the events
+/// and the container's state (read after the start) said. The state's exit
+/// is bounded below by the start of the instance that stopped, when seen,
+/// not by the `kill` stamp, which the exit can precede (then `requested` is
+/// placed at the exit: [`mark_requested`]); `die` bounds it above.
+fn stamped(facts: &RestartFacts, seen: &Observed, state: Option<StateStamps>) -> Timeline {
+    let mut tl = timeline_of(facts);
+    if let Some(state) = state {
+        state.mark(seen, facts.instance_started.unwrap_or(i64::MIN), &mut tl);
+    }
+    seen.to_timeline(&mut tl);
+    mark_requested(&mut tl, facts.requested);
+    tl
 }
 
 fn timeline_of(facts: &RestartFacts) -> Timeline {
@@ -129,7 +141,6 @@ fn timeline_of(facts: &RestartFacts) -> Timeline {
     let mut tl = Timeline::new(target, name, 1, Action::Restart);
     let event = |a: &str| Source::DockerEvent { action: a.into() };
     for (boundary, at, action) in [
-        (BoundaryName::Requested, facts.requested, "kill"),
         (BoundaryName::Removed, facts.removed, "destroy"),
         (BoundaryName::Created, facts.created, "create"),
     ] {
@@ -139,6 +150,35 @@ fn timeline_of(facts: &RestartFacts) -> Timeline {
     }
     tl
 }
+
+/// Marks `requested` at the engine's `kill` stamp, or at the exit when the
+/// exit precedes it: the engine logs `kill` once the signal is delivered,
+/// so a process that exits on the signal at once can exit first (by
+/// milliseconds, under load). The request came before the exit; the exit
+/// is the latest instant it can be placed at, so `stop` reads 0 and the
+/// note says by how much the engine's stamp was later.
+fn mark_requested(tl: &mut Timeline, kill: Option<i64>) {
+    let Some(kill) = kill else { return };
+    match tl.boundary(BoundaryName::Exited).cloned() {
+        Some(exit) if exit.unix_nanos < kill => {
+            tl.mark(BoundaryName::Requested, exit.unix_nanos, exit.source);
+            tl.notes.push(format!(
+                "{KILL_AFTER_EXIT} (by {:.3} ms; it logs it once the signal is delivered): `requested` placed at the exit",
+                (kill - exit.unix_nanos) as f64 / 1e6
+            ));
+        }
+        _ => tl.mark(
+            BoundaryName::Requested,
+            kill,
+            Source::DockerEvent {
+                action: "kill".into(),
+            },
+        ),
+    }
+}
+
+/// How a timeline's note begins when `requested` was placed at the exit.
+pub const KILL_AFTER_EXIT: &str = "the engine logged `kill` after the exit";
 
 fn finish(facts: RestartFacts, seen: &Observed, mut tl: Timeline, ending: Ending) -> Followed {
     let cause = facts.cause(seen);
@@ -153,5 +193,175 @@ fn finish(facts: RestartFacts, seen: &Observed, mut tl: Timeline, ending: Ending
         ending,
         cause,
         recreated: facts.recreated,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docker::restarts::RestartTracker;
+    use bollard::models::{EventActor, EventMessage};
+
+    const MS: i64 = 1_000_000;
+
+    fn ev(action: &str, at: i64, attrs: &[(&str, &str)]) -> EventMessage {
+        let mut map: std::collections::HashMap<String, String> = attrs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        map.insert("name".into(), "a".into());
+        EventMessage {
+            action: Some(action.into()),
+            time_nano: Some(at),
+            actor: Some(EventActor {
+                id: Some("c1".into()),
+                attributes: Some(map),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// One `docker restart` as the engine stamps it: the process exits on
+    /// SIGTERM at once (containerd's exit, `State.FinishedAt`, at 103 ms),
+    /// and the engine logs `kill` `kill_after` later (negative: before, as
+    /// when nothing is loaded); `run` sent its request at 100 ms. Gives what
+    /// `run` and `watch` stamp.
+    fn both(kill_after: i64) -> (Timeline, Timeline, i64) {
+        let (run_requested, finished) = (100 * MS, 103 * MS);
+        let kill = finished + kill_after;
+        let die = finished + 20 * MS;
+        let (started_at, start) = (die + 5 * MS, die + 7 * MS);
+        let mut events = vec![
+            ev("kill", kill, &[("signal", "15")]),
+            ev("die", die, &[("exitCode", "0")]),
+            ev("stop", die + MS, &[]),
+            ev("start", start, &[]),
+            ev("restart", start + MS, &[]),
+        ];
+        // Published in stamp order here (`seen.rs` takes them in any order).
+        events.sort_by_key(|e| e.time_nano);
+        let state = StateStamps {
+            finished: Some(finished),
+            started: Some(started_at),
+        };
+
+        // run: its observer from its request on, bounded by it (act.rs).
+        let mut o = Observed::default();
+        for e in &events {
+            o.apply(e, run_requested);
+        }
+        let mut run = Timeline::new(
+            TargetRef::Docker {
+                name: "a".into(),
+                id: "c1".into(),
+            },
+            "a".into(),
+            1,
+            Action::Restart,
+        );
+        run.mark(BoundaryName::Requested, run_requested, Source::Agent);
+        state.mark(&o, run_requested, &mut run);
+        o.to_timeline(&mut run);
+
+        // watch: the tracker saw this instance start, long before.
+        let mut t = RestartTracker::new(|_| false);
+        assert!(t.apply(&ev("start", 7 * MS, &[])).is_none());
+        let mut started = None;
+        for e in &events {
+            started = started.or(t.apply(e));
+        }
+        let started = started.expect("the restart reached its start");
+        let seen = started.seen.borrow().clone();
+        (run, stamped(&started.facts, &seen, Some(state)), kill)
+    }
+
+    /// The ordering CI met under load, and every other, given as stamps:
+    /// `run` and `watch` agree on every engine-stamped boundary, and
+    /// watch's `requested` is the `kill` stamp unless the exit preceded it,
+    /// then the exit, saying so.
+    #[test]
+    fn run_and_watch_agree_whether_the_engine_logs_kill_before_or_after_the_exit() {
+        for kill_after in (-3 * MS..=15 * MS).step_by(MS as usize / 2) {
+            let (run, watch, kill) = both(kill_after);
+            for b in [BoundaryName::Exited, BoundaryName::Started] {
+                assert_eq!(run.boundary(b), watch.boundary(b), "{b:?} at {kill_after}");
+                assert!(matches!(
+                    watch.boundary(b).unwrap().source,
+                    Source::DockerState { .. }
+                ));
+            }
+            let requested = watch.boundary(BoundaryName::Requested).unwrap();
+            let exited = watch.boundary(BoundaryName::Exited).unwrap();
+            let noted = watch.notes.iter().any(|n| n.starts_with(KILL_AFTER_EXIT));
+            if kill_after > 0 {
+                assert_eq!(
+                    (requested.unix_nanos, &requested.source),
+                    (exited.unix_nanos, &exited.source)
+                );
+                assert!(noted, "{:?}", watch.notes);
+            } else {
+                let kill_event = Source::DockerEvent {
+                    action: "kill".into(),
+                };
+                assert_eq!(
+                    (requested.unix_nanos, &requested.source),
+                    (kill, &kill_event)
+                );
+                assert!(!noted, "{:?}", watch.notes);
+            }
+            assert!(requested.unix_nanos <= exited.unix_nanos);
+        }
+    }
+
+    #[test]
+    fn a_kill_logged_even_after_the_die_is_the_request() {
+        let mut t = RestartTracker::new(|_| false);
+        let mut started = None;
+        for e in [
+            ev("start", 5, &[]),
+            ev("die", 100, &[("exitCode", "0")]),
+            ev("kill", 110, &[("signal", "15")]),
+            ev("stop", 111, &[]),
+            ev("start", 130, &[]),
+        ] {
+            started = started.or(t.apply(&e));
+        }
+        let s = started.unwrap();
+        let seen = s.seen.borrow().clone();
+        assert_eq!(
+            (s.facts.requested, s.facts.instance_started),
+            (Some(110), Some(5))
+        );
+        assert_eq!(s.facts.cause(&seen), Cause::StopStart);
+        // No state (the container was gone): the events alone.
+        let tl = stamped(&s.facts, &seen, None);
+        assert_eq!(tl.at(BoundaryName::Requested), Some(100));
+        assert!(tl.notes[0].starts_with(KILL_AFTER_EXIT), "{:?}", tl.notes);
+    }
+
+    #[test]
+    fn a_state_from_before_the_instance_started_or_after_the_die_is_not_this_exit() {
+        let mut t = RestartTracker::new(|_| false);
+        let mut started = None;
+        for e in [
+            ev("start", 50, &[]),
+            ev("kill", 100, &[("signal", "15")]),
+            ev("die", 120, &[("exitCode", "0")]),
+            ev("start", 130, &[]),
+        ] {
+            started = started.or(t.apply(&e));
+        }
+        let s = started.unwrap();
+        let seen = s.seen.borrow().clone();
+        for finished in [40, 125] {
+            let state = StateStamps {
+                finished: Some(finished),
+                started: Some(128),
+            };
+            let tl = stamped(&s.facts, &seen, Some(state));
+            assert_eq!(tl.at(BoundaryName::Exited), Some(120), "{finished}");
+            assert_eq!(tl.at(BoundaryName::Started), Some(130), "{finished}");
+            assert_eq!(tl.at(BoundaryName::Requested), Some(100), "{finished}");
+        }
     }
 }

@@ -131,6 +131,43 @@ impl Observed {
     }
 }
 
+/// A container's `State.FinishedAt` and `State.StartedAt`, read after a
+/// restart's `start` event.
+#[derive(Debug, Clone, Copy)]
+pub struct StateStamps {
+    pub finished: Option<i64>,
+    pub started: Option<i64>,
+}
+
+impl StateStamps {
+    /// The exit (and the start after it) these stamps give for the restart
+    /// `o` folded, when they describe it. The engine stamps the state before
+    /// it logs `die`, so the state read after this restart's `start` holds
+    /// this exit or a later one: `die` bounds it above (a later exit is
+    /// after it: the container restarted again before it was read). Below,
+    /// `after`: no exit of this restart precedes it. Not the engine's `kill`
+    /// event: the engine logs it once the signal is delivered, so a process
+    /// that exits on the signal at once can exit before it (under load, by
+    /// milliseconds).
+    pub fn of_restart(&self, o: &Observed, after: i64) -> Option<(i64, Option<i64>)> {
+        let (die, start) = (o.exited?, o.started?);
+        let f = self.finished.filter(|f| (after..=die).contains(f))?;
+        Some((f, self.started.filter(|s| (f..=start).contains(s))))
+    }
+
+    /// Marks `exited` and `started` from these stamps when they describe
+    /// the restart ([`Self::of_restart`]); the events mark them otherwise.
+    pub fn mark(&self, o: &Observed, after: i64, tl: &mut Timeline) {
+        let field = |f: &str| Source::DockerState { field: f.into() };
+        if let Some((f, s)) = self.of_restart(o, after) {
+            tl.mark(BoundaryName::Exited, f, field("State.FinishedAt"));
+            if let Some(s) = s {
+                tl.mark(BoundaryName::Started, s, field("State.StartedAt"));
+            }
+        }
+    }
+}
+
 /// Why a wait on the observer ended without what it waited for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unobserved {
@@ -249,35 +286,27 @@ impl ContainerObserver {
     /// describes this restart: the state is stamped when the engine handles
     /// the exit (containerd's exit time) and the start, the events only after
     /// the engine's clean-up. Falls back to the event times otherwise (e.g. the
-    /// container restarted again before we looked).
+    /// container restarted again before we looked). No exit of the restart
+    /// precedes its request.
     pub async fn stamp_from_state(&self, tl: &mut Timeline) {
-        if let Some(requested) = tl.at(BoundaryName::Requested) {
-            self.stamp_from_state_after(tl, requested).await;
+        if let Some(requested) = tl.at(BoundaryName::Requested)
+            && let Some(stamps) = self.state_stamps().await
+        {
+            stamps.mark(&self.seen(), requested, tl);
         }
     }
 
-    /// [`Self::stamp_from_state`] with the instant no exit of this restart
-    /// can precede (the request; for a restart nobody requested, e.g. a
-    /// crash watch observed, `i64::MIN`: the state read after this start
-    /// holds this exit or a later one, and a later one is after `die`).
-    pub async fn stamp_from_state_after(&self, tl: &mut Timeline, requested: i64) {
+    /// The container's state stamps, read once both the exit and the start
+    /// were observed (`None` before, or if it cannot be read).
+    pub async fn state_stamps(&self) -> Option<StateStamps> {
         let o = self.seen();
-        let (Some(die), Some(start)) = (o.exited, o.started) else {
-            return;
-        };
-        let Ok(info) = self.docker.inspect_container(&self.id, None).await else {
-            return;
-        };
+        o.exited.zip(o.started)?;
+        let info = self.docker.inspect_container(&self.id, None).await.ok()?;
         let state = info.state.unwrap_or_default();
-        let finished = state.finished_at.as_deref().and_then(parse_rfc3339_nanos);
-        let started = state.started_at.as_deref().and_then(parse_rfc3339_nanos);
-        let field = |f: &str| Source::DockerState { field: f.into() };
-        if let Some(f) = finished.filter(|f| (requested..=die).contains(f)) {
-            tl.mark(BoundaryName::Exited, f, field("State.FinishedAt"));
-            if let Some(s) = started.filter(|s| (f..=start).contains(s)) {
-                tl.mark(BoundaryName::Started, s, field("State.StartedAt"));
-            }
-        }
+        Some(StateStamps {
+            finished: state.finished_at.as_deref().and_then(parse_rfc3339_nanos),
+            started: state.started_at.as_deref().and_then(parse_rfc3339_nanos),
+        })
     }
 
     /// The container probes' view of this container, with its health

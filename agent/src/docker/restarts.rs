@@ -35,8 +35,13 @@ pub struct RestartFacts {
     pub id: String,
     /// The image when the restart opened.
     pub image: String,
-    /// The engine's `kill` event: someone asked for the stop.
+    /// The engine's `kill` event: someone asked for the stop. The engine
+    /// logs it once the signal is delivered, so the exit can precede it
+    /// (`follow.rs` then places `requested` at the exit).
     pub requested: Option<i64>,
+    /// The `start` event of the instance that stopped, when this watcher
+    /// saw it: no exit of this restart precedes it.
+    pub instance_started: Option<i64>,
     /// A `stop` event, or a `kill` before the exit: not a crash.
     pub asked: bool,
     /// A recreate: the old container's removal (`destroy`).
@@ -96,6 +101,9 @@ impl Pending {
 pub struct RestartTracker {
     by_id: HashMap<String, Pending>,
     removed: HashMap<String, Pending>,
+    /// Each container's last `start` seen (forgotten at its `destroy`):
+    /// one stamp per container, whatever the number of restarts.
+    last_start: HashMap<String, i64>,
     /// Keys already recorded (whose events may be replayed).
     recorded: Box<dyn Fn(&RestartKey) -> bool + Send>,
 }
@@ -114,6 +122,7 @@ impl RestartTracker {
         RestartTracker {
             by_id: HashMap::new(),
             removed: HashMap::new(),
+            last_start: HashMap::new(),
             recorded: Box::new(recorded),
         }
     }
@@ -155,6 +164,7 @@ impl RestartTracker {
                         id: id.clone(),
                         image: attr(ev, "image").unwrap_or_default(),
                         requested: asked.then_some(at),
+                        instance_started: self.last_start.get(&id).copied(),
                         asked,
                         removed: None,
                         created: None,
@@ -168,6 +178,7 @@ impl RestartTracker {
                 None
             }
             "destroy" => {
+                self.last_start.remove(&id);
                 let mut p = self.by_id.remove(&id)?;
                 if p.started {
                     return None;
@@ -191,9 +202,17 @@ impl RestartTracker {
                 None
             }
             _ => {
+                if action == "start" {
+                    self.last_start.insert(id.clone(), at);
+                }
                 let p = self.by_id.get_mut(&id)?;
-                if action == "stop" {
+                // A `kill` logged after the exit it caused (the engine logs
+                // it once the signal is delivered): still the request.
+                if action == "stop" || (action == "kill" && !p.started) {
                     p.facts.asked = true;
+                }
+                if action == "kill" && !p.started && p.facts.requested.is_none() {
+                    p.facts.requested = Some(at);
                 }
                 p.feed(ev);
                 if p.started || p.seen.borrow().started.is_none() {

@@ -142,11 +142,12 @@ async fn watch_managers(
         let tx = tx.clone();
         let bus = m.bus().to_string();
         async move {
+            // `name`: a unit's, or its service (the container it wraps).
             let osd = |name: &str| {
                 let unit = TargetRef::Systemd {
                     name: name.to_string(),
                     bus: bus.clone(),
-                    container: None,
+                    container: Some(name.to_string()),
                 };
                 osd_of(&sources.osds, &unit)
             };

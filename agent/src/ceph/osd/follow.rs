@@ -131,10 +131,18 @@ impl WatchedOsds {
         }
     }
 
-    /// The OSD a followed restart's target is, if this entry names it.
+    /// The OSD a followed restart's target is, if this entry names it: a
+    /// unit by its name, or by the container it wraps (kolla's unit of a
+    /// `via: docker` OSD).
     pub fn osd_of(&self, target: &TargetRef) -> Option<u32> {
         match target {
-            TargetRef::Systemd { name, bus, .. } => self.unit_osd(bus, name),
+            TargetRef::Systemd {
+                name,
+                bus,
+                container,
+            } => self
+                .unit_osd(bus, name)
+                .or_else(|| self.container_osd(container.as_deref()?)),
             TargetRef::Docker { name, .. } => self.container_osd(name),
             TargetRef::CephOsd { .. } => None,
         }
@@ -191,11 +199,15 @@ impl WatchedOsds {
                 id: String::new(),
             },
         ) {
-            TargetRef::Systemd { name, bus, .. } => TargetRef::CephOsd {
+            TargetRef::Systemd {
+                name,
+                bus,
+                container,
+            } => TargetRef::CephOsd {
                 id,
                 unit: Some(name),
                 bus: Some(bus),
-                container: None,
+                container,
             },
             TargetRef::Docker { name, .. } => TargetRef::CephOsd {
                 id,
