@@ -5,20 +5,30 @@
 //! 1. idle: BENCH_CONTAINERS (default 60) running containers and BENCH_UNITS
 //!    (default 10) units of the test systemd manager followed; for
 //!    BENCH_IDLE seconds (default 600) nothing restarts: the watcher's RSS
-//!    (VmRSS every second, VmHWM and RssAnon at the end; the rest of VmRSS
-//!    is the executable's file pages, shared and reclaimable) and CPU (utime + stime from
+//!    (VmRSS every second, VmHWM at the end) and where its resident pages
+//!    are (/proc/PID/smaps by mapping: the executable's own, other files,
+//!    heap, other anonymous memory and stacks; each split into file-backed
+//!    and anonymous pages), its threads, and its CPU (utime + stime from
 //!    /proc/PID/stat over the window, % of one core). The anchor, measured
 //!    side by side over the same window when `NODE_EXPORTER` (default
 //!    `prometheus-node-exporter` on PATH) runs: node_exporter with its
 //!    default collectors, scraped every 15 s as Prometheus would;
+//!    then the executable's file pages are reclaimed (process_madvise
+//!    MADV_PAGEOUT, what memory pressure would do to these clean pages):
+//!    what comes back over 10 s of idle and the bursts is the watcher's
+//!    working set, the rest only start-up ran;
 //! 2. bursts (BENCH_BURSTS, default 3): every container restarted at once
 //!    (one `docker restart` per container, all in parallel): the watcher's CPU per observed restart,
 //!    its peak RSS, and whether each restart was timed exactly once.
 //!
-//! Release builds: `BOUNCE_AGENT=target/release/bounce-agent`. The
-//! containers `bounce-wbench-*` run on a simulated node's own engine (so
-//! other work on the shared one does not wake the watcher), removed at the
-//! end; the units are the test manager's.
+//! Each build starts with its executable out of the page cache (as after a
+//! boot). `BOUNCE_AGENT` is one release build, or several side by side
+//! (`BOUNCE_AGENT="release=target/release/bounce-agent dist=target/dist/bounce-agent"`):
+//! each `LABEL=PATH` watches the same node over the same window and bursts,
+//! so builds are compared under the same load. The containers
+//! `bounce-wbench-*` run on a simulated node's own engine (so other work on
+//! the shared one does not wake the watcher), removed at the end; the units
+//! are the test manager's.
 
 use bounce_tests::*;
 use std::io::{Read, Write};
@@ -111,8 +121,13 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 /// A `VmRSS`/`VmHWM`-style line of /proc/PID/status, in MiB.
 fn status_mib(pid: u32, key: &str) -> f64 {
+    status_value(pid, key) / 1024.0
+}
+
+/// The number on a line of /proc/PID/status (kB for sizes).
+fn status_value(pid: u32, key: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
-    let kib: f64 = status
+    status
         .lines()
         .find_map(|l| l.strip_prefix(key))
         .expect(key)
@@ -120,8 +135,7 @@ fn status_mib(pid: u32, key: &str) -> f64 {
         .trim_end_matches("kB")
         .trim()
         .parse()
-        .unwrap();
-    kib / 1024.0
+        .unwrap()
 }
 
 fn scrape(port: u16) {
@@ -159,6 +173,152 @@ fn records(dir: &Path) -> Vec<bounce_wire::TimelineRecord> {
         .collect()
 }
 
+/// Resident memory of a process by where it is mapped, in MiB, from
+/// /proc/PID/smaps: each mapping's `Rss`, split into its file-backed pages
+/// and its `Anonymous` ones (a private file mapping's pages written since,
+/// such as relocated `.data.rel.ro`, are anonymous).
+#[derive(Default)]
+struct Resident {
+    /// The executable's own mappings (text, read-only data, data).
+    exe: (f64, f64),
+    /// Other files (the C library and loader when dynamically linked).
+    libs: (f64, f64),
+    heap: f64,
+    stacks: f64,
+    /// Anonymous mappings without a name (mmap'd arenas, thread stacks).
+    other: f64,
+}
+
+fn resident(pid: u32) -> Resident {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+    let exe = exe
+        .to_string_lossy()
+        .trim_end_matches(" (deleted)")
+        .to_string();
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).expect("/proc/PID/smaps");
+    let mut r = Resident::default();
+    let (mut name, mut rss) = (String::new(), 0.0);
+    let kib = |l: &str| -> f64 {
+        l.split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping's header: range perms offset dev inode [path].
+            name = line.split_whitespace().nth(5).unwrap_or("").to_string();
+        } else if first == "Rss:" {
+            rss = kib(line);
+        } else if first == "Anonymous:" {
+            let anon = kib(line);
+            match name.as_str() {
+                n if n == exe => {
+                    r.exe.0 += rss - anon;
+                    r.exe.1 += anon;
+                }
+                "[heap]" => r.heap += rss,
+                "[stack]" => r.stacks += rss,
+                "" => r.other += rss,
+                n if n.starts_with('/') => {
+                    r.libs.0 += rss - anon;
+                    r.libs.1 += anon;
+                }
+                // [vdso], [vvar], [vsyscall]: the kernel's.
+                _ => {}
+            }
+        }
+    }
+    r
+}
+
+/// Asks the kernel to reclaim the file-backed pages of PID's executable
+/// (process_madvise MADV_PAGEOUT over its mappings), as memory pressure
+/// would: what the watcher faults back in afterwards is its working set,
+/// the rest of the executable's resident pages were touched once (start-up).
+/// Pages of files other processes map too (the C library) stay.
+fn reclaim_executable(pid: u32) {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+    let exe = exe
+        .to_string_lossy()
+        .trim_end_matches(" (deleted)")
+        .to_string();
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("/proc/PID/maps");
+    // SAFETY: pidfd_open and process_madvise take plain integers and an
+    // iovec array that lives across the call; they touch no memory of ours.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid as libc::c_long, 0) as libc::c_int;
+        assert!(
+            pidfd >= 0,
+            "pidfd_open {pid}: {}",
+            std::io::Error::last_os_error()
+        );
+        for line in maps.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.get(5) != Some(&exe.as_str()) {
+                continue;
+            }
+            let (start, end) = f[0].split_once('-').unwrap();
+            let (start, end) = (
+                usize::from_str_radix(start, 16).unwrap(),
+                usize::from_str_radix(end, 16).unwrap(),
+            );
+            let iov = libc::iovec {
+                iov_base: start as *mut libc::c_void,
+                iov_len: end - start,
+            };
+            let r = libc::syscall(
+                libc::SYS_process_madvise,
+                pidfd,
+                &iov as *const libc::iovec,
+                1,
+                libc::MADV_PAGEOUT,
+                0,
+            );
+            if r < 0 {
+                println!(
+                    "  (process_madvise {pid}: {})",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+        libc::close(pidfd);
+    }
+}
+
+/// Drops a file's pages from the page cache, so that every build starts
+/// as after a node's boot: how many pages the kernel maps at each fault
+/// depends on how the file came into the cache (here 64 KiB per fault of a
+/// file faulted in, 128 KiB of one just read whole or written).
+fn cold(file: &Path) {
+    let f = std::fs::File::open(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    // SAFETY: a valid descriptor for the duration of the call.
+    let r = unsafe {
+        libc::posix_fadvise(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            0,
+            0,
+            libc::POSIX_FADV_DONTNEED,
+        )
+    };
+    assert_eq!(r, 0, "posix_fadvise {}", file.display());
+}
+
+/// One build of the agent watching the node.
+struct Watcher {
+    label: String,
+    proc: Proc,
+    out: std::path::PathBuf,
+}
+
+impl Watcher {
+    fn pid(&self) -> u32 {
+        self.proc.0.id()
+    }
+}
+
 fn main() {
     let env = |k: &str, d: u64| {
         std::env::var(k)
@@ -171,7 +331,15 @@ fn main() {
         env("BENCH_UNITS", 10),
         env("BENCH_IDLE", 600),
     );
-    let agent = std::env::var("BOUNCE_AGENT").expect("BOUNCE_AGENT: a release bounce-agent");
+    let agents = std::env::var("BOUNCE_AGENT")
+        .expect("BOUNCE_AGENT: a release bounce-agent, or LABEL=PATH pairs");
+    let agents: Vec<(String, String)> = agents
+        .split_whitespace()
+        .map(|a| match a.split_once('=') {
+            Some((label, path)) => (label.to_string(), path.to_string()),
+            None => ("agent".to_string(), a.to_string()),
+        })
+        .collect();
     let dir = Scratch::new("bench-watch");
     let containers = Containers::start(n);
     let sd = systemd_up();
@@ -190,21 +358,29 @@ fn main() {
             sd.bus
         ),
     );
-    let out = dir.path("watch");
-    let log = std::fs::File::create(dir.path("watch.log")).unwrap();
-    let watcher = Proc(
-        Command::new(&agent)
-            .args(["watch", "-o"])
-            .arg(&out)
-            .args(["--node", "wb", "--config"])
-            .arg(&config)
-            .env("DOCKER_HOST", &containers.host)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start bounce-agent watch"),
-    );
-    let pid = watcher.0.id();
+    let watchers: Vec<Watcher> = agents
+        .iter()
+        .map(|(label, agent)| {
+            cold(Path::new(agent));
+            let out = dir.path(&format!("watch-{label}"));
+            let log = std::fs::File::create(dir.path(&format!("watch-{label}.log"))).unwrap();
+            let child = Command::new(agent)
+                .args(["watch", "-o"])
+                .arg(&out)
+                .args(["--node", "wb", "--config"])
+                .arg(&config)
+                .env("DOCKER_HOST", &containers.host)
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("start {agent} watch: {e}"));
+            Watcher {
+                label: label.clone(),
+                proc: Proc(child),
+                out,
+            }
+        })
+        .collect();
     let anchor = node_exporter();
     if anchor.is_none() {
         println!("(node_exporter not found: no anchor; apt-get install prometheus-node-exporter)");
@@ -217,12 +393,13 @@ fn main() {
         std::fs::read_to_string("/proc/loadavg").unwrap().trim()
     );
     let start = Instant::now();
-    let (w0, a0) = (
-        cpu_seconds(pid),
-        anchor.as_ref().map(|(p, _)| cpu_seconds(p.0.id())),
-    );
-    let rss_start = status_mib(pid, "VmRSS:");
-    let mut rss_max = rss_start;
+    let cpu0: Vec<f64> = watchers.iter().map(|w| cpu_seconds(w.pid())).collect();
+    let a0 = anchor.as_ref().map(|(p, _)| cpu_seconds(p.0.id()));
+    let rss_start: Vec<f64> = watchers
+        .iter()
+        .map(|w| status_mib(w.pid(), "VmRSS:"))
+        .collect();
+    let mut rss_max = rss_start.clone();
     let mut next_scrape = Instant::now();
     while start.elapsed() < Duration::from_secs(idle) {
         if let Some((_, port)) = &anchor
@@ -231,19 +408,33 @@ fn main() {
             scrape(*port);
             next_scrape += Duration::from_secs(15);
         }
-        rss_max = rss_max.max(status_mib(pid, "VmRSS:"));
+        for (w, max) in watchers.iter().zip(rss_max.iter_mut()) {
+            *max = max.max(status_mib(w.pid(), "VmRSS:"));
+        }
         std::thread::sleep(Duration::from_secs(1));
     }
     let secs = start.elapsed().as_secs_f64();
     let pct = |c: f64| c / secs * 100.0;
-    println!(
-        "  watch         RSS {rss_start:.1} MiB at start, {:.1} MiB at end (anonymous {:.1} MiB), VmHWM {:.1} MiB; CPU {:.3}% of a core ({:.2} s)",
-        status_mib(pid, "VmRSS:"),
-        status_mib(pid, "RssAnon:"),
-        status_mib(pid, "VmHWM:"),
-        pct(cpu_seconds(pid) - w0),
-        cpu_seconds(pid) - w0
-    );
+    for (i, w) in watchers.iter().enumerate() {
+        let pid = w.pid();
+        let cpu = cpu_seconds(pid) - cpu0[i];
+        let r = resident(pid);
+        println!(
+            "  watch {:<8} RSS {:.1} MiB at start, {:.1} MiB at end (max {:.1}; anonymous {:.1} MiB), VmHWM {:.1} MiB; CPU {:.3}% of a core ({cpu:.2} s); {} threads",
+            w.label,
+            rss_start[i],
+            status_mib(pid, "VmRSS:"),
+            rss_max[i],
+            status_mib(pid, "RssAnon:"),
+            status_mib(pid, "VmHWM:"),
+            pct(cpu),
+            status_value(pid, "Threads:"),
+        );
+        println!(
+            "        resident by mapping: executable {:.2} MiB file + {:.2} anonymous, other files {:.2} + {:.2}, heap {:.2}, other anonymous {:.2}, main stack {:.2}",
+            r.exe.0, r.exe.1, r.libs.0, r.libs.1, r.heap, r.other, r.stacks
+        );
+    }
     if let (Some((p, _)), Some(a0)) = (&anchor, a0) {
         let apid = p.0.id();
         println!(
@@ -256,22 +447,37 @@ fn main() {
         );
     }
 
+    // What the watchers need of their executables: the start-up's pages
+    // reclaimed, then what idle and the bursts fault back in.
+    for w in &watchers {
+        reclaim_executable(w.pid());
+    }
+    std::thread::sleep(Duration::from_secs(10));
+    for w in &watchers {
+        println!(
+            "  watch {:<8} after its executable's pages were reclaimed (MADV_PAGEOUT, as memory pressure would) and 10 s idle: RSS {:.1} MiB, executable {:.2} MiB file",
+            w.label,
+            status_mib(w.pid(), "VmRSS:"),
+            resident(w.pid()).exe.0
+        );
+    }
+
     // 2: every container restarted at once, BENCH_BURSTS times.
     let mut lost = false;
     for _ in 0..env("BENCH_BURSTS", 3) {
-        lost |= !burst(&containers, &out, pid);
+        lost |= !burst(&containers, &watchers);
     }
     if lost {
         std::process::exit(1);
     }
 }
 
-/// Restarts every container at once and waits (bounded) until the watcher
+/// Restarts every container at once and waits (bounded) until each watcher
 /// has timed them; says what it cost and whether each was timed exactly once.
-fn burst(containers: &Containers, out: &Path, pid: u32) -> bool {
+fn burst(containers: &Containers, watchers: &[Watcher]) -> bool {
     let n = containers.names.len();
-    let before = records(out).len();
-    let c0 = cpu_seconds(pid);
+    let before: Vec<usize> = watchers.iter().map(|w| records(&w.out).len()).collect();
+    let c0: Vec<f64> = watchers.iter().map(|w| cpu_seconds(w.pid())).collect();
     let t = Instant::now();
     let restarts: Vec<_> = containers
         .names
@@ -285,7 +491,8 @@ fn burst(containers: &Containers, out: &Path, pid: u32) -> bool {
         r.join().unwrap().expect("docker restart");
     }
     let issued = t.elapsed().as_secs_f64();
-    let ours = |got: &[bounce_wire::TimelineRecord]| {
+    println!("burst of {n} restarts at once (issued in {issued:.1} s):");
+    let ours = |got: &[bounce_wire::TimelineRecord], before: usize| {
         let mut per: std::collections::BTreeMap<String, usize> = Default::default();
         for r in &got[before.min(got.len())..] {
             *per.entry(r.service.clone()).or_default() += 1;
@@ -293,35 +500,45 @@ fn burst(containers: &Containers, out: &Path, pid: u32) -> bool {
         per
     };
     let deadline = Instant::now() + Duration::from_secs(120);
-    let mut got = records(out);
-    while ours(&got).len() < n && Instant::now() < deadline {
+    while Instant::now() < deadline
+        && watchers
+            .iter()
+            .zip(&before)
+            .any(|(w, b)| ours(&records(&w.out), *b).len() < n)
+    {
         std::thread::sleep(Duration::from_millis(200));
-        got = records(out);
     }
     // Late doubles would show here.
     std::thread::sleep(Duration::from_secs(2));
-    got = records(out);
-    let per = ours(&got);
-    let burst = &got[before.min(got.len())..];
-    let once = per.values().filter(|c| **c == 1).count();
-    let ok = burst
-        .iter()
-        .filter(|r| r.outcome == bounce_wire::Outcome::Ok)
-        .count();
-    let cpu = cpu_seconds(pid) - c0;
-    println!(
-        "burst of {n} restarts at once (issued in {issued:.1} s): {} timelines, {once} containers timed exactly once, {ok} ok; watch CPU {:.2} ms/restart, VmHWM {:.1} MiB",
-        burst.len(),
-        cpu * 1e3 / n as f64,
-        status_mib(pid, "VmHWM:")
-    );
-    let missing: Vec<&String> = containers
-        .names
-        .iter()
-        .filter(|c| per.get(*c) != Some(&1))
-        .collect();
-    if !missing.is_empty() {
-        println!("  not timed exactly once: {missing:?} ({per:?})");
+    let mut all = true;
+    for (i, w) in watchers.iter().enumerate() {
+        let got = records(&w.out);
+        let per = ours(&got, before[i]);
+        let burst = &got[before[i].min(got.len())..];
+        let once = per.values().filter(|c| **c == 1).count();
+        let ok = burst
+            .iter()
+            .filter(|r| r.outcome == bounce_wire::Outcome::Ok)
+            .count();
+        let cpu = cpu_seconds(w.pid()) - c0[i];
+        println!(
+            "  watch {:<8} {} timelines, {once} containers timed exactly once, {ok} ok; CPU {:.2} ms/restart, VmHWM {:.1} MiB; RSS now {:.1} MiB (executable {:.2} MiB file)",
+            w.label,
+            burst.len(),
+            cpu * 1e3 / n as f64,
+            status_mib(w.pid(), "VmHWM:"),
+            status_mib(w.pid(), "VmRSS:"),
+            resident(w.pid()).exe.0
+        );
+        let missing: Vec<&String> = containers
+            .names
+            .iter()
+            .filter(|c| per.get(*c) != Some(&1))
+            .collect();
+        if !missing.is_empty() {
+            println!("    not timed exactly once: {missing:?} ({per:?})");
+            all = false;
+        }
     }
-    missing.is_empty()
+    all
 }
