@@ -28,7 +28,10 @@ for fleet in "100 20 free" "1000 5 free" "100 5 one-key"; do
   BOUNCE_COLLECTOR=$PWD/target/release/bounce-collector target/release/bench-lease $fleet
 done
 # A watching agent on a node (its own engine): idle footprint over BENCH_IDLE
-# seconds (default 600) beside node_exporter, then a burst of 60 restarts.
+# seconds (default 600) beside node_exporter, then a burst of 60 restarts;
+# the release build side by side with the shipped one (the dist profile,
+# static, as scripts/images.sh links it; a fat-LTO build, several minutes).
 command -v prometheus-node-exporter >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-node-exporter >/dev/null
+cargo rustc --profile dist --locked --quiet -p bounce-agent --bin bounce-agent -- -C target-feature=+crt-static
 cargo build --release --quiet -p bounce-tests --bin bench-watch
-BOUNCE_AGENT=$PWD/target/release/bounce-agent target/release/bench-watch
+BOUNCE_AGENT="release=$PWD/target/release/bounce-agent dist=$PWD/target/dist/bounce-agent" target/release/bench-watch

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Builds the container images bounce/collector and bounce/agent with the
-# local Docker engine, no registry: the binaries are linked here as static
-# executables (glibc, -C target-feature=+crt-static), stripped, and copied
-# onto an empty base (deploy/docker/Dockerfile).
+# local Docker engine, no registry: the binaries are built with the `dist`
+# profile (Cargo.toml: fat LTO, one codegen unit; a smaller executable and
+# fewer resident pages, BENCHMARKS.md), linked here as static executables
+# (glibc, -C target-feature=+crt-static), stripped, and copied onto an empty
+# base (deploy/docker/Dockerfile).
 #
 #   ./scripts/images.sh                 # build both, tag :VERSION and :latest
 #   TAG=dev ./scripts/images.sh         # tag :dev instead of :VERSION
+#   PROFILE=release ./scripts/images.sh # the release profile (no LTO: builds faster)
 #   PROFILE=dev ./scripts/images.sh     # unoptimized binaries from the debug build (the tests)
 #   docker save bounce/collector:latest bounce/agent:latest | gzip > bounce-images.tar.gz
 #
@@ -17,7 +20,7 @@ docker version >/dev/null 2>&1 || { echo "images: the Docker engine does not ans
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 tag=${TAG:-$version}
-profile=${PROFILE:-release}
+profile=${PROFILE:-dist}
 case $profile in dev) dir=debug ;; *) dir=$profile ;; esac
 bin=${CARGO_TARGET_DIR:-target}/$dir
 ctx=$(mktemp -d)
