@@ -475,36 +475,43 @@ impl TestUnit {
 /// A µs timestamp property of any unit of the test manager (an OSD's too),
 /// read raw over D-Bus (systemctl formats them).
 pub fn unit_usec_prop(name: &str, p: &str) -> i64 {
-    let env = systemd_up();
-    let busctl = |args: &[&str]| {
-        let out = Command::new("busctl")
-            .arg("--user")
-            .args(args)
-            .envs(env.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .output()
-            .expect("busctl");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    let path = busctl(&[
-        "call",
-        "org.freedesktop.systemd1",
-        "/org/freedesktop/systemd1",
-        "org.freedesktop.systemd1.Manager",
-        "GetUnit",
-        "s",
-        name,
-    ]);
-    let path = path.trim_start_matches("o ").trim_matches('"');
-    let v = busctl(&[
-        "get-property",
-        "org.freedesktop.systemd1",
-        path,
-        "org.freedesktop.systemd1.Unit",
-        p,
-    ]);
-    v.trim_start_matches("t ")
-        .parse()
-        .unwrap_or_else(|_| panic!("{p} of {name}: {v:?}"))
+    systemd_up().usec_prop(name, p)
+}
+
+impl SystemdEnv {
+    /// A µs timestamp property of a unit of this manager, read raw over
+    /// D-Bus (systemctl formats them).
+    pub fn usec_prop(&self, name: &str, p: &str) -> i64 {
+        let busctl = |args: &[&str]| {
+            let out = Command::new("busctl")
+                .arg("--user")
+                .args(args)
+                .envs(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .output()
+                .expect("busctl");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let path = busctl(&[
+            "call",
+            "org.freedesktop.systemd1",
+            "/org/freedesktop/systemd1",
+            "org.freedesktop.systemd1.Manager",
+            "GetUnit",
+            "s",
+            name,
+        ]);
+        let path = path.trim_start_matches("o ").trim_matches('"');
+        let v = busctl(&[
+            "get-property",
+            "org.freedesktop.systemd1",
+            path,
+            "org.freedesktop.systemd1.Unit",
+            p,
+        ]);
+        v.trim_start_matches("t ")
+            .parse()
+            .unwrap_or_else(|_| panic!("{p} of {name}: {v:?}"))
+    }
 }
 
 impl Drop for TestUnit {
@@ -1145,6 +1152,24 @@ impl Drop for PrivateUnit {
 }
 
 pub struct WatchProcess(pub std::process::Child);
+
+impl WatchProcess {
+    /// Stops the watcher as an operator or systemd does (SIGTERM) and
+    /// waits (bounded) for it to exit.
+    pub fn terminate(&mut self) {
+        let pid = self.0.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.0.try_wait().expect("the watcher's status").is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the watcher did not exit on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
 
 impl WatchProcess {
     /// Starts the watcher with `extra` arguments and waits until it follows

@@ -5,7 +5,9 @@
 //! too), with their cause and Ceph's milestones in order, checked against
 //! systemd's own realtime stamps and the OSD's own log. An OSD moved into
 //! a container (`via: docker`, as kolla runs it): a `docker restart`, then
-//! a restart of kolla's unit wrapping it, each once, as the OSD's. Under
+//! a restart of kolla's unit wrapping it, each once, as the OSD's. The
+//! watcher stopped while an OSD restart awaits its milestones: recorded
+//! then, once, `incomplete`, and not again by the next watcher. Under
 //! the cluster lock; the cluster settles before and after.
 
 use bounce_tests::*;
@@ -280,4 +282,116 @@ fn an_osd_in_a_container_is_recorded_once_as_the_osds_through_the_engine_or_its_
     assert_eq!(all.len(), 1, "{all:#?}");
     drop(kolla);
     drop(osd);
+}
+
+/// A cluster flag set for the test, unset when dropped (a failed assertion too).
+struct ClusterFlag<'a> {
+    env: &'a CephEnv,
+    flag: &'static str,
+}
+
+impl<'a> ClusterFlag<'a> {
+    fn set(env: &'a CephEnv, flag: &'static str) -> ClusterFlag<'a> {
+        ceph(env, &["osd", "set", flag]);
+        ClusterFlag { env, flag }
+    }
+}
+
+impl Drop for ClusterFlag<'_> {
+    fn drop(&mut self) {
+        ceph(self.env, &["osd", "unset", self.flag]);
+    }
+}
+
+fn ceph(env: &CephEnv, args: &[&str]) {
+    let out = std::process::Command::new("ceph")
+        .arg("--conf")
+        .arg(&env.conf)
+        .args(args)
+        .output()
+        .expect("the ceph CLI");
+    assert!(
+        out.status.success(),
+        "ceph {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn an_osd_restart_awaiting_its_milestones_when_the_watcher_stops_is_recorded_once_as_incomplete() {
+    let _one = lock_cluster();
+    let env = ceph_up();
+    env.wait_settled(&[]);
+    let bus = &systemd_up().bus;
+    let id = env.osds[0];
+    let unit = format!("ceph-osd@{id}.service");
+    let dir = Scratch::new("watch-ceph-stop");
+    let config = dir.write(
+        "watch.yaml",
+        &format!(
+            "osds:\n  - ceph_osd:\n      ids: [{id}]\n      bus: \"{bus}\"\n      ceph: [ceph, --conf, \"{}\"]\n      admin_socket: \"{}/ceph-osd.{{id}}.asok\"\n    wait_for: pgs_active\n    timeout: 120s\n",
+            env.conf.display(),
+            env.run_dir.display()
+        ),
+    );
+    let out = dir.path("watch");
+    let args = ["--config", config.to_str().unwrap()];
+    let mut w = WatchProcess::start(&out, &args);
+    std::thread::sleep(Duration::from_secs(1));
+
+    // With `noup` the OSD boots but the mon does not mark it up: its
+    // milestones wait until the watcher is stopped.
+    let noup = ClusterFlag::set(env, "noup");
+    let before = unit_usec_prop(&unit, "ActiveEnterTimestamp");
+    systemctl(&["restart", &unit]).unwrap();
+    let active = Instant::now() + Duration::from_secs(30);
+    while unit_usec_prop(&unit, "ActiveEnterTimestamp") <= before {
+        assert!(Instant::now() < active, "{unit} not active again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The watcher hands the unit's restart on to the OSD's milestones.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(records(&out).is_empty(), "{:#?}", records(&out));
+    w.terminate();
+
+    let got = records(&out);
+    assert_eq!(got.len(), 1, "{got:#?}\n{}", said(&out));
+    let r = &got[0];
+    assert_eq!(
+        (r.origin, r.cause, r.outcome),
+        (Origin::Watch, Some(Cause::Restart), Outcome::Incomplete),
+        "{r:#?}"
+    );
+    assert!(
+        matches!(&r.target, TargetRef::CephOsd { id: i, unit: Some(u), .. } if *i == id && *u == unit),
+        "{:?}",
+        r.target
+    );
+    agrees(r, BoundaryName::Requested, &unit, "ActiveExitTimestamp");
+    agrees(r, BoundaryName::Exited, &unit, "InactiveEnterTimestamp");
+    agrees(r, BoundaryName::Started, &unit, "ActiveEnterTimestamp");
+    // Nothing it did not see: no milestone, no readiness.
+    for b in [
+        BoundaryName::OsdUp,
+        BoundaryName::PgsActive,
+        BoundaryName::Ready,
+    ] {
+        assert!(r.boundary(b).is_none(), "{b:?} was not observed: {r:#?}");
+    }
+    assert!(r.phases.contains_key(&Phase::Stop), "{r:#?}");
+    assert!(!r.phases.contains_key(&Phase::Total), "{r:#?}");
+    let why = r.error.as_deref().unwrap_or_default();
+    assert!(
+        why.contains("the watcher stopped") && why.contains("osd_"),
+        "{why}"
+    );
+
+    // Started again, the watcher does not record it again, even as the
+    // OSD comes up now.
+    let _w = WatchProcess::start(&out, &args);
+    drop(noup);
+    env.wait_settled(&[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let all = records(&out);
+    assert_eq!(all.len(), 1, "once: {all:#?}");
 }

@@ -188,3 +188,205 @@ fn watch_follows_a_managers_bus_again_and_times_the_next_unit_restart_once() {
         assert!(r.boundary(b).is_some(), "{b:?} missing: {r:#?}");
     }
 }
+
+/// Another private user manager, for the units changed while its bus is away.
+const RESYNC_MANAGER: &str = "/tmp/bounce-systemd-watch-resync";
+
+/// The boundary is systemd's own realtime stamp `p` of the unit (ours is its
+/// monotonic one placed on the realtime axis: within 2 ms).
+fn agrees(env: &SystemdEnv, r: &TimelineRecord, b: BoundaryName, unit: &str, p: &str) {
+    let got = at(r, b);
+    let systemd = env.usec_prop(unit, p) * 1000;
+    assert!(
+        (got - systemd).abs() < 2_000_000,
+        "{b:?} {got} vs systemd's {p} {systemd}: {r:#?}"
+    );
+}
+
+/// Unit files of a private manager, disabled and removed when dropped.
+struct UnitFiles<'a> {
+    env: &'a SystemdEnv,
+    names: Vec<String>,
+}
+
+impl Drop for UnitFiles<'_> {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = self.env.systemctl(&["disable", n]);
+            let _ = self.env.systemctl(&["stop", n]);
+            let _ = std::fs::remove_file(self.env.unit_dir.join(n));
+        }
+    }
+}
+
+#[test]
+fn watch_reads_from_the_units_own_stamps_what_they_did_while_the_bus_was_away() {
+    let manager = PrivateUnit {
+        env: systemd_private(Path::new(RESYNC_MANAGER)),
+        name: format!("bounce-t-resync-none-{}.service", std::process::id()),
+    };
+    let env = &manager.env;
+    let name = |what: &str| format!("bounce-t-resync-{what}-{}.service", std::process::id());
+    let (down, restarted, crashed) = (name("down"), name("restarted"), name("crashed"));
+    // Enabled, as a node's services are: a stopped unit nothing wants is
+    // unloaded, its stamps with it.
+    let install = "[Install]\nWantedBy=default.target\n";
+    let files = UnitFiles {
+        env,
+        names: vec![down.clone(), restarted.clone(), crashed.clone()],
+    };
+    for (n, extra) in [
+        (&down, ""),
+        (&restarted, ""),
+        (&crashed, "Restart=always\nRestartSec=300ms\n"),
+    ] {
+        std::fs::write(
+            env.unit_dir.join(n),
+            format!("[Service]\nExecStart=/bin/sleep 3600\n{extra}{install}"),
+        )
+        .unwrap();
+    }
+    env.systemctl(&["daemon-reload"]).unwrap();
+    for n in &files.names {
+        env.systemctl(&["enable", "--now", n]).unwrap();
+    }
+    let dir = Scratch::new("watch-loss-resync");
+    let config = dir.write(
+        "watch.yaml",
+        &format!(
+            "systemd:\n  - bus: \"{}\"\n    units: [\"bounce-t-resync-*-{}.service\"]\n",
+            env.bus,
+            std::process::id()
+        ),
+    );
+    let out = dir.path("watch");
+    let _w = WatchProcess::start(&out, &["--config", config.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_secs(1));
+
+    env.systemctl(&["stop", "dbus.socket", "dbus.service"])
+        .expect("taking the private bus down");
+    std::thread::sleep(Duration::from_millis(1500));
+    // While away: one stopped, one restarted, one crashed and brought back.
+    env.systemctl(&["stop", &down]).unwrap();
+    env.systemctl(&["restart", &restarted]).unwrap();
+    let pid = env
+        .systemctl(&["show", "-p", "MainPID", "--value", &crashed])
+        .unwrap();
+    let killed = Command::new("kill").args(["-9", &pid]).status().unwrap();
+    assert!(killed.success());
+    let back = Instant::now() + Duration::from_secs(10);
+    while env
+        .systemctl(&["show", "-p", "NRestarts", "--value", &crashed])
+        .unwrap()
+        != "1"
+        || env.systemctl(&["is-active", &crashed]).is_err()
+    {
+        assert!(Instant::now() < back, "{crashed} not brought back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    env.systemctl(&["start", "dbus.socket"])
+        .expect("bringing the private bus back");
+    // The watcher tries every second; the manager joins the new bus too.
+    wait_for(&out, &restarted, |_| true);
+    wait_for(&out, &crashed, |_| true);
+
+    let r = &watch_records_of(&out, &restarted)[0];
+    assert_eq!(
+        (r.cause, r.outcome),
+        (Some(Cause::StopStart), Outcome::Ok),
+        "{r:#?}"
+    );
+    agrees(
+        env,
+        r,
+        BoundaryName::Requested,
+        &restarted,
+        "ActiveExitTimestamp",
+    );
+    agrees(
+        env,
+        r,
+        BoundaryName::Exited,
+        &restarted,
+        "InactiveEnterTimestamp",
+    );
+    agrees(
+        env,
+        r,
+        BoundaryName::Started,
+        &restarted,
+        "ActiveEnterTimestamp",
+    );
+    assert!(
+        r.notes.iter().any(|n| n.contains("jobs not seen"))
+            && r.notes.iter().any(|n| n.contains("not told apart")),
+        "{r:#?}"
+    );
+    assert!(
+        r.unit.as_ref().unwrap().stopped_as.is_none(),
+        "unseen: {r:#?}"
+    );
+
+    let c = &watch_records_of(&out, &crashed)[0];
+    assert_eq!(
+        (c.cause, c.outcome),
+        (Some(Cause::Crash), Outcome::Ok),
+        "{c:#?}"
+    );
+    assert!(c.boundary(BoundaryName::Requested).is_none(), "{c:#?}");
+    agrees(
+        env,
+        c,
+        BoundaryName::Exited,
+        &crashed,
+        "ActiveExitTimestamp",
+    );
+    agrees(
+        env,
+        c,
+        BoundaryName::Started,
+        &crashed,
+        "ActiveEnterTimestamp",
+    );
+    assert!(
+        c.phases.get(&Phase::Start).is_some_and(|s| *s >= 0.3),
+        "RestartSec=300ms: {c:#?}"
+    );
+
+    // The stopped one was opened when the bus came back; its start ends it.
+    assert!(watch_records_of(&out, &down).is_empty());
+    std::thread::sleep(Duration::from_millis(500));
+    env.systemctl(&["start", &down]).unwrap();
+    wait_for(&out, &down, |_| true);
+    let d = &watch_records_of(&out, &down)[0];
+    assert_eq!(
+        (d.cause, d.outcome),
+        (Some(Cause::StopStart), Outcome::Ok),
+        "{d:#?}"
+    );
+    agrees(
+        env,
+        d,
+        BoundaryName::Requested,
+        &down,
+        "ActiveExitTimestamp",
+    );
+    agrees(
+        env,
+        d,
+        BoundaryName::Exited,
+        &down,
+        "InactiveEnterTimestamp",
+    );
+    agrees(env, d, BoundaryName::Started, &down, "ActiveEnterTimestamp");
+    assert!(
+        d.notes.iter().any(|n| n.contains("jobs not seen")),
+        "{d:#?}"
+    );
+
+    // Each once.
+    std::thread::sleep(Duration::from_millis(1500));
+    for n in &files.names {
+        assert_eq!(watch_records_of(&out, n).len(), 1, "{n} once");
+    }
+}

@@ -188,3 +188,74 @@ fn unit_restarts_are_recorded_once_by_cause_against_systemds_own_stamps() {
     assert_eq!(watch_records_of(&out, &c.name).len(), 1);
     assert_eq!(watch_records_of(&out, &plain.name).len(), 2);
 }
+
+#[test]
+fn units_loaded_after_the_watcher_started_are_followed_by_name_and_by_glob() {
+    docker_up();
+    let env = systemd_up();
+    let pid = std::process::id();
+    // Named before they exist: TestUnit names them bounce-t-LABEL-PID.service.
+    let plain_name = format!("bounce-t-watch-late-{pid}.service");
+    let dir = Scratch::new("watch-units-late");
+    let config = dir.write(
+        "watch.yaml",
+        &format!(
+            "systemd:\n  - bus: \"{}\"\n    units: [\"{plain_name}\", \"bounce-t-watch-lateglob-*.service\"]\n",
+            env.bus
+        ),
+    );
+    let out = dir.path("watch");
+    let _w = WatchProcess::start(&out, &["--config", config.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_secs(1));
+
+    let c = TestContainer::start(
+        "watch-late",
+        &["--network", "none"],
+        "trap 'exit 0' TERM; while true; do sleep 1 & wait; done",
+    );
+    let plain = TestUnit::start("watch-late", "[Service]\nExecStart=/bin/sleep 3600\n");
+    assert_eq!(plain.name, plain_name);
+    let kolla = TestUnit::start(
+        "watch-lateglob",
+        &format!(
+            "[Service]\nExecStart=/usr/bin/docker start -a {n}\nExecStop=/usr/bin/docker stop {n} -t 10\n",
+            n = c.name
+        ),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let log = std::fs::read_to_string(out.join("watch.log")).unwrap_or_default();
+    for n in [&plain.name, &kolla.name] {
+        assert!(log.contains(&format!("following {n}")), "{n}: {log}");
+    }
+
+    systemctl(&["restart", &plain.name]).unwrap();
+    systemctl(&["restart", &kolla.name]).unwrap();
+    let p = wait_for(&out, &plain.name, 1);
+    let k = wait_for(&out, &c.name, 1);
+    assert_eq!((p.len(), k.len()), (1, 1), "{p:#?}\n{k:#?}");
+    assert_eq!(
+        (p[0].cause, p[0].outcome),
+        (Some(Cause::Restart), Outcome::Ok),
+        "{p:#?}"
+    );
+    agrees(&p[0], BoundaryName::Started, &plain, "ActiveEnterTimestamp");
+    // The container it wraps is timed within the unit's restart, once.
+    let r = &k[0];
+    assert_eq!(
+        (r.cause, r.outcome),
+        (Some(Cause::Restart), Outcome::Ok),
+        "{r:#?}"
+    );
+    assert!(
+        matches!(&r.target, TargetRef::Systemd { name, container: Some(cn), .. } if *name == kolla.name && *cn == c.name),
+        "{:?}",
+        r.target
+    );
+    assert!(
+        r.boundary(BoundaryName::ContainerStarted).is_some(),
+        "{r:#?}"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(watch_records_of(&out, &c.name).len(), 1);
+    assert_eq!(watch_records_of(&out, &plain.name).len(), 1);
+}

@@ -12,10 +12,13 @@
 //! through their units or containers, and each restart continued to Ceph's
 //! milestones (`ceph/osd/follow.rs`), recorded once, as the OSD's. An
 //! engine or a manager's bus that goes away is waited for and followed
-//! again (the engine replays what happened meanwhile; a manager does not).
-//! It resumes after its own restart from a cursor (`cursor`: the engine
-//! replays its events, `seen` takes each once; a manager does not replay,
-//! so a unit restart while the watcher is down is not seen). It never
+//! again (the engine replays what happened meanwhile; a manager does not,
+//! but its units' own stamps tell what happened to them). It resumes after
+//! its own restart from a cursor (`cursor`: the engine replays its events,
+//! `seen` takes each once; a manager does not replay, so a unit or OSD
+//! restart still open or followed when the watcher stops is recorded then,
+//! `incomplete`, and a unit restart while the watcher is down is not
+//! seen). It never
 //! restarts, stops or execs
 //! anything; only exec probes named in its configuration (`config`) run in
 //! a container.
@@ -29,7 +32,7 @@ pub mod cursor;
 pub mod days;
 pub mod seen;
 
-use crate::abort::Abort;
+use crate::abort::{Abort, abort_pair};
 use crate::ceph::osd::follow::WatchedOsds;
 use crate::docker::DockerEngine;
 use crate::docker::follow::{Followed, WatchReady, unfinished};
@@ -37,10 +40,10 @@ use crate::docker::restarts::{RestartKey, RestartTracker, Started};
 use crate::output::OutputError;
 use crate::scenario::ProbeSpec;
 use crate::systemd::SystemdManager;
-use crate::systemd::restarts::{UnitHooks, WatchedUnit};
+use crate::systemd::restarts::{UnitHooks, UnitSet, WatchedUnit};
 use crate::timeline::realtime_nanos;
 use bollard::query_parameters::EventsOptions;
-use bounce_wire::{Origin, TargetRef, TimelineRecord};
+use bounce_wire::{Origin, Outcome, TargetRef, TimelineRecord};
 use config::WatchConfig;
 use cursor::Cursor;
 use days::WatchRuns;
@@ -50,6 +53,7 @@ use seen::Seen;
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -79,6 +83,9 @@ const TICK: Duration = Duration::from_secs(1);
 /// How often an engine that went away is asked whether it is back (each
 /// try bounded by this too).
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+/// When the watcher stops, how long what units and OSDs have open may take
+/// to be recorded (their waits end at once; this bounds a bus that hangs).
+const DRAIN: Duration = Duration::from_secs(10);
 
 fn events_since(engine: &DockerEngine, since: i64) -> EventStream {
     let filters = HashMap::from([
@@ -112,7 +119,7 @@ type EventStream = Pin<
 type Following<'a> = Pin<Box<dyn Future<Output = (RestartKey, Option<String>, Followed)> + 'a>>;
 
 /// The systemd managers a watcher follows, each with its units.
-pub type Managers = Vec<(SystemdManager, Vec<WatchedUnit>)>;
+pub type Managers = Vec<(SystemdManager, UnitSet)>;
 
 /// What a watcher follows besides every container: systemd managers with
 /// their units, and the node's Ceph OSDs (through those units or containers).
@@ -130,12 +137,16 @@ fn osd_of<'o>(osds: &'o [WatchedOsds], target: &TargetRef) -> Option<(&'o Watche
 /// No probes: an OSD is ready at its milestones, which its follower waits for.
 const AT_MILESTONES: &[ProbeSpec] = &[];
 
-/// Follows every manager's units, sending each restart followed to its end;
-/// never returns (a manager whose first subscription fails is said and left).
+/// Follows every manager's units, sending each restart followed to its end
+/// (a unit loaded later that wraps a container adds it to `wrapped`);
+/// returns once `stop` fired and every manager handed on what it had open
+/// (a manager whose first subscription fails is said and left).
 async fn watch_managers(
     sources: &Watched,
     engine: &DockerEngine,
     config: &WatchConfig,
+    wrapped: &Mutex<BTreeSet<String>>,
+    stop: &Abort,
     tx: tokio::sync::mpsc::UnboundedSender<(RestartKey, Followed)>,
 ) {
     let each = sources.managers.iter().map(|(m, units)| {
@@ -166,16 +177,26 @@ async fn watch_managers(
                     o.opened(id);
                 }
             };
+            let appeared = |unit: &WatchedUnit| {
+                if let Some(c) = &unit.container {
+                    wrapped.lock().expect("wrapped").insert(c.clone());
+                }
+                // What `run` notes before its request, known for its first restart.
+                if let Some((o, id)) = osd(&unit.name) {
+                    o.start(Some(id));
+                }
+            };
             let hooks = UnitHooks {
                 ready_for: &ready_for,
                 opened: &opened,
+                appeared: &appeared,
             };
             let sent = |k, f| {
                 let _ = tx.send((k, f));
             };
             let bound = config.incomplete_after.0;
             if let Err(e) = m
-                .watch_units(units.clone(), Some(engine), hooks, bound, sent)
+                .watch_units(units.clone(), Some(engine), hooks, bound, stop, sent)
                 .await
             {
                 eprintln!("watch: {e}; its units are no longer followed");
@@ -183,7 +204,7 @@ async fn watch_managers(
         }
     });
     futures_util::future::join_all(each).await;
-    std::future::pending().await
+    stop.wait().await
 }
 
 /// Watches until `stop` resolves; returns when it did.
@@ -196,13 +217,18 @@ pub async fn watch(
     stop: impl Future<Output = ()>,
 ) -> Result<WatchRuns, WatchError> {
     // Containers that units wrap: their restarts are the units'.
-    let wrapped: BTreeSet<String> = watched
-        .managers
-        .iter()
-        .flat_map(|(_, units)| units.iter().filter_map(|u| u.container.clone()))
-        .collect();
+    let wrapped: Mutex<BTreeSet<String>> = Mutex::new(
+        watched
+            .managers
+            .iter()
+            .flat_map(|(_, set)| set.units.iter().filter_map(|u| u.container.clone()))
+            .collect(),
+    );
+    let is_wrapped = |name: &str| wrapped.lock().expect("wrapped").contains(name);
     let (unit_tx, mut unit_rx) = tokio::sync::mpsc::unbounded_channel();
-    let units = watch_managers(watched, engine, config, unit_tx);
+    // Fired when the watcher stops: units and OSDs hand on what they have.
+    let (stopping, stopped) = abort_pair();
+    let units = watch_managers(watched, engine, config, &wrapped, &stopped, unit_tx);
     tokio::pin!(units);
     let mut cursor = Cursor::open(cursor_dir);
     // An OSD stop replayed from before now was not seen as it happened:
@@ -222,6 +248,9 @@ pub async fn watch(
     let bound = config.incomplete_after.0;
     let mut seen = Seen::new(since);
     let mut following: FuturesUnordered<Following<'_>> = FuturesUnordered::new();
+    // Units' OSD restarts continued to Ceph's milestones (no manager
+    // replays them: recorded when the watcher stops, as far as they got).
+    let mut osd_following: FuturesUnordered<Following<'_>> = FuturesUnordered::new();
     let mut in_flight: BTreeSet<RestartKey> = BTreeSet::new();
     // None while the engine is away.
     let mut events = Some(events_since(engine, since));
@@ -243,7 +272,7 @@ pub async fn watch(
                         opened_container(&watched.osds, &ev);
                     }
                     if let Some(started) = started {
-                        if wrapped.contains(&started.facts.key.name) {
+                        if is_wrapped(&started.facts.key.name) {
                             tracker.close(&started.facts.key, &started.facts.id);
                             continue;
                         }
@@ -277,20 +306,15 @@ pub async fn watch(
                 record(&mut runs, &key, followed)?;
             }
             Some((key, followed)) = unit_rx.recv() => {
-                match osd_of(&watched.osds, &followed.timeline.target) {
-                    // An OSD's unit: continued to Ceph's milestones, recorded once, as the OSD's.
-                    Some((o, osd)) => following.push(Box::pin(async move {
-                        (key, None, o.follow(osd, followed).await)
-                    })),
-                    None => record(&mut runs, &key, followed)?,
-                }
+                unit_restart(&mut runs, &watched.osds, &mut osd_following, &stopped, key, followed)?;
             }
+            Some((key, _, followed)) = osd_following.next() => record(&mut runs, &key, followed)?,
             _ = &mut units => {}
             _ = tick.tick() => {
                 let older_than = realtime_nanos() - bound.as_nanos() as i64;
                 for u in tracker.sweep(older_than) {
                     let key = u.facts.key.clone();
-                    if wrapped.contains(&key.name) {
+                    if is_wrapped(&key.name) {
                         continue;
                     }
                     record(&mut runs, &key, unfinished(u, bound))?;
@@ -301,7 +325,26 @@ pub async fn watch(
             }
         }
     }
-    // Restarts still being followed are replayed from the cursor next time.
+    // A manager replays nothing: units' restarts still open or followed
+    // end now and are recorded as far as they got (bounded).
+    stopping.fire();
+    let deadline = Instant::now() + DRAIN;
+    let (mut units_done, mut rx_done) = (false, false);
+    while !(units_done && rx_done && osd_following.is_empty()) {
+        tokio::select! {
+            _ = &mut units, if !units_done => units_done = true,
+            got = unit_rx.recv(), if !rx_done => match got {
+                Some((key, followed)) => unit_restart(&mut runs, &watched.osds, &mut osd_following, &stopped, key, followed)?,
+                None => rx_done = true,
+            },
+            Some((key, _, followed)) = osd_following.next() => record(&mut runs, &key, followed)?,
+            _ = tokio::time::sleep_until(deadline) => {
+                eprintln!("watch: units and OSDs did not hand on what they had open within {}s", DRAIN.as_secs());
+                break;
+            }
+        }
+    }
+    // Containers' restarts still being followed are replayed from the cursor next time.
     let oldest = tracker
         .oldest_open()
         .into_iter()
@@ -365,15 +408,42 @@ fn follow<'a>(
         };
         let followed = engine.follow_observed(started, ready, abort).await;
         let followed = match osd {
-            Some((o, osd)) => o.follow(osd, followed).await,
+            Some((o, osd)) => o.follow(osd, followed, abort).await,
             None => followed,
         };
         (key, Some(id), followed)
     })
 }
 
+/// A unit's restart followed to its end: an OSD's is continued to Ceph's
+/// milestones (recorded once, as the OSD's), any other recorded now.
+fn unit_restart<'a>(
+    runs: &mut WatchRuns,
+    osds: &'a [WatchedOsds],
+    osd_following: &mut FuturesUnordered<Following<'a>>,
+    stopped: &'a Abort,
+    key: RestartKey,
+    followed: Followed,
+) -> Result<(), WatchError> {
+    match osd_of(osds, &followed.timeline.target) {
+        Some((o, osd)) => osd_following.push(Box::pin(async move {
+            (key, None, o.follow(osd, followed, stopped).await)
+        })),
+        None => record(runs, &key, followed)?,
+    }
+    Ok(())
+}
+
 /// Writes one observed restart into its day's run and says so.
-fn record(runs: &mut WatchRuns, key: &RestartKey, f: Followed) -> Result<(), WatchError> {
+fn record(runs: &mut WatchRuns, key: &RestartKey, mut f: Followed) -> Result<(), WatchError> {
+    if f.ending.outcome == Outcome::Aborted {
+        // Only the watcher's own stop aborts a wait: what was seen is kept.
+        let why = f.ending.error.take().unwrap_or_default();
+        f.ending = crate::timeline::Ending::new(
+            Outcome::Incomplete,
+            format!("the watcher stopped ({why})"),
+        );
+    }
     let labels = runs.labels(key.opened_at)?;
     let mut rec: TimelineRecord = f.timeline.finish(&labels, f.ending);
     rec.origin = Origin::Watch;

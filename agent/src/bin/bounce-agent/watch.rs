@@ -11,6 +11,7 @@ use bounce_agent::docker::DockerEngine;
 use bounce_agent::facts;
 use bounce_agent::scenario::{Bus, NamePattern};
 use bounce_agent::systemd::SystemdManager;
+use bounce_agent::systemd::restarts::UnitSet;
 use bounce_agent::timeline::realtime_nanos;
 use bounce_agent::watch::Watched;
 use bounce_agent::watch::config::WatchConfig;
@@ -109,7 +110,8 @@ pub async fn watch(args: Args) -> Result<ExitCode> {
 
 /// Connects to the systemd managers and Ceph clusters the configuration
 /// names and lists the units to follow (an OSD's unit once, as the OSD's,
-/// even when a `systemd:` entry names it too).
+/// even when a `systemd:` entry names it too); the names and globs go
+/// along, for units loaded later.
 async fn follow(config: &WatchConfig) -> Result<Watched> {
     let mut watched = Watched::default();
     for entry in &config.osds {
@@ -140,18 +142,20 @@ async fn follow(config: &WatchConfig) -> Result<Watched> {
             Some(i) => i,
             None => {
                 let manager = SystemdManager::connect(&bus, None).await?;
-                watched.managers.push((manager, Vec::new()));
+                watched.managers.push((manager, UnitSet::default()));
                 watched.managers.len() - 1
             }
         };
-        let (manager, units) = &mut watched.managers[i];
+        let (manager, set) = &mut watched.managers[i];
         for u in manager.watched_units(&patterns).await? {
-            if !units.iter().any(|x| x.name == u.name) {
-                units.push(u);
+            if !set.units.iter().any(|x| x.name == u.name) {
+                set.units.push(u);
             }
         }
+        set.patterns.extend(patterns);
     }
-    for (manager, units) in &watched.managers {
+    for (manager, set) in &watched.managers {
+        let units = &set.units;
         let bus = manager.bus().to_string();
         let osds = units
             .iter()

@@ -189,8 +189,9 @@ impl WatchedOsds {
 
     /// A restart of OSD `id` followed to its start (readiness left to this:
     /// no probes), continued to Ceph's milestones up to `wait_for`, and
-    /// recorded as the OSD's.
-    pub async fn follow(&self, id: u32, mut f: Followed) -> Followed {
+    /// recorded as the OSD's; `abort` (the watcher stopping) ends the wait
+    /// with the milestones seen so far.
+    pub async fn follow(&self, id: u32, mut f: Followed, abort: &Abort) -> Followed {
         let tl = &mut f.timeline;
         tl.target = match std::mem::replace(
             &mut tl.target,
@@ -233,7 +234,6 @@ impl WatchedOsds {
             .map(|s| Duration::from_nanos((realtime_nanos() - s).max(0) as u64))
             .unwrap_or_default();
         let deadline = Instant::now() + self.timeout.saturating_sub(since_start);
-        let abort = Abort::never();
         let Some(note) = note else {
             f.ending = Ending::new(
                 Outcome::Incomplete,
@@ -241,7 +241,7 @@ impl WatchedOsds {
             );
             return f;
         };
-        let noted = match bounded(note, deadline, &abort).await {
+        let noted = match bounded(note, deadline, abort).await {
             Ok(Ok(noted)) => noted,
             Ok(Err(e)) => Err(format!("noting the osdmap: {e}")),
             Err(i) => {
@@ -271,7 +271,7 @@ impl WatchedOsds {
             carried: carried.as_ref(),
             wait_for: self.wait_for,
             deadline,
-            abort: &abort,
+            abort,
             timeout: self.timeout,
         };
         f.ending = observe::follow_milestones(&self.cli, wait, &mut f.timeline).await;
