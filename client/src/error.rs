@@ -2,7 +2,7 @@
 //! operator can act on; TLS failures are read out of rustls' error (which
 //! hyper wraps in io errors) rather than shown as "connection error".
 
-use rustls::{CertificateError, Error as TlsError};
+use rustls::{AlertDescription, CertificateError, Error as TlsError};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +121,12 @@ fn tls_words(err: &TlsError) -> String {
             }
             other => format!("the collector's certificate was refused: {other:?}"),
         },
+        TlsError::AlertReceived(AlertDescription::CertificateExpired) => {
+            "the collector refused this node's certificate: it expired (--client-cert needs a new one)".into()
+        }
+        TlsError::AlertReceived(AlertDescription::UnknownCA) => {
+            "the collector refused this node's certificate: not signed by the collector's --client-ca".into()
+        }
         TlsError::AlertReceived(alert) => format!(
             "the collector refused this client's certificate or the handshake (alert {alert:?}; a node certificate signed by the collector's --client-ca?)"
         ),

@@ -9,8 +9,16 @@ use hyper::{Method, StatusCode};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::time::Duration;
+
+/// How long a client keeps an idle connection to the collector for the
+/// next request (an agent's next batch: restarts of a run are seconds to
+/// minutes apart, and each new connection is a TLS handshake). The
+/// collector keeps idle connections longer (`serve --idle-timeout-secs`,
+/// this plus 30 s), so the client is the one that closes them and never
+/// sends on a connection the collector is closing.
+pub const POOL_IDLE: Duration = Duration::from_secs(300);
 
 /// How a client proves who it is: a bearer token, or (with no token) the
 /// node certificate of its TLS connection.
@@ -106,7 +114,10 @@ impl CollectorClient {
         Ok(CollectorClient {
             base,
             credential,
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: Client::builder(TokioExecutor::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(POOL_IDLE)
+                .build(connector),
         })
     }
 

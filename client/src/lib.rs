@@ -11,6 +11,6 @@ mod http;
 mod trust;
 
 pub use error::ClientError;
-pub use http::Answer;
+pub use http::{Answer, POOL_IDLE};
 pub use http::{CollectorClient, Credential};
 pub use trust::{Trust, read_certs, read_key};

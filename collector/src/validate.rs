@@ -1,5 +1,6 @@
 //! A batch checked completely before anything of it is written: names,
-//! that every timeline belongs to the batch's run, durations, and that the
+//! that every timeline belongs to the batch's run and to the node that
+//! sends it (the name its credential may send as), durations, and that the
 //! histograms count exactly the timelines' phases. The histograms come back
 //! decoded (sparse) for the store. The run id was checked when the batch
 //! was read (`RunId`).
@@ -65,6 +66,14 @@ pub fn batch(b: &Batch) -> Result<Vec<PhaseHistogram>, String> {
             return Err(format!("{what}: {v:?} is not a valid name"));
         }
     }
+    // Reports group by a timeline's node: a node may file results only
+    // under the name it sends as (and its credential was checked for).
+    if run.node.hostname != b.agent {
+        return Err(format!(
+            "run.node.hostname: {:?} is not the sending agent {:?} (a batch carries the sending node's own results)",
+            run.node.hostname, b.agent
+        ));
+    }
     if b.seq == 0 {
         return Err("seq starts at 1".into());
     }
@@ -75,6 +84,12 @@ pub fn batch(b: &Batch) -> Result<Vec<PhaseHistogram>, String> {
     for (i, t) in b.timelines.iter().enumerate() {
         if t.run_id != run.run_id || t.deployment != run.deployment || t.scenario != run.scenario {
             return Err(format!("timelines[{i}] belongs to another run"));
+        }
+        if t.node != b.agent {
+            return Err(format!(
+                "timelines[{i}].node: {:?} is not the sending agent {:?} (a batch carries the sending node's own results)",
+                t.node, b.agent
+            ));
         }
         if !valid_name(&t.service) || t.service.contains('/') {
             return Err(format!(
@@ -176,6 +191,23 @@ mod tests {
         let mut b = batch_of(&["a/b"]);
         b.histograms.clear();
         assert!(batch(&b).unwrap_err().contains("is not a valid name"));
+    }
+
+    #[test]
+    fn a_batch_carries_only_the_sending_nodes_results() {
+        let mut b = batch_of(&["a", "b"]);
+        b.timelines[1].node = "n2".into();
+        assert_eq!(
+            batch(&b).unwrap_err(),
+            "timelines[1].node: \"n2\" is not the sending agent \"n1\" (a batch carries the sending node's own results)"
+        );
+        let mut b = batch_of(&["a"]);
+        b.run.identity.node.hostname = "n2".into();
+        assert!(
+            batch(&b)
+                .unwrap_err()
+                .starts_with("run.node.hostname: \"n2\" is not the sending agent \"n1\"")
+        );
     }
 
     #[test]

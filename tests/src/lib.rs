@@ -598,6 +598,20 @@ impl CollectorProcess {
         self.child.as_ref().expect("running").id()
     }
 
+    /// SIGTERM, as systemd stops it: how it exited (SIGKILL after 30 s).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        for _ in 0..300 {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = c.kill();
+        c.wait().unwrap()
+    }
+
     /// SIGKILL, no goodbye.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

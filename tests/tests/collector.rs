@@ -194,7 +194,11 @@ fn sample_batch(seq: u64) -> Batch {
         outcome: Outcome::Timeout,
         ..docker_record(("r-bad-input", "lab", "bad"), "n1", "nova_api", timestamps)
     };
-    batch_of(t, NodeFacts::default(), 1, 2, seq)
+    let node = NodeFacts {
+        hostname: "n1".into(),
+        ..NodeFacts::default()
+    };
+    batch_of(t, node, 1, 2, seq)
 }
 
 #[test]
@@ -248,6 +252,20 @@ fn bad_requests_get_a_4xx_with_a_reason_and_write_nothing() {
         Some(&serde_json::to_vec(&foreign).unwrap()),
     );
     assert_eq!(s, 400, "{b}");
+    // Another node's restart in n1's batch: reports group by a timeline's node.
+    let mut smuggled = sample_batch(1);
+    smuggled.timelines[0].node = "n2".into();
+    let (s, b) = col.http(
+        "POST",
+        ingest,
+        Some(AGENT_TOKEN),
+        Some(&serde_json::to_vec(&smuggled).unwrap()),
+    );
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b.contains(r#"timelines[0].node: \"n2\" is not the sending agent \"n1\""#),
+        "{b}"
+    );
     let (s, _) = col.http("GET", "/api/v1/runs/r-bad-input", Some(ADMIN_TOKEN), None);
     assert_eq!(s, 404, "nothing of the refused batches was written");
 
@@ -745,6 +763,8 @@ fn an_agent_token_bound_to_names_sends_only_as_those_agents() {
     // A batch as another agent, sent by hand: 403, nothing stored.
     let mut b = sample_batch(1);
     b.agent = "ctl9".into();
+    b.run.identity.node.hostname = "ctl9".into();
+    b.timelines[0].node = "ctl9".into();
     let (s, body) = col.ingest(bound, &b);
     assert_eq!(s, 403, "{body}");
     let (s, _) = col.ingest(AGENT_TOKEN, &b);

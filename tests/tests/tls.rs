@@ -153,7 +153,11 @@ fn batch_as(agent: &str) -> Vec<u8> {
         b(BoundaryName::Exited, 1_400_000_000),
     ];
     let t = docker_record(("r-mtls", "lab", "mtls"), agent, "nova_api", timestamps);
-    serde_json::to_vec(&batch_of(t, NodeFacts::default(), 1, 1, 1)).unwrap()
+    let node = NodeFacts {
+        hostname: agent.into(),
+        ..NodeFacts::default()
+    };
+    serde_json::to_vec(&batch_of(t, node, 1, 1, 1)).unwrap()
 }
 
 #[test]
@@ -268,6 +272,50 @@ fn a_node_certificate_sends_only_as_its_name_and_never_reads_and_admins_never_in
         text(&o)
     );
     assert_eq!(c.inspect()["State"]["StartedAt"], before, "not restarted");
+    // An expired node certificate: refused in the handshake, before anything restarts.
+    let expired = ca.issue_expired("node-a-old", &["node-a"]);
+    let o = agent(&run_args(
+        &file,
+        &dir.path("o-expired"),
+        &[
+            "--node",
+            "node-a",
+            "--collector",
+            &col.url(),
+            "--ca-file",
+            ca.pem.to_str().unwrap(),
+            "--client-cert",
+            expired.cert.to_str().unwrap(),
+            "--client-key",
+            expired.key.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("refused this node's certificate: it expired"),
+        "{}",
+        text(&o)
+    );
+    assert!(text(&o).contains("nothing was restarted"), "{}", text(&o));
+    assert_eq!(c.inspect()["State"]["StartedAt"], before, "not restarted");
+    let with_expired = [
+        &cacert[..],
+        &[
+            "--cert",
+            expired.cert.to_str().unwrap(),
+            "--key",
+            expired.key.to_str().unwrap(),
+        ],
+    ]
+    .concat();
+    let (s, _) = col.curl(
+        &with_expired,
+        "POST",
+        ingest,
+        None,
+        Some(&batch_as("node-a")),
+    );
+    assert_eq!(s, 0, "no HTTP answer with an expired certificate");
     let o = run("node-a", "o2");
     assert!(o.status.success(), "{}", text(&o));
 
@@ -286,7 +334,7 @@ fn a_node_certificate_sends_only_as_its_name_and_never_reads_and_admins_never_in
     assert!(
         lines
             .iter()
-            .any(|l| l["who"] == "node node-a" && l["allowed"] == false),
+            .any(|l| l["who"] == "node node-a" && l["allowed"] == false && l["status"] == 403),
         "{log}"
     );
     assert!(
@@ -415,6 +463,21 @@ fn slow_clients_guessed_tokens_deep_bodies_and_open_plain_http_are_refused() {
     let answered = String::from_utf8_lossy(&buf[..*read.as_ref().unwrap_or(&0)]).to_string();
     assert!(!answered.contains("200 OK"), "{answered}");
 
+    // A credential that may not ingest is answered before its body is sent
+    // (the collector would otherwise wait for 4 MB that never come).
+    let mut early = TcpStream::connect(("127.0.0.1", col.port)).unwrap();
+    early
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        early,
+        "POST /api/v1/ingest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 4000000\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    early.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 403", "refused before the body");
+
     // A body nested deeper than any batch: 400 before decoding.
     let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
     let (s, body) = col.http(
@@ -448,4 +511,259 @@ fn slow_clients_guessed_tokens_deep_bodies_and_open_plain_http_are_refused() {
         "{}",
         text(&out)
     );
+}
+
+fn with_cert(ca: &TestCa, cert: &Issued) -> Vec<String> {
+    [
+        "--cacert",
+        ca.pem.to_str().unwrap(),
+        "--cert",
+        cert.cert.to_str().unwrap(),
+        "--key",
+        cert.key.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn opts(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// A collector that takes node certificates, its CA, and curl's options
+/// to show node-a's and node-b's certificates.
+fn two_nodes(dir: &Scratch) -> (CollectorProcess, TestCa, Vec<String>, Vec<String>) {
+    let ca = TestCa::new(&dir.0, "ca");
+    let (node_a, node_b) = (
+        ca.issue("node-a", &["node-a"]),
+        ca.issue("node-b", &["node-b"]),
+    );
+    let col = tls_collector(
+        &dir.0,
+        "col",
+        &ca.issue("server", &["localhost"]),
+        &["--client-ca", ca.pem.to_str().unwrap()],
+    );
+    let (a, b) = (with_cert(&ca, &node_a), with_cert(&ca, &node_b));
+    (col, ca, a, b)
+}
+
+#[test]
+fn one_misbehaving_credential_locks_out_itself_not_its_address() {
+    let dir = Scratch::new("tls-limits");
+    let (col, ca, a, b) = two_nodes(&dir);
+    let (a, b) = (opts(&a), opts(&b));
+    let cacert = ["--cacert", ca.pem.to_str().unwrap()];
+    let ingest = "/api/v1/ingest";
+    let join_as_b = br#"{"node":"node-b","call":"finish"}"#;
+
+    // node-a, misconfigured, acts as node-b: every kind of refusal counts
+    // against node-a's certificate (ingest, a fleet call, whoami).
+    let (s, body) = col.curl(&a, "POST", "/api/v1/fleets/f1/agent", None, Some(join_as_b));
+    assert_eq!(s, 403, "{body}");
+    let (s, body) = col.curl(&a, "GET", "/api/v1/whoami?agent=node-b", None, None);
+    assert_eq!(s, 403, "{body}");
+    for _ in 0..8 {
+        let (s, body) = col.curl(&a, "POST", ingest, None, Some(&batch_as("node-b")));
+        assert_eq!(s, 403, "{body}");
+    }
+    let (s, body) = col.curl(&a, "POST", ingest, None, Some(&batch_as("node-a")));
+    assert_eq!(s, 429, "node-a is held back, even as itself: {body}");
+    assert!(
+        body.contains("too many refused requests with node node-a"),
+        "{body}"
+    );
+    // The other agent behind the same address, and an admin, are not.
+    let (s, body) = col.curl(&b, "POST", ingest, None, Some(&batch_as("node-b")));
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = col.curl(&cacert, "GET", "/api/v1/runs", Some(ADMIN_TOKEN), None);
+    assert_eq!(s, 200, "{body}");
+
+    // Guessing tokens from that address: every token from it waits, a
+    // verified node certificate (nothing to guess) does not.
+    for i in 0..10 {
+        let guess = format!("guess-{i:016}");
+        let (s, _) = col.curl(&cacert, "GET", "/api/v1/runs", Some(&guess), None);
+        assert_eq!(s, 401);
+    }
+    let (s, body) = col.curl(&cacert, "GET", "/api/v1/runs", Some(ADMIN_TOKEN), None);
+    assert_eq!(s, 429, "{body}");
+    assert!(
+        body.contains("too many failed authentications from 127.0.0.1"),
+        "{body}"
+    );
+    let (s, body) = col.curl(&b, "POST", ingest, None, Some(&batch_as("node-b")));
+    assert_eq!(s, 200, "{body}");
+}
+
+/// A fleet call as JSON, as `node`.
+fn fleet_call(node: &str, call: serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "node": node, "call": call })).unwrap()
+}
+
+#[test]
+fn a_node_certificate_takes_renews_and_returns_leases_only_as_its_own_node() {
+    let dir = Scratch::new("tls-leases");
+    let (col, _, a, b) = two_nodes(&dir);
+    let (a, b) = (opts(&a), opts(&b));
+    let path = "/api/v1/fleets/r-leases/agent";
+    let join = serde_json::json!({"join": {"labels": {}, "terms": {
+        "deployment": "d", "scenario": "s",
+        "limits": {"max_in_flight": 1, "max_failures": 1, "limits": []},
+        "nodes": 2, "node_concurrency": 1, "lease_ttl_ms": 30000}}});
+    let call = |who: &[&str], node: &str, call: serde_json::Value| {
+        col.curl(who, "POST", path, None, Some(&fleet_call(node, call)))
+    };
+
+    let (s, body) = call(&b, "node-a", join.clone());
+    assert_eq!(s, 403, "node-b cannot join as node-a: {body}");
+    assert!(body.contains("may only send as node-b"), "{body}");
+    let (s, body) = call(&a, "node-a", join.clone());
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = call(&b, "node-b", join);
+    assert_eq!(s, 200, "{body}");
+    assert!(body.contains(r#""open":true"#), "{body}");
+
+    let ask = serde_json::json!({"ask": {"restarts": [
+        {"kind": "docker", "service": "nova_api", "target": "nova_api", "iteration": 1}]}});
+    let (s, body) = call(&b, "node-a", ask.clone());
+    assert_eq!(s, 403, "node-b cannot ask as node-a: {body}");
+    let (s, body) = call(&a, "node-a", ask);
+    assert_eq!(s, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["tickets"][0]["ticket"], "granted", "{body}");
+    let lease = answer["tickets"][0]["lease"].clone();
+
+    // node-b can neither renew nor return node-a's lease: as node-a it is
+    // refused by its certificate, as itself by the lease's owner.
+    let renew = serde_json::json!({"renew": {"lease": lease}});
+    let give_back = serde_json::json!({"return": {"lease": lease, "outcome": "ok"}});
+    for c in [&renew, &give_back] {
+        let (s, body) = call(&b, "node-a", c.clone());
+        assert_eq!(s, 403, "{c}: {body}");
+        let (s, body) = call(&b, "node-b", c.clone());
+        assert_eq!(s, 409, "{c}: {body}");
+        assert!(body.contains("belongs to node \\\"node-a\\\""), "{body}");
+    }
+    // Still node-a's: it renews and returns it.
+    let (s, body) = call(&a, "node-a", renew);
+    assert_eq!(s, 200, "{body}");
+    assert!(body.contains(r#""answer":"renewed""#), "{body}");
+    let (s, body) = call(&a, "node-a", give_back);
+    assert_eq!(s, 200, "{body}");
+    assert!(body.contains(r#""answer":"done""#), "{body}");
+}
+
+/// Whether the collector closed `s`: a request on it gets no answer.
+fn closed(s: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>) -> bool {
+    let _ = write!(
+        s,
+        "GET /api/v1/whoami HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
+    );
+    let mut byte = [0u8; 1];
+    !matches!(s.read(&mut byte), Ok(1))
+}
+
+#[test]
+fn a_kept_alive_connection_idles_longer_than_a_request_head_may_take() {
+    let dir = Scratch::new("tls-idle");
+    let ca = TestCa::new(&dir.0, "ca");
+    let col = tls_collector(
+        &dir.0,
+        "col",
+        &ca.issue("server", &["localhost"]),
+        &["--header-timeout-secs", "1", "--idle-timeout-secs", "4"],
+    );
+    let mut open = connect(col.port, &ca.pem);
+    assert_eq!(whoami(&mut open), 200);
+    // Idle past the head's deadline: the next request still uses this
+    // connection (and its handshake).
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(whoami(&mut open), 200, "kept while idle");
+    // Idle past the idle deadline: closed.
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(closed(&mut open), "an idle connection is not kept forever");
+}
+
+#[test]
+fn the_audit_log_records_answers_fleet_runs_and_refusals_and_reopens_on_sighup() {
+    let dir = Scratch::new("tls-audit");
+    let audit = dir.path("audit.jsonl");
+    let mut col = CollectorProcess::start_with(
+        &dir.0,
+        &[
+            "--audit-log",
+            audit.to_str().unwrap(),
+            "--auth-failures-per-minute",
+            "3",
+        ],
+    );
+    let (s, body) = col.http(
+        "GET",
+        "/api/v1/compacted?deployment=lab&token=oops",
+        Some(ADMIN_TOKEN),
+        None,
+    );
+    assert_eq!(s, 200, "{body}");
+    let (s, _) = col.http("POST", "/api/v1/fleets/f1/pause", Some(ADMIN_TOKEN), None);
+    assert_eq!(s, 404, "no such fleet run");
+
+    // logrotate moves the file away and sends SIGHUP: a plain collector
+    // lives on and writes a new file.
+    let rotated = dir.path("audit.jsonl.1");
+    std::fs::rename(&audit, &rotated).unwrap();
+    unsafe { libc::kill(col.pid() as i32, libc::SIGHUP) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (s, _) = col.http("GET", "/api/v1/runs", Some(ADMIN_TOKEN), None);
+        assert_eq!(s, 200, "alive after SIGHUP");
+        if audit.exists() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the audit log was never reopened"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for i in 0..3 {
+        let (s, _) = col.http("GET", "/api/v1/runs", Some(&format!("guess-{i:016}")), None);
+        assert_eq!(s, 401);
+    }
+    let (s, _) = col.http("GET", "/api/v1/runs", Some(ADMIN_TOKEN), None);
+    assert_eq!(s, 429);
+
+    let read = |p: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let old = read(&rotated);
+    assert_eq!(old[0]["query"], "deployment=lab&token=REDACTED", "{old:?}");
+    assert_eq!(old[0]["status"], 200, "{old:?}");
+    assert_eq!(
+        (&old[1]["path"], &old[1]["run_id"], &old[1]["status"]),
+        (
+            &serde_json::json!("/api/v1/fleets/f1/pause"),
+            &serde_json::json!("f1"),
+            &serde_json::json!(404)
+        ),
+        "{old:?}"
+    );
+    let new = read(&audit);
+    assert!(
+        new.iter()
+            .any(|l| l["who"] == "unknown" && l["status"] == 401),
+        "{new:?}"
+    );
+    assert!(
+        new.iter()
+            .any(|l| l["who"] == "admin token 1" && l["allowed"] == false && l["status"] == 429),
+        "{new:?}"
+    );
+
+    // SIGTERM (systemd's stop) ends it cleanly.
+    assert!(col.terminate().success(), "exit status after SIGTERM");
 }

@@ -53,10 +53,11 @@ pub struct AgentToken {
 }
 
 impl AgentToken {
+    /// A token file line; an error never shows the secret (the caller
+    /// names the line).
     pub fn parse(line: &str) -> Result<AgentToken, String> {
         let mut words = line.split_whitespace();
         let secret = words.next().unwrap_or_default().to_string();
-        let shown = || secret.chars().take(4).collect::<String>();
         let agents = words.next().map(|list| {
             list.split(',')
                 .filter(|p| !p.is_empty())
@@ -64,19 +65,18 @@ impl AgentToken {
                 .collect::<Vec<_>>()
         });
         if words.next().is_some() || agents.as_ref().is_some_and(|a| a.is_empty()) {
-            return Err(format!(
-                "{}...: write TOKEN or TOKEN name,name-* (one space, names separated by commas)",
-                shown()
-            ));
+            return Err(
+                "write TOKEN or TOKEN name,name-* (one space, names separated by commas)".into(),
+            );
         }
         let agents = match agents {
             None => None,
             Some(patterns) => {
                 let mut set = GlobSetBuilder::new();
                 for p in &patterns {
-                    set.add(Glob::new(p).map_err(|e| format!("{}...: {p:?}: {e}", shown()))?);
+                    set.add(Glob::new(p).map_err(|e| format!("{p:?}: {e}"))?);
                 }
-                let set = set.build().map_err(|e| format!("{}...: {e}", shown()))?;
+                let set = set.build().map_err(|e| e.to_string())?;
                 Some((patterns, set))
             }
         };
@@ -200,7 +200,8 @@ mod tests {
         let err = AgentToken::parse(&format!("{SECRET} node-["))
             .err()
             .unwrap();
-        assert!(err.starts_with("secr...: \"node-[\""), "{err}");
+        assert!(err.starts_with("\"node-[\""), "{err}");
+        assert!(!err.contains("secr"), "{err}");
     }
 
     #[test]

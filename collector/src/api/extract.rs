@@ -2,12 +2,14 @@
 //! bearer token, else the node certificate of the connection), whether
 //! that role may do this, and for a run's read API the run id and whether
 //! the store knows it. A handler that takes one of these runs only when its
-//! checks passed. Failures count against the client's address
-//! (`limit`), and every admin request is written to the audit log.
+//! checks passed. Failures count against the client's address or its
+//! credential (`limit`), and every admin request is written to the audit
+//! log (`audit`, with the answer's status).
 
-use crate::api::audit::Entry;
+use crate::api::audit;
 use crate::api::auth::{Caller, Role};
 use crate::api::error::{ApiError, internal, no_run};
+use crate::api::limit::Offender;
 use crate::api::peer::Peer;
 use crate::api::state::Shared;
 use crate::store::Store;
@@ -18,11 +20,11 @@ use bounce_wire::RunId;
 use std::sync::MutexGuard;
 
 /// A caller with any known credential (agent or admin); 401 otherwise.
-pub struct Authenticated(pub Caller);
+pub struct Authenticated(pub Known);
 
 /// A caller with an agent credential (token or node certificate): the only
 /// role that may send results (and take leases); 401 or 403 otherwise.
-pub struct AgentCaller(pub Caller);
+pub struct AgentCaller(pub Known);
 
 /// A caller with an admin token, by its audit label (`admin token 2`: who
 /// paused or aborted a fleet run); 401 or 403 otherwise. Audited.
@@ -38,19 +40,46 @@ pub struct RunRead {
 /// `/metrics`: open, or only for admins with `serve --protect-metrics`.
 pub struct MetricsReader;
 
-/// Who is asking, with the label the audit log uses.
-fn identify(parts: &Parts, state: &Shared) -> Option<(Caller, String)> {
-    let bearer = parts
+/// A caller whose credential is known, with the label the audit log and
+/// the failure limit use (`agent token 2`, `node ctl9`).
+pub struct Known {
+    pub caller: Caller,
+    pub label: String,
+}
+
+impl Known {
+    /// Whether this credential may send as (or take leases for) `agent`;
+    /// a refusal is a 403 that counts against the credential.
+    pub fn may_send_as(&self, state: &Shared, agent: &str) -> Result<(), ApiError> {
+        state
+            .tokens
+            .may_send_as(&self.caller, agent)
+            .map_err(|why| {
+                state
+                    .failures
+                    .failed(Offender::Credential(self.label.clone()));
+                ApiError(StatusCode::FORBIDDEN, why)
+            })
+    }
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match bearer {
-        // A token decides when one is shown, even over a certified connection.
-        Some(token) => state.tokens.identify(token),
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// Who is asking: a bearer token when one is shown (even over a certified
+/// connection), else the node certificate of the connection.
+fn identify(parts: &Parts, state: &Shared) -> Option<Known> {
+    let known = |(caller, label)| Known { caller, label };
+    match bearer(parts) {
+        Some(token) => state.tokens.identify(token).map(known),
         None => peer(parts).and_then(|p| p.node.clone()).map(|cert| {
             let label = cert.label();
-            (Caller::Node(cert), label)
+            known((Caller::Node(cert), label))
         }),
     }
 }
@@ -59,79 +88,88 @@ fn peer(parts: &Parts) -> Option<&Peer> {
     parts.extensions.get::<Peer>()
 }
 
-/// The caller and its audit label, if its role is `need` (roles never
-/// mix). Refusals count against the address; admin requests, allowed or
-/// not, are audited.
-fn caller(parts: &Parts, state: &Shared, need: Option<Role>) -> Result<(Caller, String), ApiError> {
-    let addr = peer(parts).map(|p| p.addr);
-    if let Some(a) = addr
-        && let Err(wait) = state.failures.check(a.ip())
-    {
-        return Err(ApiError(
+/// 429 while `who` is over its failure limit.
+fn limited(state: &Shared, who: &Offender) -> Result<(), ApiError> {
+    state.failures.check(who).map_err(|wait| {
+        ApiError(
             StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "too many failed authentications from {}: try again in {} s",
-                a.ip(),
-                wait.as_secs() + 1
-            ),
-        ));
-    }
+            format!("too many {who}: try again in {} s", wait.as_secs() + 1),
+        )
+    })
+}
+
+/// The caller, if its role is `need` (roles never mix). A request without
+/// a known credential counts against its address, a known credential's
+/// refusal against the credential; admin requests, allowed or not (429
+/// included), are audited with their answer's status.
+fn caller(parts: &Parts, state: &Shared, need: Option<Role>) -> Result<Known, ApiError> {
     let found = identify(parts, state);
-    let result = match &found {
-        None => Err(ApiError(
+    if need == Some(Role::Admin) {
+        audit::decided(
+            parts,
+            found.as_ref().map_or("unknown", |k| k.label.as_str()),
+        );
+    }
+    let addr = peer(parts).map(|p| Offender::Address(p.addr.ip()));
+    // A verified node certificate cannot be guessed: its address's
+    // failures (another client behind the same NAT) do not hold it back.
+    let by_certificate = found.is_some() && bearer(parts).is_none();
+    if let Some(a) = addr.as_ref().filter(|_| !by_certificate) {
+        limited(state, a)?;
+    }
+    let Some(known) = found else {
+        if let Some(a) = addr {
+            state.failures.failed(a);
+        }
+        return Err(ApiError(
             StatusCode::UNAUTHORIZED,
             "missing or unknown bearer token (and no node certificate)".into(),
-        )),
-        Some((c, label)) => match (need, c.role()) {
-            (None, _) => Ok((c.clone(), label.clone())),
-            (Some(n), r) if n == r => Ok((c.clone(), label.clone())),
-            (Some(Role::Admin), _) => Err(ApiError(
-                StatusCode::FORBIDDEN,
-                "an agent credential may only send results; this needs an admin token".into(),
-            )),
-            (Some(Role::Agent), _) => Err(ApiError(
-                StatusCode::FORBIDDEN,
-                "an admin token may read and manage, not send results (agents send with agent tokens or node certificates)".into(),
-            )),
-        },
+        ));
     };
-    if result.is_err()
-        && let Some(a) = addr
-    {
-        state.failures.failed(a.ip());
+    let me = Offender::Credential(known.label.clone());
+    limited(state, &me)?;
+    let refused = match (need, known.caller.role()) {
+        (None, _) => None,
+        (Some(n), r) if n == r => None,
+        (Some(Role::Admin), _) => {
+            Some("an agent credential may only send results; this needs an admin token")
+        }
+        (Some(Role::Agent), _) => Some(
+            "an admin token may read and manage, not send results (agents send with agent tokens or node certificates)",
+        ),
+    };
+    match refused {
+        None => {
+            if need == Some(Role::Admin) {
+                audit::allowed(parts);
+            }
+            Ok(known)
+        }
+        Some(why) => {
+            state.failures.failed(me);
+            Err(ApiError(StatusCode::FORBIDDEN, why.into()))
+        }
     }
-    if need == Some(Role::Admin) {
-        state.audit.record(&Entry {
-            who: found
-                .as_ref()
-                .map_or("unknown", |(_, label)| label.as_str()),
-            from: addr,
-            method: parts.method.as_str(),
-            path: parts.uri.path(),
-            allowed: result.is_ok(),
-        });
-    }
-    result
 }
 
 impl FromRequestParts<Shared> for Authenticated {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
-        caller(parts, state, None).map(|(c, _)| Authenticated(c))
+        caller(parts, state, None).map(Authenticated)
     }
 }
 
 impl FromRequestParts<Shared> for AgentCaller {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
-        caller(parts, state, Some(Role::Agent)).map(|(c, _)| AgentCaller(c))
+        caller(parts, state, Some(Role::Agent)).map(AgentCaller)
     }
 }
 
 impl FromRequestParts<Shared> for Admin {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
-        caller(parts, state, Some(Role::Admin)).map(|(_, label)| Admin(label))
+        caller(parts, state, Some(Role::Admin)).map(|k| Admin(k.label))
     }
 }
 

@@ -47,10 +47,7 @@ async fn agent(
     let call: FleetCall =
         serde_json::from_slice(&body).map_err(|e| bad(format!("body is not a fleet call: {e}")))?;
     call.check().map_err(bad)?;
-    state
-        .tokens
-        .may_send_as(&caller, &call.node)
-        .map_err(|why| ApiError(StatusCode::FORBIDDEN, why))?;
+    caller.may_send_as(&state, &call.node)?;
     state
         .fleets
         .agent(run.as_str(), call)

@@ -1,7 +1,11 @@
-//! Failed authentication, limited per client address: after
-//! `per_minute` failures (401/403) within a minute, every request from that
-//! address gets 429 until the minute is over, so a token cannot be guessed
-//! at network speed. What is remembered is bounded.
+//! Refused requests, limited per who was refused: after `per_minute`
+//! refusals within a minute, every request of that kind gets 429 until the
+//! minute is over. A request without a known credential (401) counts
+//! against its client address, so a token cannot be guessed at network
+//! speed; a known credential refused what it asked (403: the wrong role,
+//! or sending as a name it may not) counts against that credential, so
+//! one misconfigured agent behind a NAT locks out itself, not every agent
+//! sharing its address. What is remembered is bounded.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -9,12 +13,30 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const WINDOW: Duration = Duration::from_secs(60);
-/// Addresses remembered at most (stale ones are dropped first).
-const MAX_ADDRESSES: usize = 10_000;
+/// Addresses and credentials remembered at most (stale ones are dropped first).
+const MAX_REMEMBERED: usize = 10_000;
+
+/// Who a refusal counts against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Offender {
+    /// A client that showed no known credential.
+    Address(IpAddr),
+    /// A known credential, by its audit label (`agent token 2`, `node ctl9`).
+    Credential(String),
+}
+
+impl std::fmt::Display for Offender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Offender::Address(ip) => write!(f, "failed authentications from {ip}"),
+            Offender::Credential(label) => write!(f, "refused requests with {label}"),
+        }
+    }
+}
 
 pub struct FailureLimit {
     per_minute: u32,
-    seen: Mutex<HashMap<IpAddr, Window>>,
+    seen: Mutex<HashMap<Offender, Window>>,
 }
 
 struct Window {
@@ -31,20 +53,20 @@ impl FailureLimit {
         }
     }
 
-    /// Err(how long until it may try again) while `ip` is over its limit.
-    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
-        self.check_at(ip, Instant::now())
+    /// Err(how long until it may try again) while `who` is over its limit.
+    pub fn check(&self, who: &Offender) -> Result<(), Duration> {
+        self.check_at(who, Instant::now())
     }
 
-    pub fn failed(&self, ip: IpAddr) {
-        self.failed_at(ip, Instant::now())
+    pub fn failed(&self, who: Offender) {
+        self.failed_at(who, Instant::now())
     }
 
-    fn check_at(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+    fn check_at(&self, who: &Offender, now: Instant) -> Result<(), Duration> {
         if self.per_minute == 0 {
             return Ok(());
         }
-        match self.seen.lock().unwrap().get(&ip) {
+        match self.seen.lock().unwrap().get(who) {
             Some(w) if w.failures >= self.per_minute && now < w.start + WINDOW => {
                 Err(w.start + WINDOW - now)
             }
@@ -52,21 +74,25 @@ impl FailureLimit {
         }
     }
 
-    fn failed_at(&self, ip: IpAddr, now: Instant) {
+    fn failed_at(&self, who: Offender, now: Instant) {
         if self.per_minute == 0 {
             return;
         }
         let mut seen = self.seen.lock().unwrap();
-        if seen.len() >= MAX_ADDRESSES && !seen.contains_key(&ip) {
+        if seen.len() >= MAX_REMEMBERED && !seen.contains_key(&who) {
             seen.retain(|_, w| now < w.start + WINDOW);
         }
-        if seen.len() >= MAX_ADDRESSES && !seen.contains_key(&ip) {
+        if seen.len() >= MAX_REMEMBERED && !seen.contains_key(&who) {
             // Still full of fresh failures: forget the oldest window.
-            if let Some(oldest) = seen.iter().min_by_key(|(_, w)| w.start).map(|(k, _)| *k) {
+            if let Some(oldest) = seen
+                .iter()
+                .min_by_key(|(_, w)| w.start)
+                .map(|(k, _)| k.clone())
+            {
                 seen.remove(&oldest);
             }
         }
-        let w = seen.entry(ip).or_insert(Window {
+        let w = seen.entry(who).or_insert(Window {
             start: now,
             failures: 0,
         });
@@ -84,41 +110,67 @@ impl FailureLimit {
 mod tests {
     use super::*;
 
+    fn ip(s: &str) -> Offender {
+        Offender::Address(s.parse().unwrap())
+    }
+
     #[test]
     fn blocked_after_the_limit_until_the_minute_is_over() {
         let limit = FailureLimit::new(3);
-        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let (a, b) = (ip("10.0.0.1"), ip("10.0.0.2"));
         let t0 = Instant::now();
         for _ in 0..2 {
-            limit.failed_at(a, t0);
+            limit.failed_at(a.clone(), t0);
         }
-        assert!(limit.check_at(a, t0).is_ok());
-        limit.failed_at(a, t0 + Duration::from_secs(1));
-        let wait = limit.check_at(a, t0 + Duration::from_secs(1)).unwrap_err();
+        assert!(limit.check_at(&a, t0).is_ok());
+        limit.failed_at(a.clone(), t0 + Duration::from_secs(1));
+        let wait = limit.check_at(&a, t0 + Duration::from_secs(1)).unwrap_err();
         assert_eq!(wait, Duration::from_secs(59));
         assert!(
-            limit.check_at(b, t0).is_ok(),
+            limit.check_at(&b, t0).is_ok(),
             "another address is not blocked"
         );
         assert!(
-            limit.check_at(a, t0 + WINDOW).is_ok(),
+            limit.check_at(&a, t0 + WINDOW).is_ok(),
             "the next minute is free"
         );
-        limit.failed_at(a, t0 + WINDOW);
+        limit.failed_at(a.clone(), t0 + WINDOW);
         assert!(
-            limit.check_at(a, t0 + WINDOW).is_ok(),
+            limit.check_at(&a, t0 + WINDOW).is_ok(),
             "a new window counts anew"
         );
-        assert!(FailureLimit::new(0).check_at(a, t0).is_ok());
+        assert!(FailureLimit::new(0).check_at(&a, t0).is_ok());
+    }
+
+    #[test]
+    fn a_credential_counts_apart_from_its_address() {
+        let limit = FailureLimit::new(2);
+        let t0 = Instant::now();
+        let (bad, good) = (
+            Offender::Credential("node ctl1".into()),
+            Offender::Credential("node ctl2".into()),
+        );
+        limit.failed_at(bad.clone(), t0);
+        limit.failed_at(bad.clone(), t0);
+        assert!(limit.check_at(&bad, t0).is_err());
+        assert!(limit.check_at(&good, t0).is_ok(), "another credential");
+        assert!(limit.check_at(&ip("10.0.0.1"), t0).is_ok(), "its address");
+        assert_eq!(
+            limit.check_at(&bad, t0).map_err(|_| bad.to_string()),
+            Err("refused requests with node ctl1".into())
+        );
     }
 
     #[test]
     fn memory_is_bounded() {
         let limit = FailureLimit::new(1);
         let t0 = Instant::now();
-        for i in 0..(MAX_ADDRESSES as u32 + 50) {
-            limit.failed_at(IpAddr::from(i.to_be_bytes()), t0);
+        for i in 0..(MAX_REMEMBERED as u32 - 50) {
+            limit.failed_at(Offender::Address(IpAddr::from(i.to_be_bytes())), t0);
         }
-        assert!(limit.seen.lock().unwrap().len() <= MAX_ADDRESSES);
+        for i in 0..100 {
+            limit.failed_at(Offender::Credential(format!("node n{i}")), t0);
+        }
+        assert!(limit.seen.lock().unwrap().len() <= MAX_REMEMBERED);
     }
 }

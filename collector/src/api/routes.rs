@@ -2,6 +2,7 @@
 //! come checked from the extractors (`extract`); a handler reads or stores
 //! and shapes the answer.
 
+use crate::api::audit;
 use crate::api::error::{ApiError, bad, internal, no_run};
 use crate::api::extract::{Admin, AgentCaller, Authenticated, MetricsReader, RunRead};
 use crate::api::query;
@@ -9,7 +10,7 @@ use crate::api::state::Shared;
 use crate::metrics::{self, Exposition};
 use crate::store::Stored;
 use crate::validate;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +19,7 @@ use axum::{Json, Router};
 use bounce_wire::RunData;
 use bounce_wire::ingest::{Ack, Batch, INGEST_PATH, MAX_BATCH_BYTES};
 use bounce_wire::summary::{rows_from_timelines, where_time_went};
+use http_body_util::BodyExt;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
@@ -35,17 +37,22 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/whoami", get(whoami))
         .layer(DefaultBodyLimit::max(MAX_BATCH_BYTES))
         .merge(crate::api::fleet::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.audit.clone(),
+            audit::middleware,
+        ))
         .with_state(state)
 }
 
 /// Every refusal counts in `bounce_collector_batches_total{result="rejected"}`,
-/// a bad token included, so the token is checked inside.
+/// a bad token included, so the token is checked inside, and before the
+/// body is read: a refused caller never gets to send 4 MiB.
 async fn ingest(
     State(state): State<Shared>,
     caller: Result<AgentCaller, ApiError>,
-    body: Bytes,
+    body: Body,
 ) -> Result<Json<Ack>, ApiError> {
-    let result = store_batch(&state, caller, &body).await;
+    let result = store_batch(&state, caller, body).await;
     if result.is_err() {
         state.counters.rejected.fetch_add(1, Ordering::Relaxed);
     }
@@ -55,16 +62,14 @@ async fn ingest(
 async fn store_batch(
     state: &Shared,
     caller: Result<AgentCaller, ApiError>,
-    body: &[u8],
+    body: Body,
 ) -> Result<Ack, ApiError> {
     let AgentCaller(caller) = caller?;
-    validate::json_depth(body, validate::MAX_JSON_DEPTH).map_err(bad)?;
+    let body = read_body(body, MAX_BATCH_BYTES).await?;
+    validate::json_depth(&body, validate::MAX_JSON_DEPTH).map_err(bad)?;
     let batch: Batch =
-        serde_json::from_slice(body).map_err(|e| bad(format!("body is not a batch: {e}")))?;
-    state
-        .tokens
-        .may_send_as(&caller, &batch.agent)
-        .map_err(|why| ApiError(StatusCode::FORBIDDEN, why))?;
+        serde_json::from_slice(&body).map_err(|e| bad(format!("body is not a batch: {e}")))?;
+    caller.may_send_as(state, &batch.agent)?;
     let histograms = validate::batch(&batch).map_err(bad)?;
     let seq = batch.seq;
     // Acknowledged only once committed.
@@ -98,10 +103,7 @@ async fn whoami(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let q = query::pairs(uri.query().unwrap_or(""));
     if let Some(agent) = q.get("agent") {
-        state
-            .tokens
-            .may_send_as(&caller, agent)
-            .map_err(|why| ApiError(StatusCode::FORBIDDEN, why))?;
+        caller.may_send_as(&state, agent)?;
     }
     if let Some(run_id) = q.get("run_id") {
         let get = |k: &str| q.get(k).map(String::as_str).unwrap_or("");
@@ -120,7 +122,21 @@ async fn whoami(
             return Err(ApiError(StatusCode::CONFLICT, why));
         }
     }
-    Ok(Json(serde_json::json!({ "role": caller.role().as_str() })))
+    Ok(Json(
+        serde_json::json!({ "role": caller.caller.role().as_str() }),
+    ))
+}
+
+/// The whole body, at most `limit` bytes (413 beyond).
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {limit} bytes"),
+        )),
+        Err(e) => Err(bad(format!("could not read the body: {e}"))),
+    }
 }
 
 async fn list_runs(

@@ -22,10 +22,10 @@ pub struct AppState {
     /// Also export restart counts per node (off by default: cardinality).
     pub per_node_metrics: bool,
     pub counters: IngestCounters,
-    /// Failed authentications per client address.
+    /// Refused requests per client address and per credential.
     pub failures: FailureLimit,
     /// Where admin requests are recorded.
-    pub audit: Audit,
+    pub audit: Arc<Audit>,
     /// Fleet runs and their lease books.
     pub fleets: Arc<Fleets>,
 }

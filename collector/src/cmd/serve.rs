@@ -8,7 +8,7 @@ use crate::api::auth::{AgentToken, Tokens};
 use crate::api::limit::FailureLimit;
 use crate::api::routes::router;
 use crate::api::state::AppState;
-use crate::cmd::tokens::tokens;
+use crate::cmd::tokens::token_lines;
 use crate::fleet::Fleets;
 use crate::net::listen::{self, Deadlines};
 use crate::net::tls::{ServerCert, server_config};
@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -58,13 +59,20 @@ pub struct Args {
     /// Where admin requests are recorded, one JSON line each (`-`: stderr).
     #[arg(long, value_name = "FILE|-", default_value = "-")]
     audit_log: PathBuf,
-    /// Failed authentications from one address per minute before it gets
-    /// 429 for the rest of the minute (0: no limit).
+    /// Refused requests per minute before 429 for the rest of the minute:
+    /// counted per client address for unknown credentials (401), per
+    /// credential for known ones refused (403) (0: no limit).
     #[arg(long, default_value_t = 10)]
     auth_failures_per_minute: u32,
-    /// Seconds a client may take for a request's head (and the TLS handshake).
+    /// Seconds a client may take for a request's head once it began (and
+    /// for the TLS handshake and a new connection's first request).
     #[arg(long, default_value_t = 10)]
     header_timeout_secs: u64,
+    /// Seconds a kept-alive connection may wait for its next request
+    /// (agents keep theirs for 300 s, so a run's batches share one TLS
+    /// handshake).
+    #[arg(long, default_value_t = bounce_client::POOL_IDLE.as_secs() + 30)]
+    idle_timeout_secs: u64,
     /// Seconds a whole request may take, body and answer included.
     #[arg(long, default_value_t = 60)]
     request_timeout_secs: u64,
@@ -151,16 +159,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
 /// Agent tokens (possibly bound to names) and admin tokens; at least one,
 /// unless node certificates can ingest.
 fn read_tokens(args: &Args, node_certs: bool) -> Result<Tokens> {
-    let agent = tokens(args.agent_token_file.as_deref(), "BOUNCE_AGENT_TOKEN")?
+    let agent = token_lines(args.agent_token_file.as_deref(), "BOUNCE_AGENT_TOKEN")?
         .iter()
-        .map(|line| AgentToken::parse(line))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("agent tokens: {e}"))?;
-    let admin = tokens(args.admin_token_file.as_deref(), "BOUNCE_ADMIN_TOKEN")?;
-    if let Some(bound) = admin.iter().find(|t| t.contains(char::is_whitespace)) {
+        .map(|line| {
+            AgentToken::parse(&line.text)
+                .map_err(|e| anyhow::anyhow!("agent tokens: {}: {e}", line.origin))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let admin = token_lines(args.admin_token_file.as_deref(), "BOUNCE_ADMIN_TOKEN")?;
+    if let Some(bound) = admin.iter().find(|t| t.text.contains(char::is_whitespace)) {
         bail!(
-            "admin tokens: {}...: an admin token cannot be bound to agent names (only agent tokens can)",
-            bound.chars().take(4).collect::<String>()
+            "admin tokens: {}: an admin token cannot be bound to agent names (only agent tokens can)",
+            bound.origin
         );
     }
     if agent.is_empty() && admin.is_empty() && !node_certs {
@@ -168,10 +178,15 @@ fn read_tokens(args: &Args, node_certs: bool) -> Result<Tokens> {
             "no tokens: give --agent-token-file/--admin-token-file or BOUNCE_AGENT_TOKEN/BOUNCE_ADMIN_TOKEN, or --client-ca (nothing could ingest)"
         );
     }
-    Ok(Tokens::new(agent, admin))
+    Ok(Tokens::new(
+        agent,
+        admin.into_iter().map(|l| l.text).collect(),
+    ))
 }
 
 async fn serve(args: Args) -> Result<()> {
+    // Watched from the start: a SIGHUP while the store opens is no end.
+    let hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let tls = tls(&args)?;
     if tls.is_none() && !args.listen.ip().is_loopback() && !args.insecure_plain_http {
         bail!(
@@ -179,13 +194,15 @@ async fn serve(args: Args) -> Result<()> {
             args.listen
         );
     }
-    let tokens = read_tokens(&args, tls.as_ref().is_some_and(|t| t.1))?;
+    let tokens = read_tokens(&args, tls.as_ref().is_some_and(|t| t.node_certs))?;
     let open = || {
         Store::open(&args.store)
             .with_context(|| format!("{}: cannot open the store", args.store.display()))
     };
-    let audit = Audit::open(&args.audit_log)
-        .with_context(|| format!("{}: cannot open the audit log", args.audit_log.display()))?;
+    let audit = Arc::new(
+        Audit::open(&args.audit_log)
+            .with_context(|| format!("{}: cannot open the audit log", args.audit_log.display()))?,
+    );
     let store = open()?;
     let upkeep = retention(&args, &store)?;
     let writer = Writer::start(store, upkeep);
@@ -231,36 +248,68 @@ async fn serve(args: Args) -> Result<()> {
     let deadlines = Deadlines {
         handshake: Duration::from_secs(args.header_timeout_secs),
         header: Duration::from_secs(args.header_timeout_secs),
+        idle: Duration::from_secs(args.idle_timeout_secs),
         request: Duration::from_secs(args.request_timeout_secs),
     };
-    let acceptor = tls.map(|(acceptor, _)| acceptor);
-    listen::serve(listener, acceptor, router(state), deadlines, async {
-        let _ = tokio::signal::ctrl_c().await;
+    let (acceptor, served) = match tls {
+        Some(t) => (Some(t.acceptor), Some(t.served)),
+        None => (None, None),
+    };
+    on_hangup(hangup, served, state.audit.clone());
+    // Until now SIGTERM ends the process at once (while the store opens).
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    listen::serve(listener, acceptor, router(state), deadlines, async move {
+        // systemd stops with SIGTERM, a terminal with Ctrl-C: both stop cleanly.
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
     })
     .await;
     Ok(())
 }
 
-/// The TLS acceptor (and whether node certificates are accepted), with a
-/// task that reloads the certificate on SIGHUP.
-fn tls(args: &Args) -> Result<Option<(tokio_rustls::TlsAcceptor, bool)>> {
+/// On SIGHUP (`systemctl reload`, logrotate): the certificate read again
+/// when serving TLS, and the audit log opened again; a plain collector
+/// does the latter only (the signal never ends it).
+fn on_hangup(mut hangup: Signal, served: Option<Arc<ServerCert>>, audit: Arc<Audit>) {
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            if let Some(served) = &served {
+                match served.reload() {
+                    Ok(()) => eprintln!("bounce-collector: SIGHUP: certificate reloaded"),
+                    Err(e) => {
+                        eprintln!("bounce-collector: SIGHUP: kept the old certificate: {e}")
+                    }
+                }
+            }
+            if let Err(e) = audit.reopen() {
+                eprintln!(
+                    "bounce-collector: SIGHUP: {}: cannot open the audit log again, writing on to the old file: {e}",
+                    audit.target().display()
+                );
+            }
+        }
+    });
+}
+
+/// What serving TLS needs: the acceptor, the certificate it serves (for
+/// SIGHUP), and whether node certificates are accepted.
+struct Tls {
+    acceptor: tokio_rustls::TlsAcceptor,
+    served: Arc<ServerCert>,
+    node_certs: bool,
+}
+
+fn tls(args: &Args) -> Result<Option<Tls>> {
     let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
         return Ok(None);
     };
     let served = Arc::new(ServerCert::load(cert, key)?);
     let config = server_config(served.clone(), args.client_ca.as_deref())?;
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .context("cannot watch SIGHUP")?;
-    tokio::spawn(async move {
-        while hangup.recv().await.is_some() {
-            match served.reload() {
-                Ok(()) => eprintln!("bounce-collector: SIGHUP: certificate reloaded"),
-                Err(e) => eprintln!("bounce-collector: SIGHUP: kept the old certificate: {e}"),
-            }
-        }
-    });
-    Ok(Some((
-        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-        args.client_ca.is_some(),
-    )))
+    Ok(Some(Tls {
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        served,
+        node_certs: args.client_ca.is_some(),
+    }))
 }

@@ -1,21 +1,26 @@
 //! The accept loop: each connection gets a TLS handshake (when serving
-//! TLS) bounded by a deadline, then HTTP/1 with a deadline for the request
-//! head and one for the whole request, so a slow client (slowloris) holds a
-//! connection for seconds, not forever. Every request carries the `Peer`
-//! its connection proved. On shutdown, open requests get a grace period.
+//! TLS) bounded by a deadline, then HTTP/1 with a deadline for each request
+//! head once it started and one for the whole request, so a slow client
+//! (slowloris) holds a connection for seconds, not forever; between
+//! requests a kept-alive connection may idle longer (`deadline`), so an
+//! agent reuses its connection, and its handshake, across a run. Every
+//! request carries the `Peer` its connection proved. On shutdown, open
+//! requests get a grace period.
 
 use crate::api::peer::{NodeCert, Peer};
+use crate::net::deadline::{Bounded, Limits, Stage};
 use crate::net::tls::node_of;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
@@ -25,8 +30,11 @@ use tower::ServiceExt;
 pub struct Deadlines {
     /// The TLS handshake.
     pub handshake: Duration,
-    /// A request's head (line and headers), from when the connection is ready.
+    /// A request's head (line and headers), from its first byte (the first
+    /// request's: from when the connection is ready).
     pub header: Duration,
+    /// A kept-alive connection between an answer and the next request.
+    pub idle: Duration,
     /// A whole request, body and answer included.
     pub request: Duration,
 }
@@ -62,22 +70,13 @@ pub async fn serve(
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
             match tls {
-                None => {
-                    connection(TokioIo::new(tcp), peer(addr, None), app, deadlines, watcher).await
-                }
+                None => connection(tcp, peer(addr, None), app, deadlines, watcher).await,
                 Some(acceptor) => {
                     let Some(stream) = handshake(&acceptor, tcp, addr, deadlines).await else {
                         return;
                     };
                     let node = node_of(stream.get_ref().1).map(Arc::new);
-                    connection(
-                        TokioIo::new(stream),
-                        peer(addr, node),
-                        app,
-                        deadlines,
-                        watcher,
-                    )
-                    .await
+                    connection(stream, peer(addr, node), app, deadlines, watcher).await
                 }
             }
         });
@@ -108,20 +107,28 @@ async fn handshake(
     }
 }
 
-async fn connection<I>(
-    io: I,
+async fn connection<S>(
+    stream: S,
     peer: Peer,
     app: Router,
     deadlines: Deadlines,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let stage = Stage::new();
+    let limits = Limits {
+        header: deadlines.header,
+        idle: deadlines.idle,
+    };
+    let io = TokioIo::new(Bounded::new(stream, stage.clone(), limits));
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        stage.began();
         req.extensions_mut().insert(peer.clone());
-        let app = app.clone();
+        let (app, stage) = (app.clone(), stage.clone());
         async move {
             let answer = tokio::time::timeout(deadlines.request, app.oneshot(req)).await;
+            stage.answered();
             Ok::<_, std::convert::Infallible>(match answer {
                 Ok(Ok(resp)) => resp,
                 Ok(Err(never)) => match never {},
@@ -129,9 +136,10 @@ async fn connection<I>(
             })
         }
     });
+    // The head's deadline is the stream's (`deadline`), not hyper's: hyper
+    // would count an idle keep-alive connection's wait against it.
     let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(deadlines.header)
+        .header_read_timeout(None)
         .serve_connection(io, service);
     let _ = watcher.watch(conn).await;
 }

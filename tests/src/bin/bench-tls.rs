@@ -12,6 +12,13 @@
 //! collector's CPU per connection (from /proc), the difference being the
 //! handshake.
 //!
+//! With `BENCH_GAP_SECS=S`, each agent waits S seconds between its
+//! batches, as a run's restarts are apart, and every agent sends at once
+//! (CONCURRENCY is then AGENTS): whether the collector keeps an idle
+//! connection, and its handshake, until the next batch is what this
+//! measures. `BENCH_IDLE_SECS` passes `--idle-timeout-secs` (10 closes an
+//! idle connection as collectors before 2026-11-30 did).
+//!
 //!   BOUNCE_COLLECTOR=target/release/bounce-collector target/release/bench-tls [AGENTS] [CONCURRENCY] [ROUNDS] [BATCHES_PER_AGENT]
 
 use bounce_client::{CollectorClient, Trust};
@@ -58,6 +65,9 @@ impl Collector {
             // The benchmark's own address makes every request: no 429s.
             .args(["--auth-failures-per-minute", "0"])
             .stderr(std::process::Stdio::null());
+        if let Ok(idle) = std::env::var("BENCH_IDLE_SECS") {
+            cmd.args(["--idle-timeout-secs", &idle]);
+        }
         if tls {
             cmd.arg("--tls-cert")
                 .arg(dir.join("server.crt"))
@@ -138,20 +148,23 @@ struct Round {
 }
 
 /// Each client sends its requests one after another on its connection (its
-/// batches, or one whoami when `bodies` is None) over `conns` workers; the
-/// collector's CPU is read around it. Latency is per request.
+/// batches, or one whoami when `bodies` is None), `gap` apart, over `conns`
+/// workers; the collector's CPU is read around it. Latency is per request.
 async fn send(
     col: &Collector,
     clients: Vec<CollectorClient>,
     bodies: Option<&[Vec<Vec<u8>>]>,
     conns: usize,
+    gap: Duration,
 ) -> Round {
-    let work: Vec<(CollectorClient, Vec<Option<Vec<u8>>>)> = clients
+    let n = clients.len().max(1);
+    type Work = (usize, CollectorClient, Vec<Option<Vec<u8>>>);
+    let work: Vec<Work> = clients
         .into_iter()
         .enumerate()
         .map(|(i, c)| match bodies {
-            Some(b) => (c, b[i].iter().cloned().map(Some).collect()),
-            None => (c, vec![None]),
+            Some(b) => (i, c, b[i].iter().cloned().map(Some).collect()),
+            None => (i, c, vec![None]),
         })
         .collect();
     let queue = Arc::new(Mutex::new(work));
@@ -163,10 +176,15 @@ async fn send(
             let (queue, latency) = (queue.clone(), latency.clone());
             tokio::spawn(async move {
                 loop {
-                    let Some((client, requests)) = queue.lock().unwrap().pop() else {
+                    let Some((i, client, requests)) = queue.lock().unwrap().pop() else {
                         return;
                     };
-                    for body in requests {
+                    // With gaps, the agents' batches are spread over the gap.
+                    tokio::time::sleep(gap.mul_f64(i as f64 / n as f64)).await;
+                    for (k, body) in requests.into_iter().enumerate() {
+                        if k > 0 {
+                            tokio::time::sleep(gap).await;
+                        }
                         let t0 = Instant::now();
                         let timeout = Duration::from_secs(60);
                         let answer = match body {
@@ -219,6 +237,14 @@ async fn main() {
     // Batches per agent over its one connection: 1 is the worst case (a
     // handshake per batch); a run sends one batch per restart.
     let per_agent: u64 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(1);
+    let gap = Duration::from_secs_f64(
+        std::env::var("BENCH_GAP_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0),
+    );
+    // Agents that wait between batches all run at once, as a fleet's do.
+    let conns = if gap.is_zero() { conns } else { agents };
     let bin = std::env::var("BOUNCE_COLLECTOR")
         .expect("BOUNCE_COLLECTOR: path to a release bounce-collector");
     let dir = Scratch::new("bench-tls");
@@ -243,8 +269,10 @@ async fn main() {
 
     let batches = agents * per_agent as usize;
     println!(
-        "ingest: {agents} agents, {per_agent} batch(es) each over its own connection ({} bytes on average), {conns} agents at once; {rounds} rounds, medians",
-        bodies.iter().flatten().map(Vec::len).sum::<usize>() / batches
+        "ingest: {agents} agents, {per_agent} batch(es) each over its own client ({} bytes on average), {:.1} s apart, {conns} agents at once, collector idle timeout {}; {rounds} rounds, medians",
+        bodies.iter().flatten().map(Vec::len).sum::<usize>() / batches,
+        gap.as_secs_f64(),
+        std::env::var("BENCH_IDLE_SECS").map_or("default".into(), |s| format!("{s} s"))
     );
     let modes = [Mode::Plain, Mode::TlsToken, Mode::MutualTls];
     let mut results: Vec<Vec<Round>> = modes.iter().map(|_| Vec::new()).collect();
@@ -252,7 +280,7 @@ async fn main() {
         for (i, &mode) in modes.iter().enumerate() {
             let col = Collector::start(&bin, &dir.0, mode != Mode::Plain);
             let cs = clients(mode, col.port, &dir.0, &nodes);
-            results[i].push(send(&col, cs, Some(&bodies), conns).await);
+            results[i].push(send(&col, cs, Some(&bodies), conns, gap).await);
         }
     }
     let summary = |rs: &[Round]| {
@@ -279,7 +307,7 @@ async fn main() {
     for mode in modes {
         let col = Collector::start(&bin, &dir.0, mode != Mode::Plain);
         let cs = clients(mode, col.port, &dir.0, &nodes);
-        let r = send(&col, cs, None, 1).await;
+        let r = send(&col, cs, None, 1, Duration::ZERO).await;
         per.push((
             r.secs * 1e3 / agents as f64,
             r.cpu * 1e3 / agents as f64,
