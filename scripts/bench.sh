@@ -17,6 +17,11 @@ for fleet in "1000 64 50" "10000 64 2500"; do
   BOUNCE_COLLECTOR=$PWD/target/release/bounce-collector PUSHGATEWAY=$(command -v prometheus-pushgateway) \
     target/release/bench-collector $fleet
 done
+# TLS against plain HTTP: a handshake per batch (the worst case), then a run's
+# batches 15 s apart, each agent keeping its connection (and handshake) between them.
+cargo build --release --quiet -p bounce-tests --bin bench-tls
+BOUNCE_COLLECTOR=$PWD/target/release/bounce-collector target/release/bench-tls 1000 64 3 1
+BENCH_GAP_SECS=15 BOUNCE_COLLECTOR=$PWD/target/release/bounce-collector target/release/bench-tls 1000 64 1 4
 # A large node (100 containers) and a long run (BENCH_LONG restarts, ~40 min for
 # 10,000); set BOUNCE_AGENT_OLD to a release build of an earlier commit to compare.
 BOUNCE_AGENT=$PWD/target/release/bounce-agent BOUNCE_COLLECTOR=$PWD/target/release/bounce-collector \
