@@ -127,6 +127,20 @@ pub fn docker(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// `docker -H HOST ARGS`: against a simulated node's own engine
+/// ([`docker_node_up`] gives HOST); stdout or stderr, trimmed.
+pub fn docker_on(host: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("docker")
+        .args(["-H", host])
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    match out.status.success() {
+        true => Ok(String::from_utf8_lossy(&out.stdout).trim().to_string()),
+        false => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+    }
+}
+
 /// A container removed (with `docker rm -f`) when dropped.
 pub struct TestContainer {
     pub name: String,
@@ -745,11 +759,6 @@ impl CephEnv {
     /// every PG active+clean in stats reported since the last OSD came up.
     /// HEALTH_OK alone is not enough: the mgr reports inactive PGs only after
     /// a grace period, and `ok-to-stop` refuses while PGs still peer.
-    /// OSD `id`'s log file as (unix nanos, line), oldest first.
-    pub fn osd_log(&self, id: u32) -> Vec<(i64, String)> {
-        osd_log_of(self, id)
-    }
-
     pub fn wait_settled(&self, allowed: &[&str]) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -790,6 +799,11 @@ impl CephEnv {
             std::thread::sleep(std::time::Duration::from_millis(250));
         }
         panic!("the test cluster did not settle in 120 s: {last}");
+    }
+
+    /// OSD `id`'s log file as (unix nanos, line), oldest first.
+    pub fn osd_log(&self, id: u32) -> Vec<(i64, String)> {
+        osd_log_of(self, id)
     }
 }
 

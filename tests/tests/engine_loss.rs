@@ -9,7 +9,7 @@
 use bounce_tests::*;
 use bounce_wire::{BoundaryName, Outcome, Phase, RunSummary, TimelineRecord};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
 /// The simulated node whose engine this test stops and starts.
@@ -107,24 +107,9 @@ struct NodeContainer {
     name: String,
 }
 
-impl NodeContainer {
-    fn docker(host: &str, args: &[&str]) -> Result<String, String> {
-        let out = Command::new("docker")
-            .arg("-H")
-            .arg(host)
-            .args(args)
-            .output()
-            .map_err(|e| e.to_string())?;
-        match out.status.success() {
-            true => Ok(String::from_utf8_lossy(&out.stdout).trim().to_string()),
-            false => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
-        }
-    }
-}
-
 impl Drop for NodeContainer {
     fn drop(&mut self) {
-        let _ = NodeContainer::docker(&self.host, &["rm", "-f", &self.name]);
+        let _ = docker_on(&self.host, &["rm", "-f", &self.name]);
         docker_node_stop(NODE, "down");
     }
 }
@@ -140,10 +125,10 @@ fn dockerd_restarted_mid_run_fails_the_restart_in_flight_and_the_next_waits_for_
         host: host.clone(),
         name: format!("bounce-t-engine-loss-{}", std::process::id()),
     };
-    let _ = NodeContainer::docker(&host, &["rm", "-f", &c.name]);
+    let _ = docker_on(&host, &["rm", "-f", &c.name]);
     let volume = format!("{}:/mark", mark.display());
     let script = slow_stop("/mark/term");
-    NodeContainer::docker(
+    docker_on(
         &host,
         &[
             "run",

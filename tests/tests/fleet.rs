@@ -9,7 +9,7 @@
 
 use bounce_tests::{
     ADMIN_TOKEN, AGENT_TOKEN, CollectorProcess, IMAGE, Scratch, agent, agent_command, bin,
-    read_timelines, run_args, text,
+    docker_on, read_timelines, run_args, text,
 };
 use bounce_wire::{BoundaryName, TimelineRecord};
 use serde_json::Value;
@@ -48,7 +48,7 @@ impl Containers {
     /// Runs `name` on the engine at `host`: a service whose stop takes
     /// `stop` seconds (its TERM handler sleeps first), like a real one.
     fn run(&mut self, host: &str, name: &str, stop: f64) {
-        let _ = docker(host, &["rm", "-f", name]);
+        let _ = docker_on(host, &["rm", "-f", name]);
         let script = format!("trap 'sleep {stop}; exit 0' TERM; while :; do sleep 0.1; done");
         let args = [
             "run",
@@ -62,7 +62,7 @@ impl Containers {
             "-c",
             &script,
         ];
-        docker(host, &args).unwrap_or_else(|e| panic!("{name} on {host}: {e}"));
+        docker_on(host, &args).unwrap_or_else(|e| panic!("{name} on {host}: {e}"));
         self.0.push((host.into(), name.into()));
     }
 }
@@ -70,22 +70,9 @@ impl Containers {
 impl Drop for Containers {
     fn drop(&mut self) {
         for (host, name) in &self.0 {
-            let _ = docker(host, &["rm", "-f", name]);
+            let _ = docker_on(host, &["rm", "-f", name]);
         }
     }
-}
-
-fn docker(host: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("docker")
-        .arg("-H")
-        .arg(host)
-        .args(args)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// One agent of the fleet run: its node, engine and run folder.

@@ -37,20 +37,6 @@ fn now_nanos() -> i64 {
         .as_nanos() as i64
 }
 
-/// `docker -H HOST ARGS` against the node's engine.
-fn node_docker(host: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("docker")
-        .arg("-H")
-        .arg(host)
-        .args(args)
-        .output()
-        .map_err(|e| e.to_string())?;
-    match out.status.success() {
-        true => Ok(String::from_utf8_lossy(&out.stdout).trim().to_string()),
-        false => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
-    }
-}
-
 /// The node's engine and a container on it: removed and stopped when dropped.
 struct NodeContainer {
     host: String,
@@ -59,7 +45,7 @@ struct NodeContainer {
 
 impl Drop for NodeContainer {
     fn drop(&mut self) {
-        let _ = node_docker(&self.host, &["rm", "-f", &self.name]);
+        let _ = docker_on(&self.host, &["rm", "-f", &self.name]);
         docker_node_stop(NODE, "down");
     }
 }
@@ -72,8 +58,8 @@ fn watch_follows_a_restarted_dockerd_again_and_times_the_next_restart_once() {
         host: host.clone(),
         name: format!("bounce-t-watch-loss-{}", std::process::id()),
     };
-    let _ = node_docker(&host, &["rm", "-f", &c.name]);
-    node_docker(
+    let _ = docker_on(&host, &["rm", "-f", &c.name]);
+    docker_on(
         &host,
         &[
             "run",
@@ -101,7 +87,7 @@ fn watch_follows_a_restarted_dockerd_again_and_times_the_next_restart_once() {
     std::thread::sleep(Duration::from_secs(1));
     docker_node_up(NODE);
     let running = Instant::now() + Duration::from_secs(30);
-    while node_docker(&host, &["inspect", "-f", "{{.State.Running}}", &c.name]).as_deref()
+    while docker_on(&host, &["inspect", "-f", "{{.State.Running}}", &c.name]).as_deref()
         != Ok("true")
     {
         assert!(Instant::now() < running, "the container did not come back");
@@ -110,7 +96,7 @@ fn watch_follows_a_restarted_dockerd_again_and_times_the_next_restart_once() {
     // The watcher asks every second whether the engine is back.
     std::thread::sleep(Duration::from_secs(3));
     let back = now_nanos();
-    node_docker(&host, &["restart", "-t", "2", &c.name]).expect("docker restart");
+    docker_on(&host, &["restart", "-t", "2", &c.name]).expect("docker restart");
     let after = |r: &TimelineRecord| {
         r.boundary(BoundaryName::Requested)
             .is_some_and(|b| b.unix_nanos > back)

@@ -42,20 +42,6 @@ struct Containers {
     host: String,
 }
 
-/// `docker ARGS` against the bench node's engine.
-fn on(host: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("docker")
-        .args(["-H", host])
-        .args(args)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
 impl Containers {
     fn start(n: usize) -> Containers {
         let host = docker_node_up(NODE);
@@ -64,8 +50,8 @@ impl Containers {
             host,
         };
         for name in &c.names {
-            let _ = on(&c.host, &["rm", "-f", name]);
-            on(
+            let _ = docker_on(&c.host, &["rm", "-f", name]);
+            docker_on(
                 &c.host,
                 &[
                     "run",
@@ -89,7 +75,7 @@ impl Containers {
 impl Drop for Containers {
     fn drop(&mut self) {
         for name in &self.names {
-            let _ = on(&self.host, &["rm", "-f", name]);
+            let _ = docker_on(&self.host, &["rm", "-f", name]);
         }
     }
 }
@@ -484,7 +470,7 @@ fn burst(containers: &Containers, watchers: &[Watcher]) -> bool {
         .iter()
         .map(|name| {
             let (name, host) = (name.clone(), containers.host.clone());
-            std::thread::spawn(move || on(&host, &["restart", "-t", "10", &name]))
+            std::thread::spawn(move || docker_on(&host, &["restart", "-t", "10", &name]))
         })
         .collect();
     for r in restarts {
