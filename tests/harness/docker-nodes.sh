@@ -27,6 +27,20 @@ flock 9
 socket() { echo "$BASE/$1/docker.sock"; }
 answers() { docker -H "unix://$(socket "$1")" version >/dev/null 2>&1; }
 
+# Kills a failed start's dockerd and containerd of node dir $1 (found by the
+# exec root in their command lines) and removes containerd's socket and pid
+# files, so the next start begins from nothing.
+stale_containerd() {
+  local dir=$1 pid
+  for pid in $(pgrep -x dockerd) $(pgrep -x containerd); do
+    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$dir/exec"; then
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
+  sleep 0.5
+  rm -rf "$dir/exec/containerd"
+}
+
 for node in "$@"; do
   case "$node" in
     *[!a-zA-Z0-9_-]*|"") echo "docker-nodes: $node: a node name is letters, digits, _ and -" >&2; exit 2 ;;
@@ -50,15 +64,30 @@ fi
 bash "$(dirname "$0")/docker-up.sh" >&2
 for node in "$@"; do
   dir=$BASE/$node
-  if ! answers "$node"; then
+  # A node's engine is started up to 3 times. Under CI's load one start's
+  # containerd once never opened its socket within dockerd's 15 s (dockerd
+  # then exits) and later starts failed the same way; before a new try,
+  # whatever is left of that containerd is killed and its exec files removed
+  # (the data root stays: images and containers survive a try).
+  try=0
+  while ! answers "$node"; do
+    try=$((try + 1))
+    if [ "$try" -gt 3 ]; then
+      echo "docker-nodes: the engine of $node did not answer after 3 starts of 30 s; see $dir/dockerd.log" >&2
+      grep -E 'containerd|level=(error|fatal)' "$dir/dockerd.log" | grep -v '\[core\]' | tail -40 >&2
+      ps -eo pid,stat,etimes,cmd | grep -E '[c]ontainerd|[d]ockerd' >&2 || true
+      exit 1
+    fi
+    [ "$try" -gt 1 ] && stale_containerd "$dir"
     mkdir -p "$dir/exec" "$DATA/$node"
     rm -f "$(socket "$node")" "$dir/dockerd.pid"
+    echo "--- docker-nodes: start $try of the engine of $node at $(date -u +%FT%TZ)" >>"$dir/dockerd.log"
     detached dockerd --host "unix://$(socket "$node")" \
       --data-root "$DATA/$node" --exec-root "$dir/exec" --pidfile "$dir/dockerd.pid" \
       --bridge=none --iptables=false >>"$dir/dockerd.log" 2>&1 < /dev/null
     for _ in $(seq 1 120); do answers "$node" && break; sleep 0.25; done
-    answers "$node" || { echo "docker-nodes: the engine of $node did not answer within 30 s; see $dir/dockerd.log" >&2; tail -20 "$dir/dockerd.log" >&2; exit 1; }
-  fi
+    answers "$node" || echo "docker-nodes: the engine of $node did not answer within 30 s (start $try)" >&2
+  done
   if ! docker -H "unix://$(socket "$node")" image inspect "$IMAGE" >/dev/null 2>&1; then
     docker save "$IMAGE" | docker -H "unix://$(socket "$node")" load >/dev/null
   fi
