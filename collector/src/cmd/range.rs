@@ -6,6 +6,7 @@
 //! store or a running collector.
 
 use crate::cmd::at::Source;
+use crate::store::compact::Compacted;
 use anyhow::{Result, bail};
 use bounce_wire::civil::parse_utc;
 use bounce_wire::{NodeFacts, Origin, RunData, RunId, TimelineRecord};
@@ -65,10 +66,14 @@ impl Range {
     }
 
     /// The range's restarts from every run of the deployment, in the order
-    /// they opened, as one run for the report; with `compacted`, the whole
-    /// hours retention merged the range's dropped timelines into (the run
-    /// may then hold no timeline at all).
-    pub fn gather(&self, source: &Source, compacted: Option<(i64, i64)>) -> Result<RunData> {
+    /// they opened, as one run for the report; with `merged`, what
+    /// retention kept of the range's dropped timelines (when some of it
+    /// reads, the run may hold no timeline at all). Nothing readable is an
+    /// error that names the merged rows that did not read.
+    pub fn gather(&self, source: &Source, merged: Option<&Compacted>) -> Result<RunData> {
+        let compacted = merged
+            .filter(|c| c.readable())
+            .map(|c| (c.first_hour_unix_nanos, c.end_unix_nanos));
         let mut timelines = Vec::new();
         let mut nodes: Vec<NodeFacts> = Vec::new();
         let mut scenarios: Vec<String> = Vec::new();
@@ -92,6 +97,15 @@ impl Range {
                     nodes.push(n);
                 }
             }
+        }
+        let unreadable = merged.map_or(&[][..], |c| &c.left_out[..]);
+        if timelines.is_empty() && compacted.is_none() && !unreadable.is_empty() {
+            bail!(
+                "nothing of deployment {:?} in that range could be read: no timeline, and the {} merged row(s) retention kept do not read: {}",
+                self.deployment,
+                unreadable.len(),
+                unreadable.join("; ")
+            );
         }
         if timelines.is_empty() && compacted.is_none() {
             bail!(

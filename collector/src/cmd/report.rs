@@ -5,6 +5,8 @@
 use crate::cmd::at::RunsAt;
 use crate::cmd::range::{self, Range};
 use crate::cmd::retained;
+#[cfg(test)]
+use crate::store::Store;
 use anyhow::{Context, Result, bail};
 use bounce_report::{CompareOptions, ReportOptions, Verdict, write_report};
 use bounce_wire::summary::{format_seconds, render_table};
@@ -126,10 +128,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 origin: args.origin,
             };
             let compacted = retained::of_range(source, &range)?;
-            let span = compacted
-                .as_ref()
-                .map(|c| (c.first_hour_unix_nanos, c.end_unix_nanos));
-            let data = range.gather(source, span)?;
+            let data = range.gather(source, compacted.as_ref())?;
+            if let Some(c) = compacted.as_ref().filter(|c| !c.left_out.is_empty()) {
+                eprintln!(
+                    "warning: {} merged row(s) of this range could not be read and are left out (named in the report's last section); the first: {}",
+                    c.left_out.len(),
+                    c.left_out[0]
+                );
+            }
             dropped = compacted.map(|c| retained::range_section(&range.deployment, &c));
             data
         }
@@ -209,4 +215,87 @@ pub fn run(args: Args) -> Result<ExitCode> {
         args.out.display()
     );
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::compact::tests::{
+        DAY, NOW, compact_all, month_old_and_fresh, spoil, temp_store,
+    };
+    use bounce_wire::civil::utc;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Report {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    /// `report --store S --deployment d` over the month-old restarts, into `out`.
+    fn report(store: &std::path::Path, out: &std::path::Path) -> Result<ExitCode> {
+        let (since, until) = (utc(NOW - 31 * DAY), utc(NOW - 29 * DAY));
+        let cmd = Report::try_parse_from([
+            "report",
+            "--store",
+            store.to_str().unwrap(),
+            "--deployment",
+            "d",
+            "--since",
+            &since,
+            "--until",
+            &until,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .unwrap();
+        run(cmd.args)
+    }
+
+    #[test]
+    fn a_range_report_goes_on_without_an_unreadable_merged_row_and_says_which() {
+        let (path, mut s) = temp_store("report-leftout");
+        month_old_and_fresh(&mut s);
+        compact_all(&mut s, NOW - 14 * DAY);
+        spoil(
+            &s,
+            "UPDATE compacted_histograms SET histogram = 'garbage' WHERE service = 'keystone'",
+        );
+        drop(s);
+        let out =
+            std::env::temp_dir().join(format!("bounce-report-leftout-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        report(&path, &out).expect("the report goes on");
+        let text = std::fs::read_to_string(out.join("report.md")).unwrap();
+        assert!(text.contains("of deployment `d` in this range"), "{text}");
+        assert!(
+            text.contains("merged row(s) of this range could not be read and are left out"),
+            "{text}"
+        );
+        assert!(
+            text.contains("- compacted_histograms of ") && text.contains("(keystone, stop;"),
+            "{text}"
+        );
+        assert!(text.contains("| nova_api | stop |"), "{text}");
+
+        // Nothing of the range readable: a clear failure, naming the rows.
+        let s = Store::open(&path).unwrap();
+        spoil(&s, "UPDATE compacted_histograms SET histogram = 'garbage'");
+        spoil(
+            &s,
+            "UPDATE compacted_outcomes SET outcome = CAST(outcome AS BLOB)",
+        );
+        drop(s);
+        let _ = std::fs::remove_dir_all(&out);
+        let e = format!("{:#}", report(&path, &out).unwrap_err());
+        assert!(
+            e.contains("nothing of deployment \"d\" in that range could be read")
+                && e.contains("compacted_histograms of "),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&out);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
 }

@@ -68,9 +68,41 @@ fn encode(s: &str) -> String {
 
 const TITLE: &str = "## Restarts whose timelines retention dropped\n\n";
 
-/// The section for a range's dropped restarts.
+/// Rows a report names one by one at most; the rest are counted.
+const LISTED: usize = 20;
+
+/// The section for a range's dropped restarts, and the merged rows of the
+/// range that could not be read (left out, each named with why).
 pub fn range_section(deployment: &str, c: &Compacted) -> String {
     let mut out = String::from(TITLE);
+    if c.readable() {
+        kept(&mut out, deployment, c);
+    }
+    if !c.left_out.is_empty() {
+        let _ = writeln!(
+            out,
+            "{}{} merged row(s) of this range could not be read and are left out of {} \
+             (they are still in the store as they were: a report never writes it):\n",
+            if c.readable() { "\n" } else { "" },
+            c.left_out.len(),
+            if c.readable() {
+                "the numbers in this section"
+            } else {
+                "this report: nothing merged of them could be read"
+            },
+        );
+        for why in c.left_out.iter().take(LISTED) {
+            let _ = writeln!(out, "- {why}");
+        }
+        if c.left_out.len() > LISTED {
+            let _ = writeln!(out, "- and {} more", c.left_out.len() - LISTED);
+        }
+    }
+    out
+}
+
+/// What is kept of the range's dropped restarts: their outcomes and table.
+fn kept(out: &mut String, deployment: &str, c: &Compacted) {
     let outcomes: Vec<String> = c.outcomes.iter().map(|(o, n)| format!("{o} {n}")).collect();
     let grain = match c.daily_until_unix_nanos {
         Some(days) if days >= c.end_unix_nanos => {
@@ -111,7 +143,6 @@ pub fn range_section(deployment: &str, c: &Compacted) -> String {
             r.failures
         );
     }
-    out
 }
 
 /// The section for one run some of whose timelines were dropped.
@@ -153,8 +184,10 @@ mod tests {
             first_hour_unix_nanos: 0,
             end_unix_nanos: 3_600_000_000_000,
             daily_until_unix_nanos: None,
+            left_out: Vec::new(),
         };
         let s = range_section("lab", &c);
+        assert!(!s.contains("could not be read"), "{s}");
         assert!(s.contains("3 restart(s)") && s.contains("ok 3"), "{s}");
         assert!(s.contains("merged per hour"), "{s}");
         let days = |until| Compacted {
@@ -169,5 +202,29 @@ mod tests {
             s.contains("per day before 1970-01-03 00:00:00 UTC and per hour after"),
             "{s}"
         );
+        // Rows that did not read: named (the first 20), the rest counted.
+        let left_out = (0..23).map(|i| format!("row {i}: bad")).collect();
+        let s = range_section(
+            "lab",
+            &Compacted {
+                left_out,
+                ..c.clone()
+            },
+        );
+        assert!(s.contains("3 restart(s)"), "{s}");
+        assert!(
+            s.contains("23 merged row(s) of this range could not be read and are left out of the numbers in this section"),
+            "{s}"
+        );
+        assert!(s.contains("- row 19: bad\n- and 3 more\n"), "{s}");
+        let unreadable = Compacted {
+            restarts: 0,
+            outcomes: Default::default(),
+            left_out: vec!["row 0: bad".into()],
+            ..c
+        };
+        let s = range_section("lab", &unreadable);
+        assert!(!s.contains("restart(s) of deployment"), "{s}");
+        assert!(s.contains("nothing merged of them could be read"), "{s}");
     }
 }

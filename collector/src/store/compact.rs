@@ -198,6 +198,17 @@ pub struct Compacted {
     /// Some of it merged per whole day: up to this instant (exclusive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daily_until_unix_nanos: Option<i64>,
+    /// Merged rows of the range that could not be read, left out of the
+    /// numbers above: which each was and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<String>,
+}
+
+impl Compacted {
+    /// Whether any merged row of the range was read.
+    pub fn readable(&self) -> bool {
+        self.restarts > 0 || !self.rows.is_empty()
+    }
 }
 
 /// One merged row's key at its grain: (time, deployment, scenario, origin,
@@ -540,7 +551,11 @@ impl Store {
 
     /// The restarts of `deployment` whose timelines were dropped, from
     /// every hour (and day) that overlaps [since, until) (Unix
-    /// nanoseconds), of one origin or all; None when there are none.
+    /// nanoseconds), of one origin or all; None when there are none. A
+    /// merged row that does not read is left out and named in
+    /// [`Compacted::left_out`], so one bad row never fails a report; it
+    /// stays where it is (a reader never writes the store: retention sets
+    /// an hourly row aside when it rolls it up).
     pub fn compacted(
         &self,
         deployment: &str,
@@ -552,19 +567,23 @@ impl Store {
         // Per grain: the first and end instants of the rows found.
         let mut spans: Vec<(Grain, i64, i64)> = Vec::new();
         let mut series: BTreeMap<(String, Phase), Merged> = BTreeMap::new();
+        let mut left_out = Vec::new();
         for grain in Grain::ALL {
             let n = grain.nanos();
             let first = since.map_or(i64::MIN, |s| s.div_euclid(n));
             let last = until.map_or(i64::MAX, |u| u.saturating_sub(1).div_euclid(n));
+            let t = grain.column();
             let filter = format!(
-                "{} BETWEEN ?1 AND ?2 AND deployment = ?3 AND (?4 IS NULL OR origin = ?4)",
-                grain.column()
+                "{t} BETWEEN ?1 AND ?2 AND deployment = ?3 AND (?4 IS NULL OR origin = ?4)"
             );
             let args = params![first, last, deployment, origin];
+            let mut span: Option<(i64, i64)> = None;
+            let mut seen = |lo: i64, hi: i64| {
+                span = Some(span.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+            };
+            let table = grain.outcomes();
             let mut stmt = self.conn.prepare(&format!(
-                "SELECT outcome, sum(count), min({t}), max({t}) FROM {table} WHERE {filter} GROUP BY outcome",
-                t = grain.column(),
-                table = grain.outcomes(),
+                "SELECT outcome, sum(count), min({t}), max({t}) FROM {table} WHERE {filter} GROUP BY outcome"
             ))?;
             let rows = stmt.query_map(args, |r| {
                 Ok((
@@ -574,42 +593,64 @@ impl Store {
                     r.get::<_, i64>(3)?,
                 ))
             })?;
-            let mut span: Option<(i64, i64)> = None;
             for row in rows {
-                let (outcome, count, lo, hi) = row?;
+                let Some((outcome, count, lo, hi)) =
+                    readable(row, &mut left_out, || format!("{table}: an outcome's rows"))?
+                else {
+                    continue;
+                };
                 *outcomes.entry(outcome).or_insert(0) += count as u64;
-                span = Some(span.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+                seen(lo, hi);
             }
-            let Some((lo, hi)) = span else {
-                continue;
-            };
-            spans.push((grain, lo * n, (hi + 1) * n));
+            let table = grain.histograms();
             let mut stmt = self.conn.prepare(&format!(
-                "SELECT service, phase, histogram, count, sum_seconds, failures FROM {} WHERE {filter}",
-                grain.histograms()
+                "SELECT {t}, {KEY}, phase, histogram, count, sum_seconds, failures
+                 FROM {table} WHERE {filter}"
             ))?;
             let rows = stmt.query_map(args, |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
+                    row_key(r)?,
+                    r.get::<_, String>(7)?,
                     Merged {
                         h: SparseHistogram::default(),
-                        count: r.get(3)?,
-                        sum: r.get(4)?,
-                        failures: r.get(5)?,
+                        count: r.get(8)?,
+                        sum: r.get(9)?,
+                        failures: r.get(10)?,
                     },
                 ))
             })?;
             for row in rows {
-                let (service, phase, text, mut m) = row?;
-                let phase = Phase::parse(&phase)
-                    .ok_or_else(|| StoreError::Corrupt(format!("compacted phase {phase:?}")))?;
-                m.h = SparseHistogram::parse(&text).map_err(StoreError::Corrupt)?;
-                series.entry((service, phase)).or_default().add(&m);
+                let Some((key, text, mut m)) =
+                    readable(row, &mut left_out, || format!("{table}: a row"))?
+                else {
+                    continue;
+                };
+                let (at, _, scenario, origin, cause, service, phase) = &key;
+                let which = || {
+                    format!(
+                        "{table} of {} ({service}, {phase}; scenario {scenario}, origin {origin}, cause {cause:?})",
+                        bounce_wire::civil::utc(at * n)
+                    )
+                };
+                let Some(p) = Phase::parse(phase) else {
+                    left_out.push(format!("{}: no such phase", which()));
+                    continue;
+                };
+                match SparseHistogram::parse(&text) {
+                    Ok(h) => m.h = h,
+                    Err(e) => {
+                        left_out.push(format!("{}: {e}", which()));
+                        continue;
+                    }
+                }
+                seen(*at, *at);
+                series.entry((service.clone(), p)).or_default().add(&m);
+            }
+            if let Some((lo, hi)) = span {
+                spans.push((grain, lo * n, (hi + 1) * n));
             }
         }
-        if spans.is_empty() {
+        if spans.is_empty() && left_out.is_empty() {
             return Ok(None);
         }
         Ok(Some(Compacted {
@@ -622,7 +663,31 @@ impl Store {
             first_hour_unix_nanos: spans.iter().map(|s| s.1).min().unwrap_or(0),
             end_unix_nanos: spans.iter().map(|s| s.2).max().unwrap_or(0),
             daily_until_unix_nanos: spans.iter().find(|s| s.0 == Grain::Day).map(|s| s.2),
+            left_out,
         }))
+    }
+}
+
+/// A row as read, or None when its columns do not convert (a value of
+/// the wrong type): then it is added to `left_out`, named by `which`.
+/// Any other error (the store failing) is the caller's.
+fn readable<T>(
+    row: rusqlite::Result<T>,
+    left_out: &mut Vec<String>,
+    which: impl FnOnce() -> String,
+) -> Result<Option<T>, StoreError> {
+    use rusqlite::Error as E;
+    match row {
+        Ok(v) => Ok(Some(v)),
+        Err(
+            e @ (E::FromSqlConversionFailure(..)
+            | E::InvalidColumnType(..)
+            | E::IntegralValueOutOfRange(..)),
+        ) => {
+            left_out.push(format!("{}: {e}", which()));
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -839,9 +904,9 @@ pub(crate) mod tests {
     };
     use std::path::PathBuf;
 
-    const DAY: i64 = DAY_NANOS;
+    pub(crate) const DAY: i64 = DAY_NANOS;
     /// 2026-11-18, a fixed "now" the data is placed around.
-    const NOW: i64 = 1_795_500_000_000_000_000;
+    pub(crate) const NOW: i64 = 1_795_500_000_000_000_000;
 
     /// A watched restart of `service` on `node` that opened at `opened`,
     /// stopped in `stop_ms`; a timeout never started again.
@@ -1152,7 +1217,7 @@ pub(crate) mod tests {
         panic!("expiry never ended")
     }
 
-    fn compact_all(s: &mut Store, before: i64) -> Done {
+    pub(crate) fn compact_all(s: &mut Store, before: i64) -> Done {
         let mut all = Done::default();
         for _ in 0..1000 {
             let d = s.compact_timelines(before, 7).unwrap();
@@ -1303,6 +1368,94 @@ pub(crate) mod tests {
         let c = s.compacted("d", None, None, None).unwrap().unwrap();
         assert_eq!((c.restarts, c.rows.len()), (31, 0));
         assert_eq!(s.dropped().unwrap().set_aside, (2 + spoiled + hours) as u64);
+        drop(s);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// Makes merged rows unreadable as a damaged (or newer) store would
+    /// hold them: `sql` is an UPDATE of them; how many it changed.
+    pub(crate) fn spoil(s: &Store, sql: &str) -> usize {
+        s.conn.execute(sql, []).unwrap()
+    }
+
+    #[test]
+    fn a_range_leaves_out_a_merged_row_it_cannot_read_and_names_it() {
+        let (path, mut s) = temp_store("leftout");
+        month_old_and_fresh(&mut s);
+        compact_all(&mut s, NOW - 14 * DAY);
+        let range = |s: &Store| {
+            s.compacted("d", Some(NOW - 31 * DAY), Some(NOW - 29 * DAY), None)
+                .unwrap()
+                .expect("merged rows in range")
+        };
+        let whole = range(&s);
+        assert!(whole.left_out.is_empty() && whole.readable());
+        // One histogram that does not parse, one of a phase this collector
+        // does not know (a newer one's).
+        let hour = |s: &Store, service: &str, phase: &str| -> i64 {
+            s.conn
+                .query_row(
+                    "SELECT min(hour) FROM compacted_histograms WHERE service = ?1 AND phase = ?2",
+                    params![service, phase],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        let h = hour(&s, "keystone", "stop");
+        spoil(
+            &s,
+            &format!(
+                "UPDATE compacted_histograms SET histogram = 'garbage'
+                 WHERE hour = {h} AND service = 'keystone' AND phase = 'stop'"
+            ),
+        );
+        let g = hour(&s, "glance_api", "start");
+        spoil(
+            &s,
+            &format!(
+                "UPDATE compacted_histograms SET phase = 'warmup'
+                 WHERE hour = {g} AND service = 'glance_api' AND phase = 'start'"
+            ),
+        );
+        let c = range(&s);
+        assert_eq!(c.left_out.len(), 2, "{:?}", c.left_out);
+        assert!(
+            c.left_out[0].contains("compacted_histograms of ")
+                && c.left_out.iter().any(|w| w.contains("(keystone, stop;"))
+                && c.left_out
+                    .iter()
+                    .any(|w| w.contains("(glance_api, warmup;") && w.contains("no such phase")),
+            "{:?}",
+            c.left_out
+        );
+        assert_eq!(c.restarts, whole.restarts, "the outcome counts all read");
+        let count = |c: &Compacted, service: &str, phase: Phase| {
+            c.rows
+                .iter()
+                .find(|r| r.service == service && r.phase == phase)
+                .map_or(0, |r| r.count)
+        };
+        assert!(count(&c, "keystone", Phase::Stop) < count(&whole, "keystone", Phase::Stop));
+        assert_eq!(
+            count(&c, "nova_api", Phase::Stop),
+            count(&whole, "nova_api", Phase::Stop)
+        );
+        // Nothing readable: still an answer, which says so.
+        spoil(&s, "UPDATE compacted_histograms SET histogram = 'garbage'");
+        spoil(
+            &s,
+            "UPDATE compacted_outcomes SET outcome = CAST(outcome AS BLOB)",
+        );
+        let c = range(&s);
+        assert!(!c.readable(), "{c:?}");
+        assert!(c.left_out.len() > 2, "{:?}", c.left_out);
+        assert!(
+            c.left_out
+                .iter()
+                .any(|w| w.starts_with("compacted_outcomes: an outcome's rows")),
+            "{:?}",
+            c.left_out
+        );
         drop(s);
         let _ = std::fs::remove_file(&path);
     }
