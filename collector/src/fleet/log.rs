@@ -17,7 +17,6 @@ CREATE TABLE IF NOT EXISTS fleet_log (
     record TEXT NOT NULL,
     written_unix_nanos INTEGER
 );
-CREATE INDEX IF NOT EXISTS fleet_log_run ON fleet_log (run_id, id);
 ";
 
 /// One row of a fleet run's log.

@@ -220,6 +220,7 @@ impl Store {
             }
         }
         conn.execute_batch(&compact::schema())?;
+        conn.execute_batch(expire::INDEXES)?;
         split_series_by_origin(&mut conn)?;
         Ok(Store {
             conn,
