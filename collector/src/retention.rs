@@ -16,6 +16,7 @@
 use crate::store::Store;
 use crate::store::compact::Done;
 use crate::store::expire::{Expiry, RUNS_PER_STEP};
+use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 /// How long things are kept; `None`: for ever (nothing deleted).
@@ -194,6 +195,8 @@ pub struct Upkeep {
     pass: Pass,
     /// When this pass found its first work.
     began: Option<Instant>,
+    /// Told the fleet runs whose log expired (see [`Upkeep::telling`]).
+    expired: Option<Sender<String>>,
 }
 
 impl Upkeep {
@@ -203,7 +206,16 @@ impl Upkeep {
             next: Instant::now(),
             pass: Pass::default(),
             began: None,
+            expired: None,
         }
+    }
+
+    /// Tells `expired` each fleet run whose log expiry deleted, so that
+    /// the fleet runs held in memory (`fleet/`) drop it too: a running
+    /// collector then answers for it as a restarted one would.
+    pub fn telling(mut self, expired: Sender<String>) -> Upkeep {
+        self.expired = Some(expired);
+        self
     }
 
     /// How long the writer may wait for ingest before the next step is due.
@@ -278,6 +290,12 @@ impl Upkeep {
                 quiet_since: cutoff(self.policy.resend_window),
             };
             let done = said(store.expire(expiry, chunk)?, &mut self.pass);
+            if let Some(expired) = &self.expired {
+                for run in &done.fleet_runs {
+                    // No receiver: the collector is stopping.
+                    let _ = expired.send(run.clone());
+                }
+            }
             more |= full(done.hour_rows)
                 || full(done.day_rows)
                 || done.runs as usize >= RUNS_PER_STEP

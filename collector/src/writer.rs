@@ -105,3 +105,91 @@ impl Journal for Writer {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::{FleetError, Fleets};
+    use crate::retention::Policy;
+    use crate::store::compact::tests::temp_store;
+    use bounce_wire::lease::{AgentCall, FleetCall, FleetTerms, Join};
+    use std::time::Duration;
+
+    fn join(node: &str) -> FleetCall {
+        let terms: FleetTerms = serde_json::from_value(serde_json::json!({
+            "deployment": "d", "scenario": "s",
+            "limits": {"max_in_flight": 1, "limits": []},
+            "nodes": 2, "node_concurrency": 1, "lease_ttl_ms": 30_000
+        }))
+        .unwrap();
+        FleetCall {
+            node: node.into(),
+            epoch: 0,
+            call: AgentCall::Join(Join {
+                labels: Default::default(),
+                terms,
+            }),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fleet_run_retention_expires_is_forgotten_by_the_running_collector() {
+        let (path, store) = temp_store("writer-fleet");
+        let (expired, expired_fleet_runs) = std::sync::mpsc::channel();
+        let upkeep = Upkeep::new(Policy {
+            keep_timelines: Some(Duration::from_secs(1)),
+            keep_hourly: None,
+            keep_histograms: Some(Duration::from_secs(1)),
+            // Only the log aged below is quiet for that long.
+            resend_window: Duration::from_secs(86_400),
+            every: Duration::from_millis(100),
+            chunk: 500,
+            vacuum_pages: 16,
+        })
+        .telling(expired);
+        let writer = Writer::start(store, Some(upkeep));
+        let fleets = Fleets::new(Box::new(writer.clone()));
+        fleets.follow_expiry(expired_fleet_runs);
+        for run in ["fleet-old", "fleet-live"] {
+            fleets.agent(run, join("n1")).await.unwrap();
+            assert!(fleets.view(run).is_ok(), "{run} joining");
+        }
+        // fleet-old's agents went quiet long ago (its log written then).
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.busy_timeout(Duration::from_secs(30)).unwrap();
+        conn.execute(
+            "UPDATE fleet_log SET written_unix_nanos = 1 WHERE run_id = 'fleet-old'",
+            [],
+        )
+        .unwrap();
+        // Bounded: retention steps every 100 ms when idle.
+        let mut forgotten = false;
+        for _ in 0..600 {
+            fleets.tick().await;
+            if matches!(fleets.view("fleet-old"), Err(FleetError::NoRun(_))) {
+                forgotten = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(forgotten, "fleet-old still held after its log expired");
+        assert!(fleets.view("fleet-live").is_ok(), "the live one stays");
+        let left: Vec<String> = crate::store::Store::open(&path)
+            .unwrap()
+            .fleet_log()
+            .unwrap()
+            .into_iter()
+            .map(|(run, _)| run)
+            .collect();
+        assert_eq!(left, ["fleet-live"], "memory and store agree");
+        // An agent of it now starts a new fleet run, as after a restart.
+        fleets.agent("fleet-old", join("n2")).await.unwrap();
+        assert!(matches!(
+            fleets.view("fleet-old"),
+            Ok(crate::fleet::FleetView::Joining { joined, .. }) if joined == ["n2"]
+        ));
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+}

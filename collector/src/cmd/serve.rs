@@ -204,11 +204,14 @@ async fn serve(args: Args) -> Result<()> {
             .with_context(|| format!("{}: cannot open the audit log", args.audit_log.display()))?,
     );
     let store = open()?;
-    let upkeep = retention(&args, &store)?;
+    // Fleet runs whose log retention expires are forgotten in memory too.
+    let (expired, expired_fleet_runs) = std::sync::mpsc::channel();
+    let upkeep = retention(&args, &store)?.map(|u| u.telling(expired));
     let writer = Writer::start(store, upkeep);
     let reader = open()?;
     // Fleet runs as their logs left them; leases in flight get a fresh TTL.
     let fleets = Arc::new(Fleets::new(Box::new(writer.clone())));
+    fleets.follow_expiry(expired_fleet_runs);
     for line in fleets.recover(reader.fleet_log()?).await {
         eprintln!("bounce-collector: {line}");
     }

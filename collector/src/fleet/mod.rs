@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -99,6 +100,9 @@ struct FleetRun {
 pub struct Fleets {
     runs: Mutex<HashMap<String, Arc<FleetRun>>>,
     journal: Box<dyn Journal>,
+    /// Fleet runs whose log retention expired from the store: forgotten
+    /// at the next tick (see [`Fleets::follow_expiry`]).
+    expired: Mutex<Option<Receiver<String>>>,
 }
 
 /// What the admin API shows of a fleet run (and `fleet status --json`).
@@ -178,6 +182,28 @@ impl Fleets {
         Fleets {
             runs: Mutex::new(HashMap::new()),
             journal,
+            expired: Mutex::new(None),
+        }
+    }
+
+    /// Forgets, at each tick, the fleet runs retention says it expired
+    /// (`retention.rs`, `Upkeep::telling`). Their whole log is gone from
+    /// the store, so a collector started now would not know them either;
+    /// an agent calling for one is told there is no such fleet run. Such a
+    /// run was quiet for the resend window: nothing of it was in flight.
+    pub fn follow_expiry(&self, expired: Receiver<String>) {
+        *self.expired.lock().unwrap() = Some(expired);
+    }
+
+    /// Drops from memory the fleet runs expiry removed.
+    fn forget_expired(&self) {
+        let gone: Vec<String> = match &*self.expired.lock().unwrap() {
+            Some(rx) => rx.try_iter().collect(),
+            None => return,
+        };
+        let mut runs = self.runs.lock().unwrap();
+        for run in gone {
+            runs.remove(&run);
         }
     }
 
@@ -522,8 +548,10 @@ impl Fleets {
         })
     }
 
-    /// Expires what is due in every open run (the collector calls this on a timer).
+    /// Forgets the fleet runs retention expired, then expires what is due
+    /// in every open run (the collector calls this on a timer).
     pub async fn tick(&self) {
+        self.forget_expired();
         let runs: Vec<String> = self.runs.lock().unwrap().keys().cloned().collect();
         for run in runs {
             let _ = self

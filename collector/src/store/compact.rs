@@ -143,6 +143,8 @@ pub struct Done {
     /// Fleet log rows expired (with their run, or alone when the fleet
     /// run never stored a batch).
     pub fleet_log_rows: u64,
+    /// The fleet runs whose log expired (a running collector forgets them).
+    pub fleet_runs: Vec<String>,
     /// Rows that could not be read, set aside: what each was and why.
     pub set_aside: Vec<String>,
 }

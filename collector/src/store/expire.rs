@@ -115,10 +115,15 @@ impl Store {
             tx.execute("DELETE FROM retention_set_aside WHERE run_id = ?1", [run])?;
             tx.execute("DELETE FROM runs WHERE run_id = ?1", [run])?;
         }
+        let mut fleet_runs = Vec::new();
         for run in runs.iter().chain(&fleet_only) {
             // The whole log at once: a log cut short would rebuild a
             // fleet run that never was at the next start.
-            fleet_log_rows += tx.execute("DELETE FROM fleet_log WHERE run_id = ?1", [run])? as u64;
+            let n = tx.execute("DELETE FROM fleet_log WHERE run_id = ?1", [run])? as u64;
+            if n > 0 {
+                fleet_runs.push(run.clone());
+            }
+            fleet_log_rows += n;
         }
         let [hour_rows, day_rows] = rows;
         add_total(&tx, "hour_rows", hour_rows)?;
@@ -131,6 +136,7 @@ impl Store {
             day_rows,
             runs: runs.len() as u64,
             fleet_log_rows,
+            fleet_runs,
             ..Done::default()
         })
     }
