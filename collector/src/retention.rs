@@ -299,7 +299,8 @@ impl Upkeep {
             more |= full(done.hour_rows)
                 || full(done.day_rows)
                 || done.runs as usize >= RUNS_PER_STEP
-                || done.fleet_log_rows > 0;
+                || done.fleet_log_rows > 0
+                || full(done.tombstones);
         }
         let pages = store.vacuum_step(self.policy.vacuum_pages)?;
         self.pass.pages += pages;

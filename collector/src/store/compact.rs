@@ -145,6 +145,8 @@ pub struct Done {
     pub fleet_log_rows: u64,
     /// The fleet runs whose log expired (a running collector forgets them).
     pub fleet_runs: Vec<String>,
+    /// Expired runs' batch seqs forgotten, per (agent, run).
+    pub tombstones: u64,
     /// Rows that could not be read, set aside: what each was and why.
     pub set_aside: Vec<String>,
 }
@@ -912,7 +914,13 @@ pub(crate) mod tests {
 
     /// A watched restart of `service` on `node` that opened at `opened`,
     /// stopped in `stop_ms`; a timeout never started again.
-    fn watched(run: &str, node: &str, service: &str, opened: i64, stop_ms: i64) -> TimelineRecord {
+    pub(crate) fn watched(
+        run: &str,
+        node: &str,
+        service: &str,
+        opened: i64,
+        stop_ms: i64,
+    ) -> TimelineRecord {
         let b = |name, at| Boundary {
             name,
             unix_nanos: at,
@@ -962,7 +970,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn batch(t: &TimelineRecord, started: i64, seq: u64) -> Item {
+    pub(crate) fn batch(t: &TimelineRecord, started: i64, seq: u64) -> Item {
         let b = Batch {
             agent: t.node.clone(),
             run: RunHeader {
@@ -1186,7 +1194,7 @@ pub(crate) mod tests {
     }
 
     /// When the collector last heard from `run` (its clock).
-    fn heard(s: &Store, run: &str, at: i64) {
+    pub(crate) fn heard(s: &Store, run: &str, at: i64) {
         s.conn
             .execute(
                 "UPDATE runs SET last_batch_unix_nanos = ?2 WHERE run_id = ?1",
@@ -1196,7 +1204,7 @@ pub(crate) mod tests {
     }
 
     /// Expiry steps until one finds nothing; what they did together.
-    fn expire_all(s: &mut Store, before: i64, quiet_since: i64) -> Done {
+    pub(crate) fn expire_all(s: &mut Store, before: i64, quiet_since: i64) -> Done {
         let mut all = Done::default();
         for _ in 0..1000 {
             let d = s

@@ -8,10 +8,12 @@
 //! (no batch, new or resent, and no fleet record) for the resend window,
 //! on the collector's own clock. A run some agent never said it ended (a
 //! killed agent, a node gone) must also have been quiet since before the
-//! histogram cutoff: its agent may come back with a spool.
+//! histogram cutoff: its agent may come back with a spool. The seqs of its
+//! batches are kept after it, compactly, for as long again as merged rows
+//! (`tombstone.rs`): a resend later still is a duplicate.
 
 use super::compact::{Done, Grain, add_total};
-use super::{Store, StoreError};
+use super::{Store, StoreError, now_unix_nanos, tombstone};
 use rusqlite::params;
 
 /// Runs expired in one step at most (each takes its batch keys along).
@@ -104,7 +106,10 @@ impl Store {
             .collect::<Result<_, _>>()?
         };
         let mut fleet_log_rows = 0;
+        let now = now_unix_nanos();
         for run in &runs {
+            // Their seqs outlive them, so a late resend is still a duplicate.
+            tombstone::keep(&tx, run, now)?;
             // By (agent, run): the batch key's own order, no scan.
             tx.execute(
                 "DELETE FROM batches WHERE (agent, run_id) IN
@@ -125,6 +130,8 @@ impl Store {
             }
             fleet_log_rows += n;
         }
+        // Kept for as long again as merged rows are.
+        let tombstones = tombstone::expire(&tx, e.before, limit)?;
         let [hour_rows, day_rows] = rows;
         add_total(&tx, "hour_rows", hour_rows)?;
         add_total(&tx, "day_rows", day_rows)?;
@@ -137,6 +144,7 @@ impl Store {
             runs: runs.len() as u64,
             fleet_log_rows,
             fleet_runs,
+            tombstones,
             ..Done::default()
         })
     }

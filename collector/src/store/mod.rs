@@ -4,7 +4,8 @@
 //!
 //! One transaction per batch: the batch key (agent, run, seq) is inserted
 //! first, and a key already there means the batch was stored before: it is
-//! acknowledged as `duplicate` and nothing is counted again.
+//! acknowledged as `duplicate` and nothing is counted again. So is a batch
+//! of a run retention expired, if its seq was stored (`tombstone.rs`).
 
 use crate::fleet::log::{self as fleet_log, FleetRecord};
 use crate::series::{SeriesNumbers, SeriesStats};
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 pub mod compact;
 pub mod expire;
+mod tombstone;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -221,6 +223,7 @@ impl Store {
         }
         conn.execute_batch(&compact::schema())?;
         conn.execute_batch(expire::INDEXES)?;
+        conn.execute_batch(tombstone::SCHEMA)?;
         split_series_by_origin(&mut conn)?;
         Ok(Store {
             conn,
@@ -605,6 +608,10 @@ fn apply(
             "run {} is deployment {deployment:?}, scenario {scenario:?} here; this batch says {:?}, {:?} (a fleet run shares one scenario)",
             run.run_id, run.deployment, run.scenario
         )));
+    }
+    if tombstone::resent(tx, &batch.agent, run.run_id.as_str(), batch.seq)? {
+        // Stored before its run expired (with its batch keys): a resend.
+        return Ok(Stored::Duplicate);
     }
     let digest = digest_of(batch);
     let inserted = tx.execute(
