@@ -94,7 +94,8 @@ pub struct Args {
     /// A run (its batch keys, which make a resent batch a duplicate, and
     /// its fleet log) expires only once no batch of it arrived for this
     /// long; a run some agent never ended, only once quiet past
-    /// --keep-histograms too.
+    /// --keep-histograms too. Its batches' seqs are kept, compactly, for
+    /// --keep-histograms after that: a resend then is still a duplicate.
     #[arg(long, value_name = "AGE", default_value = "2d", value_parser = parse_every)]
     resend_window: Duration,
     /// How often retention looks for work when it had none.
