@@ -78,7 +78,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
         mib(f.free_bytes)
     );
     println!("auto-vacuum  {}", f.auto_vacuum);
-    println!("runs         {}", f.runs);
+    println!(
+        "runs         {}; the batch seqs of {} expired (agent, run) pair(s) kept ({}), so late resends stay duplicates",
+        f.runs,
+        f.expired_seqs_kept,
+        mib(f.expired_seqs_bytes)
+    );
     println!(
         "timelines    {} kept, the oldest opened {}",
         f.timelines,

@@ -178,6 +178,10 @@ pub struct StoreFacts {
     pub timelines: u64,
     pub oldest_timeline_unix_nanos: Option<i64>,
     pub runs: u64,
+    /// Expired runs whose batch seqs are still kept, per (agent, run), and
+    /// their bytes (`tombstone.rs`).
+    pub expired_seqs_kept: u64,
+    pub expired_seqs_bytes: u64,
     pub compacted_hours: u64,
     pub oldest_compacted_hour_unix_nanos: Option<i64>,
     pub compacted_days: u64,
@@ -538,6 +542,9 @@ impl Store {
             timelines: one("SELECT count(*) FROM timelines")?.unwrap_or(0) as u64,
             oldest_timeline_unix_nanos: one("SELECT min(opened_unix_nanos) FROM timelines")?,
             runs: one("SELECT count(*) FROM runs")?.unwrap_or(0) as u64,
+            expired_seqs_kept: one("SELECT count(*) FROM expired_batches")?.unwrap_or(0) as u64,
+            expired_seqs_bytes: one("SELECT sum(length(seqs)) FROM expired_batches")?.unwrap_or(0)
+                as u64,
             compacted_hours: one("SELECT count(DISTINCT hour) FROM compacted_histograms")?
                 .unwrap_or(0) as u64,
             oldest_compacted_hour_unix_nanos: one("SELECT min(hour) FROM compacted_histograms")?

@@ -187,6 +187,8 @@ mod tests {
         let old = month_old_and_fresh(&mut s);
         expire_old_run(&mut s);
         assert_eq!(kept(&s), (1..=30).collect::<Vec<_>>());
+        let f = s.facts().unwrap();
+        assert_eq!((f.expired_seqs_kept, f.expired_seqs_bytes), (1, 30));
         let counts = counted(&s);
         // The agent comes back with batch 4 still spooled (its answer lost).
         let resend = |s: &mut Store, seq: u64| {
