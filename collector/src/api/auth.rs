@@ -1,18 +1,21 @@
 //! Credentials and what they may do: agent tokens and node certificates may
 //! only ingest (as the agent names they are bound to: a token's patterns, a
-//! certificate's DNS names); admin tokens may read and manage, never ingest.
-//! Secrets are compared in constant time and never shown.
+//! certificate's DNS names); admin tokens may read and manage, never ingest;
+//! metrics tokens may only read /metrics (Prometheus). What each request
+//! needs and the refusal in words are here too (`Need`). Secrets are
+//! compared in constant time and never shown.
 
 use crate::api::peer::NodeCert;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use std::sync::Arc;
 
 /// What a credential may do: the roles never mix (an agent cannot read,
-/// an admin cannot ingest).
+/// an admin cannot ingest, a metrics token can do nothing but /metrics).
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
 pub enum Role {
     Agent,
     Admin,
+    Metrics,
 }
 
 impl Role {
@@ -20,7 +23,61 @@ impl Role {
         match self {
             Role::Agent => "agent",
             Role::Admin => "admin",
+            Role::Metrics => "metrics",
         }
+    }
+
+    /// What this role may do, for refusals.
+    fn may(self) -> &'static str {
+        match self {
+            Role::Agent => "an agent credential may only send results",
+            Role::Admin => "an admin token may read and manage, not send results",
+            Role::Metrics => "a metrics token may only read /metrics",
+        }
+    }
+}
+
+/// What a request needs of its caller.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Need {
+    /// An agent or an admin credential (`whoami`).
+    AgentOrAdmin,
+    /// An agent credential: sending results, fleet leases.
+    Agent,
+    /// An admin token: reading runs, managing fleet runs.
+    Admin,
+    /// A metrics or admin token: `/metrics` with `--protect-metrics`.
+    Metrics,
+}
+
+impl Need {
+    pub fn allows(self, role: Role) -> bool {
+        match self {
+            Need::AgentOrAdmin => role != Role::Metrics,
+            Need::Agent => role == Role::Agent,
+            Need::Admin => role == Role::Admin,
+            Need::Metrics => matches!(role, Role::Admin | Role::Metrics),
+        }
+    }
+
+    /// The 403's words for `role`, when this need does not allow it: what
+    /// the role may do, then what this needs.
+    pub fn refusal(self, role: Role) -> Option<String> {
+        let needs = match self {
+            Need::AgentOrAdmin => "this needs an agent or admin credential",
+            Need::Agent => {
+                "sending results and fleet leases need an agent token or a node certificate"
+            }
+            Need::Admin => "this needs an admin token",
+            Need::Metrics => "/metrics needs a metrics or admin token",
+        };
+        (!self.allows(role)).then(|| format!("{}; {needs}", role.may()))
+    }
+
+    /// Whether its requests are written to the audit log, whoever asks:
+    /// what only admins (or, for /metrics, metrics tokens) may do.
+    pub fn audited(self) -> bool {
+        matches!(self, Need::Admin | Need::Metrics)
     }
 }
 
@@ -28,6 +85,8 @@ impl Role {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
     Admin,
+    /// A metrics token (Prometheus): /metrics only.
+    Metrics,
     /// The index of its token among the agent tokens.
     Agent(usize),
     /// A node certificate verified against `serve --client-ca`.
@@ -38,6 +97,7 @@ impl Caller {
     pub fn role(&self) -> Role {
         match self {
             Caller::Admin => Role::Admin,
+            Caller::Metrics => Role::Metrics,
             Caller::Agent(_) | Caller::Node(_) => Role::Agent,
         }
     }
@@ -96,11 +156,16 @@ impl AgentToken {
 pub struct Tokens {
     agent: Vec<AgentToken>,
     admin: Vec<String>,
+    metrics: Vec<String>,
 }
 
 impl Tokens {
-    pub fn new(agent: Vec<AgentToken>, admin: Vec<String>) -> Tokens {
-        Tokens { agent, admin }
+    pub fn new(agent: Vec<AgentToken>, admin: Vec<String>, metrics: Vec<String>) -> Tokens {
+        Tokens {
+            agent,
+            admin,
+            metrics,
+        }
     }
 
     /// The caller a bearer token makes, if it is one of ours, and its label for the audit log (`admin token 2`: its
@@ -113,6 +178,12 @@ impl Tokens {
                 found = found.or(Some((Caller::Agent(i), format!("agent token {}", i + 1))));
             }
         }
+        for (i, t) in self.metrics.iter().enumerate() {
+            if same_secret(t, bearer) {
+                found = Some((Caller::Metrics, format!("metrics token {}", i + 1)));
+            }
+        }
+        // The same secret in two files is its most powerful role.
         for (i, t) in self.admin.iter().enumerate() {
             if same_secret(t, bearer) {
                 found = Some((Caller::Admin, format!("admin token {}", i + 1)));
@@ -135,6 +206,7 @@ impl Tokens {
                 ));
             }
             Caller::Admin => return Err("an admin token cannot send results".into()),
+            Caller::Metrics => return Err("a metrics token cannot send results".into()),
         };
         let t = &self.agent[i];
         if t.allows(agent) {
@@ -168,6 +240,7 @@ mod tests {
     use super::*;
 
     const SECRET: &str = "secret-0123456789abcdef";
+    const METRICS: &str = "metrics-0123456789abcdef";
 
     #[test]
     fn agent_name_patterns() {
@@ -210,6 +283,7 @@ mod tests {
         let tokens = Tokens::new(
             vec![AgentToken::parse(&format!("{SECRET} ctl1")).unwrap()],
             vec![admin.clone()],
+            vec![METRICS.into()],
         );
         assert_eq!(tokens.identify(&admin).unwrap().0, Caller::Admin);
         let agent = tokens.identify(SECRET).unwrap().0;
@@ -228,11 +302,38 @@ mod tests {
         assert!(tokens.may_send_as(&Caller::Admin, "ctl2").is_err());
         assert_eq!(tokens.identify(&admin).unwrap().1, "admin token 1");
         assert_eq!(tokens.identify(SECRET).unwrap().1, "agent token 1");
+        let metrics = tokens.identify(METRICS).unwrap();
+        assert_eq!(metrics, (Caller::Metrics, "metrics token 1".into()));
+        assert!(tokens.may_send_as(&metrics.0, "ctl1").is_err());
+    }
+
+    #[test]
+    fn each_need_allows_its_roles_and_refuses_the_others_in_words() {
+        use Role::*;
+        for (need, allowed) in [
+            (Need::AgentOrAdmin, [true, true, false]),
+            (Need::Agent, [true, false, false]),
+            (Need::Admin, [false, true, false]),
+            (Need::Metrics, [false, true, true]),
+        ] {
+            for (role, ok) in [Agent, Admin, Metrics].into_iter().zip(allowed) {
+                assert_eq!(need.allows(role), ok, "{need:?} {role:?}");
+                assert_eq!(need.refusal(role).is_none(), ok, "{need:?} {role:?}");
+            }
+        }
+        assert_eq!(
+            Need::Admin.refusal(Metrics).unwrap(),
+            "a metrics token may only read /metrics; this needs an admin token"
+        );
+        assert_eq!(
+            Need::Metrics.refusal(Agent).unwrap(),
+            "an agent credential may only send results; /metrics needs a metrics or admin token"
+        );
     }
 
     #[test]
     fn node_certificates_send_only_as_their_names() {
-        let tokens = Tokens::new(vec![], vec![]);
+        let tokens = Tokens::new(vec![], vec![], vec![]);
         let node = Caller::Node(Arc::new(NodeCert {
             names: vec!["ctl9".into(), "ctl9.example".into()],
         }));

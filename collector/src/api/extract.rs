@@ -7,7 +7,7 @@
 //! log (`audit`, with the answer's status).
 
 use crate::api::audit;
-use crate::api::auth::{Caller, Role};
+use crate::api::auth::{Caller, Need, Role};
 use crate::api::error::{ApiError, internal, no_run};
 use crate::api::limit::Offender;
 use crate::api::peer::Peer;
@@ -19,7 +19,7 @@ use axum::http::{StatusCode, header};
 use bounce_wire::RunId;
 use std::sync::MutexGuard;
 
-/// A caller with any known credential (agent or admin); 401 otherwise.
+/// A caller with an agent or admin credential; 401 or 403 otherwise.
 pub struct Authenticated(pub Known);
 
 /// A caller with an agent credential (token or node certificate): the only
@@ -37,7 +37,8 @@ pub struct RunRead {
     state: Shared,
 }
 
-/// `/metrics`: open, or only for admins with `serve --protect-metrics`.
+/// `/metrics`: open, or with `serve --protect-metrics` only for metrics and
+/// admin tokens.
 pub struct MetricsReader;
 
 /// A caller whose credential is known, with the label the audit log and
@@ -98,13 +99,17 @@ fn limited(state: &Shared, who: &Offender) -> Result<(), ApiError> {
     })
 }
 
-/// The caller, if its role is `need` (roles never mix). A request without
-/// a known credential counts against its address, a known credential's
-/// refusal against the credential; admin requests, allowed or not (429
-/// included), are audited with their answer's status.
-fn caller(parts: &Parts, state: &Shared, need: Option<Role>) -> Result<Known, ApiError> {
+/// The caller, if `need` allows its role (roles never mix). A request
+/// without a known credential counts against its address, a known
+/// credential's refusal against the credential. Requests that need an
+/// admin or metrics token, and any request showing one, are audited with
+/// their answer's status, allowed or not (429 included).
+fn caller(parts: &Parts, state: &Shared, need: Need) -> Result<Known, ApiError> {
     let found = identify(parts, state);
-    if need == Some(Role::Admin) {
+    let privileged = found
+        .as_ref()
+        .is_some_and(|k| matches!(k.caller.role(), Role::Admin | Role::Metrics));
+    if need.audited() || privileged {
         audit::decided(
             parts,
             found.as_ref().map_or("unknown", |k| k.label.as_str()),
@@ -128,26 +133,14 @@ fn caller(parts: &Parts, state: &Shared, need: Option<Role>) -> Result<Known, Ap
     };
     let me = Offender::Credential(known.label.clone());
     limited(state, &me)?;
-    let refused = match (need, known.caller.role()) {
-        (None, _) => None,
-        (Some(n), r) if n == r => None,
-        (Some(Role::Admin), _) => {
-            Some("an agent credential may only send results; this needs an admin token")
-        }
-        (Some(Role::Agent), _) => Some(
-            "an admin token may read and manage, not send results (agents send with agent tokens or node certificates)",
-        ),
-    };
-    match refused {
+    match need.refusal(known.caller.role()) {
         None => {
-            if need == Some(Role::Admin) {
-                audit::allowed(parts);
-            }
+            audit::allowed(parts);
             Ok(known)
         }
         Some(why) => {
             state.failures.failed(me);
-            Err(ApiError(StatusCode::FORBIDDEN, why.into()))
+            Err(ApiError(StatusCode::FORBIDDEN, why))
         }
     }
 }
@@ -155,21 +148,21 @@ fn caller(parts: &Parts, state: &Shared, need: Option<Role>) -> Result<Known, Ap
 impl FromRequestParts<Shared> for Authenticated {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
-        caller(parts, state, None).map(Authenticated)
+        caller(parts, state, Need::AgentOrAdmin).map(Authenticated)
     }
 }
 
 impl FromRequestParts<Shared> for AgentCaller {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
-        caller(parts, state, Some(Role::Agent)).map(AgentCaller)
+        caller(parts, state, Need::Agent).map(AgentCaller)
     }
 }
 
 impl FromRequestParts<Shared> for Admin {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
-        caller(parts, state, Some(Role::Admin)).map(|k| Admin(k.label))
+        caller(parts, state, Need::Admin).map(|k| Admin(k.label))
     }
 }
 
@@ -177,7 +170,7 @@ impl FromRequestParts<Shared> for MetricsReader {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
         if state.protect_metrics {
-            caller(parts, state, Some(Role::Admin))?;
+            caller(parts, state, Need::Metrics)?;
         }
         Ok(MetricsReader)
     }
@@ -186,7 +179,7 @@ impl FromRequestParts<Shared> for MetricsReader {
 impl FromRequestParts<Shared> for RunRead {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
-        caller(parts, state, Some(Role::Admin))?;
+        caller(parts, state, Need::Admin)?;
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|e| ApiError(e.status(), e.body_text()))?;

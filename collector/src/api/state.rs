@@ -17,7 +17,7 @@ pub struct AppState {
     /// A second connection for reads (WAL lets them run beside the writer).
     pub reader: Mutex<Store>,
     pub tokens: Tokens,
-    /// /metrics needs an admin token too.
+    /// /metrics needs a metrics or admin token too.
     pub protect_metrics: bool,
     /// Also export restart counts per node (off by default: cardinality).
     pub per_node_metrics: bool,

@@ -11,7 +11,8 @@ use crate::api::state::AppState;
 use crate::cmd::tokens::token_lines;
 use crate::fleet::Fleets;
 use crate::net::listen::{self, Deadlines};
-use crate::net::tls::{ServerCert, server_config};
+use crate::net::tls::{ServerCert, provider, server_config};
+use crate::net::trust::ClientTrust;
 use crate::retention::{Keep, Policy, Upkeep, parse_keep, words};
 use crate::store::Store;
 use crate::writer::Writer;
@@ -34,7 +35,11 @@ pub struct Args {
     agent_token_file: Option<PathBuf>,
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
-    /// Require an admin token for /metrics too.
+    /// Tokens that may read /metrics and nothing else (Prometheus's, with
+    /// --protect-metrics), one a line; or BOUNCE_METRICS_TOKEN.
+    #[arg(long, value_name = "FILE")]
+    metrics_token_file: Option<PathBuf>,
+    /// Require a metrics or admin token for /metrics too.
     #[arg(long)]
     protect_metrics: bool,
     /// Also export bounce_node_restarts_total with a `node` label (one
@@ -52,6 +57,12 @@ pub struct Args {
     /// credentials: the agent may send only as a DNS name of its certificate.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     client_ca: Option<PathBuf>,
+    /// Refuse node certificates revoked by these CRLs (PEM `X509 CRL`
+    /// blocks; one for each CA that signs node certificates: a certificate
+    /// whose issuer has none here is refused). Read again, with --client-ca,
+    /// on SIGHUP; open connections are kept.
+    #[arg(long, value_name = "FILE", requires = "client_ca")]
+    tls_client_crl: Option<PathBuf>,
     /// Serve plain HTTP on an address that is not loopback: tokens and
     /// results then cross the network readable by anyone on it.
     #[arg(long)]
@@ -157,8 +168,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Agent tokens (possibly bound to names) and admin tokens; at least one,
-/// unless node certificates can ingest.
+/// Agent tokens (possibly bound to names), admin and metrics tokens; an
+/// agent or admin one at least, unless node certificates can ingest.
 fn read_tokens(args: &Args, node_certs: bool) -> Result<Tokens> {
     let agent = token_lines(args.agent_token_file.as_deref(), "BOUNCE_AGENT_TOKEN")?
         .iter()
@@ -167,22 +178,32 @@ fn read_tokens(args: &Args, node_certs: bool) -> Result<Tokens> {
                 .map_err(|e| anyhow::anyhow!("agent tokens: {}: {e}", line.origin))
         })
         .collect::<Result<Vec<_>>>()?;
-    let admin = token_lines(args.admin_token_file.as_deref(), "BOUNCE_ADMIN_TOKEN")?;
-    if let Some(bound) = admin.iter().find(|t| t.text.contains(char::is_whitespace)) {
-        bail!(
-            "admin tokens: {}: an admin token cannot be bound to agent names (only agent tokens can)",
-            bound.origin
-        );
-    }
+    let unbound = |file: Option<&std::path::Path>, env: &str, role: &str| -> Result<Vec<String>> {
+        let lines = token_lines(file, env)?;
+        if let Some(bound) = lines.iter().find(|t| t.text.contains(char::is_whitespace)) {
+            bail!(
+                "{role} tokens: {}: {role} tokens cannot be bound to agent names (only agent tokens can)",
+                bound.origin
+            );
+        }
+        Ok(lines.into_iter().map(|l| l.text).collect())
+    };
+    let admin = unbound(
+        args.admin_token_file.as_deref(),
+        "BOUNCE_ADMIN_TOKEN",
+        "admin",
+    )?;
+    let metrics = unbound(
+        args.metrics_token_file.as_deref(),
+        "BOUNCE_METRICS_TOKEN",
+        "metrics",
+    )?;
     if agent.is_empty() && admin.is_empty() && !node_certs {
         bail!(
             "no tokens: give --agent-token-file/--admin-token-file or BOUNCE_AGENT_TOKEN/BOUNCE_ADMIN_TOKEN, or --client-ca (nothing could ingest)"
         );
     }
-    Ok(Tokens::new(
-        agent,
-        admin.into_iter().map(|l| l.text).collect(),
-    ))
+    Ok(Tokens::new(agent, admin, metrics))
 }
 
 async fn serve(args: Args) -> Result<()> {
@@ -195,7 +216,7 @@ async fn serve(args: Args) -> Result<()> {
             args.listen
         );
     }
-    let tokens = read_tokens(&args, tls.as_ref().is_some_and(|t| t.node_certs))?;
+    let tokens = read_tokens(&args, tls.as_ref().is_some_and(|t| t.nodes.is_some()))?;
     let open = || {
         Store::open(&args.store)
             .with_context(|| format!("{}: cannot open the store", args.store.display()))
@@ -255,11 +276,17 @@ async fn serve(args: Args) -> Result<()> {
         idle: Duration::from_secs(args.idle_timeout_secs),
         request: Duration::from_secs(args.request_timeout_secs),
     };
-    let (acceptor, served) = match tls {
-        Some(t) => (Some(t.acceptor), Some(t.served)),
-        None => (None, None),
+    let (acceptor, reload) = match tls {
+        Some(t) => (
+            Some(t.acceptor),
+            Reload {
+                served: Some(t.served),
+                nodes: t.nodes,
+            },
+        ),
+        None => (None, Reload::default()),
     };
-    on_hangup(hangup, served, state.audit.clone());
+    on_hangup(hangup, reload, state.audit.clone());
     // Until now SIGTERM ends the process at once (while the store opens).
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     listen::serve(listener, acceptor, router(state), deadlines, async move {
@@ -273,17 +300,36 @@ async fn serve(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// On SIGHUP (`systemctl reload`, logrotate): the certificate read again
-/// when serving TLS, and the audit log opened again; a plain collector
-/// does the latter only (the signal never ends it).
-fn on_hangup(mut hangup: Signal, served: Option<Arc<ServerCert>>, audit: Arc<Audit>) {
+/// What SIGHUP reads again when serving TLS.
+#[derive(Default)]
+struct Reload {
+    served: Option<Arc<ServerCert>>,
+    nodes: Option<Arc<ClientTrust>>,
+}
+
+/// On SIGHUP (`systemctl reload`, logrotate): the certificate, and the
+/// client CA with the CRLs, read again when serving TLS (each kept as it
+/// was when its files are wrong, saying why), and the audit log opened
+/// again; a plain collector does the latter only (the signal never ends it).
+fn on_hangup(mut hangup: Signal, reload: Reload, audit: Arc<Audit>) {
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
-            if let Some(served) = &served {
+            if let Some(served) = &reload.served {
                 match served.reload() {
                     Ok(()) => eprintln!("bounce-collector: SIGHUP: certificate reloaded"),
                     Err(e) => {
                         eprintln!("bounce-collector: SIGHUP: kept the old certificate: {e}")
+                    }
+                }
+            }
+            if let Some(nodes) = &reload.nodes {
+                match nodes.reload() {
+                    Ok(()) => eprintln!(
+                        "bounce-collector: SIGHUP: node certificate trust reloaded ({})",
+                        nodes.files()
+                    ),
+                    Err(e) => {
+                        eprintln!("bounce-collector: SIGHUP: kept the old client CA and CRLs: {e}")
                     }
                 }
             }
@@ -297,12 +343,13 @@ fn on_hangup(mut hangup: Signal, served: Option<Arc<ServerCert>>, audit: Arc<Aud
     });
 }
 
-/// What serving TLS needs: the acceptor, the certificate it serves (for
-/// SIGHUP), and whether node certificates are accepted.
+/// What serving TLS needs: the acceptor, and what SIGHUP reloads: the
+/// certificate it serves and, when node certificates are accepted, their
+/// CA and CRLs.
 struct Tls {
     acceptor: tokio_rustls::TlsAcceptor,
     served: Arc<ServerCert>,
-    node_certs: bool,
+    nodes: Option<Arc<ClientTrust>>,
 }
 
 fn tls(args: &Args) -> Result<Option<Tls>> {
@@ -310,10 +357,18 @@ fn tls(args: &Args) -> Result<Option<Tls>> {
         return Ok(None);
     };
     let served = Arc::new(ServerCert::load(cert, key)?);
-    let config = server_config(served.clone(), args.client_ca.as_deref())?;
+    let nodes = match &args.client_ca {
+        Some(ca) => Some(Arc::new(ClientTrust::load(
+            ca,
+            args.tls_client_crl.as_deref(),
+            provider(),
+        )?)),
+        None => None,
+    };
+    let config = server_config(served.clone(), nodes.clone())?;
     Ok(Some(Tls {
         acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
         served,
-        node_certs: args.client_ca.is_some(),
+        nodes,
     }))
 }

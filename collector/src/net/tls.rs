@@ -1,13 +1,14 @@
 //! The collector's TLS: its certificate and key (PEM) behind a resolver
 //! that `reload` swaps (on SIGHUP) without touching open connections, and
-//! node certificates verified against `--client-ca`, whose DNS names are
-//! the agent names the node may send as.
+//! node certificates verified by `trust` (`--client-ca`, `--tls-client-crl`),
+//! whose DNS names are the agent names the node may send as.
 
 use crate::api::peer::NodeCert;
+use crate::net::trust::{ClientTrust, TrustError};
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::{RootCertStore, ServerConfig, ServerConnection};
+use rustls::{ServerConfig, ServerConnection};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -17,11 +18,11 @@ pub enum TlsSetupError {
     File(#[from] bounce_client::ClientError),
     #[error("{0}: {1}")]
     Key(PathBuf, String),
-    #[error("{0}: {1}")]
-    ClientCa(PathBuf, String),
+    #[error("{0}")]
+    Trust(#[from] TrustError),
 }
 
-fn provider() -> Arc<CryptoProvider> {
+pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -73,30 +74,18 @@ fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsSetupError>
     Ok(certified)
 }
 
-/// The server's TLS configuration: its certificate, and with `client_ca`
-/// node certificates checked against it (optional: admins use tokens).
+/// The server's TLS configuration: its certificate, and with `nodes`
+/// node certificates checked by it (optional: admins use tokens).
 pub fn server_config(
     cert: Arc<ServerCert>,
-    client_ca: Option<&Path>,
+    nodes: Option<Arc<ClientTrust>>,
 ) -> Result<ServerConfig, TlsSetupError> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsSetupError::Key(PathBuf::new(), e.to_string()))?;
-    let builder = match client_ca {
+    let builder = match nodes {
         None => builder.with_no_client_auth(),
-        Some(path) => {
-            let mut roots = RootCertStore::empty();
-            for c in bounce_client::read_certs(path)? {
-                roots
-                    .add(c)
-                    .map_err(|e| TlsSetupError::ClientCa(path.into(), e.to_string()))?;
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                .allow_unauthenticated()
-                .build()
-                .map_err(|e| TlsSetupError::ClientCa(path.into(), e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
-        }
+        Some(trust) => builder.with_client_cert_verifier(trust),
     };
     let mut config = builder.with_cert_resolver(cert);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
