@@ -4,10 +4,12 @@
 //! "who read this run, who paused that one, who was refused". Callers are
 //! named by their credential's label (`admin token 2`, `node ctl9`), never
 //! by a secret. The extractors decide (`decided`, `allowed`); the
-//! middleware writes the line once the answer is known. The file is
-//! opened again on SIGHUP (`reopen`), for log rotation.
+//! middleware writes the line once the answer is known, or, for a request
+//! that never got one (cut off by the request timeout, whose 408 the
+//! listener sends, or its client gone), when it is dropped, saying so.
+//! The file is opened again on SIGHUP (`reopen`), for log rotation.
 
-use crate::api::peer::Peer;
+use crate::api::peer::{Deadline, Peer};
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::middleware::Next;
@@ -31,7 +33,10 @@ pub struct Entry<'a> {
     pub path: &'a str,
     pub query: Option<&'a str>,
     pub allowed: bool,
-    pub status: u16,
+    /// The answer's status; None when none was sent (the client went away).
+    pub status: Option<u16>,
+    /// How a request that got no answer of its own ended.
+    pub ended: Option<&'a str>,
 }
 
 impl Audit {
@@ -60,7 +65,7 @@ impl Audit {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        let line = serde_json::json!({
+        let mut line = serde_json::json!({
             "ts": bounce_wire::civil::utc(now.as_nanos() as i64),
             "who": e.who,
             "from": e.from.map(|a| a.to_string()),
@@ -71,6 +76,9 @@ impl Audit {
             "allowed": e.allowed,
             "status": e.status,
         });
+        if let Some(ended) = e.ended {
+            line["ended"] = ended.into();
+        }
         let mut out = self.out.lock().unwrap();
         // One write per line, so lines from concurrent requests never interleave.
         let _ = out.write_all(format!("{line}\n").as_bytes());
@@ -151,26 +159,67 @@ pub fn allowed(parts: &Parts) {
 }
 
 /// Around every request: a line for those the extractors found to be
-/// admin requests, with the status they were answered.
+/// admin requests, with the status they were answered, or how they ended
+/// without an answer.
 pub async fn middleware(State(audit): State<Arc<Audit>>, mut req: Request, next: Next) -> Response {
     let slot = Slot::default();
     req.extensions_mut().insert(slot.clone());
-    let from = req.extensions().get::<Peer>().map(|p| p.addr);
-    let (method, uri) = (req.method().clone(), req.uri().clone());
+    let mut line = Pending {
+        audit,
+        slot,
+        from: req.extensions().get::<Peer>().map(|p| p.addr),
+        deadline: req.extensions().get::<Deadline>().copied(),
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+    };
     let answer = next.run(req).await;
-    let decision = slot.0.lock().unwrap().take();
-    if let Some(d) = decision {
-        audit.record(&Entry {
+    line.write(Some(answer.status().as_u16()), None);
+    answer
+}
+
+/// An admin request's line until it is written: by the middleware with
+/// the answer, or on drop when the request was cut off before one.
+struct Pending {
+    audit: Arc<Audit>,
+    slot: Slot,
+    from: Option<SocketAddr>,
+    deadline: Option<Deadline>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+}
+
+impl Pending {
+    /// Writes the line once, if the extractors decided the request is one.
+    fn write(&mut self, status: Option<u16>, ended: Option<&str>) {
+        let Some(d) = self.slot.0.lock().unwrap().take() else {
+            return;
+        };
+        self.audit.record(&Entry {
             who: &d.who,
-            from,
-            method: method.as_str(),
-            path: uri.path(),
-            query: uri.query(),
+            from: self.from,
+            method: self.method.as_str(),
+            path: self.uri.path(),
+            query: self.uri.query(),
             allowed: d.allowed,
-            status: answer.status().as_u16(),
+            status,
+            ended,
         });
     }
-    answer
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        match self.deadline {
+            Some(d) if tokio::time::Instant::now() >= d.at => {
+                let why = format!("timed out (--request-timeout-secs {})", d.after.as_secs());
+                self.write(Some(408), Some(&why));
+            }
+            _ => self.write(
+                None,
+                Some("no answer: the connection closed (or the collector stopped) first"),
+            ),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -197,7 +246,8 @@ mod tests {
             path,
             query: Some("deployment=d"),
             allowed: true,
-            status: 200,
+            status: Some(200),
+            ended: None,
         };
         audit.record(&entry("/api/v1/runs/r1/export"));
         // Rotated: moved away, then reopened on SIGHUP.
@@ -216,5 +266,81 @@ mod tests {
         assert_eq!(v["query"], "deployment=d");
         let v: serde_json::Value = serde_json::from_str(new.trim()).unwrap();
         assert_eq!(v["run_id"], "f1");
+    }
+
+    /// An admin request whose handler never answers: cut off by the
+    /// listener's timeout (as `listen` does), or dropped earlier (its
+    /// client went away). Each gets its line.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_cut_off_before_its_answer_is_recorded_with_how_it_ended() {
+        use axum::Router;
+        use axum::body::Body;
+        use std::time::Duration;
+        use tower::ServiceExt;
+        let file = std::env::temp_dir().join(format!("bounce-audit-cut-{}", std::process::id()));
+        let audit = Arc::new(Audit::open(&file).unwrap());
+        let app = Router::new()
+            .route(
+                "/api/v1/fleets/{run}/pause",
+                axum::routing::post(|parts: Parts| async move {
+                    decided(&parts, "admin token 1");
+                    allowed(&parts);
+                    std::future::pending::<()>().await
+                }),
+            )
+            .route(
+                "/metrics",
+                axum::routing::get(|| async { std::future::pending::<()>().await }),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                audit.clone(),
+                middleware,
+            ));
+        let limit = Duration::from_secs(60);
+        let ask = |path: &str, cut: Duration| {
+            let req = Request::builder()
+                .method("POST")
+                .uri(path)
+                .extension(Deadline {
+                    at: tokio::time::Instant::now() + limit,
+                    after: limit,
+                })
+                .body(Body::empty())
+                .unwrap();
+            tokio::time::timeout(cut, app.clone().oneshot(req))
+        };
+        assert!(ask("/api/v1/fleets/f1/pause", limit).await.is_err());
+        assert!(
+            ask("/api/v1/fleets/f2/pause", Duration::from_secs(1))
+                .await
+                .is_err()
+        );
+        // Not an admin request: no line, answered or not.
+        let req = Request::builder()
+            .uri("/metrics")
+            .body(Body::empty())
+            .unwrap();
+        assert!(
+            tokio::time::timeout(limit, app.clone().oneshot(req))
+                .await
+                .is_err()
+        );
+        let text = std::fs::read_to_string(&file).unwrap();
+        std::fs::remove_file(&file).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["run_id"], "f1");
+        assert_eq!(lines[0]["status"], 408);
+        assert_eq!(lines[0]["ended"], "timed out (--request-timeout-secs 60)");
+        assert_eq!(lines[0]["allowed"], true);
+        assert_eq!(lines[1]["run_id"], "f2");
+        assert!(lines[1]["status"].is_null(), "{text}");
+        assert!(
+            lines[1]["ended"].as_str().unwrap().starts_with("no answer"),
+            "{text}"
+        );
     }
 }

@@ -1,10 +1,13 @@
-//! Who is at the other end of a request's connection, as the transport
-//! knows it: the address, and the node certificate it showed (mutual TLS),
-//! already verified against `serve --client-ca`. The listener puts one in
-//! every request's extensions; the extractors read it.
+//! What the transport knows of a request: who is at the other end of its
+//! connection (the address, and the node certificate it showed in mutual
+//! TLS, already verified against `serve --client-ca`), and when the
+//! request will be cut off. The listener puts both in every request's
+//! extensions; the extractors and the audit log read them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
 
 #[derive(Clone, Debug)]
 pub struct Peer {
@@ -28,4 +31,12 @@ impl NodeCert {
     pub fn label(&self) -> String {
         format!("node {}", self.names.join("/"))
     }
+}
+
+/// When the listener cuts the request off (`--request-timeout-secs`) and
+/// answers 408 in its place (tokio's clock: the one its timeout reads).
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline {
+    pub at: Instant,
+    pub after: Duration,
 }

@@ -7,7 +7,7 @@
 //! request carries the `Peer` its connection proved. On shutdown, open
 //! requests get a grace period.
 
-use crate::api::peer::{NodeCert, Peer};
+use crate::api::peer::{Deadline, NodeCert, Peer};
 use crate::net::deadline::{Bounded, Limits, Stage};
 use crate::net::tls::node_of;
 use axum::Router;
@@ -125,6 +125,10 @@ async fn connection<S>(
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         stage.began();
         req.extensions_mut().insert(peer.clone());
+        req.extensions_mut().insert(Deadline {
+            at: tokio::time::Instant::now() + deadlines.request,
+            after: deadlines.request,
+        });
         let (app, stage) = (app.clone(), stage.clone());
         async move {
             let answer = tokio::time::timeout(deadlines.request, app.oneshot(req)).await;
