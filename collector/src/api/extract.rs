@@ -41,11 +41,12 @@ pub struct RunRead {
 /// admin tokens.
 pub struct MetricsReader;
 
-/// A caller whose credential is known, with the label the audit log and
-/// the failure limit use (`agent token 2`, `node ctl9`).
+/// A caller whose credential is known, with the label the audit log uses
+/// (`agent token 2`, `node ctl9`) and whom its refusals count against.
 pub struct Known {
     pub caller: Caller,
     pub label: String,
+    refusals: Offender,
 }
 
 impl Known {
@@ -56,9 +57,7 @@ impl Known {
             .tokens
             .may_send_as(&self.caller, agent)
             .map_err(|why| {
-                state
-                    .failures
-                    .failed(Offender::Credential(self.label.clone()));
+                state.failures.failed(self.refusals.clone());
                 ApiError(StatusCode::FORBIDDEN, why)
             })
     }
@@ -73,14 +72,26 @@ fn bearer(parts: &Parts) -> Option<&str> {
 }
 
 /// Who is asking: a bearer token when one is shown (even over a certified
-/// connection), else the node certificate of the connection.
+/// connection), else the node certificate of the connection. A token's
+/// refusals count per address too (agents may share one), a node
+/// certificate's per certificate.
 fn identify(parts: &Parts, state: &Shared) -> Option<Known> {
-    let known = |(caller, label)| Known { caller, label };
+    let known = |(caller, label): (Caller, String), from| Known {
+        refusals: Offender::Credential {
+            label: label.clone(),
+            from,
+        },
+        caller,
+        label,
+    };
     match bearer(parts) {
-        Some(token) => state.tokens.identify(token).map(known),
+        Some(token) => {
+            let from = peer(parts).map(|p| p.addr.ip());
+            state.tokens.identify(token).map(|t| known(t, from))
+        }
         None => peer(parts).and_then(|p| p.node.clone()).map(|cert| {
             let label = cert.label();
-            known((Caller::Node(cert), label))
+            known((Caller::Node(cert), label), None)
         }),
     }
 }
@@ -131,7 +142,7 @@ fn caller(parts: &Parts, state: &Shared, need: Need) -> Result<Known, ApiError> 
             "missing or unknown bearer token (and no node certificate)".into(),
         ));
     };
-    let me = Offender::Credential(known.label.clone());
+    let me = known.refusals.clone();
     limited(state, &me)?;
     match need.refusal(known.caller.role()) {
         None => {

@@ -5,7 +5,10 @@
 //! speed; a known credential refused what it asked (403: the wrong role,
 //! or sending as a name it may not) counts against that credential, so
 //! one misconfigured agent behind a NAT locks out itself, not every agent
-//! sharing its address. What is remembered is bounded.
+//! sharing its address. A token is a secret several agents may share (one
+//! per group of nodes, bound to `cmp-*`): its refusals count per token and
+//! address, so one misconfigured agent does not lock out the whole group.
+//! What is remembered is bounded.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -21,15 +24,22 @@ const MAX_REMEMBERED: usize = 10_000;
 pub enum Offender {
     /// A client that showed no known credential.
     Address(IpAddr),
-    /// A known credential, by its audit label (`agent token 2`, `node ctl9`).
-    Credential(String),
+    /// A known credential, by its audit label (`agent token 2`, `node
+    /// ctl9`), and for a token the address it came from.
+    Credential { label: String, from: Option<IpAddr> },
 }
 
 impl std::fmt::Display for Offender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Offender::Address(ip) => write!(f, "failed authentications from {ip}"),
-            Offender::Credential(label) => write!(f, "refused requests with {label}"),
+            Offender::Credential { label, from: None } => {
+                write!(f, "refused requests with {label}")
+            }
+            Offender::Credential {
+                label,
+                from: Some(ip),
+            } => write!(f, "refused requests with {label} from {ip}"),
         }
     }
 }
@@ -146,10 +156,11 @@ mod tests {
     fn a_credential_counts_apart_from_its_address() {
         let limit = FailureLimit::new(2);
         let t0 = Instant::now();
-        let (bad, good) = (
-            Offender::Credential("node ctl1".into()),
-            Offender::Credential("node ctl2".into()),
-        );
+        let node = |label: &str| Offender::Credential {
+            label: label.into(),
+            from: None,
+        };
+        let (bad, good) = (node("node ctl1"), node("node ctl2"));
         limit.failed_at(bad.clone(), t0);
         limit.failed_at(bad.clone(), t0);
         assert!(limit.check_at(&bad, t0).is_err());
@@ -158,6 +169,19 @@ mod tests {
         assert_eq!(
             limit.check_at(&bad, t0).map_err(|_| bad.to_string()),
             Err("refused requests with node ctl1".into())
+        );
+        // A shared token: the misconfigured agent's address only.
+        let token = |ip: &str| Offender::Credential {
+            label: "agent token 1".into(),
+            from: Some(ip.parse().unwrap()),
+        };
+        limit.failed_at(token("10.0.0.7"), t0);
+        limit.failed_at(token("10.0.0.7"), t0);
+        assert!(limit.check_at(&token("10.0.0.7"), t0).is_err());
+        assert!(limit.check_at(&token("10.0.0.8"), t0).is_ok());
+        assert_eq!(
+            token("10.0.0.7").to_string(),
+            "refused requests with agent token 1 from 10.0.0.7"
         );
     }
 
@@ -169,7 +193,8 @@ mod tests {
             limit.failed_at(Offender::Address(IpAddr::from(i.to_be_bytes())), t0);
         }
         for i in 0..100 {
-            limit.failed_at(Offender::Credential(format!("node n{i}")), t0);
+            let label = format!("node n{i}");
+            limit.failed_at(Offender::Credential { label, from: None }, t0);
         }
         assert!(limit.seen.lock().unwrap().len() <= MAX_REMEMBERED);
     }
