@@ -609,7 +609,7 @@ impl CollectorProcess {
             .arg(self.dir.join("admin.token"))
             .args(&self.extra)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(self.log_file())
             .spawn()
             .expect("start bounce-collector");
         self.child = Some(child);
@@ -620,6 +620,20 @@ impl CollectorProcess {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         panic!("bounce-collector did not listen on {}", self.port);
+    }
+
+    /// Where its stderr goes (appended across restarts).
+    fn log_file(&self) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("collector.stderr"))
+            .expect("the collector's log file")
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("collector.stderr")).unwrap_or_default()
     }
 
     /// The process id (to signal it: SIGHUP reloads the certificate).

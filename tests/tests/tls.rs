@@ -372,11 +372,21 @@ fn served_cert(s: &rustls::StreamOwned<rustls::ClientConnection, TcpStream>) -> 
     s.conn.peer_certificates().unwrap()[0].to_vec()
 }
 
-/// One keep-alive request on the connection: the status.
+/// One keep-alive request on the connection, as the admin: the status.
 fn whoami(s: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>) -> u16 {
+    request(s, Some(ADMIN_TOKEN))
+}
+
+/// One keep-alive `GET /api/v1/whoami` on the connection with `token`, or
+/// with the connection's certificate: the status.
+fn request(
+    s: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    token: Option<&str>,
+) -> u16 {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         s,
-        "GET /api/v1/whoami HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
+        "GET /api/v1/whoami HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n"
     )
     .unwrap();
     let mut head = Vec::new();
@@ -405,6 +415,7 @@ fn sighup_serves_a_new_certificate_and_keeps_open_connections() {
         cert: dir.path("served.crt"),
         key: dir.path("served.key"),
         der: vec![],
+        serial: 0,
     };
     let install = |i: &Issued| {
         // Renamed into place, as a deployment tool would.
@@ -766,4 +777,226 @@ fn the_audit_log_records_answers_fleet_runs_and_refusals_and_reopens_on_sighup()
 
     // SIGTERM (systemd's stop) ends it cleanly.
     assert!(col.terminate().success(), "exit status after SIGTERM");
+}
+
+const METRICS_TOKEN: &str = "metrics-token-for-tests-0123456789";
+
+#[test]
+fn a_metrics_token_reads_metrics_and_is_refused_everything_else_audited() {
+    let dir = Scratch::new("tls-metrics");
+    let audit = dir.path("audit.jsonl");
+    let tokens = dir.write(
+        "metrics.tokens",
+        &format!("# Prometheus\n{METRICS_TOKEN}\n"),
+    );
+    let col = CollectorProcess::start_with(
+        &dir.0,
+        &[
+            "--protect-metrics",
+            "--metrics-token-file",
+            tokens.to_str().unwrap(),
+            "--audit-log",
+            audit.to_str().unwrap(),
+        ],
+    );
+    let metrics = Some(METRICS_TOKEN);
+    let (s, body) = col.http("GET", "/metrics", metrics, None);
+    assert_eq!(s, 200, "{body}");
+    assert!(body.contains("bounce_collector_batches_total"), "{body}");
+    let (s, body) = col.http("GET", "/metrics", Some(ADMIN_TOKEN), None);
+    assert_eq!(s, 200, "admins keep reading /metrics: {body}");
+    let (s, body) = col.http("GET", "/metrics", Some(AGENT_TOKEN), None);
+    assert_eq!(s, 403, "{body}");
+    assert!(
+        body.contains(
+            "an agent credential may only send results; /metrics needs a metrics or admin token"
+        ),
+        "{body}"
+    );
+    assert_eq!(col.http("GET", "/metrics", None, None).0, 401);
+
+    // Everything else: 403, naming the role.
+    for (method, path, body) in [
+        ("GET", "/api/v1/runs", None),
+        ("GET", "/api/v1/runs/r-mtls/export", None),
+        ("POST", "/api/v1/fleets/f1/pause", None),
+        ("POST", "/api/v1/fleets/f1/abort", None),
+        ("POST", "/api/v1/ingest", Some(batch_as("node-a"))),
+        ("GET", "/api/v1/whoami", None),
+    ] {
+        let (s, answer) = col.http(method, path, metrics, body.as_deref());
+        assert_eq!(s, 403, "{method} {path}: {answer}");
+        assert!(
+            answer.contains("a metrics token may only read /metrics"),
+            "{method} {path}: {answer}"
+        );
+    }
+    let (_, page) = col.http("GET", "/metrics", metrics, None);
+    assert!(
+        page.contains("bounce_collector_batches_total{result=\"stored\"} 0"),
+        "nothing was stored: {page}"
+    );
+
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for path in [
+        "/api/v1/runs",
+        "/api/v1/runs/r-mtls/export",
+        "/api/v1/fleets/f1/pause",
+        "/api/v1/fleets/f1/abort",
+        "/api/v1/ingest",
+    ] {
+        assert!(
+            lines.iter().any(|l| l["who"] == "metrics token 1"
+                && l["path"] == path
+                && l["allowed"] == false
+                && l["status"] == 403),
+            "{path} refused and audited: {lines:?}"
+        );
+    }
+    assert!(
+        lines.iter().any(|l| l["who"] == "metrics token 1"
+            && l["path"] == "/metrics"
+            && l["status"] == 200),
+        "{lines:?}"
+    );
+    let log = std::fs::read_to_string(&audit).unwrap();
+    assert!(!log.contains(METRICS_TOKEN), "{log}");
+}
+
+/// A TLS connection of our own as `node` (its certificate, no token).
+fn connect_as(
+    port: u16,
+    ca: &Path,
+    node: &Issued,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in bounce_client::read_certs(ca).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        bounce_client::read_certs(&node.cert).unwrap(),
+        bounce_client::read_key(&node.key).unwrap(),
+    )
+    .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    s.flush().unwrap();
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock).unwrap();
+    }
+    s
+}
+
+#[test]
+fn a_revoked_node_certificate_is_refused_after_sighup_and_open_connections_are_kept() {
+    let dir = Scratch::new("tls-crl");
+    let ca = TestCa::new(&dir.0, "ca");
+    let (node_a, node_b) = (
+        ca.issue("node-a", &["node-a"]),
+        ca.issue("node-b", &["node-b"]),
+    );
+    let crl = ca.crl("crl.pem", &[]);
+    let col = tls_collector(
+        &dir.0,
+        "col",
+        &ca.issue("server", &["localhost"]),
+        &[
+            "--client-ca",
+            ca.pem.to_str().unwrap(),
+            "--tls-client-crl",
+            crl.to_str().unwrap(),
+        ],
+    );
+    let (a, b) = (with_cert(&ca, &node_a), with_cert(&ca, &node_b));
+    let (a, b) = (opts(&a), opts(&b));
+    let whoami = "/api/v1/whoami";
+    assert_eq!(col.curl(&a, "GET", whoami, None, None).0, 200);
+    // Opened before the CRL changes, kept open across it.
+    let mut open = connect_as(col.port, &ca.pem, &node_b);
+    assert_eq!(request(&mut open, None), 200);
+
+    let hangup = |reloads: usize, words: &str| {
+        unsafe { libc::kill(col.pid() as i32, libc::SIGHUP) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while col.stderr().matches(words).count() < reloads {
+            assert!(
+                Instant::now() < deadline,
+                "no {words:?} after SIGHUP: {}",
+                col.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    ca.crl("crl.pem", &[&node_a]);
+    hangup(1, "node certificate trust reloaded");
+    let (s, body) = col.curl(&a, "GET", whoami, None, None);
+    assert_eq!(s, 0, "node-a's handshake is refused: {s} {body}");
+    assert!(
+        col.stderr().contains("TLS handshake with 127.0.0.1"),
+        "{}",
+        col.stderr()
+    );
+    assert_eq!(col.curl(&b, "GET", whoami, None, None).0, 200, "node-b");
+    assert_eq!(request(&mut open, None), 200, "the open connection");
+    let (s, body) = col.curl(
+        &b,
+        "POST",
+        "/api/v1/ingest",
+        None,
+        Some(&batch_as("node-b")),
+    );
+    assert_eq!(s, 200, "{body}");
+
+    // Garbage in place of the CRL: the old CA and CRLs stay, and the log
+    // says which file and what is wrong with it.
+    std::fs::write(&crl, "garbage\n").unwrap();
+    hangup(1, "kept the old client CA and CRLs");
+    let log = col.stderr();
+    assert!(
+        log.contains(&format!("{}: holds no X509 CRL block", crl.display())),
+        "{log}"
+    );
+    assert_eq!(
+        col.curl(&a, "GET", whoami, None, None).0,
+        0,
+        "still revoked"
+    );
+    assert_eq!(col.curl(&b, "GET", whoami, None, None).0, 200);
+    assert_eq!(request(&mut open, None), 200);
+
+    // At start, a garbage CRL is an error naming the file, before serving.
+    let out = std::process::Command::new(bin("bounce-collector"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--store"])
+        .arg(dir.path("other.db"))
+        .arg("--tls-cert")
+        .arg(dir.path("server.crt"))
+        .arg("--tls-key")
+        .arg(dir.path("server.key"))
+        .arg("--client-ca")
+        .arg(&ca.pem)
+        .arg("--tls-client-crl")
+        .arg(&crl)
+        .env("BOUNCE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("{}: holds no X509 CRL block", crl.display())),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains("listening"), "{}", text(&out));
 }
