@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
 
+const METRICS_TOKEN: &str = "metrics-token-for-tests-0123456789";
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -383,6 +385,8 @@ fn the_ansible_roles_install_everything_once_and_the_installed_collector_answers
     ca.issue("collector", &["localhost"]);
     ca.issue("localhost", &["localhost"]);
     std::fs::write(cadir.join("admin.tokens"), ADMIN_TOKEN).unwrap();
+    std::fs::write(cadir.join("metrics.tokens"), METRICS_TOKEN).unwrap();
+    ca.crl("crl.pem", &[]);
     let inventory = dir.write(
         "inventory.ini",
         "[bounce_collector]\nlocalhost ansible_connection=local\n\
@@ -409,6 +413,10 @@ fn the_ansible_roles_install_everything_once_and_the_installed_collector_answers
                     "bounce_user=root bounce_group=root bounce_become=false",
                 ])
                 .args(["-e", "bounce_agent_watch=true"])
+                .args([
+                    "-e",
+                    "bounce_collector_protect_metrics=true bounce_collector_crl=true",
+                ])
                 .env("ANSIBLE_NOCOLOR", "1")
                 .output()
                 .unwrap(),
@@ -432,6 +440,8 @@ fn the_ansible_roles_install_everything_once_and_the_installed_collector_answers
         "collector.crt",
         "collector.key",
         "admin.tokens",
+        "metrics.tokens",
+        "crl.pem",
         "node.crt",
     ] {
         assert!(etc.join(f).exists(), "{f} not installed");
@@ -446,6 +456,14 @@ fn the_ansible_roles_install_everything_once_and_the_installed_collector_answers
         "the node's key is readable by others"
     );
     assert_eq!(mode("collector.key"), 0o640);
+    assert_eq!(mode("metrics.tokens"), 0o640);
+    let collector_env = std::fs::read_to_string(etc.join("collector.env")).unwrap();
+    assert!(
+        collector_env.contains(
+            "BOUNCE_COLLECTOR_OPTS=--protect-metrics --metrics-token-file /etc/bounce/metrics.tokens --tls-client-crl /etc/bounce/crl.pem\n"
+        ),
+        "{collector_env}"
+    );
     assert!(etc.join("scenarios/kolla-control-plane.yaml").exists());
     let units = root.join("etc/systemd/system");
     let dropin =
@@ -473,23 +491,58 @@ fn the_ansible_roles_install_everything_once_and_the_installed_collector_answers
         .arg(etc.join("ca.pem"))
         .arg("--admin-token-file")
         .arg(etc.join("admin.tokens"))
+        // What collector.env adds, with the installed files.
+        .arg("--tls-client-crl")
+        .arg(etc.join("crl.pem"))
+        .arg("--protect-metrics")
+        .arg("--metrics-token-file")
+        .arg(etc.join("metrics.tokens"))
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     wait_listening(port, "the installed collector");
     let runs = runs_over_tls(port, &etc.join("ca.pem"), &dir);
+    let metrics = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(etc.join("ca.pem"))
+        .args(["-H", &format!("Authorization: Bearer {METRICS_TOKEN}")])
+        .arg(format!("https://localhost:{port}/metrics"))
+        .output()
+        .unwrap();
     let _ = serve.kill();
     let _ = serve.wait();
     assert!(runs.starts_with("run "), "{runs}");
+    assert_eq!(
+        String::from_utf8_lossy(&metrics.stdout),
+        "200",
+        "Prometheus's metrics token reads /metrics"
+    );
 }
 
+/// promtool also checks that the files the job reads exist: they are made
+/// in a folder standing for the Prometheus host's `/etc/prometheus/bounce`.
 #[test]
 fn the_prometheus_scrape_configuration_is_valid() {
+    let dir = Scratch::new("promtool");
+    let shipped = std::fs::read_to_string(repo().join("deploy/prometheus/bounce.yml")).unwrap();
+    assert!(
+        shipped.contains("credentials_file: /etc/prometheus/bounce/metrics.token"),
+        "Prometheus scrapes with a metrics token:\n{shipped}"
+    );
+    let files = dir.0.join("prometheus-bounce");
+    std::fs::create_dir_all(&files).unwrap();
+    for f in ["ca.pem", "metrics.token"] {
+        std::fs::write(files.join(f), "placeholder\n").unwrap();
+    }
+    let config = dir.write(
+        "bounce.yml",
+        &shipped.replace("/etc/prometheus/bounce/", &format!("{}/", files.display())),
+    );
     ok(
         "promtool check config",
         Command::new("promtool")
             .args(["check", "config"])
-            .arg(repo().join("deploy/prometheus/bounce.yml"))
+            .arg(&config)
             .output()
             .unwrap(),
     );
