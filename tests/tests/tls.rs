@@ -901,7 +901,7 @@ fn connect_as(
 }
 
 #[test]
-fn a_revoked_node_certificate_is_refused_after_sighup_and_open_connections_are_kept() {
+fn a_revoked_node_is_refused_after_sighup_even_on_its_open_connection_and_others_go_on() {
     let dir = Scratch::new("tls-crl");
     let ca = TestCa::new(&dir.0, "ca");
     let (node_a, node_b) = (
@@ -927,6 +927,8 @@ fn a_revoked_node_certificate_is_refused_after_sighup_and_open_connections_are_k
     // Opened before the CRL changes, kept open across it.
     let mut open = connect_as(col.port, &ca.pem, &node_b);
     assert_eq!(request(&mut open, None), 200);
+    let mut open_a = connect_as(col.port, &ca.pem, &node_a);
+    assert_eq!(request(&mut open_a, None), 200);
 
     let hangup = |reloads: usize, words: &str| {
         unsafe { libc::kill(col.pid() as i32, libc::SIGHUP) };
@@ -951,6 +953,9 @@ fn a_revoked_node_certificate_is_refused_after_sighup_and_open_connections_are_k
     );
     assert_eq!(col.curl(&b, "GET", whoami, None, None).0, 200, "node-b");
     assert_eq!(request(&mut open, None), 200, "the open connection");
+    // node-a's own open connection proves itself again: refused, closed.
+    assert_eq!(request(&mut open_a, None), 403, "node-a's open connection");
+    assert!(closed(&mut open_a), "node-a's connection is closed");
     let (s, body) = col.curl(
         &b,
         "POST",

@@ -278,7 +278,10 @@ async fn serve(args: Args) -> Result<()> {
     };
     let (acceptor, reload) = match tls {
         Some(t) => (
-            Some(t.acceptor),
+            Some(listen::Tls {
+                acceptor: t.acceptor,
+                nodes: t.nodes.clone(),
+            }),
             Reload {
                 served: Some(t.served),
                 nodes: t.nodes,

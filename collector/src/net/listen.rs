@@ -4,12 +4,15 @@
 //! (slowloris) holds a connection for seconds, not forever; between
 //! requests a kept-alive connection may idle longer (`deadline`), so an
 //! agent reuses its connection, and its handshake, across a run. Every
-//! request carries the `Peer` its connection proved. On shutdown, open
-//! requests get a grace period.
+//! request carries the `Peer` its connection proved; after a reload of the
+//! client CA and CRLs, a node's connection proves it again (`trust::Shown`)
+//! before its next request is served. On shutdown, open requests get a
+//! grace period.
 
 use crate::api::peer::{Deadline, NodeCert, Peer};
 use crate::net::deadline::{Bounded, Limits, Stage};
 use crate::net::tls::node_of;
+use crate::net::trust::{ClientTrust, Shown};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, Response, StatusCode};
@@ -39,13 +42,21 @@ pub struct Deadlines {
     pub request: Duration,
 }
 
+/// Serving TLS: the acceptor, and what node certificates are checked
+/// against (when they are accepted).
+#[derive(Clone)]
+pub struct Tls {
+    pub acceptor: TlsAcceptor,
+    pub nodes: Option<Arc<ClientTrust>>,
+}
+
 /// How long open requests may finish after shutdown was asked for.
 const GRACE: Duration = Duration::from_secs(10);
 
 /// Serves `app` on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Tls>,
     app: Router,
     deadlines: Deadlines,
     shutdown: impl Future<Output = ()>,
@@ -70,13 +81,28 @@ pub async fn serve(
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
             match tls {
-                None => connection(tcp, peer(addr, None), app, deadlines, watcher).await,
-                Some(acceptor) => {
-                    let Some(stream) = handshake(&acceptor, tcp, addr, deadlines).await else {
+                None => {
+                    let peer = Proved {
+                        peer: peer(addr, None),
+                        shown: None,
+                    };
+                    connection(tcp, peer, app, deadlines, watcher).await
+                }
+                Some(tls) => {
+                    let Some(stream) = handshake(&tls.acceptor, tcp, addr, deadlines).await else {
                         return;
                     };
-                    let node = node_of(stream.get_ref().1).map(Arc::new);
-                    connection(stream, peer(addr, node), app, deadlines, watcher).await
+                    let conn = stream.get_ref().1;
+                    let node = node_of(conn).map(Arc::new);
+                    let shown = match (&node, tls.nodes) {
+                        (Some(_), Some(trust)) => Shown::of(trust, conn).map(Arc::new),
+                        _ => None,
+                    };
+                    let peer = Proved {
+                        peer: peer(addr, node),
+                        shown,
+                    };
+                    connection(stream, peer, app, deadlines, watcher).await
                 }
             }
         });
@@ -87,6 +113,13 @@ pub async fn serve(
 
 fn peer(addr: SocketAddr, node: Option<Arc<NodeCert>>) -> Peer {
     Peer { addr, node }
+}
+
+/// What a connection proved, and the certificate chain to prove it again
+/// with after a reload.
+struct Proved {
+    peer: Peer,
+    shown: Option<Arc<Shown>>,
 }
 
 async fn handshake(
@@ -109,7 +142,7 @@ async fn handshake(
 
 async fn connection<S>(
     stream: S,
-    peer: Peer,
+    proved: Proved,
     app: Router,
     deadlines: Deadlines,
     watcher: hyper_util::server::graceful::Watcher,
@@ -122,8 +155,10 @@ async fn connection<S>(
         idle: deadlines.idle,
     };
     let io = TokioIo::new(Bounded::new(stream, stage.clone(), limits));
+    let Proved { peer, shown } = proved;
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         stage.began();
+        let untrusted = shown.as_ref().and_then(|s| s.still_trusted().err());
         req.extensions_mut().insert(peer.clone());
         req.extensions_mut().insert(Deadline {
             at: tokio::time::Instant::now() + deadlines.request,
@@ -131,6 +166,10 @@ async fn connection<S>(
         });
         let (app, stage) = (app.clone(), stage.clone());
         async move {
+            if let Some(why) = untrusted {
+                stage.answered();
+                return Ok(refused(&why));
+            }
             let answer = tokio::time::timeout(deadlines.request, app.oneshot(req)).await;
             stage.answered();
             Ok::<_, std::convert::Infallible>(match answer {
@@ -149,11 +188,21 @@ async fn connection<S>(
 }
 
 fn too_slow(limit: Duration) -> Response<Body> {
-    let body = serde_json::json!({
-        "error": format!("request not complete within {} s", limit.as_secs())
-    });
+    let why = format!("request not complete within {} s", limit.as_secs());
+    closing(StatusCode::REQUEST_TIMEOUT, &why)
+}
+
+/// A node whose certificate was revoked since it connected: refused, and
+/// its connection closed (a new one must pass the handshake).
+fn refused(why: &str) -> Response<Body> {
+    closing(StatusCode::FORBIDDEN, why)
+}
+
+/// An answer the listener gives itself, closing the connection.
+fn closing(status: StatusCode, why: &str) -> Response<Body> {
+    let body = serde_json::json!({ "error": why });
     Response::builder()
-        .status(StatusCode::REQUEST_TIMEOUT)
+        .status(status)
         .header("content-type", "application/json")
         .header("connection", "close")
         .body(Body::from(body.to_string()))

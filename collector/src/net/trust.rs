@@ -1,8 +1,10 @@
 //! Which node certificates the collector takes: those signed by the
 //! `--client-ca` and not revoked by a `--tls-client-crl`, checked by one
 //! verifier that rustls keeps for the server's life, whose CA and CRLs
-//! `reload` (SIGHUP) replaces as a whole. Only new handshakes see a
-//! reload; open connections keep theirs.
+//! `reload` (SIGHUP) replaces as a whole. A reload keeps open
+//! connections, but their next request checks the certificate they showed
+//! again (`Shown`): a node revoked since its handshake is answered 403 and
+//! its connection closed, so a kept-alive connection outlives no revocation.
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
@@ -12,6 +14,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +34,9 @@ pub struct ClientTrust {
     crl: Option<PathBuf>,
     provider: Arc<CryptoProvider>,
     current: RwLock<Arc<dyn ClientCertVerifier>>,
+    /// How many times it was reloaded: a connection verified at an older
+    /// count checks its certificate again.
+    generation: AtomicU64,
 }
 
 impl ClientTrust {
@@ -46,6 +52,7 @@ impl ClientTrust {
             crl: crl.map(Into::into),
             provider,
             current,
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -53,6 +60,7 @@ impl ClientTrust {
     pub fn reload(&self) -> Result<(), TrustError> {
         let fresh = verifier(&self.ca, self.crl.as_deref(), &self.provider)?;
         *self.current.write().unwrap() = fresh;
+        self.generation.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
@@ -66,6 +74,46 @@ impl ClientTrust {
 
     fn now(&self) -> Arc<dyn ClientCertVerifier> {
         self.current.read().unwrap().clone()
+    }
+}
+
+/// The certificate chain a connection showed in its handshake, and the
+/// reload it was last found good at.
+pub struct Shown {
+    trust: Arc<ClientTrust>,
+    chain: Vec<CertificateDer<'static>>,
+    good_at: AtomicU64,
+}
+
+impl Shown {
+    /// What `conn` showed (verified in its handshake), if anything.
+    pub fn of(trust: Arc<ClientTrust>, conn: &rustls::ServerConnection) -> Option<Shown> {
+        let chain = conn.peer_certificates()?.to_vec();
+        let good_at = AtomicU64::new(trust.generation.load(Ordering::SeqCst));
+        Some(Shown {
+            trust,
+            chain,
+            good_at,
+        })
+    }
+
+    /// Whether the CA and CRLs read now still take it (checked again only
+    /// after a reload); why not, in words.
+    pub fn still_trusted(&self) -> Result<(), String> {
+        let now = self.trust.generation.load(Ordering::SeqCst);
+        if self.good_at.load(Ordering::SeqCst) == now {
+            return Ok(());
+        }
+        let (leaf, rest) = self.chain.split_first().ok_or("no certificate")?;
+        match self.trust.verify_client_cert(leaf, rest, UnixTime::now()) {
+            Ok(_) => {
+                self.good_at.store(now, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(e) => Err(format!(
+                "the node certificate this connection showed is no longer trusted ({e}; the client CA or CRLs were reloaded since it connected)"
+            )),
+        }
     }
 }
 
