@@ -37,10 +37,11 @@ enum Command {
     /// and /metrics, keeping everything in an embedded SQLite store.
     ///
     /// Tokens: one per line in the files, or BOUNCE_AGENT_TOKEN /
-    /// BOUNCE_ADMIN_TOKEN. Agent tokens may only ingest; admin tokens may also
-    /// read. An agent token line may name the agents it may send as:
-    /// `TOKEN cmp-*,ctl1` (`*` matches anything). /metrics is open unless
-    /// --protect-metrics.
+    /// BOUNCE_ADMIN_TOKEN / BOUNCE_METRICS_TOKEN. Agent tokens may only
+    /// ingest; admin tokens may read and manage, not ingest; metrics tokens
+    /// may only read /metrics. An agent token line may name the agents it
+    /// may send as: `TOKEN cmp-*,ctl1` (`*` matches anything). /metrics is
+    /// open unless --protect-metrics.
     Serve(cmd::serve::Args),
     /// List the runs a collector holds (newest last): id, deployment,
     /// scenario, start, nodes, restarts. From the store or a running collector.
