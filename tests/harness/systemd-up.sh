@@ -29,6 +29,21 @@ export DBUS_SESSION_BUS_ADDRESS=unix:path=$XDG_RUNTIME_DIR/bus
 mkdir -p /run/systemd/system "$XDG_RUNTIME_DIR" "$XDG_CONFIG_HOME/systemd/user"
 chmod 700 "$XDG_RUNTIME_DIR"
 
+# The user manager gets no cgroup subtree here (it shares /init.scope), so it
+# learns a unit's "cgroup" is empty only from a SIGCHLD it may already have
+# handled: a stopped dbus.service then sat in final-sigterm for the full
+# TimeoutStopSec (90 s) after dbus-daemon had exited, and a test that takes
+# the bus down and up again waited that long. Only the main process is
+# tracked for the test bus; it has no other processes.
+dropin=$XDG_CONFIG_HOME/systemd/user/dbus.service.d/bounce-test-bus.conf
+want=$'[Service]\nKillMode=process\nTimeoutStopSec=10s'
+fresh_dropin=0
+if [ "$(cat "$dropin" 2>/dev/null)" != "$want" ]; then
+  mkdir -p "$(dirname "$dropin")"
+  printf '%s\n' "$want" > "$dropin"
+  fresh_dropin=1
+fi
+
 # The manager's name on the bus (systemctl --user would also answer through
 # the manager's private socket, which the agent does not use).
 on_bus() {
@@ -52,6 +67,8 @@ if ! on_bus; then
   done
   on_bus || { echo "systemd-up: the user manager is not on $DBUS_SESSION_BUS_ADDRESS; see $BASE/systemd.log" >&2; tail -20 "$BASE/systemd.log" >&2; exit 1; }
 fi
+# A manager already running from before the drop-in reads it now.
+[ "$fresh_dropin" = 1 ] && systemctl --user daemon-reload
 echo "XDG_RUNTIME_DIR=$XDG_RUNTIME_DIR"
 echo "XDG_CONFIG_HOME=$XDG_CONFIG_HOME"
 echo "DBUS_SESSION_BUS_ADDRESS=$DBUS_SESSION_BUS_ADDRESS"

@@ -122,6 +122,16 @@ pub(super) fn went_away(cause: &str) -> String {
 
 /// Connects to the manager on `bus` and subscribes to its signals.
 pub(super) async fn connect(bus: &Bus) -> Result<Link, PlanError> {
+    connect_noting(bus, |_| {}).await
+}
+
+/// [`connect`], telling `stage` each step it begins, so that a try cut
+/// off by a timeout can say where it hung.
+pub(super) async fn connect_noting(
+    bus: &Bus,
+    stage: impl Fn(&'static str),
+) -> Result<Link, PlanError> {
+    stage("connecting to the bus");
     let conn = match bus {
         Bus::System => zbus::Connection::system().await,
         Bus::User => zbus::Connection::session().await,
@@ -131,6 +141,7 @@ pub(super) async fn connect(bus: &Bus) -> Result<Link, PlanError> {
         },
     }
     .map_err(|e| bus_error(bus, e))?;
+    stage("asking the manager to subscribe");
     let manager = ManagerProxy::new(&conn)
         .await
         .map_err(|e| bus_error(bus, e))?;

@@ -35,7 +35,7 @@ use crate::intent::Journal;
 use crate::scenario::{Bus, SystemdSelector, TargetSpec};
 use crate::target::{BoxFuture, Driver, PlanError, ResolvedTarget, Restart, RestartContext};
 use crate::timeline::{Ending, Timeline};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::time::Instant;
 use zbus::zvariant::OwnedObjectPath;
@@ -118,8 +118,14 @@ impl SystemdManager {
         let reconnected = bounded(
             async {
                 loop {
+                    // Where this try is, for the error when it hangs.
+                    let stage = Mutex::new("connecting to the bus");
+                    let note = |s| *stage.lock().expect("stage lock") = s;
                     let try_once = async {
-                        let link = bus::connect(&self.bus).await.map_err(|e| e.to_string())?;
+                        let link = bus::connect_noting(&self.bus, note)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        note("pinging the manager");
                         link.answers().await?;
                         Ok::<_, String>(link)
                     };
@@ -129,7 +135,13 @@ impl SystemdManager {
                             return;
                         }
                         Ok(Err(why)) => last = why,
-                        Err(_) => last = format!("no answer within {} s", CONNECT_TRY.as_secs()),
+                        Err(_) => {
+                            last = format!(
+                                "no answer within {} s while {}",
+                                CONNECT_TRY.as_secs(),
+                                stage.lock().expect("stage lock")
+                            )
+                        }
                     }
                     tokio::time::sleep(RECONNECT_POLL).await;
                 }
