@@ -7,7 +7,7 @@
 //! unit that went down meanwhile, or a restart wholly inside the outage
 //! (its last one: each stamp holds only the latest transition).
 
-use super::bus::{string, uint};
+use crate::systemd::bus::{string, uint};
 use std::collections::HashMap;
 use zbus::zvariant::OwnedValue;
 
