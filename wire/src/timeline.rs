@@ -346,6 +346,11 @@ pub struct UnitReport {
     /// Main process exit: `ExecMainCode` (1 exited, 2 killed, 3 dumped) and `ExecMainStatus`.
     pub main_exit_code: Option<i32>,
     pub main_exit_status: Option<i32>,
+    /// When the unit left `active` (systemd's own `ActiveExitTimestamp`):
+    /// what names a restart `watch` observed, the same for every watcher
+    /// that finds it, so a restarted watcher recognizes what it recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left_active_unix_nanos: Option<i64>,
 }
 
 /// An engine event as received (Docker: `Action` and `timeNano`).

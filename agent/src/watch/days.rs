@@ -37,10 +37,34 @@ pub fn run_id(node: &str, day: &str) -> Result<RunId, OutputError> {
     })
 }
 
-/// A restart's key, read back from its record: the container's name (an
-/// OSD's record is filed under `ceph-osd`, its key is its container's) and
-/// the first engine event (the one that opened it).
+/// A restart's key, read back from its record. A unit's (an OSD's through
+/// its unit too): its service (the container it wraps, else the unit) and
+/// when it left `active` by systemd's own stamp. Else the container's name
+/// (an OSD's record is filed under `ceph-osd`, its key is its container's)
+/// and the first engine event (the one that opened it).
 pub fn key_of(rec: &TimelineRecord) -> Option<RestartKey> {
+    unit_key(rec).or_else(|| engine_key(rec))
+}
+
+fn unit_key(rec: &TimelineRecord) -> Option<RestartKey> {
+    let opened_at = rec.unit.as_ref()?.left_active_unix_nanos?;
+    let name = match &rec.target {
+        TargetRef::Systemd {
+            name, container, ..
+        }
+        | TargetRef::CephOsd {
+            unit: Some(name),
+            container,
+            ..
+        } => container.clone().unwrap_or_else(|| name.clone()),
+        _ => return None,
+    };
+    Some(RestartKey { name, opened_at })
+}
+
+/// The key of the container restart a record holds (a wrapped container's,
+/// for a unit's record).
+fn engine_key(rec: &TimelineRecord) -> Option<RestartKey> {
     let name = match &rec.target {
         TargetRef::CephOsd {
             container: Some(c), ..
@@ -99,11 +123,13 @@ impl WatchRuns {
                 .join(TIMELINES);
             if let Ok(text) = std::fs::read_to_string(&path) {
                 // A torn last line (killed mid-write) is no record.
-                keys.extend(
-                    text.lines()
-                        .filter_map(|l| serde_json::from_str::<TimelineRecord>(l).ok())
-                        .filter_map(|r| key_of(&r)),
-                );
+                for r in text
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<TimelineRecord>(l).ok())
+                {
+                    keys.extend(unit_key(&r));
+                    keys.extend(engine_key(&r));
+                }
             }
             at += NANOS_PER_DAY;
         }
@@ -293,6 +319,54 @@ mod tests {
         assert_eq!(read.torn, None);
         let services: Vec<&str> = read.records.iter().map(|r| r.service.as_str()).collect();
         assert_eq!(services, ["nova_api", "glance_api"]);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_units_restart_is_known_again_by_when_it_left_active() {
+        use crate::timeline::{Ending, Timeline};
+        use bounce_wire::{Action, EngineEvent, UnitReport};
+        let root = std::env::temp_dir().join(format!("bounce-days-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let identity = WatchIdentity {
+            deployment: "lab".into(),
+            node: NodeFacts {
+                hostname: "node-1".into(),
+                ..NodeFacts::default()
+            },
+            config_text: None,
+        };
+        let at = 1_796_031_378_829_826_000; // 2026-11-30T09:36:18Z
+        let mut runs = WatchRuns::new(&root, identity, None);
+        let target = TargetRef::Systemd {
+            name: "kolla-nova_api-container.service".into(),
+            bus: "system".into(),
+            container: Some("nova_api".into()),
+        };
+        let mut tl = Timeline::new(target, "nova_api".into(), 1, Action::StopStart);
+        tl.unit = Some(UnitReport {
+            left_active_unix_nanos: Some(at),
+            ..UnitReport::default()
+        });
+        // The wrapped container's own events come a moment later.
+        tl.events.push(EngineEvent {
+            action: "die".into(),
+            unix_nanos: at + 5_000_000,
+        });
+        let rec = tl.finish(&runs.labels(at).unwrap(), Ending::ok());
+        let unit = RestartKey {
+            name: "nova_api".into(),
+            opened_at: at,
+        };
+        assert_eq!(key_of(&rec), Some(unit.clone()));
+        runs.record(&rec, at as u64).unwrap();
+        let recorded = runs.recorded_since(at);
+        assert!(recorded.contains(&unit), "{recorded:?}");
+        // The container's key too: its replayed events are not a restart of their own.
+        assert!(recorded.contains(&RestartKey {
+            name: "nova_api".into(),
+            opened_at: at + 5_000_000,
+        }));
         let _ = std::fs::remove_dir_all(&root);
     }
 }

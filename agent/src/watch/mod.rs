@@ -37,10 +37,11 @@ use crate::ceph::osd::follow::WatchedOsds;
 use crate::docker::DockerEngine;
 use crate::docker::follow::{Followed, WatchReady, unfinished};
 use crate::docker::restarts::{RestartKey, RestartTracker, Started};
+use crate::durable::WriteError;
 use crate::output::OutputError;
 use crate::scenario::ProbeSpec;
 use crate::systemd::SystemdManager;
-use crate::systemd::restarts::{UnitHooks, UnitSet, WatchedUnit};
+use crate::systemd::restarts::{UnitBook, UnitHooks, UnitSet, WatchedUnit};
 use crate::timeline::realtime_nanos;
 use bollard::query_parameters::EventsOptions;
 use bounce_wire::{Origin, Outcome, TargetRef, TimelineRecord};
@@ -50,10 +51,10 @@ use days::WatchRuns;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use seen::Seen;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -63,6 +64,8 @@ pub enum WatchError {
     Output(#[from] OutputError),
     #[error("{0}: {1}")]
     Cursor(String, std::io::Error),
+    #[error(transparent)]
+    Units(#[from] WriteError),
 }
 
 /// The container events a restart is made of; the rest (exec_*, every
@@ -86,6 +89,9 @@ const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 /// When the watcher stops, how long what units and OSDs have open may take
 /// to be recorded (their waits end at once; this bounds a bus that hangs).
 const DRAIN: Duration = Duration::from_secs(10);
+/// How far before the last book the day runs are read for the units'
+/// restarts already recorded (one followed to ready while it was saved).
+const UNITS_LOOKBACK: i64 = 86_400 * 1_000_000_000;
 
 fn events_since(engine: &DockerEngine, since: i64) -> EventStream {
     let filters = HashMap::from([
@@ -137,6 +143,16 @@ fn osd_of<'o>(osds: &'o [WatchedOsds], target: &TargetRef) -> Option<(&'o Watche
 /// No probes: an OSD is ready at its milestones, which its follower waits for.
 const AT_MILESTONES: &[ProbeSpec] = &[];
 
+/// What the watcher's parts share while it runs.
+struct Shared<'a> {
+    /// Containers that followed units wrap: their restarts are the units'.
+    wrapped: &'a Mutex<BTreeSet<String>>,
+    /// What the units' last watcher knew, and what this one knows.
+    book: &'a Mutex<UnitBook>,
+    /// Restarts already in the day's runs when the watcher started.
+    recorded: &'a HashSet<RestartKey>,
+}
+
 /// Follows every manager's units, sending each restart followed to its end
 /// (a unit loaded later that wraps a container adds it to `wrapped`);
 /// returns once `stop` fired and every manager handed on what it had open
@@ -145,10 +161,11 @@ async fn watch_managers(
     sources: &Watched,
     engine: &DockerEngine,
     config: &WatchConfig,
-    wrapped: &Mutex<BTreeSet<String>>,
+    shared: &Shared<'_>,
     stop: &Abort,
     tx: tokio::sync::mpsc::UnboundedSender<(RestartKey, Followed)>,
 ) {
+    let wrapped = shared.wrapped;
     let each = sources.managers.iter().map(|(m, units)| {
         let tx = tx.clone();
         let bus = m.bus().to_string();
@@ -186,10 +203,13 @@ async fn watch_managers(
                     o.start(Some(id));
                 }
             };
+            let recorded = |k: &RestartKey| shared.recorded.contains(k);
             let hooks = UnitHooks {
                 ready_for: &ready_for,
                 opened: &opened,
                 appeared: &appeared,
+                book: shared.book,
+                recorded: &recorded,
             };
             let sent = |k, f| {
                 let _ = tx.send((k, f));
@@ -225,17 +245,17 @@ pub async fn watch(
             .collect(),
     );
     let is_wrapped = |name: &str| wrapped.lock().expect("wrapped").contains(name);
-    let (unit_tx, mut unit_rx) = tokio::sync::mpsc::unbounded_channel();
-    // Fired when the watcher stops: units and OSDs hand on what they have.
-    let (stopping, stopped) = abort_pair();
-    let units = watch_managers(watched, engine, config, &wrapped, &stopped, unit_tx);
-    tokio::pin!(units);
     let mut cursor = Cursor::open(cursor_dir);
+    let book = Mutex::new(UnitBook::open(cursor_dir));
     // An OSD stop replayed from before now was not seen as it happened:
     // the cluster cannot be asked how it was before it.
     let watching_since = realtime_nanos();
     let since = cursor.saved().unwrap_or(watching_since);
-    let recorded = runs.recorded_since(since);
+    // A unit's restart found from its stamps may have opened before the
+    // last book was saved (the book keeps a restart still followed out).
+    let book_since = book.lock().expect("the unit book").previous_at();
+    let recorded_from = book_since.map_or(since, |b| b.min(since) - UNITS_LOOKBACK);
+    let recorded = Arc::new(runs.recorded_since(recorded_from));
     if cursor.saved().is_some() {
         eprintln!(
             "watch: resuming from {} ({} restart(s) already recorded since)",
@@ -243,7 +263,18 @@ pub async fn watch(
             recorded.len()
         );
     }
-    let mut tracker = RestartTracker::new(move |k| recorded.contains(k));
+    let (unit_tx, mut unit_rx) = tokio::sync::mpsc::unbounded_channel();
+    // Fired when the watcher stops: units and OSDs hand on what they have.
+    let (stopping, stopped) = abort_pair();
+    let shared = Shared {
+        wrapped: &wrapped,
+        book: &book,
+        recorded: &recorded,
+    };
+    let units = watch_managers(watched, engine, config, &shared, &stopped, unit_tx);
+    tokio::pin!(units);
+    let seen_before = Arc::clone(&recorded);
+    let mut tracker = RestartTracker::new(move |k| seen_before.contains(k));
     let abort = Abort::never();
     let bound = config.incomplete_after.0;
     let mut seen = Seen::new(since);
@@ -322,6 +353,12 @@ pub async fn watch(
                 let oldest = tracker.oldest_open().into_iter().chain(in_flight.first().map(|k| k.opened_at)).min();
                 let at = oldest.unwrap_or(seen.newest());
                 cursor.save(at).map_err(|e| WatchError::Cursor(cursor_dir.display().to_string(), e))?;
+                // Units' restarts handed on are written before the book
+                // says the units moved past them.
+                while let Ok((key, followed)) = unit_rx.try_recv() {
+                    unit_restart(&mut runs, &watched.osds, &mut osd_following, &stopped, key, followed)?;
+                }
+                book.lock().expect("the unit book").save()?;
             }
         }
     }
@@ -353,6 +390,7 @@ pub async fn watch(
     cursor
         .save(oldest.unwrap_or(seen.newest()))
         .map_err(|e| WatchError::Cursor(cursor_dir.display().to_string(), e))?;
+    book.lock().expect("the unit book").save()?;
     Ok(runs)
 }
 

@@ -1,13 +1,15 @@
 //! What a unit's own stamps say happened while `watch` could not hear its
-//! manager (the bus was away): systemd keeps, per unit, the last time it
-//! left and entered each state (`ActiveExitTimestamp`,
+//! manager (the bus was away, or no watcher ran): systemd keeps, per unit,
+//! the last time it left and entered each state (`ActiveExitTimestamp`,
 //! `InactiveEnterTimestamp`, `InactiveExitTimestamp`,
-//! `ActiveEnterTimestamp`) and how often `Restart=` brought it back
-//! (`NRestarts`). Compared with what the watcher last knew, they tell a
-//! unit that went down meanwhile, or a restart wholly inside the outage
-//! (its last one: each stamp holds only the latest transition).
+//! `ActiveEnterTimestamp`), how often `Restart=` brought it back
+//! (`NRestarts`) and which activation runs (`InvocationID`). Compared with
+//! what the watcher last knew (in memory, or what the previous watcher
+//! left on disk: `book.rs`), they tell a unit that went down meanwhile, or
+//! a restart wholly inside the gap (its last one: each stamp holds only
+//! the latest transition).
 
-use crate::systemd::bus::{string, uint};
+use crate::systemd::bus::{id128, string, uint};
 use std::collections::HashMap;
 use zbus::zvariant::OwnedValue;
 
@@ -20,6 +22,8 @@ pub(super) struct Known {
     pub(super) exit_us: Option<u64>,
     /// NRestarts: how often `Restart=` brought it back.
     pub(super) n_restarts: Option<u32>,
+    /// InvocationID: the activation that runs (or ran last).
+    pub(super) invocation: Option<[u8; 16]>,
 }
 
 impl Known {
@@ -28,6 +32,7 @@ impl Known {
         Known {
             exit_us: unit.get("ActiveExitTimestampMonotonic").and_then(uint),
             n_restarts: n_restarts(service),
+            invocation: unit.get("InvocationID").and_then(id128),
         }
     }
 
@@ -39,6 +44,9 @@ impl Known {
         if let Some(n) = n_restarts(changed) {
             self.n_restarts = Some(n);
         }
+        if let Some(id) = changed.get("InvocationID").and_then(id128) {
+            self.invocation = Some(id);
+        }
     }
 }
 
@@ -49,18 +57,50 @@ fn n_restarts(service: &Props) -> Option<u32> {
         .and_then(|n| u32::try_from(n).ok())
 }
 
-/// What happened to a unit that was active when the watcher last heard it.
+/// Why the watcher could not hear a unit's manager for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Gap {
+    /// The manager's bus went away and came back.
+    BusAway,
+    /// No watcher ran (stopped, killed, upgraded): found at the next one's start.
+    WatcherDown,
+}
+
+impl Gap {
+    /// What was the case while the watcher could not hear: "the manager's bus was away".
+    pub(super) fn words(self) -> &'static str {
+        match self {
+            Gap::BusAway => "the manager's bus was away",
+            Gap::WatcherDown => "the watcher was not running",
+        }
+    }
+
+    /// The note a restart found from the stamps carries: its jobs were not seen.
+    pub(super) fn jobs_unseen(self) -> String {
+        let found = match self {
+            Gap::BusAway => "found afterwards",
+            Gap::WatcherDown => "found at the watcher's start",
+        };
+        format!(
+            "{} when the unit left active: {found} from its own stamps, its jobs not seen",
+            self.words()
+        )
+    }
+}
+
+/// What happened to a unit since the watcher last heard it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Away {
     /// Its stamps did not move (or no earlier read to compare with).
     Nothing,
-    /// Down now, its stamps older than known: it was unloaded meanwhile
-    /// (nothing references it) and loaded afresh, its stamps gone with it.
+    /// Its stamps older than known, down now or another activation than
+    /// known: it (or its manager) was unloaded meanwhile (nothing
+    /// references a stopped unit) and loaded afresh, its stamps gone.
     Unloaded,
     /// It left `active` at `exit_us` and is not active now.
     Down { exit_us: u64, crash: bool },
     /// It left `active` at `exit_us` and is active again since: a restart
-    /// wholly inside the outage. `rose`: how much NRestarts rose.
+    /// wholly inside the gap. `rose`: how much NRestarts rose.
     Back {
         exit_us: u64,
         crash: bool,
@@ -80,7 +120,8 @@ pub(super) fn while_away(was: &Known, unit: &Props, service: &Props, job: bool) 
     };
     let text = |p: &str, m: &Props| m.get(p).and_then(string).unwrap_or_default();
     let active = text("ActiveState", unit) == "active";
-    if exit_us < before && !active {
+    let other = matches!((was.invocation, now.invocation), (Some(a), Some(b)) if a != b);
+    if exit_us < before && (!active || other) {
         return Away::Unloaded;
     }
     if exit_us <= before {
@@ -141,6 +182,7 @@ mod tests {
     const WAS: Known = Known {
         exit_us: Some(100),
         n_restarts: Some(2),
+        invocation: Some([1; 16]),
     };
 
     #[test]
@@ -246,7 +288,66 @@ mod tests {
             k,
             Known {
                 exit_us: Some(150),
-                n_restarts: Some(3)
+                n_restarts: Some(3),
+                invocation: Some([1; 16]),
+            }
+        );
+    }
+
+    fn with_invocation(mut props: Props, id: u8) -> Props {
+        props.extend(fake(&[("InvocationID", Value::from(vec![id; 16]))]));
+        props
+    }
+
+    #[test]
+    fn a_unit_loaded_afresh_is_told_by_its_older_stamps_or_its_invocation() {
+        // Active, another activation, its stamps older than known: its
+        // manager started afresh (or it was unloaded and started again).
+        let fresh = with_invocation(unit("active", "running", 0, 40), 2);
+        assert_eq!(
+            while_away(&WAS, &fresh, &service("success", 0), false),
+            Away::Unloaded
+        );
+        // The same activation: nothing happened to it.
+        let same = with_invocation(unit("active", "running", 100, 50), 1);
+        assert_eq!(
+            while_away(&WAS, &same, &service("success", 2), false),
+            Away::Nothing
+        );
+        assert_eq!(Known::read(&same, &service("success", 2)), WAS);
+    }
+
+    #[test]
+    fn what_a_stopped_watcher_knew_finds_one_restart_once() {
+        // The stamps the watcher knew when it stopped...
+        let before = with_invocation(unit("active", "running", 100, 50), 1);
+        let last = Known::read(&before, &service("success", 2));
+        // ...read again at the next start, no restart between: nothing.
+        assert_eq!(
+            while_away(&last, &before, &service("success", 2), false),
+            Away::Nothing
+        );
+        // One restart meanwhile: back, from its stamps.
+        let after = with_invocation(unit("active", "running", 300, 400), 3);
+        let svc = service("success", 0);
+        assert_eq!(
+            while_away(&last, &after, &svc, false),
+            Away::Back {
+                exit_us: 300,
+                crash: false,
+                rose: 0
+            }
+        );
+        // Started again after recording it: what it knows now finds nothing.
+        let now = Known::read(&after, &svc);
+        assert_eq!(while_away(&now, &after, &svc, false), Away::Nothing);
+        // Stopped while no watcher ran: down, asked (a stop job's Result).
+        let stopped = with_invocation(unit("inactive", "dead", 500, 400), 3);
+        assert_eq!(
+            while_away(&now, &stopped, &svc, false),
+            Away::Down {
+                exit_us: 500,
+                crash: false
             }
         );
     }

@@ -4,8 +4,9 @@
 //! jobs (JobNew/JobRemoved) tell who asked; `UnitNew` names a unit loaded
 //! later (followed by `units.rs`).
 
-use super::away::Known;
+use super::away::{Gap, Known};
 use super::units::WatchedUnit;
+use crate::docker::restarts::RestartKey;
 use crate::docker::{ContainerObserver, DockerEngine};
 use crate::systemd::bus::{SERVICE_IFACE, UNIT_IFACE, string, uint};
 use crate::systemd::observe::{ClockPair, UnitSeen};
@@ -20,21 +21,32 @@ const CRASH_MARGIN_US: u64 = 1_000_000;
 pub(super) struct Open {
     /// ActiveExitTimestampMonotonic of the stop (µs).
     pub(super) opened_us: u64,
+    /// Its ActiveExitTimestamp (realtime, ns): what names the restart.
+    pub(super) left_active: i64,
     pub(super) clock: ClockPair,
     pub(super) seen: UnitSeen,
     /// The unit's job when it left `active`; none for a crash.
     pub(super) job: Option<u32>,
     /// Someone asked (a job stopped it); else a crash.
     pub(super) asked: bool,
-    /// Found from the unit's stamps after the bus was away, active again
-    /// already: probes that poll would answer only for now.
-    pub(super) late: bool,
+    /// Found from the unit's stamps after a gap (the bus was away, no
+    /// watcher ran), active again already: probes that poll would answer
+    /// only for now.
+    pub(super) late: Option<Gap>,
     /// What could not be observed, for the record.
     pub(super) notes: Vec<String>,
     pub(super) container: Option<ContainerObserver>,
 }
 
 impl Open {
+    /// What names the restart, in the day's run and at the collector.
+    pub(super) fn key(&self, unit: &WatchedUnit) -> RestartKey {
+        RestartKey {
+            name: unit.service().to_string(),
+            opened_at: self.left_active,
+        }
+    }
+
     /// A crash: the main process exited (and was stamped) a moment before
     /// systemd took the unit out of `active`, so its exit is taken from a
     /// little earlier than the restart's other changes.
@@ -55,9 +67,11 @@ pub(super) struct UnitState {
     /// The last Service-interface change: a crash's main-process exit can
     /// come just before the unit is seen leaving `active`.
     pub(super) last_service: HashMap<String, OwnedValue>,
-    /// The unit's own stamps as last known, compared after an outage.
+    /// The unit's own stamps as last known, compared after a gap.
     pub(super) known: Known,
     pub(super) open: Option<Open>,
+    /// A restart of it is being followed to ready.
+    pub(super) following: bool,
 }
 
 impl UnitState {
@@ -69,6 +83,7 @@ impl UnitState {
             last_service: HashMap::new(),
             known: Known::default(),
             open: None,
+            following: false,
         }
     }
 }
@@ -177,25 +192,56 @@ fn open(
     job: Option<u32>,
     engine: Option<&DockerEngine>,
 ) -> Open {
-    let (now, _) = ClockPair::now();
-    let opened_us = changed
-        .get("ActiveExitTimestampMonotonic")
-        .and_then(uint)
-        .filter(|us| *us > 0)
-        .unwrap_or(now.monotonic_us);
-    open_at(unit, opened_us, job, job.is_some(), engine)
+    let at = OpenedAt::from_stamps(changed).unwrap_or_else(|| OpenedAt {
+        monotonic_us: ClockPair::now().0.monotonic_us,
+        realtime_us: None,
+    });
+    open_at(unit, at, job, job.is_some(), engine)
 }
 
-/// A restart opened at `opened_us` (the unit's ActiveExitTimestampMonotonic).
+/// When a unit left `active`, as its own stamps say.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct OpenedAt {
+    /// ActiveExitTimestampMonotonic (µs).
+    pub(super) monotonic_us: u64,
+    /// ActiveExitTimestamp (µs since the epoch): systemd takes both at
+    /// once, so the same restart always gets the same key from it.
+    pub(super) realtime_us: Option<u64>,
+}
+
+impl OpenedAt {
+    /// From a unit's properties (or a change of them), if they hold it.
+    pub(super) fn from_stamps(props: &HashMap<String, OwnedValue>) -> Option<OpenedAt> {
+        let monotonic_us = props
+            .get("ActiveExitTimestampMonotonic")
+            .and_then(uint)
+            .filter(|us| *us > 0)?;
+        let realtime_us = props
+            .get("ActiveExitTimestamp")
+            .and_then(uint)
+            .filter(|us| *us > 0);
+        Some(OpenedAt {
+            monotonic_us,
+            realtime_us,
+        })
+    }
+}
+
+/// A restart opened at `at`.
 pub(super) fn open_at(
     unit: &WatchedUnit,
-    opened_us: u64,
+    at: OpenedAt,
     job: Option<u32>,
     asked: bool,
     engine: Option<&DockerEngine>,
 ) -> Open {
+    let opened_us = at.monotonic_us;
     let (now, _) = ClockPair::now();
     let clock = now.since(opened_us.saturating_sub(1));
+    let left_active = match at.realtime_us {
+        Some(us) => us as i64 * 1000,
+        None => clock.to_realtime_nanos(opened_us),
+    };
     let container = unit
         .container
         .as_deref()
@@ -203,11 +249,12 @@ pub(super) fn open_at(
         .map(|(name, e)| e.observe(name, clock.to_realtime_nanos(opened_us)));
     Open {
         opened_us,
+        left_active,
         clock,
         seen: UnitSeen::default(),
         job,
         asked,
-        late: false,
+        late: None,
         notes: Vec::new(),
         container,
     }

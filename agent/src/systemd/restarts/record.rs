@@ -45,7 +45,7 @@ impl SystemdManager {
             ),
             Err(_) => Default::default(),
         };
-        if open.late && !open.asked {
+        if open.late.is_some() && !open.asked {
             // A crash read after the fact: its main process's exit was
             // overwritten by its start, and InactiveEnterTimestamp holds
             // the restart's own pass through `inactive`, after the back-off.
@@ -57,7 +57,10 @@ impl SystemdManager {
                 },
             );
         }
-        let mut report = UnitReport::default();
+        let mut report = UnitReport {
+            left_active_unix_nanos: Some(open.left_active),
+            ..UnitReport::default()
+        };
         open.seen.to_timeline(
             open.clock,
             &unit_props,
@@ -94,10 +97,13 @@ impl SystemdManager {
             |p: &ProbeSpec| !matches!(p, ProbeSpec::Running(_) | ProbeSpec::DockerHealth(_));
         let ending = match running {
             None => Ending::new(Outcome::Failed, "systemd reported no new activation"),
-            Some(_) if open.late && probes.iter().any(polls) => Ending::new(
-                Outcome::Incomplete,
-                "readiness not observed: the restart ended while the manager's bus was away, and its probes would answer only for now",
-            ),
+            Some(_) if open.late.is_some() && probes.iter().any(polls) => {
+                let gap = open.late.map_or("", |g| g.words());
+                let why = format!(
+                    "readiness not observed: the restart ended while {gap}, and its probes would answer only for now"
+                );
+                Ending::new(Outcome::Incomplete, why)
+            }
             Some(started) => {
                 let health = open.container.as_ref().zip(detail.as_ref());
                 let health = health.map(|(c, d)| c.health(d));
@@ -115,10 +121,7 @@ impl SystemdManager {
             wrapped_to_timeline(&c.seen(), &mut tl);
         }
         tl.attribution = attribute(&tl);
-        let key = RestartKey {
-            name: unit.service().to_string(),
-            opened_at: open.clock.to_realtime_nanos(open.opened_us),
-        };
+        let key = open.key(&unit);
         let followed = Followed {
             timeline: tl,
             ending,
@@ -183,7 +186,10 @@ pub(super) fn record_incomplete(
         Cause::Crash
     };
     let mut tl = timeline_of(unit, &open, bus, cause);
-    let mut report = UnitReport::default();
+    let mut report = UnitReport {
+        left_active_unix_nanos: Some(open.left_active),
+        ..UnitReport::default()
+    };
     open.seen.to_timeline(
         open.clock,
         &HashMap::new(),
@@ -197,10 +203,7 @@ pub(super) fn record_incomplete(
         wrapped_to_timeline(&c.seen(), &mut tl);
     }
     let ending = Ending::new(Outcome::Incomplete, why);
-    let key = RestartKey {
-        name: unit.service().to_string(),
-        opened_at: open.clock.to_realtime_nanos(open.opened_us),
-    };
+    let key = open.key(unit);
     record(
         key,
         Followed {

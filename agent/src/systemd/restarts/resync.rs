@@ -7,10 +7,11 @@
 //! patterns name that are loaded later (`UnitNew`, or listed again after
 //! an outage), read once and followed from then.
 
-use super::away::{self, Away, Known};
-use super::fold::{Open, UnitState, open_at};
+use super::away::{self, Away, Gap, Known};
+use super::fold::{Open, OpenedAt, UnitState, open_at};
 use super::units::{MAX_UNITS, WatchedUnit};
 use crate::docker::DockerEngine;
+use crate::docker::restarts::RestartKey;
 use crate::systemd::SystemdManager;
 use crate::systemd::bus::{SERVICE_IFACE, UNIT_IFACE, props, string};
 use std::time::Duration;
@@ -18,29 +19,38 @@ use zbus::zvariant::OwnedObjectPath;
 
 /// What reading a unit again found.
 pub(super) enum Found {
-    /// It left `active` while the bus was away and is down: a restart opened.
+    /// It left `active` during the gap and is down: a restart opened.
     Opened,
     /// Its restart is over (active again): to follow to ready.
     Back(Box<Open>),
 }
 
-/// What a restart found after an outage could not show.
-const JOBS_UNSEEN: &str = "the manager's bus was away when the unit left active: found afterwards from its own stamps, its jobs not seen";
-/// How long reading a unit that just appeared may take.
+/// How units are read again.
+pub(super) struct Reading<'r> {
+    /// What kept the watcher from hearing them; none: nothing to compare
+    /// (a unit loaded later).
+    pub(super) gap: Option<Gap>,
+    pub(super) engine: Option<&'r DockerEngine>,
+    /// Whether a restart is recorded already: a watcher killed after
+    /// recording one but before its book said so leaves it to be found again.
+    pub(super) recorded: &'r dyn Fn(&RestartKey) -> bool,
+}
+
+/// How long reading a unit may take (each of a resync's, one that appeared).
 const READ_BOUND: Duration = Duration::from_secs(5);
 
 impl SystemdManager {
     /// Each unit's state read now (at start, and after the bus came back:
-    /// jobs in flight then are read again); what each found, by index.
+    /// jobs in flight then are read again), each read bounded; what each
+    /// found, by index.
     pub(super) async fn resync(
         &self,
         states: &mut [UnitState],
-        after_outage: bool,
-        engine: Option<&DockerEngine>,
+        how: &Reading<'_>,
     ) -> Vec<(usize, Found)> {
         let mut found = Vec::new();
         for (i, s) in states.iter_mut().enumerate() {
-            if let Some(f) = self.read_unit(s, after_outage, engine).await {
+            if let Ok(Some(f)) = tokio::time::timeout(READ_BOUND, self.read_unit(s, how)).await {
                 found.push((i, f));
             }
         }
@@ -48,19 +58,15 @@ impl SystemdManager {
     }
 
     /// One unit read now. An open restart whose unit is active again since
-    /// comes back, to be followed. After an outage, its stamps compared
-    /// with what was known tell a unit that went down meanwhile (opened
-    /// now) or a restart wholly inside it (back, from its stamps).
-    pub(super) async fn read_unit(
-        &self,
-        s: &mut UnitState,
-        after_outage: bool,
-        engine: Option<&DockerEngine>,
-    ) -> Option<Found> {
+    /// comes back, to be followed. After a gap, its stamps compared with
+    /// what was known tell a unit that went down meanwhile (opened now) or
+    /// a restart wholly inside it (back, from its stamps), unless that
+    /// restart is recorded already.
+    pub(super) async fn read_unit(&self, s: &mut UnitState, how: &Reading<'_>) -> Option<Found> {
         let p = props(&self.link().conn, &s.unit.path).await.ok()?;
         let unit = p.get_all(UNIT_IFACE).await.ok()?;
         let service = p.get_all(SERVICE_IFACE).await.unwrap_or_default();
-        let (was_active, was) = (s.active, s.known);
+        let was = s.known;
         s.job = unit
             .get("Job")
             .and_then(|v| <(u32, OwnedObjectPath)>::try_from(v.clone()).ok())
@@ -78,21 +84,24 @@ impl SystemdManager {
                 s.open = Some(o);
                 return None;
             }
-            if after_outage {
-                o.notes.push("the manager's bus was away when the unit became active again: the job that started it was not seen".into());
+            if let Some(gap) = how.gap {
+                o.notes.push(format!(
+                    "{} when the unit became active again: the job that started it was not seen",
+                    gap.words()
+                ));
             }
             return Some(Found::Back(Box::new(o)));
         }
-        if !after_outage || !was_active {
-            return None;
-        }
+        let gap = how.gap?;
         let (exit_us, crash, back) = match away::while_away(&was, &unit, &service, s.job.is_some())
         {
             Away::Nothing => return None,
             Away::Unloaded => {
                 eprintln!(
-                    "watch: {} left active while the {} bus was away and was unloaded since (nothing references it): its stamps went with it, that restart is not timed",
-                    s.unit.name, self.bus
+                    "watch: {} on the {} bus left active while {} and was unloaded since (nothing references it, or its manager started afresh): its stamps went with it, that restart is not timed",
+                    s.unit.name,
+                    self.bus,
+                    gap.words()
                 );
                 return None;
             }
@@ -103,17 +112,24 @@ impl SystemdManager {
                 rose,
             } => (exit_us, crash, Some(rose)),
         };
-        let mut o = open_at(&s.unit, exit_us, s.job, !crash, engine);
+        let at = OpenedAt::from_stamps(&unit).unwrap_or(OpenedAt {
+            monotonic_us: exit_us,
+            realtime_us: None,
+        });
+        let mut o = open_at(&s.unit, at, s.job, !crash, how.engine);
+        if (how.recorded)(&o.key(&s.unit)) {
+            return None;
+        }
         let since = o.clock.monotonic_us;
         o.seen.apply(UNIT_IFACE, &unit, since);
         o.seen.apply(SERVICE_IFACE, &service, since);
         o.crash_exit_from(&service);
-        o.notes.push(JOBS_UNSEEN.into());
+        o.notes.push(gap.jobs_unseen());
         let Some(rose) = back else {
             s.open = Some(o);
             return Some(Found::Opened);
         };
-        o.late = true;
+        o.late = Some(gap);
         o.notes.push("its start overwrote how it stopped (inactive or failed), the stop's Result and the old main process's exit".into());
         if crash {
             o.notes.push(format!("a crash: NRestarts rose by {rose}; exited is when the unit left active (ActiveExitTimestamp), its InactiveEnterTimestamp being the restart's own, after the back-off"));
@@ -121,7 +137,10 @@ impl SystemdManager {
             o.notes.push("a restart job or a stop then a start: not told apart without the jobs, recorded as stop-start".into());
         }
         if rose > 1 {
-            o.notes.push(format!("Restart= brought it back {rose} times while away: only the last restart left its stamps"));
+            o.notes.push(format!(
+                "Restart= brought it back {rose} times while {}: only the last restart left its stamps",
+                gap.words()
+            ));
         }
         Some(Found::Back(Box::new(o)))
     }
@@ -154,7 +173,12 @@ impl SystemdManager {
                     return None;
                 }
                 let mut s = UnitState::new(self.unit_of(name.clone(), path).await.ok()?);
-                self.read_unit(&mut s, false, None).await;
+                let first = Reading {
+                    gap: None,
+                    engine: None,
+                    recorded: &|_| false,
+                };
+                self.read_unit(&mut s, &first).await;
                 Some(s)
             };
             let Ok(Some(s)) = tokio::time::timeout(READ_BOUND, read).await else {

@@ -1,0 +1,210 @@
+//! `bounce-agent watch` stopped and started again (issue 13): a unit
+//! restarted or stopped while no watcher ran is found at the next start
+//! from the unit's own stamps, compared with what the last watcher knew
+//! (`watch-units.json`), and recorded once; a watcher started again with
+//! nothing new records nothing. On a private systemd user manager.
+
+use bounce_tests::*;
+use bounce_wire::{BoundaryName, Cause, Outcome, TimelineRecord};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A private user manager, its units and files under this folder.
+const PRIVATE_MANAGER: &str = "/tmp/bounce-systemd-watch-down";
+
+/// What each watcher says once it has compared its units at start.
+const COMPARED: &str = "known to the last watcher";
+
+/// Waits (bounded) for `n` watchers to have compared their units at start.
+fn wait_compared(out: &Path, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let log = std::fs::read_to_string(out.join("watch.log")).unwrap_or_default();
+        if log.matches(COMPARED).count() >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no start {n} compared: {log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits (bounded) for a record of `service`.
+fn wait_record(out: &Path, service: &str) -> TimelineRecord {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        if let Some(r) = watch_records_of(out, service).pop() {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "no record of {service}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The boundary is systemd's own realtime stamp `p` of the unit (ours is its
+/// monotonic one placed on the realtime axis: within 2 ms).
+fn agrees(env: &SystemdEnv, r: &TimelineRecord, b: BoundaryName, unit: &str, p: &str) {
+    let got = r
+        .boundary(b)
+        .unwrap_or_else(|| panic!("{b:?} missing: {r:#?}"))
+        .unix_nanos;
+    let systemd = env.usec_prop(unit, p) * 1000;
+    assert!(
+        (got - systemd).abs() < 2_000_000,
+        "{b:?} {got} vs systemd's {p} {systemd}: {r:#?}"
+    );
+}
+
+/// Unit files of a private manager, disabled and removed when dropped.
+struct UnitFiles<'a> {
+    env: &'a SystemdEnv,
+    names: Vec<String>,
+}
+
+impl Drop for UnitFiles<'_> {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = self.env.systemctl(&["disable", n]);
+            let _ = self.env.systemctl(&["stop", n]);
+            let _ = std::fs::remove_file(self.env.unit_dir.join(n));
+        }
+    }
+}
+
+#[test]
+fn watch_records_once_what_units_did_while_it_was_stopped() {
+    let manager = PrivateUnit {
+        env: systemd_private(Path::new(PRIVATE_MANAGER)),
+        name: format!("bounce-t-down-none-{}.service", std::process::id()),
+    };
+    let env = &manager.env;
+    let name = |what: &str| format!("bounce-t-down-{what}-{}.service", std::process::id());
+    let (idle, restarted, stopped) = (name("idle"), name("restarted"), name("stopped"));
+    let files = UnitFiles {
+        env,
+        names: vec![idle.clone(), restarted.clone(), stopped.clone()],
+    };
+    // Enabled, as a node's services are: a stopped unit nothing wants is
+    // unloaded, its stamps with it.
+    for n in &files.names {
+        std::fs::write(
+            env.unit_dir.join(n),
+            "[Service]\nExecStart=/bin/sleep 3600\n[Install]\nWantedBy=default.target\n",
+        )
+        .unwrap();
+    }
+    env.systemctl(&["daemon-reload"]).unwrap();
+    for n in &files.names {
+        env.systemctl(&["enable", "--now", n]).unwrap();
+    }
+    let dir = Scratch::new("watch-down");
+    let config = dir.write(
+        "watch.yaml",
+        &format!(
+            "systemd:\n  - bus: \"{}\"\n    units: [\"bounce-t-down-*-{}.service\"]\n",
+            env.bus,
+            std::process::id()
+        ),
+    );
+    let out = dir.path("watch");
+    let args = ["--config", config.to_str().unwrap()];
+
+    // A first watcher: nothing to compare with; it says what it knows when stopped.
+    let mut w = WatchProcess::start(&out, &args);
+    wait_compared(&out, 1);
+    w.terminate();
+    let book = std::fs::read_to_string(out.join("watch-units.json")).expect("the unit book");
+    for n in &files.names {
+        assert!(book.contains(n.as_str()), "{n} in {book}");
+    }
+
+    // While no watcher runs: one restarted, one stopped.
+    env.systemctl(&["restart", &restarted]).unwrap();
+    env.systemctl(&["stop", &stopped]).unwrap();
+
+    let mut w = WatchProcess::start(&out, &args);
+    wait_compared(&out, 2);
+    let r = wait_record(&out, &restarted);
+    assert_eq!(
+        (r.cause, r.outcome),
+        (Some(Cause::StopStart), Outcome::Ok),
+        "{r:#?}"
+    );
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("the watcher was not running") && n.contains("jobs not seen"))
+            && r.notes.iter().any(|n| n.contains("not told apart")),
+        "{r:#?}"
+    );
+    agrees(
+        env,
+        &r,
+        BoundaryName::Requested,
+        &restarted,
+        "ActiveExitTimestamp",
+    );
+    agrees(
+        env,
+        &r,
+        BoundaryName::Exited,
+        &restarted,
+        "InactiveEnterTimestamp",
+    );
+    agrees(
+        env,
+        &r,
+        BoundaryName::Started,
+        &restarted,
+        "ActiveEnterTimestamp",
+    );
+
+    // The stopped one was opened at start (its record came after the
+    // units were read); its start now ends it.
+    assert!(watch_records_of(&out, &stopped).is_empty());
+    env.systemctl(&["start", &stopped]).unwrap();
+    let d = wait_record(&out, &stopped);
+    assert_eq!(
+        (d.cause, d.outcome),
+        (Some(Cause::StopStart), Outcome::Ok),
+        "{d:#?}"
+    );
+    assert!(
+        d.notes
+            .iter()
+            .any(|n| n.contains("the watcher was not running")),
+        "{d:#?}"
+    );
+    agrees(
+        env,
+        &d,
+        BoundaryName::Requested,
+        &stopped,
+        "ActiveExitTimestamp",
+    );
+    agrees(
+        env,
+        &d,
+        BoundaryName::Started,
+        &stopped,
+        "ActiveEnterTimestamp",
+    );
+    w.terminate();
+
+    // Started again with nothing new: nothing recorded again.
+    let mut w = WatchProcess::start(&out, &args);
+    wait_compared(&out, 3);
+    w.terminate();
+    assert_eq!(
+        watch_records_of(&out, &restarted).len(),
+        1,
+        "restarted once"
+    );
+    assert_eq!(watch_records_of(&out, &stopped).len(), 1, "stopped once");
+    assert!(watch_records_of(&out, &idle).is_empty(), "idle: nothing");
+    let log = std::fs::read_to_string(out.join("watch.log")).unwrap();
+    let last = log.lines().rfind(|l| l.contains(COMPARED)).unwrap();
+    assert!(
+        last.contains("3 known to the last watcher: 0 restarted and 0 down"),
+        "{last}"
+    );
+}
