@@ -183,19 +183,3 @@ pub(super) fn int(v: &OwnedValue) -> Option<i32> {
         _ => None,
     }
 }
-
-/// A 128-bit id sent as `ay` (a unit's `InvocationID`); all zeros is none.
-pub(super) fn id128(v: &OwnedValue) -> Option<[u8; 16]> {
-    let Value::Array(a) = &**v else {
-        return None;
-    };
-    let bytes: Vec<u8> = a
-        .iter()
-        .filter_map(|b| match b {
-            Value::U8(x) => Some(*x),
-            _ => None,
-        })
-        .collect();
-    let id: [u8; 16] = bytes.try_into().ok()?;
-    (id != [0; 16]).then_some(id)
-}

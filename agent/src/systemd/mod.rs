@@ -10,6 +10,7 @@
 //! - [`attribution`]: where the time went, in words;
 //! - [`resolve`]: `systemd:` selectors to checked targets;
 //! - [`restarts`]: `watch`'s observer of every unit it follows on a manager;
+//! - [`away`]: what a unit's own stamps say happened while the bus was away;
 //! - [`undo`]: a unit's state and start, for undoing an intent.
 //!
 //! This file: the manager connection (connected again for the next restart
@@ -19,6 +20,7 @@
 
 mod act;
 mod attribution;
+mod away;
 mod bus;
 mod observe;
 mod resolve;

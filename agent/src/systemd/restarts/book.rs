@@ -1,15 +1,15 @@
 //! What a watcher last knew of each unit it follows, per manager, kept on
 //! disk (`watch-units.json` beside the cursor, written whole or not at
 //! all) so the next watcher can tell, from the units' own stamps
-//! (`away.rs`), what they did while no watcher ran. A unit's entry never
+//! (`systemd/away.rs`), what they did while no watcher ran. A unit's entry never
 //! runs ahead of what was recorded: while one of its restarts is open or
 //! followed, the entry keeps the stamps from before it (a watcher killed
 //! meanwhile leaves it to be found again; the record's key says whether it
 //! was written). Monotonic stamps mean nothing after a reboot: the book
 //! names its boot and is ignored on another.
 
-use super::away::Known;
 use crate::durable::{WriteError, write_whole};
+use crate::systemd::away::Known;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

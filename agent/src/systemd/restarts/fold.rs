@@ -4,10 +4,10 @@
 //! jobs (JobNew/JobRemoved) tell who asked; `UnitNew` names a unit loaded
 //! later (followed by `units.rs`).
 
-use super::away::{Gap, Known};
 use super::units::WatchedUnit;
 use crate::docker::restarts::RestartKey;
 use crate::docker::{ContainerObserver, DockerEngine};
+use crate::systemd::away::{Gap, Known};
 use crate::systemd::bus::{SERVICE_IFACE, UNIT_IFACE, string, uint};
 use crate::systemd::observe::{ClockPair, UnitSeen};
 use std::collections::HashMap;

@@ -16,13 +16,19 @@
 //! again within a bound is given back as incomplete, and so is one still
 //! open or followed when the watcher stops (a manager replays nothing).
 //!
+//! At start, and after its bus was away, each unit's own stamps are
+//! compared with what was last known (`systemd/away.rs`; at start, what
+//! the last watcher knew: `book.rs`): a restart wholly inside the gap is
+//! recorded once, from its stamps, saying what could not be observed; a
+//! unit down then is opened as a restart.
+//!
 //! This file: the loop over the signals, the bus coming and going, the
-//! bound on open restarts and the watcher's stop. `fold.rs` folds one
-//! signal in; `record.rs` writes a restart's timeline; `resync.rs` (with
-//! `away.rs`) reads what the units' own stamps say happened while the bus
-//! was away; `units.rs` which units are followed (also those loaded later).
+//! bound on open restarts, what the book is told, and the watcher's stop.
+//! `fold.rs` folds one signal in; `record.rs` writes a restart's timeline;
+//! `resync.rs` reads units afresh (after a gap, and those loaded later);
+//! `units.rs` which units are followed; `book.rs` what is kept for the
+//! next watcher.
 
-mod away;
 mod book;
 mod fold;
 mod record;
@@ -37,10 +43,10 @@ use crate::docker::DockerEngine;
 use crate::docker::follow::{Followed, WatchReady};
 use crate::docker::restarts::RestartKey;
 use crate::systemd::SystemdManager;
+use crate::systemd::away::Gap;
 use crate::systemd::bus::bus_error;
 use crate::systemd::observe::ClockPair;
 use crate::target::PlanError;
-use away::Gap;
 use fold::{Folded, UnitState, fold};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;

@@ -1,18 +1,18 @@
 //! Units read afresh from their manager rather than from its signals:
 //! what a followed unit did while the bus was away, from its own stamps
-//! once the bus is back (`away.rs` compares them: a restart still open
+//! once the bus is back (`systemd/away.rs` compares them: a restart still open
 //! that is active again since comes back to be followed, a unit that went
 //! down meanwhile is opened, a restart wholly inside the outage is recorded
 //! from the stamps, saying what could not be observed), and units its
 //! patterns name that are loaded later (`UnitNew`, or listed again after
 //! an outage), read once and followed from then.
 
-use super::away::{self, Away, Gap, Known};
 use super::fold::{Open, OpenedAt, UnitState, open_at};
 use super::units::{MAX_UNITS, WatchedUnit};
 use crate::docker::DockerEngine;
 use crate::docker::restarts::RestartKey;
 use crate::systemd::SystemdManager;
+use crate::systemd::away::{self, Away, Gap, Known};
 use crate::systemd::bus::{SERVICE_IFACE, UNIT_IFACE, props, string};
 use std::time::Duration;
 use zbus::zvariant::OwnedObjectPath;

@@ -9,9 +9,9 @@
 //! a restart wholly inside the gap (its last one: each stamp holds only
 //! the latest transition).
 
-use crate::systemd::bus::{id128, string, uint};
+use super::bus::{string, uint};
 use std::collections::HashMap;
-use zbus::zvariant::OwnedValue;
+use zbus::zvariant::{OwnedValue, Value};
 
 type Props = HashMap<String, OwnedValue>;
 
@@ -55,6 +55,22 @@ fn n_restarts(service: &Props) -> Option<u32> {
         .get("NRestarts")
         .and_then(uint)
         .and_then(|n| u32::try_from(n).ok())
+}
+
+/// A 128-bit id sent as `ay` (a unit's `InvocationID`); all zeros is none.
+fn id128(v: &OwnedValue) -> Option<[u8; 16]> {
+    let Value::Array(a) = &**v else {
+        return None;
+    };
+    let bytes: Vec<u8> = a
+        .iter()
+        .filter_map(|b| match b {
+            Value::U8(x) => Some(*x),
+            _ => None,
+        })
+        .collect();
+    let id: [u8; 16] = bytes.try_into().ok()?;
+    (id != [0; 16]).then_some(id)
 }
 
 /// Why the watcher could not hear a unit's manager for a while.
@@ -153,7 +169,6 @@ pub(super) fn while_away(was: &Known, unit: &Props, service: &Props, job: bool) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zbus::zvariant::Value;
 
     /// A fake property map, as `GetAll` answers.
     fn fake(props: &[(&str, Value<'static>)]) -> Props {
