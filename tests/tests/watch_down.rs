@@ -2,7 +2,9 @@
 //! restarted or stopped while no watcher ran is found at the next start
 //! from the unit's own stamps, compared with what the last watcher knew
 //! (`watch-units.json`), and recorded once; a watcher started again with
-//! nothing new records nothing. On a private systemd user manager.
+//! nothing new records nothing (on a private systemd user manager). The
+//! engine replays containers' events since the cursor, but only its last
+//! 256: a watcher says when more happened while it was stopped.
 
 use bounce_tests::*;
 use bounce_wire::{BoundaryName, Cause, Outcome, TimelineRecord};
@@ -206,5 +208,30 @@ fn watch_records_once_what_units_did_while_it_was_stopped() {
     assert!(
         last.contains("3 known to the last watcher: 0 restarted and 0 down"),
         "{last}"
+    );
+}
+
+#[test]
+fn a_watcher_says_when_the_engine_no_longer_holds_what_happened_while_it_was_stopped() {
+    let c = TestContainer::start(
+        "watch-down-flood",
+        &["--network", "none"],
+        "trap '' USR1; trap 'exit 0' TERM; while :; do sleep 0.1; done",
+    );
+    let dir = Scratch::new("watch-down-docker");
+    let out = dir.path("watch");
+    let mut w = WatchProcess::start(&out, &[]);
+    w.terminate();
+    // While no watcher runs, more events than the engine keeps: each
+    // signal is a `kill` event (the container ignores it).
+    let mut args = vec!["kill", "-s", "USR1"];
+    args.extend(std::iter::repeat_n(c.name.as_str(), 300));
+    docker(&args).expect("signalling the container");
+    // Said at resume, before the watcher follows the engine again.
+    let _w = WatchProcess::start(&out, &[]);
+    let log = std::fs::read_to_string(out.join("watch.log")).unwrap();
+    assert!(
+        log.contains("the Docker engine keeps only its last 256 events"),
+        "{log}"
     );
 }

@@ -30,6 +30,7 @@
 pub mod config;
 pub mod cursor;
 pub mod days;
+pub mod replay;
 pub mod seen;
 
 use crate::abort::{Abort, abort_pair};
@@ -102,11 +103,7 @@ fn events_since(engine: &DockerEngine, since: i64) -> EventStream {
         ),
     ]);
     let options = EventsOptions {
-        since: Some(format!(
-            "{}.{:09}",
-            since.div_euclid(1_000_000_000),
-            since.rem_euclid(1_000_000_000)
-        )),
+        since: Some(replay::engine_stamp(since)),
         until: None,
         filters: Some(filters),
     };
@@ -262,6 +259,7 @@ pub async fn watch(
             bounce_wire::civil::utc(since),
             recorded.len()
         );
+        replay::say_what_is_lost(engine, since).await;
     }
     let (unit_tx, mut unit_rx) = tokio::sync::mpsc::unbounded_channel();
     // Fired when the watcher stops: units and OSDs hand on what they have.
