@@ -15,13 +15,13 @@
 //! again (the engine replays what happened meanwhile; a manager does not,
 //! but its units' own stamps tell what happened to them). It resumes after
 //! its own restart from a cursor (`cursor`: the engine replays its events,
-//! `seen` takes each once; a manager does not replay, so a unit or OSD
-//! restart still open or followed when the watcher stops is recorded then,
-//! `incomplete`, and a unit restart while the watcher is down is not
-//! seen). It never
-//! restarts, stops or execs
-//! anything; only exec probes named in its configuration (`config`) run in
-//! a container.
+//! `seen` takes each once; `replay` says when the engine no longer holds
+//! them all). A manager does not replay: a unit or OSD restart still open
+//! or followed when the watcher stops is recorded then, `incomplete`, and
+//! one while no watcher ran is found at the next start from the units' own
+//! stamps against what the last watcher knew (`systemd/restarts/book.rs`).
+//! It never restarts, stops or execs anything; only exec probes named in
+//! its configuration (`config`) run in a container.
 //!
 //! Docker API it uses (GET only, unless exec probes are configured):
 //! `/_ping`, `/version`, `/events`, `/containers/{id}/json`; exec probes add
