@@ -91,8 +91,10 @@ const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 /// to be recorded (their waits end at once; this bounds a bus that hangs).
 const DRAIN: Duration = Duration::from_secs(10);
 /// How far before the last book the day runs are read for the units'
-/// restarts already recorded (one followed to ready while it was saved).
-const UNITS_LOOKBACK: i64 = 86_400 * 1_000_000_000;
+/// restarts already recorded: the book keeps a restart out while it is
+/// open or followed to ready (bounded by `incomplete_after` and the
+/// readiness timeout, minutes), so it may predate the book by that much.
+const UNITS_LOOKBACK: i64 = 3_600 * 1_000_000_000;
 
 fn events_since(engine: &DockerEngine, since: i64) -> EventStream {
     let filters = HashMap::from([
