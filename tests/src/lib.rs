@@ -6,7 +6,10 @@
 //! drops; they run with `--network none` or `--network host` (never Docker's
 //! bridge: dockerd runs with `--bridge=none`).
 
+pub mod events;
 pub mod pki;
+
+pub use events::{EngineEvent, EngineEvents};
 
 use anyhow::{Context, Result, bail};
 use bounce_wire::TimelineRecord;
@@ -141,6 +144,14 @@ pub fn docker_on(host: &str, args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// The realtime clock now, in unix nanos (the engine's and the records' stamps).
+pub fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
 /// A container removed (with `docker rm -f`) when dropped.
 pub struct TestContainer {
     pub name: String,
@@ -218,7 +229,9 @@ impl TestContainer {
         panic!("{} not healthy within {secs}s", self.name);
     }
 
-    /// The engine's own events for this container between two instants (unix nanos).
+    /// The engine's own events for this container between two instants
+    /// (unix nanos), asked for afterwards: the engine keeps its last 256
+    /// only, so a long span is better followed live ([`EngineEvents`]).
     pub fn events(&self, since: i64, until: i64) -> Vec<(String, i64)> {
         let fmt = |n: i64| format!("{}.{:09}", n / 1_000_000_000, n % 1_000_000_000);
         let text = docker(&[

@@ -489,9 +489,9 @@ fn a_restart_still_in_flight_when_the_drain_time_runs_out_is_recorded_as_aborted
     let out_dir = dir.path("out");
     let child = spawn_agent(&run_args(&scenario, &out_dir, &["--drain", "300ms"]));
     // Interrupt once the engine has sent SIGTERM (the stop then takes 3 s).
-    let since = bounce_now_nanos();
+    let since = now_nanos();
     for _ in 0..100 {
-        if c.events(since, bounce_now_nanos())
+        if c.events(since, now_nanos())
             .iter()
             .any(|(a, _)| a == "kill")
         {
@@ -511,11 +511,4 @@ fn a_restart_still_in_flight_when_the_drain_time_runs_out_is_recorded_as_aborted
             .unwrap();
     assert!(summary.interrupted);
     assert_eq!(summary.outcomes.get(&Outcome::Aborted), Some(&1));
-}
-
-fn bounce_now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i64
 }

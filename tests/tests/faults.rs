@@ -216,13 +216,6 @@ fn until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
     false
 }
 
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i64
-}
-
 /// Waits until the restart is in the cell's phase, then signals the agent
 /// (for "between", freezes it during the stop and signals once the target
 /// is down). Err: the phase was not reached.

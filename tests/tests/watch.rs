@@ -100,34 +100,12 @@ fn wait_for(dir: &Path, name: &str, n: usize) -> Vec<TimelineRecord> {
     }
 }
 
-/// The engine's own events for a container name (both containers of a
-/// recreate) between two instants.
-fn engine_events(name: &str, since: i64, until: i64) -> Vec<(String, i64)> {
-    let fmt = |n: i64| format!("{}.{:09}", n / 1_000_000_000, n % 1_000_000_000);
-    let text = docker(&[
-        "events",
-        "--since",
-        &fmt(since),
-        "--until",
-        &fmt(until),
-        "--filter",
-        &format!("container={name}"),
-        "--format",
-        "{{.Action}} {{.TimeNano}}",
-    ])
-    .expect("docker events");
-    text.lines()
-        .filter_map(|l| l.rsplit_once(' '))
-        .map(|(a, t)| (a.to_string(), t.parse().unwrap_or_default()))
-        .filter(|(a, _)| !a.starts_with("exec_"))
-        .collect()
-}
-
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i64
+/// The engine's own events for the followed container from `since` to
+/// now, but `exec_*` (probes).
+fn engine_events(events: &EngineEvents, since: i64) -> Vec<EngineEvent> {
+    let mut all = events.between(since, now_nanos());
+    all.retain(|(a, _)| !a.starts_with("exec_"));
+    all
 }
 
 /// The engine's event `action` that the boundary stands for, checked: an
@@ -171,6 +149,8 @@ fn every_kind_of_restart_is_recorded_once_with_its_cause() {
     let c = policy_container("watch-kinds", &[]);
     let idle = policy_container("watch-idle", &[]);
     let _w = Watcher::start(&out, Some(&config));
+    // By name: both containers of the recreate.
+    let events = EngineEvents::follow(&c.name);
     let since = now_nanos();
 
     docker(&["restart", "-t", "5", &c.name]).unwrap();
@@ -214,7 +194,7 @@ fn every_kind_of_restart_is_recorded_once_with_its_cause() {
     let got_again = records_of(&out, &c.name);
     assert_eq!(got.len(), 4, "{got:#?}");
     assert_eq!(got_again.len(), 4, "recorded twice: {got_again:#?}");
-    let engine = engine_events(&c.name, since, now_nanos());
+    let engine = engine_events(&events, since);
     let causes: Vec<Cause> = got.iter().map(|r| r.cause.unwrap()).collect();
     assert_eq!(
         causes,
@@ -295,6 +275,7 @@ fn run_and_watch_on_the_same_restart_agree_to_the_nanosecond() {
     );
     c.wait_healthy(20);
     let _w = Watcher::start(&out, None);
+    let events = EngineEvents::follow(&c.id);
     let since = now_nanos();
     let (_d, o, tls) = run_scenario(
         "watch-agree",
@@ -309,7 +290,7 @@ fn run_and_watch_on_the_same_restart_agree_to_the_nanosecond() {
     let (run, watch) = (&tls[0], &got[0]);
     assert_eq!(watch.cause, Some(Cause::Restart));
     // The engine's `kill`, or the exit when that preceded the kill's stamp.
-    let engine = engine_events(&c.name, since, now_nanos());
+    let engine = engine_events(&events, since);
     check_boundary(watch, BoundaryName::Requested, "kill", &engine);
     for b in [
         BoundaryName::Exited,

@@ -30,13 +30,6 @@ fn wait_for(dir: &Path, service: &str, pick: impl Fn(&TimelineRecord) -> bool) {
     );
 }
 
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i64
-}
-
 /// The node's engine and a container on it: removed and stopped when dropped.
 struct NodeContainer {
     host: String,

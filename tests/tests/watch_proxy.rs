@@ -122,7 +122,7 @@ fn watch_times_restarts_through_a_read_only_proxy_that_refuses_writes() {
     let out = dir.path("watch");
     let host = format!("unix://{}", socket.display());
     let _w = WatchProcess::start_env(&out, &[], &[("DOCKER_HOST", host.as_str())]);
-    let since = at_now();
+    let since = now_nanos();
     docker(&["restart", "-t", "5", &c.name]).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let got = loop {
@@ -139,7 +139,7 @@ fn watch_times_restarts_through_a_read_only_proxy_that_refuses_writes() {
         (Some(Cause::Restart), Outcome::Ok),
         "{r:#?}"
     );
-    let engine = c.events(since, at_now());
+    let engine = c.events(since, now_nanos());
     let stamp = |action: &str| {
         engine
             .iter()
@@ -164,11 +164,4 @@ fn watch_times_restarts_through_a_read_only_proxy_that_refuses_writes() {
     for p in [Phase::Stop, Phase::Start, Phase::Ready, Phase::Total] {
         assert!(r.phases.contains_key(&p), "{p:?}: {r:#?}");
     }
-}
-
-fn at_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i64
 }

@@ -28,13 +28,6 @@ fn report(dir: &Scratch, url: &str, admin: &Path, name: &str, extra: &[&str]) ->
     (out, md)
 }
 
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i64
-}
-
 fn boundary(name: BoundaryName, unix_nanos: i64) -> bounce_wire::Boundary {
     bounce_wire::Boundary {
         name,
