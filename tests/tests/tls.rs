@@ -345,6 +345,25 @@ fn a_node_certificate_sends_only_as_its_name_and_never_reads_and_admins_never_in
 
 /// A TLS connection of our own, kept open across the reload.
 fn connect(port: u16, ca: &Path) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    open_tls(port, ca, None)
+}
+
+/// A TLS connection of our own as `node` (its certificate, no token).
+fn connect_as(
+    port: u16,
+    ca: &Path,
+    node: &Issued,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    open_tls(port, ca, Some(node))
+}
+
+/// A handshake done with the collector on `port`, trusting `ca`, showing
+/// `node`'s certificate if given.
+fn open_tls(
+    port: u16,
+    ca: &Path,
+    node: Option<&Issued>,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     for c in bounce_client::read_certs(ca).unwrap() {
         roots.add(c).unwrap();
@@ -354,8 +373,16 @@ fn connect(port: u16, ca: &Path) -> rustls::StreamOwned<rustls::ClientConnection
     ))
     .with_safe_default_protocol_versions()
     .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    .with_root_certificates(roots);
+    let config = match node {
+        None => config.with_no_client_auth(),
+        Some(node) => config
+            .with_client_auth_cert(
+                bounce_client::read_certs(&node.cert).unwrap(),
+                bounce_client::read_key(&node.key).unwrap(),
+            )
+            .unwrap(),
+    };
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
     let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -865,39 +892,6 @@ fn a_metrics_token_reads_metrics_and_is_refused_everything_else_audited() {
     );
     let log = std::fs::read_to_string(&audit).unwrap();
     assert!(!log.contains(METRICS_TOKEN), "{log}");
-}
-
-/// A TLS connection of our own as `node` (its certificate, no token).
-fn connect_as(
-    port: u16,
-    ca: &Path,
-    node: &Issued,
-) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in bounce_client::read_certs(ca).unwrap() {
-        roots.add(c).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_client_auth_cert(
-        bounce_client::read_certs(&node.cert).unwrap(),
-        bounce_client::read_key(&node.key).unwrap(),
-    )
-    .unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut s = rustls::StreamOwned::new(conn, tcp);
-    s.flush().unwrap();
-    while s.conn.is_handshaking() {
-        s.conn.complete_io(&mut s.sock).unwrap();
-    }
-    s
 }
 
 #[test]
