@@ -40,3 +40,7 @@ command -v prometheus-node-exporter >/dev/null 2>&1 || DEBIAN_FRONTEND=nonintera
 cargo rustc --profile dist --locked --quiet -p bounce-agent --bin bounce-agent -- -C target-feature=+crt-static
 cargo build --release --quiet -p bounce-tests --bin bench-watch
 BOUNCE_AGENT="release=$PWD/target/release/bounce-agent dist=$PWD/target/dist/bounce-agent" target/release/bench-watch
+# The watcher's own memory under steady restarts (a container every 2 s, a
+# followed unit every 10 s, a unit nobody follows restarting itself): a
+# plateau or growth per 1,000 restarts.
+BENCH_CHURN=1 BENCH_IDLE=1200 BENCH_BURSTS=0 BOUNCE_AGENT="release=$PWD/target/release/bounce-agent" target/release/bench-watch

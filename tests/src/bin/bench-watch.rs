@@ -3,7 +3,7 @@
 //! reported as such and exits 1):
 //!
 //! 1. idle: BENCH_CONTAINERS (default 60) running containers and BENCH_UNITS
-//!    (default 10) units of the test systemd manager followed; for
+//!    (default 10) units of a private systemd manager followed; for
 //!    BENCH_IDLE seconds (default 600) nothing restarts: the watcher's RSS
 //!    (VmRSS every second, VmHWM at the end) and where its resident pages
 //!    are (/proc/PID/smaps by mapping: the executable's own, other files,
@@ -16,7 +16,15 @@
 //!    then the executable's file pages are reclaimed (process_madvise
 //!    MADV_PAGEOUT, what memory pressure would do to these clean pages):
 //!    what comes back over 10 s of idle and the bursts is the watcher's
-//!    working set, the rest only start-up ran;
+//!    working set, the rest only start-up ran. Every BENCH_SAMPLE seconds
+//!    (default 30) the watcher's own memory is sampled (smaps_rollup
+//!    `Anonymous` and `Private_Dirty`, the `[heap]` mapping's Rss): what it
+//!    was at the start, half-way and at the end, and what the second half
+//!    added per 1,000 restarts, tell a plateau from a leak. With
+//!    BENCH_CHURN=1 the window is not idle: every BENCH_CHURN_EVERY ms
+//!    (default 2000) one container is restarted (round robin), every fifth
+//!    time a followed unit too, and a unit nobody follows restarts itself
+//!    every 10 s (`Restart=always`): the per-event state of every path;
 //! 2. bursts (BENCH_BURSTS, default 3): every container restarted at once
 //!    (one `docker restart` per container, all in parallel): the watcher's CPU per observed restart,
 //!    its peak RSS, and whether each restart was timed exactly once.
@@ -26,14 +34,18 @@
 //! (`BOUNCE_AGENT="release=target/release/bounce-agent dist=target/dist/bounce-agent"`):
 //! each `LABEL=PATH` watches the same node over the same window and bursts,
 //! so builds are compared under the same load. The containers
-//! `bounce-wbench-*` run on a simulated node's own engine (so other work on
-//! the shared one does not wake the watcher), removed at the end; the units
-//! are the test manager's.
+//! `bounce-wbench-*` run on a simulated node's own engine (BENCH_NODE,
+//! default `wbench`), and the units on a private manager of that node
+//! (`/tmp/bounce-systemd-NODE`), so other work on the shared engine and
+//! manager does not wake the watcher; removed at the end (the manager told
+//! to exit). Two benches run at once need two BENCH_NODEs.
 
 use bounce_tests::*;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The bench's containers on the node's own engine, removed when dropped.
@@ -43,8 +55,8 @@ struct Containers {
 }
 
 impl Containers {
-    fn start(n: usize) -> Containers {
-        let host = docker_node_up(NODE);
+    fn start(node: &str, n: usize) -> Containers {
+        let host = docker_node_up(node);
         let c = Containers {
             names: (0..n).map(|i| format!("bounce-wbench-{i:03}")).collect(),
             host,
@@ -80,9 +92,172 @@ impl Drop for Containers {
     }
 }
 
-/// The simulated node whose engine the bench owns (`harness/docker-nodes.sh`):
-/// nothing else restarts containers there while the watcher is idle.
-const NODE: &str = "wbench";
+/// The followed units (`bounce-t-wbench-N`) and, when the window churns,
+/// one nobody follows that restarts itself every 10 s, on a private manager;
+/// stopped and removed, the manager told to exit, when dropped.
+struct Units {
+    env: SystemdEnv,
+    followed: Vec<String>,
+    /// Not matched by the watcher's glob: only its signals reach it.
+    unfollowed: Option<String>,
+}
+
+impl Units {
+    fn start(node: &str, n: usize, churn: bool) -> Units {
+        let env = systemd_private(Path::new(&format!("/tmp/bounce-systemd-{node}")));
+        let units = Units {
+            followed: (0..n)
+                .map(|i| format!("bounce-t-wbench-{i}.service"))
+                .collect(),
+            unfollowed: churn.then(|| "bounce-u-wbench-churn.service".to_string()),
+            env,
+        };
+        for name in &units.followed {
+            let body = "[Service]\nExecStart=/bin/sleep 36000\n";
+            std::fs::write(units.env.unit_dir.join(name), body).expect("write unit file");
+        }
+        if let Some(name) = &units.unfollowed {
+            let body = "[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=/bin/sleep 10\nRestart=always\nRestartSec=100ms\n";
+            std::fs::write(units.env.unit_dir.join(name), body).expect("write unit file");
+        }
+        units
+            .env
+            .systemctl(&["daemon-reload"])
+            .expect("daemon-reload");
+        for name in units.followed.iter().chain(&units.unfollowed) {
+            units
+                .env
+                .systemctl(&["start", name])
+                .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        }
+        units
+    }
+
+    /// How often the unit nobody follows restarted itself (`NRestarts`).
+    fn unfollowed_restarts(&self) -> usize {
+        let Some(name) = &self.unfollowed else {
+            return 0;
+        };
+        self.env
+            .systemctl(&["show", "-p", "NRestarts", "--value", name])
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Units {
+    fn drop(&mut self) {
+        for name in self.followed.iter().chain(&self.unfollowed) {
+            let _ = self.env.systemctl(&["stop", name]);
+            let _ = std::fs::remove_file(self.env.unit_dir.join(name));
+        }
+        let _ = self.env.systemctl(&["exit"]);
+    }
+}
+
+/// Restarts on the node while the window runs (BENCH_CHURN): one container
+/// every `every` (round robin), every fifth time a followed unit too.
+struct Churn {
+    stop: Arc<AtomicBool>,
+    /// Container restarts and followed-unit restarts made so far.
+    made: Arc<[AtomicUsize; 2]>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Churn {
+    fn start(containers: &Containers, units: &Units, every: Duration) -> Churn {
+        let stop = Arc::new(AtomicBool::new(false));
+        let made: Arc<[AtomicUsize; 2]> = Arc::new(Default::default());
+        let (names, host) = (containers.names.clone(), containers.host.clone());
+        let (followed, vars) = (units.followed.clone(), units.env.vars.clone());
+        let (s, m) = (stop.clone(), made.clone());
+        let thread = std::thread::spawn(move || {
+            let mut i = 0;
+            while !s.load(Ordering::SeqCst) {
+                if docker_on(&host, &["restart", "-t", "1", &names[i % names.len()]]).is_ok() {
+                    m[0].fetch_add(1, Ordering::SeqCst);
+                }
+                if i % 5 == 4 && !followed.is_empty() {
+                    let unit = &followed[(i / 5) % followed.len()];
+                    let ok = Command::new("systemctl")
+                        .args(["--user", "restart", unit])
+                        .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                        .status()
+                        .is_ok_and(|s| s.success());
+                    if ok {
+                        m[1].fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                i += 1;
+                std::thread::sleep(every);
+            }
+        });
+        Churn {
+            stop,
+            made,
+            thread: Some(thread),
+        }
+    }
+
+    fn made(&self) -> (usize, usize) {
+        (
+            self.made[0].load(Ordering::SeqCst),
+            self.made[1].load(Ordering::SeqCst),
+        )
+    }
+
+    /// Stops restarting; the one under way ends first.
+    fn finish(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Churn {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// The watcher's own memory, in MiB: /proc/PID/smaps_rollup's `Anonymous`
+/// and `Private_Dirty`, and the `[heap]` mapping's Rss (the main arena:
+/// the runtime is current-thread, so nearly all it allocates).
+#[derive(Clone, Copy, Default)]
+struct Own {
+    anonymous: f64,
+    private_dirty: f64,
+    heap: f64,
+}
+
+fn own(pid: u32) -> Own {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .expect("/proc/PID/smaps_rollup");
+    let field = |key: &str| -> f64 {
+        rollup
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    Own {
+        anonymous: field("Anonymous:"),
+        private_dirty: field("Private_Dirty:"),
+        heap: resident(pid).heap,
+    }
+}
+
+/// One sample of the window: seconds in, each watcher's memory and
+/// restarts timed, and the restarts of the unit nobody follows.
+struct Sample {
+    secs: f64,
+    own: Vec<Own>,
+    timed: Vec<usize>,
+    unfollowed: usize,
+}
 
 /// A process killed when dropped.
 struct Proc(Child);
@@ -326,22 +501,17 @@ fn main() {
             None => ("agent".to_string(), a.to_string()),
         })
         .collect();
+    let node = std::env::var("BENCH_NODE").unwrap_or("wbench".into());
+    let churn = env("BENCH_CHURN", 0) == 1;
+    let sample_every = Duration::from_secs(env("BENCH_SAMPLE", 30).max(1));
     let dir = Scratch::new("bench-watch");
-    let containers = Containers::start(n);
-    let sd = systemd_up();
-    let _units: Vec<TestUnit> = (0..units)
-        .map(|i| {
-            TestUnit::start(
-                &format!("wbench-{i}"),
-                "[Service]\nExecStart=/bin/sleep 36000\n",
-            )
-        })
-        .collect();
+    let containers = Containers::start(&node, n);
+    let units = Units::start(&node, units as usize, churn);
     let config = dir.write(
         "watch.yaml",
         &format!(
             "deployment: bench\nsystemd:\n  - bus: \"{}\"\n    units: [\"bounce-t-wbench-*\"]\n",
-            sd.bus
+            units.env.bus
         ),
     );
     let watchers: Vec<Watcher> = agents
@@ -375,9 +545,25 @@ fn main() {
     std::thread::sleep(Duration::from_secs(10));
 
     println!(
-        "idle {idle} s: {n} containers running, {units} units followed (load average {})",
+        "{} {idle} s: {n} containers running, {} units followed (load average {})",
+        if churn { "churn" } else { "idle" },
+        units.followed.len(),
         std::fs::read_to_string("/proc/loadavg").unwrap().trim()
     );
+    let mut churning = churn.then(|| {
+        Churn::start(
+            &containers,
+            &units,
+            Duration::from_millis(env("BENCH_CHURN_EVERY", 2000)),
+        )
+    });
+    let sample = |secs: f64| Sample {
+        secs,
+        own: watchers.iter().map(|w| own(w.pid())).collect(),
+        timed: watchers.iter().map(|w| records(&w.out).len()).collect(),
+        unfollowed: units.unfollowed_restarts(),
+    };
+    let mut samples = vec![sample(0.0)];
     let start = Instant::now();
     let cpu0: Vec<f64> = watchers.iter().map(|w| cpu_seconds(w.pid())).collect();
     let a0 = anchor.as_ref().map(|(p, _)| cpu_seconds(p.0.id()));
@@ -387,7 +573,25 @@ fn main() {
         .collect();
     let mut rss_max = rss_start.clone();
     let mut next_scrape = Instant::now();
+    let mut next_sample = Instant::now() + sample_every;
     while start.elapsed() < Duration::from_secs(idle) {
+        if Instant::now() >= next_sample {
+            let s = sample(start.elapsed().as_secs_f64());
+            let each: Vec<String> = watchers
+                .iter()
+                .zip(&s.own)
+                .zip(&s.timed)
+                .map(|((w, o), t)| {
+                    format!(
+                        "{} anon {:.2} dirty {:.2} heap {:.2} MiB, {t} timed",
+                        w.label, o.anonymous, o.private_dirty, o.heap
+                    )
+                })
+                .collect();
+            println!("  {:>5.0} s: {}", s.secs, each.join("; "));
+            samples.push(s);
+            next_sample += sample_every;
+        }
         if let Some((_, port)) = &anchor
             && Instant::now() >= next_scrape
         {
@@ -400,6 +604,16 @@ fn main() {
         std::thread::sleep(Duration::from_secs(1));
     }
     let secs = start.elapsed().as_secs_f64();
+    if let Some(c) = &mut churning {
+        c.finish();
+        let (restarted, units_restarted) = c.made();
+        println!(
+            "  churn: {restarted} container restarts, {units_restarted} followed-unit restarts, {} restarts of the unit nobody follows",
+            units.unfollowed_restarts()
+        );
+    }
+    samples.push(sample(secs));
+    growth(&watchers, &samples);
     let pct = |c: f64| c / secs * 100.0;
     for (i, w) in watchers.iter().enumerate() {
         let pid = w.pid();
@@ -449,12 +663,64 @@ fn main() {
     }
 
     // 2: every container restarted at once, BENCH_BURSTS times.
+    drop(churning);
     let mut lost = false;
     for _ in 0..env("BENCH_BURSTS", 3) {
         lost |= !burst(&containers, &watchers);
     }
     if lost {
         std::process::exit(1);
+    }
+}
+
+/// The watcher's own memory at the window's start, half-way and end, and
+/// what the second half added per 1,000 restarts timed: a plateau shows
+/// as ~0, a leak as the same growth per restart in both halves.
+fn growth(watchers: &[Watcher], samples: &[Sample]) {
+    let (first, last) = (&samples[0], &samples[samples.len() - 1]);
+    let mid = samples
+        .iter()
+        .min_by(|a, b| {
+            (a.secs - last.secs / 2.0)
+                .abs()
+                .total_cmp(&(b.secs - last.secs / 2.0).abs())
+        })
+        .expect("samples");
+    for (i, w) in watchers.iter().enumerate() {
+        let (a, m, z) = (first.own[i], mid.own[i], last.own[i]);
+        let per_1000 = |from: &Sample, to: &Sample, f: fn(&Own) -> f64| {
+            let n = to.timed[i].saturating_sub(from.timed[i]);
+            let kib = (f(&to.own[i]) - f(&from.own[i])) * 1024.0;
+            match n {
+                0 => format!("{kib:+.0} KiB, no restarts"),
+                n => format!(
+                    "{kib:+.0} KiB over {n} restarts, {:+.0} KiB per 1,000",
+                    kib * 1000.0 / n as f64
+                ),
+            }
+        };
+        println!(
+            "  watch {:<8} own memory at 0 / {:.0} / {:.0} s: anonymous {:.2} / {:.2} / {:.2} MiB, private dirty {:.2} / {:.2} / {:.2}, heap {:.2} / {:.2} / {:.2}; {} restarts timed, {} of the unit nobody follows",
+            w.label,
+            mid.secs,
+            last.secs,
+            a.anonymous,
+            m.anonymous,
+            z.anonymous,
+            a.private_dirty,
+            m.private_dirty,
+            z.private_dirty,
+            a.heap,
+            m.heap,
+            z.heap,
+            last.timed[i] - first.timed[i],
+            last.unfollowed - first.unfollowed,
+        );
+        println!(
+            "        anonymous: first half {}; second half {}",
+            per_1000(first, mid, |o| o.anonymous),
+            per_1000(mid, last, |o| o.anonymous),
+        );
     }
 }
 
