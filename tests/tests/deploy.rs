@@ -1,6 +1,8 @@
 //! What ships to install bounce, tried for real: the container images built
-//! with the local engine and run with host networking (a run lands at the
-//! collector image over TLS), the collector's systemd unit verified and run
+//! with the local engine and run with host networking (the agent image runs
+//! the README demo's scenario against the host's engine through the mounted
+//! socket, and the run lands at the collector image over TLS, read back
+//! from its API and its protected /metrics), the collector's systemd unit verified and run
 //! by a real systemd manager, the Ansible roles applied twice (the second
 //! run changes nothing) into a folder standing for `/`, and the Prometheus
 //! scrape configuration checked by promtool.
@@ -83,8 +85,102 @@ impl Drop for Named {
     }
 }
 
+/// The README demo's three containers, started as `scripts/demo.sh`
+/// starts them but named for this test (`bounce-t-demo-*-PID`), the API
+/// on `api_port`: an API that takes 0.3 s to stop and exits 143 on
+/// SIGTERM (host network, as kolla runs it), a worker whose health check
+/// passes 1.5 s after it starts, and a process that ignores SIGTERM.
+fn demo_containers(api_port: u16) -> [TestContainer; 3] {
+    let api = TestContainer::start(
+        "demo-api",
+        &["--network", "host"],
+        &format!(
+            "trap 'sleep 0.3; exit 143' TERM; sleep 0.4; httpd -f -p 127.0.0.1:{api_port} -h /www & wait"
+        ),
+    );
+    let worker = TestContainer::start(
+        "demo-worker",
+        &[
+            "--network",
+            "none",
+            "--health-cmd",
+            "test -f /tmp/ready",
+            "--health-interval",
+            "1s",
+        ],
+        "rm -f /tmp/ready; trap 'exit 0' TERM; (sleep 1.5; touch /tmp/ready) & while true; do sleep 0.1; done",
+    );
+    let stubborn = TestContainer::start("demo-stubborn", &["--network", "none"], "sleep 86400");
+    worker.wait_healthy(120);
+    [api, worker, stubborn]
+}
+
+/// scenarios/demo.yaml as the demo runs it, with this test's container
+/// names and API port in place of `bounce-demo-*` and 18774 (so a demo
+/// running beside the test is left alone); and its `repeat`.
+fn demo_scenario(containers: &[TestContainer; 3], api_port: u16) -> (String, u32) {
+    let mut yaml = std::fs::read_to_string(repo().join("scenarios/demo.yaml")).unwrap();
+    for (shipped, c) in [
+        "bounce-demo-api",
+        "bounce-demo-worker",
+        "bounce-demo-stubborn",
+    ]
+    .iter()
+    .zip(containers)
+    {
+        assert!(yaml.contains(shipped), "demo.yaml names no {shipped}");
+        yaml = yaml.replace(shipped, &c.name);
+    }
+    assert!(yaml.contains("18774"), "demo.yaml probes no port 18774");
+    let yaml = yaml.replace("18774", &api_port.to_string());
+    let repeat = yaml
+        .lines()
+        .find_map(|l| l.strip_prefix("repeat: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("demo.yaml has no top-level repeat:\n{yaml}"));
+    (yaml, repeat)
+}
+
+/// Waits (bounded, generously: the engine is shared and loaded) until the
+/// collector container accepts connections on 127.0.0.1:`port`; fails
+/// with its log if it ended instead.
+fn wait_serving(port: u16, container: &str) {
+    for _ in 0..600 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        let running = docker(&["inspect", "-f", "{{.State.Running}}", container]);
+        if running.is_ok_and(|r| r == "false") {
+            let log = Command::new("docker")
+                .args(["logs", container])
+                .output()
+                .unwrap();
+            panic!(
+                "{container} ended before it listened:\n{}",
+                String::from_utf8_lossy(&log.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("{container} did not listen on 127.0.0.1:{port} within 60 s");
+}
+
+/// `curl /metrics` over TLS, with a bearer token or none: (status, body).
+fn scrape(port: u16, ca: &Path, token: Option<&str>) -> (String, String) {
+    let mut curl = Command::new("curl");
+    curl.args(["-sS", "-w", "\n%{http_code}", "--cacert"])
+        .arg(ca);
+    if let Some(t) = token {
+        curl.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    curl.arg(format!("https://localhost:{port}/metrics"));
+    let out = ok("curl /metrics", curl.output().unwrap());
+    let (body, status) = out.rsplit_once('\n').unwrap_or_default();
+    (status.to_string(), body.to_string())
+}
+
 #[test]
-fn the_images_build_and_an_agent_image_streams_a_run_to_the_collector_image_over_tls() {
+fn the_images_build_and_the_agent_image_runs_the_demo_to_the_collector_image_over_tls() {
     bounce_tests::docker_up();
     // The test's own (debug) build, linked again statically by images.sh;
     // built here first so that no other test of this process builds (and
@@ -121,36 +217,43 @@ fn the_images_build_and_an_agent_image_streams_a_run_to_the_collector_image_over
         "the collector image runs as bounce, not root"
     );
 
+    // /etc/bounce as docs/deploying.md lays it out for the collector
+    // image: the CA, the collector's certificate, a CRL (revoking nothing),
+    // admin and metrics tokens, and the node's certificate for the agent.
     let dir = Scratch::new("images");
     binaries(&dir);
     let etc = dir.0.join("etc");
     let state = dir.0.join("state");
     let agent_state = dir.0.join("agent-state");
-    for d in [&etc, &state, &agent_state] {
+    for d in [&etc, &state, &agent_state, &etc.join("scenarios")] {
         std::fs::create_dir_all(d).unwrap();
     }
     let ca = TestCa::new(&etc, "ca");
     ca.issue("collector", &["localhost", "127.0.0.1"]);
     ca.issue("img-node", &["img-node"]);
+    ca.crl("crl.pem", &[]);
     std::fs::write(etc.join("admin.tokens"), ADMIN_TOKEN).unwrap();
-    // The collector's uid reads its key and writes its volume, as an operator sets it up.
+    std::fs::write(etc.join("metrics.tokens"), METRICS_TOKEN).unwrap();
+    // The collector's uid reads its key and tokens and writes its volume,
+    // as an operator sets it up.
     chown(&state, 65532);
-    chown(&etc.join("collector.key"), 65532);
-    chown(&etc.join("admin.tokens"), 65532);
-    let target = TestContainer::start(
-        "img-target",
-        &["--network", "none"],
-        "trap 'exit 0' TERM; while true; do sleep 1 & wait; done",
-    );
-    std::fs::write(
-        etc.join("scenario.yaml"),
-        format!(
-            "deployment: images\nscenario: images\ntargets:\n  - docker: {{names: [{}]}}\n    stop_timeout: 5s\n    timeout: 30s\n",
-            target.name
-        ),
-    )
-    .unwrap();
+    for f in ["collector.key", "admin.tokens", "metrics.tokens"] {
+        chown(&etc.join(f), 65532);
+    }
 
+    // The demo's containers on the host's engine, and its scenario.
+    let api_port = free_port();
+    let containers = demo_containers(api_port);
+    let (scenario, repeat) = demo_scenario(&containers, api_port);
+    std::fs::write(etc.join("scenarios/demo.yaml"), scenario).unwrap();
+    let started_before: Vec<String> = containers
+        .iter()
+        .map(|c| c.inspect()["State"]["StartedAt"].to_string())
+        .collect();
+
+    // The collector image with docs/deploying.md's run line: TLS, node
+    // certificates checked against the CA and the CRL, /metrics only for a
+    // metrics (or admin) token; on a loopback port here.
     let port = free_port();
     let collector = Named(format!("bounce-t-img-collector-{}", std::process::id()));
     let etc_mount = format!("{}:/etc/bounce:ro", etc.display());
@@ -177,20 +280,29 @@ fn the_images_build_and_an_agent_image_streams_a_run_to_the_collector_image_over
         "/etc/bounce/collector.key",
         "--client-ca",
         "/etc/bounce/ca.pem",
+        "--tls-client-crl",
+        "/etc/bounce/crl.pem",
         "--admin-token-file",
         "/etc/bounce/admin.tokens",
+        "--protect-metrics",
+        "--metrics-token-file",
+        "/etc/bounce/metrics.tokens",
+        "--audit-log",
+        "/var/lib/bounce/audit.jsonl",
     ])
     .expect("the collector image starts");
-    wait_listening(port, "the collector image");
+    wait_serving(port, &collector.0);
 
+    // The agent image runs the demo against the host's engine through the
+    // mounted socket, streaming to the collector with its node certificate.
     let agent = Named(format!("bounce-t-img-agent-{}", std::process::id()));
     let ran = Command::new("docker")
         .args(["run", "--name", &agent.0, "--network", "host"])
         .args(["-v", "/var/run/docker.sock:/var/run/docker.sock"])
         .args(["-v", &etc_mount])
         .args(["-v", &format!("{}:/var/lib/bounce", agent_state.display())])
-        .args(["bounce/agent:e2e", "run", "/etc/bounce/scenario.yaml"])
-        .args(["--output", "/var/lib/bounce/run", "--run-id", "img-run"])
+        .args(["bounce/agent:e2e", "run", "/etc/bounce/scenarios/demo.yaml"])
+        .args(["--output", "/var/lib/bounce/run", "--run-id", "img-demo"])
         .args(["--node", "img-node", "--no-progress"])
         .args(["--collector", &format!("https://localhost:{port}")])
         .args(["--ca-file", "/etc/bounce/ca.pem"])
@@ -198,41 +310,73 @@ fn the_images_build_and_an_agent_image_streams_a_run_to_the_collector_image_over
         .args(["--client-key", "/etc/bounce/img-node.key"])
         .output()
         .unwrap();
-    let said = ok("the agent image's run", ran);
-    assert!(said.contains(&target.name), "{said}");
+    let said = ok("the agent image's run of the demo", ran);
+    let timelines = bounce_tests::read_timelines(&agent_state.join("run"));
+    assert_eq!(
+        timelines.len(),
+        3 * repeat as usize,
+        "the agent's run folder (in its volume) holds the demo's restarts:\n{said}"
+    );
+    for t in &timelines {
+        assert_eq!(
+            t.outcome,
+            bounce_wire::timeline::Outcome::Ok,
+            "{} round {}: {:?}\n{said}",
+            t.service,
+            t.iteration,
+            t.error
+        );
+    }
+
+    // What was restarted runs again: each container started anew, the
+    // worker healthy, the API listening.
+    for (c, before) in containers.iter().zip(&started_before) {
+        let state = &c.inspect()["State"];
+        assert_eq!(state["Running"], true, "{} is not running", c.name);
+        assert_ne!(
+            &state["StartedAt"].to_string(),
+            before,
+            "{} was not restarted",
+            c.name
+        );
+    }
+    containers[1].wait_healthy(120);
     assert!(
-        agent_state.join("run/timelines.jsonl").exists(),
-        "no run folder in the agent's volume"
+        listening(api_port),
+        "the demo API does not listen on 127.0.0.1:{api_port} after its restarts"
     );
 
+    // At the collector image: the run over the read API (admin token) ...
     let runs = runs_over_tls(port, &etc.join("ca.pem"), &dir);
     let line = runs
         .lines()
-        .find(|l| l.contains("img-run"))
+        .find(|l| l.contains("img-demo"))
         .unwrap_or_else(|| panic!("the run did not land at the collector image:\n{runs}"));
-    assert!(line.contains("images"), "{line}");
+    assert!(line.contains("demo"), "{line}");
     assert!(
         state.join("store.db").exists(),
         "the store is not in the volume"
     );
-    // Prometheus' view: /metrics from the image over TLS, the run's restart in it.
-    let metrics = ok(
-        "curl /metrics from the collector image",
-        Command::new("curl")
-            .args(["-sS", "--fail", "--cacert"])
-            .arg(etc.join("ca.pem"))
-            .arg(format!("https://localhost:{port}/metrics"))
-            .output()
-            .unwrap(),
+    // ... and Prometheus' view: /metrics with the metrics token, every
+    // restart of the run in it, ok; without a token, refused.
+    let (status, metrics) = scrape(port, &etc.join("ca.pem"), Some(METRICS_TOKEN));
+    assert_eq!(status, "200", "the metrics token reads /metrics: {metrics}");
+    for c in &containers {
+        let ok_line = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("bounce_restarts_total{deployment=\"demo\"")
+                    && l.contains(&format!("service=\"{}\"", c.name))
+                    && l.contains("outcome=\"ok\"")
+            })
+            .unwrap_or_else(|| panic!("no ok restarts of {} in /metrics:\n{metrics}", c.name));
+        assert!(ok_line.ends_with(&format!(" {repeat}")), "{ok_line}");
+    }
+    let (anonymous, _) = scrape(port, &etc.join("ca.pem"), None);
+    assert_eq!(
+        anonymous, "401",
+        "--protect-metrics refuses /metrics without a token"
     );
-    let restarts = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("bounce_restarts_total{deployment=\"images\"")
-                && l.contains("outcome=\"ok\"")
-        })
-        .unwrap_or_else(|| panic!("no bounce_restarts_total for the run in /metrics:\n{metrics}"));
-    assert!(restarts.ends_with(" 1"), "{restarts}");
 }
 
 fn chown(path: &Path, uid: u32) {
