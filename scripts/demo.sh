@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # The demo, in the shape a cluster runs: on a fresh Debian machine, set up a
 # Docker engine, start three throwaway containers that behave like kolla
-# services, make a private CA (openssl), start a collector with its embedded
-# store serving TLS, and let bounce-agent restart and time the containers
-# with scenarios/demo.yaml, streaming to the collector over TLS with a node
-# certificate. Then: the runs the collector holds, a report from its store
-# and an excerpt of its /metrics. Everything talks over loopback.
+# services, make a private CA (openssl) with its CRL, start a collector with
+# its embedded store serving TLS (node certificates checked against the CA
+# and the CRL, /metrics only for a metrics token, as deployed), and let
+# bounce-agent restart and time the containers with scenarios/demo.yaml,
+# streaming to the collector over TLS with a node certificate. Then: the
+# runs the collector holds, a report from its store, an excerpt of its
+# /metrics read as Prometheus reads it (with the metrics token), an
+# anonymous scrape refused, and the audit log of it all. Everything talks
+# over loopback.
 #
 # Results land in ./bounce-demo-out/<time>/: the agent's folder (run/), the
-# report from the store (report/), the CA and certificates (pki/), the
-# store (store.db) and the collector's log. The containers and the collector
-# are gone at the end.
+# report from the store (report/), the CA, CRL, certificates and tokens
+# (pki/), the store (store.db), the audit log and the collector's log. The
+# containers and the collector are gone at the end.
 #
-#   ./scripts/demo.sh                   # plan, run over TLS, runs, report, /metrics
+#   ./scripts/demo.sh                   # plan, run over TLS, runs, report, /metrics, audit log
 #   KEEP=1 ./scripts/demo.sh            # leave the demo containers running
 #   BOUNCE_DEMO_PORT=19465 ./scripts/demo.sh   # the collector's port (default 19465)
 set -euo pipefail
@@ -48,7 +52,7 @@ cleanup() {
 trap cleanup EXIT
 docker rm -f bounce-demo-api bounce-demo-worker bounce-demo-stubborn >/dev/null 2>&1 || true
 
-echo "== a private CA, the collector's certificate (localhost) and a node certificate (demo-node)"
+echo "== a private CA and its CRL, the collector's certificate (localhost), a node certificate (demo-node), tokens"
 # As docs/deploying.md shows an operator: EC P-256, the CA key stays here.
 key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
 key "$pki/ca.key"
@@ -61,18 +65,32 @@ issue() { # NAME SAN USAGE
 }
 issue collector "DNS:localhost,IP:127.0.0.1" serverAuth
 issue demo-node "DNS:demo-node" clientAuth
-# The operator's admin token (reads runs); agents need none: their certificate names them.
-head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$pki/admin.token"
-chmod 600 "$pki"/*.key "$pki/admin.token"
+# The CRL, revoking nothing yet, made with `openssl ca` as docs/deploying.md
+# shows (revoking later: openssl ca -config ca.cnf -revoke NODE.crt, -gencrl
+# again, then kill -HUP the collector).
+mkdir -p "$pki/ca-db" && : > "$pki/ca-db/index.txt" && echo 1000 > "$pki/ca-db/crlnumber"
+printf '%s\n' '[ca]' 'default_ca = bounce' '[bounce]' "database = $pki/ca-db/index.txt" \
+  "crlnumber = $pki/ca-db/crlnumber" "certificate = $pki/ca.pem" "private_key = $pki/ca.key" \
+  'default_md = sha256' 'default_crl_days = 2' 'crl_extensions = crl_ext' \
+  '[crl_ext]' 'authorityKeyIdentifier = keyid:always' > "$pki/ca.cnf"
+openssl ca -config "$pki/ca.cnf" -gencrl -out "$pki/crl.pem" 2>/dev/null
+# The operator's admin token (reads runs) and Prometheus's metrics token
+# (reads /metrics, nothing else); agents need none: their certificate names them.
+for t in admin metrics; do head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$pki/$t.token"; done
+chmod 600 "$pki"/*.key "$pki"/*.token
+scrape() { curl -sf --cacert "$pki/ca.pem" -H "Authorization: Bearer $(cat "$pki/metrics.token")" "$URL/metrics"; }
 
 echo "== starting the collector on $URL (store $out/store.db, log $out/collector.log)"
 "$COLLECTOR" serve --listen "127.0.0.1:$PORT" --store "$out/store.db" \
-  --tls-cert "$pki/collector.crt" --tls-key "$pki/collector.key" --client-ca "$pki/ca.pem" \
-  --admin-token-file "$pki/admin.token" --audit-log "$out/audit.jsonl" \
+  --tls-cert "$pki/collector.crt" --tls-key "$pki/collector.key" \
+  --client-ca "$pki/ca.pem" --tls-client-crl "$pki/crl.pem" \
+  --admin-token-file "$pki/admin.token" \
+  --protect-metrics --metrics-token-file "$pki/metrics.token" \
+  --audit-log "$out/audit.jsonl" \
   >"$out/collector.log" 2>&1 &
 collector_pid=$!
 for _ in $(seq 1 50); do
-  curl -sf --cacert "$pki/ca.pem" "$URL/metrics" >/dev/null && break
+  scrape >/dev/null && break
   kill -0 "$collector_pid" 2>/dev/null || { cat "$out/collector.log"; exit 1; }
   sleep 0.1
 done
@@ -105,11 +123,15 @@ echo "== the runs the collector holds (read API, admin token)"
 "$COLLECTOR" runs --collector "$URL" --ca-file "$pki/ca.pem" --token-file "$pki/admin.token"
 echo "== report from the collector's store (markdown + SVG charts + raw files)"
 "$COLLECTOR" report "$run_id" --store "$out/store.db" --out "$out/report"
-echo "== /metrics (excerpt)"
-metrics=$(curl -sf --cacert "$pki/ca.pem" "$URL/metrics")
+echo "== /metrics as Prometheus reads it, with the metrics token (excerpt)"
+metrics=$(scrape)
 # Restarts that ended ok, the p90 of each service's whole restart, the collector's own counters.
 grep -E '^bounce_restarts_total\{.*outcome="ok"|^bounce_restart_duration_hdr_seconds\{.*phase="total".*quantile="0.9"\}|^bounce_collector_(batches_total|runs|agents)' \
   <<<"$metrics" || echo "(no bounce_* series: see $out/collector.log)"
+anonymous=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$pki/ca.pem" "$URL/metrics" || true)
+echo "== /metrics without a token: HTTP $anonymous (--protect-metrics: only a metrics or admin token reads it)"
+echo "== the audit log ($out/audit.jsonl): admin requests and /metrics scrapes, allowed or refused"
+cat "$out/audit.jsonl"
 echo "== files"
 ls -l "$out" "$out/report"
 exit $status
