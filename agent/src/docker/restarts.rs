@@ -132,6 +132,12 @@ impl RestartTracker {
         self.by_id.get(id).is_some_and(|p| !p.started)
     }
 
+    /// Whether a restart of container `name` is open or still fed (its
+    /// events, not its state, say what happened).
+    pub fn holds(&self, name: &str) -> bool {
+        self.removed.contains_key(name) || self.by_id.values().any(|p| p.facts.key.name == name)
+    }
+
     /// Folds one container event in; a restart that reached its start comes back.
     pub fn apply(&mut self, ev: &EventMessage) -> Option<Started> {
         let (Some(at), Some(id)) = (ev.time_nano, ev.actor.as_ref().and_then(|a| a.id.clone()))

@@ -10,7 +10,7 @@ use crate::output::{OutputError, append_timeline};
 use crate::stream::{Collector, Streamer};
 use bounce_wire::folder::TIMELINES;
 use bounce_wire::ingest::{RunEnd, RunHeader};
-use bounce_wire::{NodeFacts, RunId, RunIdentity, TargetRef, TimelineRecord};
+use bounce_wire::{NodeFacts, RunId, RunIdentity, Source, TargetRef, TimelineRecord};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -63,7 +63,8 @@ fn unit_key(rec: &TimelineRecord) -> Option<RestartKey> {
 }
 
 /// The key of the container restart a record holds (a wrapped container's,
-/// for a unit's record).
+/// for a unit's record). One found from the container's state (no event:
+/// `away.rs`) is keyed by its first stamp.
 fn engine_key(rec: &TimelineRecord) -> Option<RestartKey> {
     let name = match &rec.target {
         TargetRef::CephOsd {
@@ -71,9 +72,17 @@ fn engine_key(rec: &TimelineRecord) -> Option<RestartKey> {
         } => c.clone(),
         _ => rec.service.clone(),
     };
+    let from_state = || {
+        let first = rec.timestamps.first()?;
+        matches!(first.source, Source::DockerState { .. }).then_some(first.unix_nanos)
+    };
     Some(RestartKey {
         name,
-        opened_at: rec.events.first()?.unix_nanos,
+        opened_at: rec
+            .events
+            .first()
+            .map(|e| e.unix_nanos)
+            .or_else(from_state)?,
     })
 }
 

@@ -27,6 +27,8 @@
 //! `/_ping`, `/version`, `/events`, `/containers/{id}/json`; exec probes add
 //! `POST /containers/{id}/exec`, `POST /exec/{id}/start`, `GET /exec/{id}/json`.
 
+pub mod away;
+pub mod book;
 pub mod config;
 pub mod cursor;
 pub mod days;
@@ -45,6 +47,7 @@ use crate::systemd::SystemdManager;
 use crate::systemd::restarts::{UnitBook, UnitHooks, UnitSet, WatchedUnit};
 use crate::timeline::realtime_nanos;
 use bollard::query_parameters::EventsOptions;
+use book::ContainerBook;
 use bounce_wire::{Origin, Outcome, TargetRef, TimelineRecord};
 use config::WatchConfig;
 use cursor::Cursor;
@@ -253,6 +256,11 @@ pub async fn watch(
     // A unit's restart found from its stamps may have opened before the
     // last book was saved (the book keeps a restart still followed out).
     let book_since = book.lock().expect("the unit book").previous_at();
+    let mut containers = ContainerBook::open(cursor_dir);
+    let book_since = match (book_since, containers.previous_at()) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let recorded_from = book_since.map_or(since, |b| b.min(since) - UNITS_LOOKBACK);
     let recorded = Arc::new(runs.recorded_since(recorded_from));
     if cursor.saved().is_some() {
@@ -261,8 +269,19 @@ pub async fn watch(
             bounce_wire::civil::utc(since),
             recorded.len()
         );
-        replay::say_what_is_lost(engine, since).await;
+        let held = replay::held_since(engine, since).await;
+        let again = Again {
+            held: held.as_ref(),
+            words: "while no watcher ran",
+            open: &|n| is_wrapped(n),
+            recorded: &|k| recorded.contains(k),
+        };
+        containers_again(engine, &mut containers, again, &mut runs).await?;
+    } else if let Some(read) = away::read_all(engine).await {
+        // A first start: what the next watcher compares with.
+        containers.replace(away::book_of(&read));
     }
+    containers.save()?;
     let (unit_tx, mut unit_rx) = tokio::sync::mpsc::unbounded_channel();
     // Fired when the watcher stops: units and OSDs hand on what they have.
     let (stopping, stopped) = abort_pair();
@@ -297,6 +316,9 @@ pub async fn watch(
                         continue;
                     }
                     let id = ev.actor.as_ref().and_then(|a| a.id.clone()).unwrap_or_default();
+                    if ev.action.as_deref() == Some("start") {
+                        container_started(&mut containers, &ev, &id);
+                    }
                     let was_open = tracker.is_open(&id);
                     let started = tracker.apply(&ev);
                     if !was_open && tracker.is_open(&id) && ev.time_nano.unwrap_or(0) >= watching_since {
@@ -326,7 +348,18 @@ pub async fn watch(
             _ = retry.tick(), if events.is_none() => {
                 let bound = Instant::now() + RECONNECT_EVERY;
                 if engine.wait_answering(bound, &abort).await.is_ok() {
-                    events = Some(events_since(engine, seen.resume_from()));
+                    // Events from before a restart of the engine are gone:
+                    // the containers' state says what they hid.
+                    let from = seen.resume_from();
+                    let held = replay::held_since(engine, from).await;
+                    let again = Again {
+                        held: held.as_ref(),
+                        words: "while the engine was away",
+                        open: &|n| is_wrapped(n) || tracker.holds(n),
+                        recorded: &|k| recorded.contains(k),
+                    };
+                    containers_again(engine, &mut containers, again, &mut runs).await?;
+                    events = Some(events_since(engine, from));
                 }
             }
             Some((key, id, followed)) = following.next() => {
@@ -352,6 +385,9 @@ pub async fn watch(
                 }
                 let oldest = tracker.oldest_open().into_iter().chain(in_flight.first().map(|k| k.opened_at)).min();
                 let at = oldest.unwrap_or(seen.newest());
+                // The book never lags the cursor: a start seen is not
+                // found again from the state.
+                containers.save()?;
                 cursor.save(at).map_err(|e| WatchError::Cursor(cursor_dir.display().to_string(), e))?;
                 // Units' restarts handed on are written before the book
                 // says the units moved past them.
@@ -387,11 +423,66 @@ pub async fn watch(
         .into_iter()
         .chain(in_flight.first().map(|k| k.opened_at))
         .min();
+    containers.save()?;
     cursor
         .save(oldest.unwrap_or(seen.newest()))
         .map_err(|e| WatchError::Cursor(cursor_dir.display().to_string(), e))?;
     book.lock().expect("the unit book").save()?;
     Ok(runs)
+}
+
+/// How containers are read again after a gap.
+struct Again<'a> {
+    /// What the engine held since the cursor (none: not known, nothing compared).
+    held: Option<&'a replay::Held>,
+    words: &'static str,
+    /// A container whose restarts are followed otherwise (wrapped by a
+    /// unit, or open from its events).
+    open: &'a dyn Fn(&str) -> bool,
+    recorded: &'a dyn Fn(&RestartKey) -> bool,
+}
+
+/// Every container read again and compared with the book: a restart the
+/// engine no longer holds is recorded from its state (`away`), then the
+/// book moves on.
+async fn containers_again(
+    engine: &DockerEngine,
+    book: &mut ContainerBook,
+    again: Again<'_>,
+    runs: &mut WatchRuns,
+) -> Result<(), WatchError> {
+    let Some(held) = again.held else {
+        return Ok(());
+    };
+    let Some(read) = away::read_all(engine).await else {
+        return Ok(());
+    };
+    let gap = away::Gap {
+        words: again.words,
+        held,
+    };
+    let last = |n: &str| book.last(n).cloned();
+    let (found, keep) = away::found(&read, &last, &gap, again.open, again.recorded);
+    eprintln!(
+        "watch: {} container(s) read {}: {} restarted without their events held by the engine",
+        read.len(),
+        again.words,
+        found.len()
+    );
+    for (key, followed) in found {
+        record(runs, &key, followed)?;
+    }
+    book.replace(keep);
+    Ok(())
+}
+
+/// A `start` event: the container's book entry moves on to it.
+fn container_started(book: &mut ContainerBook, ev: &bollard::models::EventMessage, id: &str) {
+    let attrs = ev.actor.as_ref().and_then(|a| a.attributes.as_ref());
+    let attr = |k: &str| attrs.and_then(|m| m.get(k)).map_or("", |v| v.as_str());
+    if let Some(at) = ev.time_nano {
+        book.started(attr("name"), id, attr("image"), at);
+    }
 }
 
 /// The next event, or nothing while the engine is away.

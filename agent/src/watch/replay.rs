@@ -4,11 +4,13 @@
 //! a kolla node the health checks' exec events alone come several a
 //! second), and none from before its own restart. When the engine holds
 //! that many and the oldest is newer than the cursor, what happened in
-//! between may be gone: said, with the span, at resume.
+//! between may be gone: said, with the span, at resume. Which containers'
+//! stops it still holds tells `away.rs` whose restarts the replay covers.
 
 use crate::docker::DockerEngine;
 use bollard::query_parameters::EventsOptions;
 use futures_util::StreamExt;
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// How many events dockerd keeps to replay (moby's `eventsLimit`).
@@ -34,34 +36,61 @@ pub fn lost_span(since: i64, held: usize, oldest: Option<i64>) -> Option<(i64, i
     }
 }
 
+/// What the engine held since the cursor when asked.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// Asked up to this instant (what happens later is followed live).
+    pub until: i64,
+    /// The span whose events may be gone (see [`lost_span`]).
+    pub lost: Option<(i64, i64)>,
+    /// Per container name, its latest `kill` or `die` the engine holds:
+    /// a restart opened by it is replayed, and recorded from its events.
+    pub stops: HashMap<String, i64>,
+}
+
 /// Asks the engine for every event it holds since `since` (bounded) and
-/// says when restarts before the oldest may not be replayed.
-pub async fn say_what_is_lost(engine: &DockerEngine, since: i64) {
-    let now = crate::timeline::realtime_nanos();
+/// says when restarts before the oldest may not be replayed; none when it
+/// did not answer in time.
+pub async fn held_since(engine: &DockerEngine, since: i64) -> Option<Held> {
+    let until = crate::timeline::realtime_nanos();
     let options = EventsOptions {
         since: Some(engine_stamp(since)),
-        until: Some(engine_stamp(now)),
+        until: Some(engine_stamp(until)),
         filters: None,
     };
     let ask = async {
         let mut events = engine.client().events(Some(options));
-        let (mut held, mut oldest) = (0usize, None);
+        let (mut count, mut oldest) = (0usize, None);
+        let mut stops: HashMap<String, i64> = HashMap::new();
         while let Some(Ok(ev)) = events.next().await {
-            held += 1;
+            count += 1;
             oldest = oldest.or(ev.time_nano);
+            let stop = matches!(ev.action.as_deref(), Some("kill" | "die"));
+            let name = ev.actor.as_ref().and_then(|a| a.attributes.as_ref());
+            let name = name.and_then(|m| m.get("name"));
+            if let (true, Some(name), Some(at)) = (stop, name, ev.time_nano) {
+                let latest = stops.entry(name.clone()).or_insert(at);
+                *latest = (*latest).max(at);
+            }
         }
-        (held, oldest)
+        (count, oldest, stops)
     };
-    let Ok((held, oldest)) = tokio::time::timeout(ASK_BOUND, ask).await else {
-        return;
-    };
-    if let Some((from, to)) = lost_span(since, held, oldest) {
+    let Ok((count, oldest, stops)) = tokio::time::timeout(ASK_BOUND, ask).await else {
         eprintln!(
-            "warning: watch: the Docker engine keeps only its last {ENGINE_KEEPS} events; the oldest it still holds is from {}, so container restarts between {} and then may not be replayed and are not timed",
+            "watch: the Docker engine did not say within {}s what it still holds: containers' restarts it no longer holds are not looked for",
+            ASK_BOUND.as_secs()
+        );
+        return None;
+    };
+    let lost = lost_span(since, count, oldest);
+    if let Some((from, to)) = lost {
+        eprintln!(
+            "warning: watch: the Docker engine keeps only its last {ENGINE_KEEPS} events; the oldest it still holds is from {}, so container restarts between {} and then may not be replayed: they are looked for in the containers' own state",
             bounce_wire::civil::utc(to),
             bounce_wire::civil::utc(from)
         );
     }
+    Some(Held { until, lost, stops })
 }
 
 #[cfg(test)]
