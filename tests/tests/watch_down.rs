@@ -4,7 +4,11 @@
 //! (`watch-units.json`), and recorded once; a watcher started again with
 //! nothing new records nothing (on a private systemd user manager). The
 //! engine replays containers' events since the cursor, but only its last
-//! 256: a watcher says when more happened while it was stopped.
+//! 256 (and none from before its own restart): a watcher says when more
+//! happened while it was stopped, and finds a container restart whose
+//! events are gone from the container's own state against what the last
+//! watcher knew (`watch-containers.json`), recorded once; one the engine
+//! still holds is recorded from its events, once (on a node's own dockerd).
 
 use bounce_tests::*;
 use bounce_wire::{BoundaryName, Cause, Outcome, TimelineRecord};
@@ -234,4 +238,145 @@ fn a_watcher_says_when_the_engine_no_longer_holds_what_happened_while_it_was_sto
         log.contains("the Docker engine keeps only its last 256 events"),
         "{log}"
     );
+}
+
+/// The simulated node whose engine this test floods and restarts.
+const NODE: &str = "watch-down";
+
+/// Containers on the node's engine: removed, and the engine stopped, when dropped.
+struct NodeContainers {
+    host: String,
+    names: Vec<String>,
+}
+
+impl Drop for NodeContainers {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = docker_on(&self.host, &["rm", "-f", n]);
+        }
+        docker_node_stop(NODE, "down");
+    }
+}
+
+/// A container's state stamp (`StartedAt`, `FinishedAt`) in unix nanos.
+fn state_stamp(host: &str, name: &str, field: &str) -> i64 {
+    let f = format!("{{{{.State.{field}}}}}");
+    let out = docker_on(host, &["inspect", "-f", &f, name]).expect("docker inspect");
+    rfc3339_nanos(&out)
+}
+
+/// Waits (bounded) until `name` runs.
+fn wait_running(host: &str, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while docker_on(host, &["inspect", "-f", "{{.State.Running}}", name]).as_deref() != Ok("true") {
+        assert!(Instant::now() < deadline, "{name} did not run again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What the records of a container restart found from its state say.
+const FROM_STATE: &str = "found from the container's own state";
+
+#[test]
+fn watch_records_once_from_their_state_the_container_restarts_the_engine_no_longer_holds() {
+    docker_up();
+    let host = docker_node_up(NODE);
+    let pid = std::process::id();
+    let c = NodeContainers {
+        host: host.clone(),
+        names: vec![
+            format!("bounce-t-down-lost-{pid}"),
+            format!("bounce-t-down-held-{pid}"),
+        ],
+    };
+    let (lost, held) = (c.names[0].as_str(), c.names[1].as_str());
+    for n in &c.names {
+        let _ = docker_on(&host, &["rm", "-f", n]);
+        let script = "trap '' USR1; trap 'exit 0' TERM; while :; do sleep 0.1; done";
+        let run = [
+            "run",
+            "-d",
+            "--name",
+            n,
+            "--restart",
+            "always",
+            "--network",
+            "none",
+            IMAGE,
+            "sh",
+            "-c",
+            script,
+        ];
+        docker_on(&host, &run).expect("a container on the node's engine");
+    }
+    let dir = Scratch::new("watch-down-state");
+    let out = dir.path("watch");
+    let env = [("DOCKER_HOST", host.as_str())];
+    // The first watcher leaves what it knew of every container.
+    WatchProcess::start_env(&out, &[], &env).terminate();
+    assert!(out.join("watch-containers.json").exists());
+
+    // Restarted while no watcher ran, the engine still holding its events:
+    // recorded from them when replayed, once.
+    docker_on(&host, &["restart", "-t", "2", held]).expect("docker restart");
+    let mut w = WatchProcess::start_env(&out, &[], &env);
+    let r = wait_record(&out, held);
+    assert!(!r.events.is_empty(), "from its events: {r:#?}");
+    assert!(!r.notes.iter().any(|n| n.contains(FROM_STATE)), "{r:#?}");
+    w.terminate();
+
+    // Restarted, then more events than the engine keeps (each ignored
+    // signal is a `kill` event): its stop is no longer held.
+    docker_on(&host, &["restart", "-t", "2", lost]).expect("docker restart");
+    let (exited, started) = (
+        state_stamp(&host, lost, "FinishedAt"),
+        state_stamp(&host, lost, "StartedAt"),
+    );
+    let mut args = vec!["kill", "-s", "USR1"];
+    args.extend(std::iter::repeat_n(lost, 300));
+    docker_on(&host, &args).expect("signalling the container");
+    let mut w = WatchProcess::start_env(&out, &[], &env);
+    let r = wait_record(&out, lost);
+    assert!(r.events.is_empty(), "not from events: {r:#?}");
+    assert!(r.notes.iter().any(|n| n.contains(FROM_STATE)), "{r:#?}");
+    assert_eq!(
+        (r.cause, r.outcome),
+        (Some(Cause::StopStart), Outcome::Incomplete),
+        "{r:#?}"
+    );
+    assert_eq!(
+        r.boundary(BoundaryName::Exited).map(|b| b.unix_nanos),
+        Some(exited)
+    );
+    assert_eq!(
+        r.boundary(BoundaryName::Started).map(|b| b.unix_nanos),
+        Some(started)
+    );
+    w.terminate();
+
+    // Started again with nothing new: still one of each.
+    WatchProcess::start_env(&out, &[], &env).terminate();
+    assert_eq!(watch_records_of(&out, lost).len(), 1, "lost: once");
+    assert_eq!(watch_records_of(&out, held).len(), 1, "held: once");
+
+    // The engine restarted while no watcher ran (its events go with it);
+    // its restart policy starts the containers again.
+    docker_node_stop(NODE, "down");
+    docker_node_up(NODE);
+    wait_running(&host, lost);
+    wait_running(&host, held);
+    let started = state_stamp(&host, lost, "StartedAt");
+    let _w = WatchProcess::start_env(&out, &[], &env);
+    for n in [lost, held] {
+        let all = watch_records_of(&out, n);
+        assert_eq!(all.len(), 2, "{n}: one more: {all:#?}");
+        let r = &all[1];
+        assert!(r.notes.iter().any(|n| n.contains(FROM_STATE)), "{r:#?}");
+        if n == lost {
+            assert_eq!(
+                r.boundary(BoundaryName::Started).map(|b| b.unix_nanos),
+                Some(started)
+            );
+        }
+    }
 }

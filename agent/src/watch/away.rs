@@ -1,8 +1,8 @@
 //! Container restarts whose events the engine no longer holds (its ring
 //! of 256 moved past them, or it restarted since: none survive that),
 //! found from each container's own state: `State.StartedAt` moved past
-//! what the last watcher knew (`book.rs`) and the engine holds no `kill`
-//! or `die` of it since (`replay::Held`; a restart it holds is replayed
+//! what the last watcher knew (`book.rs`) and the engine holds no `die`
+//! of it since (`replay::Held`; a restart it holds is replayed
 //! and recorded from its events, never twice). Each such container is
 //! recorded once, its last restart only (each stamp holds the latest
 //! transition): exited at `FinishedAt` when it lies in between, started at

@@ -43,8 +43,9 @@ pub struct Held {
     pub until: i64,
     /// The span whose events may be gone (see [`lost_span`]).
     pub lost: Option<(i64, i64)>,
-    /// Per container name, its latest `kill` or `die` the engine holds:
-    /// a restart opened by it is replayed, and recorded from its events.
+    /// Per container name, its latest `die` the engine holds: the restart
+    /// it belongs to is replayed, and recorded from its events (a `kill`
+    /// alone stops nothing: a signal the container ignores is one too).
     pub stops: HashMap<String, i64>,
 }
 
@@ -65,7 +66,7 @@ pub async fn held_since(engine: &DockerEngine, since: i64) -> Option<Held> {
         while let Some(Ok(ev)) = events.next().await {
             count += 1;
             oldest = oldest.or(ev.time_nano);
-            let stop = matches!(ev.action.as_deref(), Some("kill" | "die"));
+            let stop = ev.action.as_deref() == Some("die");
             let name = ev.actor.as_ref().and_then(|a| a.attributes.as_ref());
             let name = name.and_then(|m| m.get("name"));
             if let (true, Some(name), Some(at)) = (stop, name, ev.time_nano) {
