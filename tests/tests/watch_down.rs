@@ -274,6 +274,15 @@ fn wait_running(host: &str, name: &str) {
     }
 }
 
+/// Waits (bounded) until the `n`th start of `name` ignores USR1 (its log says so).
+fn wait_ignoring(host: &str, name: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while docker_on(host, &["logs", name]).map_or(0, |l| l.matches("ignoring").count()) < n {
+        assert!(Instant::now() < deadline, "{name} did not start {n} times");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// What the records of a container restart found from its state say.
 const FROM_STATE: &str = "found from the container's own state";
 
@@ -292,7 +301,7 @@ fn watch_records_once_from_their_state_the_container_restarts_the_engine_no_long
     let (lost, held) = (c.names[0].as_str(), c.names[1].as_str());
     for n in &c.names {
         let _ = docker_on(&host, &["rm", "-f", n]);
-        let script = "trap '' USR1; trap 'exit 0' TERM; while :; do sleep 0.1; done";
+        let script = "trap '' USR1; trap 'exit 0' TERM; echo ignoring; while :; do sleep 0.1; done";
         let run = [
             "run",
             "-d",
@@ -328,6 +337,8 @@ fn watch_records_once_from_their_state_the_container_restarts_the_engine_no_long
     // Restarted, then more events than the engine keeps (each ignored
     // signal is a `kill` event): its stop is no longer held.
     docker_on(&host, &["restart", "-t", "2", lost]).expect("docker restart");
+    // A signal before its shell ignores it would end the container.
+    wait_ignoring(&host, lost, 2);
     let (exited, started) = (
         state_stamp(&host, lost, "FinishedAt"),
         state_stamp(&host, lost, "StartedAt"),
