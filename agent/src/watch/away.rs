@@ -18,11 +18,14 @@ use crate::docker::restarts::RestartKey;
 use crate::timeline::{Ending, Timeline, parse_rfc3339_nanos};
 use bollard::query_parameters::ListContainersOptions;
 use bounce_wire::{Action, BoundaryName, Cause, Outcome, Recreated, Source, TargetRef};
+use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// How long reading every container may take.
 const READ_BOUND: Duration = Duration::from_secs(30);
+/// How many containers are inspected at once.
+const READ_AT_ONCE: usize = 8;
 
 /// One container's state now (unix nanos).
 #[derive(Debug, Clone, Default)]
@@ -192,6 +195,24 @@ pub fn followed(name: &str, id: &str, found: FromStamps) -> Followed {
     }
 }
 
+/// One container's state, by name (none: removed meanwhile).
+async fn read_one(engine: &DockerEngine, id: String) -> Option<(String, Now)> {
+    let info = engine.client().inspect_container(&id, None).await.ok()?;
+    let name = info.name.as_deref().unwrap_or(&id);
+    let name = name.trim_start_matches('/').to_string();
+    let state = info.state.unwrap_or_default();
+    let stamp = |s: Option<String>| s.as_deref().and_then(parse_rfc3339_nanos);
+    let now = Now {
+        image: info.config.and_then(|c| c.image).unwrap_or_default(),
+        created_at: stamp(info.created),
+        started_at: stamp(state.started_at),
+        finished_at: stamp(state.finished_at),
+        restart_count: info.restart_count,
+        id,
+    };
+    Some((name, now))
+}
+
 /// Every container's state, by name (bounded; none if the engine did not answer).
 pub async fn read_all(engine: &DockerEngine) -> Option<BTreeMap<String, Now>> {
     let read = async {
@@ -200,25 +221,11 @@ pub async fn read_all(engine: &DockerEngine) -> Option<BTreeMap<String, Now>> {
             ..Default::default()
         };
         let list = engine.client().list_containers(Some(options)).await.ok()?;
-        let mut all = BTreeMap::new();
-        for c in list {
-            let Some(id) = c.id else { continue };
-            let Ok(info) = engine.client().inspect_container(&id, None).await else {
-                continue; // removed meanwhile
-            };
-            let name = info.name.as_deref().unwrap_or(&id);
-            let state = info.state.unwrap_or_default();
-            let stamp = |s: Option<String>| s.as_deref().and_then(parse_rfc3339_nanos);
-            let now = Now {
-                id: id.clone(),
-                image: info.config.and_then(|c| c.image).unwrap_or_default(),
-                created_at: stamp(info.created),
-                started_at: stamp(state.started_at),
-                finished_at: stamp(state.finished_at),
-                restart_count: info.restart_count,
-            };
-            all.insert(name.trim_start_matches('/').to_string(), now);
-        }
+        // A few at once: a node may run hundreds, and the watcher waits.
+        let read = futures_util::stream::iter(list.into_iter().filter_map(|c| c.id))
+            .map(|id| read_one(engine, id))
+            .buffer_unordered(READ_AT_ONCE);
+        let all: BTreeMap<String, Now> = read.filter_map(|c| async { c }).collect().await;
         Some(all)
     };
     let all = tokio::time::timeout(READ_BOUND, read).await.ok().flatten();
