@@ -19,7 +19,7 @@ use crate::timeline::{Ending, Timeline, parse_rfc3339_nanos};
 use bollard::query_parameters::ListContainersOptions;
 use bounce_wire::{Action, BoundaryName, Cause, Outcome, Recreated, Source, TargetRef};
 use futures_util::StreamExt;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// How long reading every container may take.
@@ -195,10 +195,10 @@ pub fn followed(name: &str, id: &str, found: FromStamps) -> Followed {
     }
 }
 
-/// One container's state, by name (none: removed meanwhile).
-async fn read_one(engine: &DockerEngine, id: String) -> Option<(String, Now)> {
-    let info = engine.client().inspect_container(&id, None).await.ok()?;
-    let name = info.name.as_deref().unwrap_or(&id);
+/// One container's state, by name (none: removed meanwhile). `of`: its id or name.
+async fn read_one(engine: &DockerEngine, of: String) -> Option<(String, Now)> {
+    let info = engine.client().inspect_container(&of, None).await.ok()?;
+    let name = info.name.as_deref().unwrap_or(&of);
     let name = name.trim_start_matches('/').to_string();
     let state = info.state.unwrap_or_default();
     let stamp = |s: Option<String>| s.as_deref().and_then(parse_rfc3339_nanos);
@@ -208,22 +208,40 @@ async fn read_one(engine: &DockerEngine, id: String) -> Option<(String, Now)> {
         started_at: stamp(state.started_at),
         finished_at: stamp(state.finished_at),
         restart_count: info.restart_count,
-        id,
+        id: info.id.unwrap_or(of),
     };
     Some((name, now))
 }
 
-/// Every container's state, by name (bounded; none if the engine did not answer).
-pub async fn read_all(engine: &DockerEngine) -> Option<BTreeMap<String, Now>> {
+/// Every container's state, by name (bounded; none if the engine did not
+/// answer): those it lists, and those `known` names. A proxy that refuses
+/// the list (`GET /containers/json`) leaves the known ones only (said).
+pub async fn read_all(engine: &DockerEngine, known: Vec<String>) -> Option<BTreeMap<String, Now>> {
     let read = async {
         let options = ListContainersOptions {
             all: true,
             ..Default::default()
         };
-        let list = engine.client().list_containers(Some(options)).await.ok()?;
+        let listed = match engine.client().list_containers(Some(options)).await {
+            Ok(list) => list,
+            Err(e) => {
+                eprintln!(
+                    "watch: the engine did not list its containers ({}): only those the watcher knew are read again",
+                    crate::docker::cause(&e)
+                );
+                Vec::new()
+            }
+        };
+        let names: BTreeSet<String> = listed
+            .iter()
+            .filter_map(|c| c.names.as_ref()?.first().cloned())
+            .map(|n| n.trim_start_matches('/').to_string())
+            .collect();
+        let of = listed.into_iter().filter_map(|c| c.id);
+        let of = of.chain(known.into_iter().filter(|n| !names.contains(n)));
         // A few at once: a node may run hundreds, and the watcher waits.
-        let read = futures_util::stream::iter(list.into_iter().filter_map(|c| c.id))
-            .map(|id| read_one(engine, id))
+        let read = futures_util::stream::iter(of)
+            .map(|of| read_one(engine, of))
             .buffer_unordered(READ_AT_ONCE);
         let all: BTreeMap<String, Now> = read.filter_map(|c| async { c }).collect().await;
         Some(all)

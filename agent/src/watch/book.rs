@@ -80,6 +80,11 @@ impl ContainerBook {
         self.now.get(name)
     }
 
+    /// The names of the containers known.
+    pub fn names(&self) -> Vec<String> {
+        self.now.keys().cloned().collect()
+    }
+
     /// Every container as read now replaces what was known (containers
     /// gone are forgotten).
     pub fn replace(&mut self, read: BTreeMap<String, Known>) {

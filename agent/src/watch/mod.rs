@@ -24,7 +24,9 @@
 //! its configuration (`config`) run in a container.
 //!
 //! Docker API it uses (GET only, unless exec probes are configured):
-//! `/_ping`, `/version`, `/events`, `/containers/{id}/json`; exec probes add
+//! `/_ping`, `/version`, `/events`, `/containers/json` (at start and when the
+//! engine is back; a proxy refusing it limits `away` to containers known),
+//! `/containers/{id}/json`; exec probes add
 //! `POST /containers/{id}/exec`, `POST /exec/{id}/start`, `GET /exec/{id}/json`.
 
 pub mod away;
@@ -277,7 +279,7 @@ pub async fn watch(
             recorded: &|k| recorded.contains(k),
         };
         containers_again(engine, &mut containers, again, &mut runs).await?;
-    } else if let Some(read) = away::read_all(engine).await {
+    } else if let Some(read) = away::read_all(engine, Vec::new()).await {
         // A first start: what the next watcher compares with.
         containers.replace(away::book_of(&read));
     }
@@ -454,7 +456,7 @@ async fn containers_again(
     let Some(held) = again.held else {
         return Ok(());
     };
-    let Some(read) = away::read_all(engine).await else {
+    let Some(read) = away::read_all(engine, book.names()).await else {
         return Ok(());
     };
     let gap = away::Gap {
