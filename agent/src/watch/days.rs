@@ -378,4 +378,53 @@ mod tests {
         }));
         let _ = std::fs::remove_dir_all(&root);
     }
+
+    #[test]
+    fn a_restart_found_from_the_containers_state_is_known_again_by_its_first_stamp() {
+        use crate::watch::away::{Gap, Now, compare, followed};
+        use crate::watch::book::Known;
+        use crate::watch::replay::Held;
+        let root = std::env::temp_dir().join(format!("bounce-days-state-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let identity = WatchIdentity {
+            deployment: "lab".into(),
+            node: NodeFacts {
+                hostname: "node-1".into(),
+                ..NodeFacts::default()
+            },
+            config_text: None,
+        };
+        let at = 1_796_031_378_829_826_000; // 2026-11-30T09:36:18Z
+        let known = Known {
+            id: "c1".into(),
+            image: "nova:1".into(),
+            started_at: at - 1_000_000_000,
+            restart_count: Some(0),
+        };
+        let now = Now {
+            id: "c1".into(),
+            image: "nova:1".into(),
+            created_at: None,
+            started_at: Some(at + 2_000_000_000),
+            finished_at: Some(at),
+            restart_count: Some(0),
+        };
+        let held = Held {
+            until: at + 10_000_000_000,
+            ..Held::default()
+        };
+        let gap = Gap {
+            words: "while no watcher ran",
+            held: &held,
+        };
+        let found = compare("nova_api", &known, &now, &gap).unwrap();
+        let key = found.key("nova_api");
+        let mut runs = WatchRuns::new(&root, identity, None);
+        let f = followed("nova_api", "c1", found);
+        let rec = f.timeline.finish(&runs.labels(at).unwrap(), f.ending);
+        assert_eq!(key_of(&rec), Some(key.clone()));
+        runs.record(&rec, at as u64).unwrap();
+        assert!(runs.recorded_since(at).contains(&key));
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }
