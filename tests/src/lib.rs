@@ -521,6 +521,21 @@ pub fn unit_usec_prop(name: &str, p: &str) -> i64 {
 }
 
 impl SystemdEnv {
+    /// Asserts that boundary `b` of `r` is systemd's own realtime stamp `p`
+    /// of `unit` (ours is its monotonic one placed on the realtime axis:
+    /// within 2 ms).
+    pub fn agrees(&self, r: &TimelineRecord, b: bounce_wire::BoundaryName, unit: &str, p: &str) {
+        let got = r
+            .boundary(b)
+            .unwrap_or_else(|| panic!("{b:?} missing: {r:#?}"))
+            .unix_nanos;
+        let systemd = self.usec_prop(unit, p) * 1000;
+        assert!(
+            (got - systemd).abs() < 2_000_000,
+            "{b:?} {got} vs systemd's {p} {systemd}: {r:#?}"
+        );
+    }
+
     /// A µs timestamp property of a unit of this manager, read raw over
     /// D-Bus (systemctl formats them).
     pub fn usec_prop(&self, name: &str, p: &str) -> i64 {
@@ -1218,6 +1233,22 @@ impl Drop for PrivateUnit {
         let _ = self.env.systemctl(&["stop", &self.name]);
         let _ = std::fs::remove_file(self.env.unit_dir.join(&self.name));
         let _ = self.env.systemctl(&["exit"]);
+    }
+}
+
+/// Unit files of a private manager, disabled and removed when dropped.
+pub struct UnitFiles<'a> {
+    pub env: &'a SystemdEnv,
+    pub names: Vec<String>,
+}
+
+impl Drop for UnitFiles<'_> {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = self.env.systemctl(&["disable", n]);
+            let _ = self.env.systemctl(&["stop", n]);
+            let _ = std::fs::remove_file(self.env.unit_dir.join(n));
+        }
     }
 }
 

@@ -46,36 +46,6 @@ fn wait_record(out: &Path, service: &str) -> TimelineRecord {
     }
 }
 
-/// The boundary is systemd's own realtime stamp `p` of the unit (ours is its
-/// monotonic one placed on the realtime axis: within 2 ms).
-fn agrees(env: &SystemdEnv, r: &TimelineRecord, b: BoundaryName, unit: &str, p: &str) {
-    let got = r
-        .boundary(b)
-        .unwrap_or_else(|| panic!("{b:?} missing: {r:#?}"))
-        .unix_nanos;
-    let systemd = env.usec_prop(unit, p) * 1000;
-    assert!(
-        (got - systemd).abs() < 2_000_000,
-        "{b:?} {got} vs systemd's {p} {systemd}: {r:#?}"
-    );
-}
-
-/// Unit files of a private manager, disabled and removed when dropped.
-struct UnitFiles<'a> {
-    env: &'a SystemdEnv,
-    names: Vec<String>,
-}
-
-impl Drop for UnitFiles<'_> {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = self.env.systemctl(&["disable", n]);
-            let _ = self.env.systemctl(&["stop", n]);
-            let _ = std::fs::remove_file(self.env.unit_dir.join(n));
-        }
-    }
-}
-
 #[test]
 fn watch_records_once_what_units_did_while_it_was_stopped() {
     let manager = PrivateUnit {
@@ -142,22 +112,19 @@ fn watch_records_once_what_units_did_while_it_was_stopped() {
             && r.notes.iter().any(|n| n.contains("not told apart")),
         "{r:#?}"
     );
-    agrees(
-        env,
+    env.agrees(
         &r,
         BoundaryName::Requested,
         &restarted,
         "ActiveExitTimestamp",
     );
-    agrees(
-        env,
+    env.agrees(
         &r,
         BoundaryName::Exited,
         &restarted,
         "InactiveEnterTimestamp",
     );
-    agrees(
-        env,
+    env.agrees(
         &r,
         BoundaryName::Started,
         &restarted,
@@ -180,20 +147,8 @@ fn watch_records_once_what_units_did_while_it_was_stopped() {
             .any(|n| n.contains("the watcher was not running")),
         "{d:#?}"
     );
-    agrees(
-        env,
-        &d,
-        BoundaryName::Requested,
-        &stopped,
-        "ActiveExitTimestamp",
-    );
-    agrees(
-        env,
-        &d,
-        BoundaryName::Started,
-        &stopped,
-        "ActiveEnterTimestamp",
-    );
+    env.agrees(&d, BoundaryName::Requested, &stopped, "ActiveExitTimestamp");
+    env.agrees(&d, BoundaryName::Started, &stopped, "ActiveEnterTimestamp");
     w.terminate();
 
     // Started again with nothing new: nothing recorded again.

@@ -178,33 +178,6 @@ fn watch_follows_a_managers_bus_again_and_times_the_next_unit_restart_once() {
 /// Another private user manager, for the units changed while its bus is away.
 const RESYNC_MANAGER: &str = "/tmp/bounce-systemd-watch-resync";
 
-/// The boundary is systemd's own realtime stamp `p` of the unit (ours is its
-/// monotonic one placed on the realtime axis: within 2 ms).
-fn agrees(env: &SystemdEnv, r: &TimelineRecord, b: BoundaryName, unit: &str, p: &str) {
-    let got = at(r, b);
-    let systemd = env.usec_prop(unit, p) * 1000;
-    assert!(
-        (got - systemd).abs() < 2_000_000,
-        "{b:?} {got} vs systemd's {p} {systemd}: {r:#?}"
-    );
-}
-
-/// Unit files of a private manager, disabled and removed when dropped.
-struct UnitFiles<'a> {
-    env: &'a SystemdEnv,
-    names: Vec<String>,
-}
-
-impl Drop for UnitFiles<'_> {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = self.env.systemctl(&["disable", n]);
-            let _ = self.env.systemctl(&["stop", n]);
-            let _ = std::fs::remove_file(self.env.unit_dir.join(n));
-        }
-    }
-}
-
 #[test]
 fn watch_reads_from_the_units_own_stamps_what_they_did_while_the_bus_was_away() {
     let manager = PrivateUnit {
@@ -282,27 +255,19 @@ fn watch_reads_from_the_units_own_stamps_what_they_did_while_the_bus_was_away() 
         (Some(Cause::StopStart), Outcome::Ok),
         "{r:#?}"
     );
-    agrees(
-        env,
+    env.agrees(
         r,
         BoundaryName::Requested,
         &restarted,
         "ActiveExitTimestamp",
     );
-    agrees(
-        env,
+    env.agrees(
         r,
         BoundaryName::Exited,
         &restarted,
         "InactiveEnterTimestamp",
     );
-    agrees(
-        env,
-        r,
-        BoundaryName::Started,
-        &restarted,
-        "ActiveEnterTimestamp",
-    );
+    env.agrees(r, BoundaryName::Started, &restarted, "ActiveEnterTimestamp");
     assert!(
         r.notes.iter().any(|n| n.contains("jobs not seen"))
             && r.notes.iter().any(|n| n.contains("not told apart")),
@@ -320,20 +285,8 @@ fn watch_reads_from_the_units_own_stamps_what_they_did_while_the_bus_was_away() 
         "{c:#?}"
     );
     assert!(c.boundary(BoundaryName::Requested).is_none(), "{c:#?}");
-    agrees(
-        env,
-        c,
-        BoundaryName::Exited,
-        &crashed,
-        "ActiveExitTimestamp",
-    );
-    agrees(
-        env,
-        c,
-        BoundaryName::Started,
-        &crashed,
-        "ActiveEnterTimestamp",
-    );
+    env.agrees(c, BoundaryName::Exited, &crashed, "ActiveExitTimestamp");
+    env.agrees(c, BoundaryName::Started, &crashed, "ActiveEnterTimestamp");
     assert!(
         c.phases.get(&Phase::Start).is_some_and(|s| *s >= 0.3),
         "RestartSec=300ms: {c:#?}"
@@ -350,21 +303,9 @@ fn watch_reads_from_the_units_own_stamps_what_they_did_while_the_bus_was_away() 
         (Some(Cause::StopStart), Outcome::Ok),
         "{d:#?}"
     );
-    agrees(
-        env,
-        d,
-        BoundaryName::Requested,
-        &down,
-        "ActiveExitTimestamp",
-    );
-    agrees(
-        env,
-        d,
-        BoundaryName::Exited,
-        &down,
-        "InactiveEnterTimestamp",
-    );
-    agrees(env, d, BoundaryName::Started, &down, "ActiveEnterTimestamp");
+    env.agrees(d, BoundaryName::Requested, &down, "ActiveExitTimestamp");
+    env.agrees(d, BoundaryName::Exited, &down, "InactiveEnterTimestamp");
+    env.agrees(d, BoundaryName::Started, &down, "ActiveEnterTimestamp");
     assert!(
         d.notes.iter().any(|n| n.contains("jobs not seen")),
         "{d:#?}"
