@@ -104,6 +104,12 @@ pub struct RestartTracker {
     /// Each container's last `start` seen (forgotten at its `destroy`):
     /// one stamp per container, whatever the number of restarts.
     last_start: HashMap<String, i64>,
+    /// A container's last signal not yet followed by its `die` (stamp and
+    /// event): many signals stop nothing (a reload, `docker kill -s HUP`,
+    /// which the process handles or ignores), so a restart opens at the
+    /// `die`, with the kill that asked for it. Forgotten at the die, at
+    /// `destroy`, or by `sweep`.
+    kills: HashMap<String, (i64, EventMessage)>,
     /// Keys already recorded (whose events may be replayed).
     recorded: Box<dyn Fn(&RestartKey) -> bool + Send>,
 }
@@ -123,6 +129,7 @@ impl RestartTracker {
             by_id: HashMap::new(),
             removed: HashMap::new(),
             last_start: HashMap::new(),
+            kills: HashMap::new(),
             recorded: Box::new(recorded),
         }
     }
@@ -146,30 +153,36 @@ impl RestartTracker {
         };
         let action = ev.action.as_deref().unwrap_or("");
         let name = attr(ev, "name").unwrap_or_else(|| id.clone());
-        // A kill or die after the start begins the next restart; the
-        // previous one gets the exit (as `run`'s observer would) and is let go.
-        if matches!(action, "kill" | "die")
+        // A signal is kept until the container dies of it; one logged after
+        // the exit it caused (below) still belongs to that restart.
+        if action == "kill" && self.by_id.get(&id).is_none_or(|p| p.started) {
+            self.kills.insert(id, (at, ev.clone()));
+            return None;
+        }
+        // A die after the start begins the next restart; the previous one
+        // gets the exit (as `run`'s observer would) and is let go.
+        if action == "die"
             && let Some(p) = self.by_id.get(&id).filter(|p| p.started)
         {
-            if action == "die" {
-                p.feed(ev);
-            }
+            p.feed(ev);
             self.by_id.remove(&id);
         }
         match action {
-            "kill" | "die" if !self.by_id.contains_key(&id) => {
+            "die" if !self.by_id.contains_key(&id) => {
+                let kill = self.kills.remove(&id);
+                let asked = kill.is_some();
                 let key = RestartKey {
                     name,
-                    opened_at: at,
+                    opened_at: kill.as_ref().map_or(at, |(k, _)| *k),
                 };
-                let asked = action == "kill";
+                let requested = kill.as_ref().map(|(k, _)| *k);
                 let pending = Pending {
                     replayed: (self.recorded)(&key),
                     facts: RestartFacts {
                         key,
                         id: id.clone(),
                         image: attr(ev, "image").unwrap_or_default(),
-                        requested: asked.then_some(at),
+                        requested,
                         instance_started: self.last_start.get(&id).copied(),
                         asked,
                         removed: None,
@@ -179,12 +192,16 @@ impl RestartTracker {
                     seen: watch::channel(Observed::default()).0,
                     started: false,
                 };
+                if let Some((_, k)) = &kill {
+                    pending.feed(k);
+                }
                 pending.feed(ev);
                 self.by_id.insert(id, pending);
                 None
             }
             "destroy" => {
                 self.last_start.remove(&id);
+                self.kills.remove(&id);
                 let mut p = self.by_id.remove(&id)?;
                 if p.started {
                     return None;
@@ -248,6 +265,8 @@ impl RestartTracker {
     /// given back and forgotten: the bound on what is kept.
     pub fn sweep(&mut self, older_than: i64) -> Vec<Unfinished> {
         let stale = |p: &Pending| !p.started && p.facts.key.opened_at < older_than;
+        // A signal the container lived through was no restart.
+        self.kills.retain(|_, (at, _)| *at >= older_than);
         let mut out = Vec::new();
         for map in [&mut self.by_id, &mut self.removed] {
             let keys: Vec<String> = map
@@ -276,6 +295,7 @@ impl RestartTracker {
             .values()
             .chain(self.removed.values())
             .map(|p| p.facts.key.opened_at)
+            .chain(self.kills.values().map(|(at, _)| *at))
             .min()
     }
 
@@ -418,7 +438,49 @@ mod tests {
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].facts.key.name, "a");
         assert_eq!(gone[0].seen.exited, Some(20));
-        assert_eq!((t.open(), t.oldest_open()), (1, Some(500)));
+        // b's signal opened nothing, but the cursor stays before it.
+        assert_eq!((t.open(), t.oldest_open()), (0, Some(500)));
+    }
+
+    #[test]
+    fn a_signal_the_container_lives_through_is_no_restart() {
+        let mut t = tracker();
+        // A reload: a HUP the process handles, while its last restart is
+        // still followed; then a real stop, whose kill asked for the die.
+        for e in [
+            ev("a", "a", "kill", 10, &[("signal", "15")]),
+            ev("a", "a", "die", 20, &[("exitCode", "0")]),
+        ] {
+            assert!(t.apply(&e).is_none());
+        }
+        assert!(t.apply(&ev("a", "a", "start", 30, &[])).is_some());
+        assert!(
+            t.apply(&ev("a", "a", "kill", 40, &[("signal", "1")]))
+                .is_none()
+        );
+        assert_eq!(t.open(), 1, "the restart still followed is not cut");
+        assert!(t.sweep(100).is_empty(), "the HUP is given back as nothing");
+        assert_eq!(t.oldest_open(), Some(10));
+        t.close(
+            &RestartKey {
+                name: "a".into(),
+                opened_at: 10,
+            },
+            "a",
+        );
+        for e in [
+            ev("a", "a", "kill", 200, &[("signal", "15")]),
+            ev("a", "a", "die", 210, &[("exitCode", "0")]),
+        ] {
+            assert!(t.apply(&e).is_none());
+        }
+        let gone = t.sweep(1000);
+        assert_eq!(gone.len(), 1);
+        let f = &gone[0].facts;
+        assert_eq!(
+            (f.key.opened_at, f.requested, f.asked),
+            (200, Some(200), true)
+        );
     }
 
     #[test]
